@@ -1,0 +1,13 @@
+"""bigdens: Bayesian machine-learned Kohn-Sham electron densities at scale.
+
+Importing :mod:`bigdens` loads nothing heavy: numba, torch, zarr and dask are
+imported by the modules that use them, when they are used.
+
+Units everywhere in the API: lengths in Å, densities in electrons/Å³.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

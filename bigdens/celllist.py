@@ -1,0 +1,148 @@
+"""A periodic cell list over a whole structure, built once and shared.
+
+Atoms are binned by their fractional coordinates (wrapped into [0, 1)), and
+the bins are stored in compressed-row form (``order`` sorted by bin,
+``starts`` offsets).  A query asks for every periodic image of every atom
+whose fractional coordinates fall inside a box ``[lo, hi]`` that may extend
+past the cell; it visits only the bins that box overlaps, so its cost and
+memory depend on the box, not on the system size.  Boxes wider than the cell
+(thin cells, large cutoffs) visit the same bin several times with different
+image shifts, so every image is found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Target number of atoms per bin: small enough that a query box touches few
+#: atoms outside it, large enough that the bin table stays small for 10^7 atoms.
+ATOMS_PER_BIN = 8
+
+
+@dataclass(frozen=True)
+class CellList:
+    """Atoms binned on a regular grid of fractional-coordinate bins.
+
+    Attributes
+    ----------
+    cell : ndarray, shape (3, 3), float64
+        Lattice vectors as rows, Å.
+    frac : ndarray, shape (n_atoms, 3), float64
+        Fractional coordinates wrapped into [0, 1).
+    nbins : ndarray, shape (3,), int64
+        Number of bins along each lattice vector.
+    order : ndarray, shape (n_atoms,), int64
+        Atom indices sorted by bin.
+    starts : ndarray, shape (prod(nbins) + 1,), int64
+        ``order[starts[b]:starts[b + 1]]`` are the atoms of flat bin ``b``.
+    """
+
+    cell: np.ndarray
+    frac: np.ndarray
+    nbins: np.ndarray
+    order: np.ndarray
+    starts: np.ndarray
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.frac.shape[0])
+
+    def query_box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every atom image whose fractional coordinates lie in ``[lo, hi]``.
+
+        Parameters
+        ----------
+        lo, hi : ndarray, shape (3,), float64
+            Box corners in fractional coordinates; may lie outside [0, 1).
+
+        Returns
+        -------
+        indices : ndarray, shape (m,), int64
+            Original atom indices (an atom may appear more than once, as
+            different images).
+        shifts : ndarray, shape (m, 3), int64
+            Integer lattice shifts: the image sits at ``frac[indices] + shifts``.
+        """
+        _kernels = _load_kernels()
+        lo = np.asarray(lo, dtype=np.float64)
+        hi = np.asarray(hi, dtype=np.float64)
+        return _kernels.query_box(self.frac, self.nbins, self.order, self.starts, lo, hi)
+
+    def query_sphere_box(self, frac_lo: np.ndarray, frac_hi: np.ndarray, radius: float):
+        """Atom images within ``radius`` (Å) of the fractional box ``[frac_lo, frac_hi]``.
+
+        Returns a superset: the box is widened along each lattice direction by
+        ``radius`` divided by the spacing of that family of lattice planes,
+        which contains every point within ``radius`` of the box exactly.
+        """
+        pad = radius * plane_normals_norm(self.cell)
+        return self.query_box(np.asarray(frac_lo) - pad, np.asarray(frac_hi) + pad)
+
+
+def plane_normals_norm(cell: np.ndarray) -> np.ndarray:
+    """Norms of the reciprocal vectors (without 2π), 1/Å, shape (3,).
+
+    ``1 / result[i]`` is the spacing between lattice planes spanned by the two
+    other vectors: a Cartesian displacement of length r changes fractional
+    coordinate i by at most ``r * result[i]``.
+    """
+    recip = np.linalg.inv(np.asarray(cell, dtype=np.float64)).T
+    return np.linalg.norm(recip, axis=1)
+
+
+def build_cell_list(cell: np.ndarray, positions: np.ndarray, *, atoms_per_bin: int = ATOMS_PER_BIN) -> CellList:
+    """Bin the atoms of a periodic structure.
+
+    Parameters
+    ----------
+    cell : array_like, shape (3, 3)
+        Lattice vectors as rows, Å.
+    positions : array_like, shape (n_atoms, 3)
+        Cartesian positions, Å (need not lie inside the cell).
+    atoms_per_bin
+        Target mean occupation of a bin.
+    """
+    cell = np.ascontiguousarray(cell, dtype=np.float64)
+    frac = np.linalg.solve(cell.T, np.asarray(positions, dtype=np.float64).T).T
+    frac -= np.floor(frac)
+    frac[frac >= 1.0] = 0.0  # -1e-17 wraps to 1.0 in floating point
+    n = frac.shape[0]
+    volume = abs(np.linalg.det(cell))
+    width = (volume * atoms_per_bin / max(n, 1)) ** (1.0 / 3.0)
+    plane_spacing = 1.0 / plane_normals_norm(cell)
+    nbins = np.maximum(1, np.floor(plane_spacing / width)).astype(np.int64)
+    b = np.minimum((frac * nbins).astype(np.int64), nbins - 1)
+    flat = (b[:, 0] * nbins[1] + b[:, 1]) * nbins[2] + b[:, 2]
+    order = np.argsort(flat, kind="stable").astype(np.int64)
+    counts = np.bincount(flat, minlength=int(np.prod(nbins)))
+    starts = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    return CellList(cell=cell, frac=np.ascontiguousarray(frac), nbins=nbins, order=order, starts=starts)
+
+
+_KERNELS = None
+
+
+def _load_kernels():
+    # numba compiles on first use only, so that `import bigdens` stays light.
+    global _KERNELS
+    if _KERNELS is None:
+        from . import _celllist_kernels
+
+        _KERNELS = _celllist_kernels
+    return _KERNELS
+
+
+def min_image_pairs_closer_than(cl: CellList, dmin: float, *, max_report: int = 10) -> np.ndarray:
+    """Pairs of atoms (any periodic images) closer than ``dmin`` Å.
+
+    Returns
+    -------
+    ndarray, shape (k, 3), float64
+        Rows ``(i, j, distance)`` with ``i < j`` (or ``i == j`` for an atom
+        close to its own image), at most ``max_report`` of them.
+    """
+    k = _load_kernels()
+    return k.close_pairs(cl.cell, cl.frac, cl.nbins, cl.order, cl.starts, float(dmin), int(max_report))

@@ -1,0 +1,18 @@
+"""Argument groups shared by several sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--spacing H | --grid N1 N2 N3`` (DESIGN §1)."""
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--spacing", type=float, metavar="H", help="grid spacing, Å (largest allowed along each lattice vector)")
+    g.add_argument("--grid", type=int, nargs=3, metavar=("N1", "N2", "N3"), help="exact grid shape")
+
+
+def add_structure_arguments(parser: argparse.ArgumentParser) -> None:
+    """A structure file readable by ASE, with an optional explicit format."""
+    parser.add_argument("structure", help="structure file in any format ASE reads (extxyz, POSCAR, CIF, ...)")
+    parser.add_argument("--format", help="ASE format name when it cannot be guessed (e.g. lammps-data)")

@@ -1,0 +1,249 @@
+"""Periodic structures: reading, validation, and vectorised builders.
+
+Builders return :class:`ase.Atoms` with ``pbc=True``; positions in Å.  All of
+them work on whole arrays (no Python loop per atom), so a 4,000,000-atom cell
+builds in seconds and 10^7 atoms fit in memory (positions take 24 bytes/atom).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase import Atoms
+
+#: Lattice constants, Å.
+A_AL = 4.05
+A_SI = 5.431
+A_GE = 5.658
+
+#: Atoms closer than this (Å) are refused as unphysical.
+MIN_DISTANCE = 0.5
+
+_FCC_BASIS = np.array([[0.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
+_DIAMOND_BASIS = np.concatenate([_FCC_BASIS, _FCC_BASIS + 0.25])
+
+
+def read(path: str | Path, *, format: str | None = None, index: int | str = -1) -> "Atoms":
+    """Read one periodic structure with ASE.
+
+    Any format ASE reads works (extxyz, POSCAR, CIF, LAMMPS data, ...);
+    ``format`` is guessed from the file name when not given.  LAMMPS data
+    files need ``format="lammps-data"`` (ASE cannot guess them).
+
+    Raises
+    ------
+    InputError
+        If the file is missing or ASE cannot parse it, naming the file.
+    """
+    from ase.io import read as ase_read
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"structure file {str(path)!r} does not exist")
+    try:
+        atoms = ase_read(path, format=format, index=index)
+    except Exception as exc:  # ASE raises many types; one message for the user
+        hint = "" if format else " Name the format explicitly, e.g. --format lammps-data."
+        raise InputError(
+            f"cannot read structure {str(path)!r} with ASE ({type(exc).__name__}: {exc}).{hint}"
+        ) from None
+    if isinstance(atoms, list):  # index=":" was asked
+        raise InputError(f"{str(path)!r} holds {len(atoms)} structures; choose one with index=")
+    return atoms
+
+
+def validate(atoms: "Atoms", *, min_distance: float = MIN_DISTANCE) -> None:
+    """Check that ``atoms`` is a valid periodic structure, or raise InputError.
+
+    Checks: at least one atom; finite positions; a fully periodic cell whose
+    lattice vectors are linearly independent; no two atoms (including periodic
+    images of one atom) closer than ``min_distance`` Å.
+    """
+    if len(atoms) == 0:
+        raise InputError("the structure is empty (0 atoms)")
+    if not np.all(atoms.pbc):
+        raise InputError(
+            f"the structure must be periodic in all three directions, got pbc={atoms.pbc.tolist()}; "
+            "put a molecule or slab in a box with vacuum and set atoms.pbc = True"
+        )
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    volume = abs(np.linalg.det(cell))
+    lengths = np.linalg.norm(cell, axis=1)
+    if not np.all(np.isfinite(cell)) or volume <= 1e-6 * max(lengths.prod(), 1e-300):
+        raise InputError(
+            f"the cell is singular (volume {volume:.3g} Å³, lattice vectors {cell.tolist()}); "
+            "give three linearly independent lattice vectors"
+        )
+    pos = atoms.positions
+    bad = ~np.isfinite(pos).all(axis=1)
+    if bad.any():
+        raise InputError(
+            f"{int(bad.sum())} atom(s) have NaN or infinite positions (first: atom {int(np.argmax(bad))})"
+        )
+    from .celllist import build_cell_list, min_image_pairs_closer_than
+
+    pairs = min_image_pairs_closer_than(build_cell_list(cell, pos), min_distance, max_report=1)
+    if len(pairs):
+        i, j, d = int(pairs[0, 0]), int(pairs[0, 1]), pairs[0, 2]
+        what = "an image of itself" if i == j else f"atom {j}"
+        raise InputError(
+            f"atom {i} is {d:.3f} Å from {what} (minimum allowed {min_distance} Å); "
+            "check the cell and the position units (Å)"
+        )
+
+
+def _check_cells(cells) -> tuple[int, int, int]:
+    cells = tuple(int(c) for c in np.broadcast_to(np.asarray(cells), (3,)))
+    if min(cells) < 1:
+        raise InputError(f"cells must be positive integers, got {cells}")
+    return cells
+
+
+def _lattice(basis: np.ndarray, cells: tuple[int, int, int], a: float) -> np.ndarray:
+    # Positions of a cubic lattice with `basis` (fractional, per conventional cell), Å.
+    idx = np.indices(cells, dtype=np.float64).reshape(3, -1).T  # (ncells, 3)
+    pos = (idx[:, None, :] + basis[None, :, :]).reshape(-1, 3)
+    pos *= a
+    return pos
+
+
+def fcc_al(cells=(1, 1, 1), *, a: float = A_AL) -> "Atoms":
+    """Bulk FCC aluminium of ``n1 × n2 × n3`` conventional (4-atom) cubic cells.
+
+    Parameters
+    ----------
+    cells
+        Repeats ``(n1, n2, n3)`` (an int means the same along all three).
+    a
+        Lattice constant, Å.
+    """
+    from ase import Atoms
+
+    cells = _check_cells(cells)
+    if not a > 0:
+        raise InputError(f"lattice constant must be > 0 Å, got {a!r}")
+    pos = _lattice(_FCC_BASIS, cells, a)
+    return Atoms(numbers=np.full(len(pos), 13), positions=pos, cell=np.diag(np.array(cells) * a), pbc=True)
+
+
+def vegard(x: float) -> float:
+    """Lattice constant of Si(1−x)Ge(x) by Vegard's law, Å."""
+    return (1.0 - x) * A_SI + x * A_GE
+
+
+def diamond_sige(cells=(1, 1, 1), *, x: float, a: float | None = None, seed: int = 0) -> "Atoms":
+    """Random Si(1−x)Ge(x) alloy on the diamond lattice.
+
+    Exactly ``round(x * n_atoms)`` sites hold Ge, chosen at random (seeded).
+
+    Parameters
+    ----------
+    cells
+        Repeats of the 8-atom conventional cubic cell.
+    x
+        Ge fraction in [0, 1].
+    a
+        Lattice constant, Å; Vegard's law between Si (5.431) and Ge (5.658) when None.
+    seed
+        Seed of the random site assignment.
+    """
+    from ase import Atoms
+
+    cells = _check_cells(cells)
+    if not 0.0 <= x <= 1.0:
+        raise InputError(f"Ge fraction x must be within [0, 1], got {x!r}")
+    a = vegard(x) if a is None else a
+    if not a > 0:
+        raise InputError(f"lattice constant must be > 0 Å, got {a!r}")
+    pos = _lattice(_DIAMOND_BASIS, cells, a)
+    n = len(pos)
+    numbers = np.full(n, 14, dtype=np.int64)
+    n_ge = int(round(x * n))
+    rng = np.random.default_rng(seed)
+    numbers[rng.permutation(n)[:n_ge]] = 32
+    return Atoms(numbers=numbers, positions=pos, cell=np.diag(np.array(cells) * a), pbc=True)
+
+
+def _min_image_distance(atoms: "Atoms", center: np.ndarray) -> np.ndarray:
+    # Distance (Å) from `center` to the nearest image of each atom; exact when the
+    # cell is not much skewed (reduced); used for voids and clusters.
+    cell = np.asarray(atoms.cell[:])
+    frac = np.linalg.solve(cell.T, (atoms.positions - center).T).T
+    frac -= np.round(frac)
+    return np.linalg.norm(frac @ cell, axis=1)
+
+
+def _center(atoms: "Atoms", center) -> np.ndarray:
+    if center is None:
+        return np.asarray(atoms.cell[:]).sum(axis=0) / 2.0
+    c = np.asarray(center, dtype=np.float64)
+    if c.shape != (3,) or not np.isfinite(c).all():
+        raise InputError(f"center must be three finite Cartesian coordinates (Å), got {center!r}")
+    return c
+
+
+def remove_vacancies(atoms: "Atoms", k: int, *, seed: int = 0) -> "Atoms":
+    """Copy of ``atoms`` with ``k`` atoms removed at random (seeded)."""
+    if not 0 <= k < len(atoms):
+        raise InputError(f"number of vacancies must be within [0, {len(atoms) - 1}], got {k!r}")
+    keep = np.ones(len(atoms), dtype=bool)
+    keep[np.random.default_rng(seed).choice(len(atoms), size=k, replace=False)] = False
+    return atoms[keep]
+
+
+def carve_void(atoms: "Atoms", radius: float, *, center=None) -> "Atoms":
+    """Copy of ``atoms`` without the atoms within ``radius`` Å of ``center``.
+
+    ``center`` (Cartesian, Å) defaults to the middle of the cell; distances use
+    the nearest periodic image.
+    """
+    if not radius > 0:
+        raise InputError(f"void radius must be > 0 Å, got {radius!r}")
+    keep = _min_image_distance(atoms, _center(atoms, center)) > radius
+    if not keep.any():
+        raise InputError(f"a void of radius {radius} Å removes every atom of the cell")
+    return atoms[keep]
+
+
+def substitute_cluster(atoms: "Atoms", radius: float, *, symbol: str | int, center=None) -> "Atoms":
+    """Copy of ``atoms`` with every atom within ``radius`` Å of ``center`` replaced by ``symbol``."""
+    from ase.data import atomic_numbers
+
+    z = symbol if isinstance(symbol, int) else atomic_numbers.get(symbol)
+    if z is None or not 0 < z < 119:
+        raise InputError(f"unknown chemical element {symbol!r}")
+    if not radius > 0:
+        raise InputError(f"cluster radius must be > 0 Å, got {radius!r}")
+    out = atoms.copy()
+    inside = _min_image_distance(atoms, _center(atoms, center)) <= radius
+    numbers = out.numbers
+    numbers[inside] = z
+    out.numbers = numbers
+    return out
+
+
+def rattle(atoms: "Atoms", rms: float, *, seed: int = 0) -> "Atoms":
+    """Copy of ``atoms`` with Gaussian displacements (thermal-like disorder).
+
+    Each Cartesian component is displaced by a normal deviate of standard
+    deviation ``rms`` Å (the displacement vector's rms length is ``√3·rms``).
+    """
+    if not rms >= 0:
+        raise InputError(f"rattle amplitude must be >= 0 Å, got {rms!r}")
+    out = atoms.copy()
+    out.positions = atoms.positions + np.random.default_rng(seed).normal(0.0, rms, size=(len(atoms), 3))
+    return out
+
+
+def species_counts(atoms: "Atoms") -> dict[str, int]:
+    """Number of atoms per chemical symbol, e.g. ``{"Si": 32, "Ge": 32}``."""
+    from ase.data import chemical_symbols
+
+    z, n = np.unique(atoms.numbers, return_counts=True)
+    return {chemical_symbols[int(a)]: int(b) for a, b in zip(z, n)}
