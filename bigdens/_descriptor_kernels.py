@@ -1,0 +1,158 @@
+"""Numba kernels of :mod:`bigdens.descriptors` (pure functions over arrays).
+
+The points arrive grouped in small spatial tiles.  Per tile, the atoms within
+``r_cut + tile radius`` of the tile centre are gathered once, grouped by
+species; per point, only those candidates are tested against the exact
+cutoff.  Distances are sorted in place (no allocation per point); the K
+nearest of a species are kept by insertion into a K-long list, which rejects
+most candidates with one comparison.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: Atoms closer than this to a grid point (Å) count as sitting on it: d = 0, u = 0.
+ON_ATOM = 1e-6
+
+
+@njit(cache=True, parallel=True, fastmath=False)
+def descriptors(points, tile_starts, atom_pos, atom_species, m, k, offsets, r_cut, n_features):
+    """Descriptor rows of ``points`` (float32, shape (n_points, n_features)).
+
+    Parameters
+    ----------
+    points : (P, 3) float64, Å, grouped so that each tile is contiguous.
+    tile_starts : (T + 1,) int64, tile t is ``points[tile_starts[t]:tile_starts[t+1]]``.
+    atom_pos : (A, 3) float64, Å, atom images (periodic images resolved).
+    atom_species : (A,) int64, species index in 0..S-1 of each image.
+    m, k : (S,) int64, radial count M_s and angular count K_s per species.
+    offsets : (S,) int64, first feature column of each species block.
+    r_cut : float, Å.
+    n_features : int.
+    """
+    n_points = points.shape[0]
+    n_tiles = tile_starts.shape[0] - 1
+    n_species = m.shape[0]
+    n_atoms = atom_pos.shape[0]
+    out = np.zeros((n_points, n_features), dtype=np.float32)
+    rc2 = r_cut * r_cut
+    kmax = 1
+    for s in range(n_species):
+        kmax = max(kmax, k[s])
+    for t in prange(n_tiles):
+        p0 = tile_starts[t]
+        p1 = tile_starts[t + 1]
+        if p1 <= p0:
+            continue
+        # Tile centre and radius.
+        cx = 0.0
+        cy = 0.0
+        cz = 0.0
+        for p in range(p0, p1):
+            cx += points[p, 0]
+            cy += points[p, 1]
+            cz += points[p, 2]
+        inv = 1.0 / (p1 - p0)
+        cx *= inv
+        cy *= inv
+        cz *= inv
+        rad2 = 0.0
+        for p in range(p0, p1):
+            dx = points[p, 0] - cx
+            dy = points[p, 1] - cy
+            dz = points[p, 2] - cz
+            rad2 = max(rad2, dx * dx + dy * dy + dz * dz)
+        reach = r_cut + np.sqrt(rad2) + 1e-9
+        reach2 = reach * reach
+        # Candidates of the tile, grouped by species (counting sort).
+        count = np.zeros(n_species + 1, dtype=np.int64)
+        keep = np.empty(n_atoms, dtype=np.int64)
+        nk = 0
+        for a in range(n_atoms):
+            dx = atom_pos[a, 0] - cx
+            dy = atom_pos[a, 1] - cy
+            dz = atom_pos[a, 2] - cz
+            if dx * dx + dy * dy + dz * dz <= reach2:
+                keep[nk] = a
+                nk += 1
+                count[atom_species[a] + 1] += 1
+        for s in range(n_species):
+            count[s + 1] += count[s]
+        fill = count[:n_species].copy()
+        cand = np.empty((max(nk, 1), 3))
+        for q in range(nk):
+            a = keep[q]
+            s = atom_species[a]
+            cand[fill[s], 0] = atom_pos[a, 0]
+            cand[fill[s], 1] = atom_pos[a, 1]
+            cand[fill[s], 2] = atom_pos[a, 2]
+            fill[s] += 1
+        # Per-point work buffers, reused for every point of the tile.
+        d2buf = np.empty(max(nk, 1))
+        kd2 = np.empty(kmax)
+        kvec = np.empty((kmax, 3))
+        for p in range(p0, p1):
+            px = points[p, 0]
+            py = points[p, 1]
+            pz = points[p, 2]
+            for s in range(n_species):
+                ms = m[s]
+                ks = k[s]
+                off = offsets[s]
+                n = 0
+                nkept = 0
+                for q in range(count[s], count[s + 1]):
+                    dx = cand[q, 0] - px
+                    dy = cand[q, 1] - py
+                    dz = cand[q, 2] - pz
+                    d2 = dx * dx + dy * dy + dz * dz
+                    if d2 > rc2:
+                        continue
+                    d2buf[n] = d2
+                    n += 1
+                    if ks > 0 and (nkept < ks or d2 < kd2[nkept - 1]):
+                        # Insert into the sorted K-nearest list (ties keep the earlier atom).
+                        j = nkept if nkept < ks else ks - 1
+                        while j > 0 and kd2[j - 1] > d2:
+                            kd2[j] = kd2[j - 1]
+                            kvec[j, 0] = kvec[j - 1, 0]
+                            kvec[j, 1] = kvec[j - 1, 1]
+                            kvec[j, 2] = kvec[j - 1, 2]
+                            j -= 1
+                        kd2[j] = d2
+                        kvec[j, 0] = dx
+                        kvec[j, 1] = dy
+                        kvec[j, 2] = dz
+                        if nkept < ks:
+                            nkept += 1
+                # Radial part: the M smallest distances, padded with r_cut.
+                d2buf[:n].sort()
+                for i in range(ms):
+                    if i < n:
+                        out[p, off + i] = np.sqrt(d2buf[i])
+                    else:
+                        out[p, off + i] = r_cut
+                # Angular part: unit vectors of the K nearest, scalar products (i < j).
+                for i in range(nkept):
+                    d = np.sqrt(kd2[i])
+                    if d < ON_ATOM:
+                        kvec[i, 0] = 0.0
+                        kvec[i, 1] = 0.0
+                        kvec[i, 2] = 0.0
+                    else:
+                        kvec[i, 0] /= d
+                        kvec[i, 1] /= d
+                        kvec[i, 2] /= d
+                col = off + ms
+                for i in range(ks):
+                    for j in range(i + 1, ks):
+                        if j < nkept:
+                            out[p, col] = kvec[i, 0] * kvec[j, 0] + kvec[i, 1] * kvec[j, 1] + kvec[i, 2] * kvec[j, 2]
+                        col += 1
+                # Distances below ON_ATOM count as zero.
+                for i in range(min(ms, n)):
+                    if out[p, off + i] < ON_ATOM:
+                        out[p, off + i] = 0.0
+    return out

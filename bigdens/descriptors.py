@@ -1,0 +1,274 @@
+"""Grid-point descriptors: distances to, and angles between, the nearest atoms.
+
+For a point x and each species s (in the model's fixed order), take the atom
+images of species s within ``r_cut`` of x, sorted by distance
+``d_1 ≤ d_2 ≤ …`` (DESIGN §2):
+
+* radial part: ``d_1 … d_M`` (M = ``m[s]``), padded with ``r_cut`` when fewer
+  than M atoms lie within the cutoff;
+* angular part: for the nearest K = ``k[s]`` atoms, the scalar products
+  ``u_i·u_j`` (i < j, lexicographic order) of the unit vectors from x to
+  them, ``K(K−1)/2`` values; missing ones are 0.
+
+An atom within 1e-6 Å of the point has d = 0 and u = 0.  The feature vector
+is the concatenation of the species blocks, radial part first.  It is
+invariant to rotations, translations, permutations of the atoms and the
+choice of periodic images.  Exact distance ties (symmetric points of perfect
+crystals) are broken by the order in which candidate atoms are visited, so
+the angular part of such points may depend on that order; thermal disorder
+removes the ties.
+
+Feature transforms (1/d, standardisation) belong to the model, not here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+#: Largest allowed radial count M per species.
+M_MAX = 256
+#: Largest allowed angular count K per species (K(K−1)/2 = 120 products).
+K_MAX = 16
+#: Spatial tile edge used to group points (Å).
+TILE_EDGE = 0.8
+#: Points per tile at most (a tile larger than this is split).
+TILE_MAX_POINTS = 128
+
+
+@dataclass(frozen=True)
+class DescriptorParams:
+    """Descriptor settings, stored in a model's metadata.
+
+    Parameters
+    ----------
+    species : tuple of int
+        Atomic numbers, in the model's fixed order.
+    m : tuple of int
+        Radial count M_s per species (1..M_MAX).
+    k : tuple of int
+        Angular count K_s per species (0..K_MAX); K_s(K_s−1)/2 scalar products.
+    r_cut : float
+        Cutoff radius, Å.
+    """
+
+    species: tuple[int, ...]
+    m: tuple[int, ...]
+    k: tuple[int, ...]
+    r_cut: float
+
+    def __post_init__(self):
+        species = tuple(int(z) for z in self.species)
+        m = tuple(int(v) for v in self.m)
+        k = tuple(int(v) for v in self.k)
+        if not species:
+            raise InputError("DescriptorParams needs at least one species")
+        if len(set(species)) != len(species) or any(not 0 < z < 119 for z in species):
+            raise InputError(f"species must be distinct atomic numbers, got {species!r}")
+        if len(m) != len(species) or len(k) != len(species):
+            raise InputError(
+                f"m and k need one entry per species {species!r}, got m={m!r}, k={k!r}"
+            )
+        if any(not 1 <= v <= M_MAX for v in m):
+            raise InputError(f"each radial count M must be within 1..{M_MAX}, got m={m!r}")
+        if any(not 0 <= v <= K_MAX for v in k):
+            raise InputError(f"each angular count K must be within 0..{K_MAX}, got k={k!r}")
+        r_cut = float(self.r_cut)
+        if not (math.isfinite(r_cut) and r_cut > 0):
+            raise InputError(f"r_cut must be a positive number of Å, got {self.r_cut!r}")
+        object.__setattr__(self, "species", species)
+        object.__setattr__(self, "m", m)
+        object.__setattr__(self, "k", k)
+        object.__setattr__(self, "r_cut", r_cut)
+
+    @property
+    def block_sizes(self) -> tuple[int, ...]:
+        """Number of features of each species block."""
+        return tuple(m + k * (k - 1) // 2 for m, k in zip(self.m, self.k))
+
+    @property
+    def n_features(self) -> int:
+        return sum(self.block_sizes)
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """First column of each species block."""
+        return tuple(int(v) for v in np.concatenate([[0], np.cumsum(self.block_sizes)[:-1]]))
+
+    def radial_mask(self) -> np.ndarray:
+        """Boolean mask, shape (n_features,), true for distance columns (Å)."""
+        mask = np.zeros(self.n_features, dtype=bool)
+        for off, m in zip(self.offsets, self.m):
+            mask[off : off + m] = True
+        return mask
+
+    def feature_names(self) -> list[str]:
+        """Names such as ``Al:d3`` and ``Al:u1.u2``."""
+        from ase.data import chemical_symbols
+
+        names = []
+        for z, m, k in zip(self.species, self.m, self.k):
+            sym = chemical_symbols[z]
+            names += [f"{sym}:d{i + 1}" for i in range(m)]
+            names += [f"{sym}:u{i + 1}.u{j + 1}" for i in range(k) for j in range(i + 1, k)]
+        return names
+
+    def to_dict(self) -> dict:
+        return {"species": list(self.species), "m": list(self.m), "k": list(self.k), "r_cut": self.r_cut}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DescriptorParams":
+        try:
+            return cls(species=tuple(d["species"]), m=tuple(d["m"]), k=tuple(d["k"]), r_cut=d["r_cut"])
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"descriptor parameters need species, m, k and r_cut; got {d!r} ({exc})") from None
+
+
+def species_index(numbers: np.ndarray, params: DescriptorParams) -> np.ndarray:
+    """Species index (0..S−1, int64) of each atomic number, or InputError naming unknown ones."""
+    from ase.data import chemical_symbols
+
+    numbers = np.asarray(numbers)
+    lut = np.full(119, -1, dtype=np.int64)
+    lut[list(params.species)] = np.arange(len(params.species))
+    if numbers.size and (numbers.min() < 0 or numbers.max() > 118):
+        raise InputError(f"atomic numbers must be within 1..118, got {numbers.min()}..{numbers.max()}")
+    idx = lut[numbers]
+    if (idx < 0).any():
+        unknown = sorted({chemical_symbols[int(z)] for z in np.unique(numbers[idx < 0])})
+        known = [chemical_symbols[z] for z in params.species]
+        raise InputError(
+            f"the structure holds species {unknown} that the descriptor parameters do not know "
+            f"(known: {known}); use a model trained for these elements"
+        )
+    return idx
+
+
+def tile_order(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group points into compact spatial tiles.
+
+    Returns
+    -------
+    order : ndarray, shape (n_points,), int64
+        Permutation that makes each tile contiguous.
+    tile_starts : ndarray, shape (n_tiles + 1,), int64
+        Boundaries of the tiles in the permuted order.
+    """
+    n = points.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    keys = np.floor((points - points.min(axis=0)) / TILE_EDGE).astype(np.int64)
+    order = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))
+    k = keys[order]
+    change = np.flatnonzero(np.any(k[1:] != k[:-1], axis=1)) + 1
+    bounds = np.concatenate([[0], change, [n]])
+    # Split tiles that hold too many points (skewed cells, fine grids).
+    starts = [np.arange(a, b, TILE_MAX_POINTS) for a, b in zip(bounds[:-1], bounds[1:])]
+    return order.astype(np.int64), np.concatenate(starts + [[n]]).astype(np.int64)
+
+
+def compute_points(
+    points: np.ndarray, atom_positions: np.ndarray, atom_species: np.ndarray, params: DescriptorParams
+) -> np.ndarray:
+    """Descriptors of Cartesian points given atom images already resolved.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n_points, 3), Å
+    atom_positions : ndarray, shape (n_images, 3), Å
+        Every atom image that may lie within ``r_cut`` of a point.
+    atom_species : ndarray, shape (n_images,), int64
+        Species index (see :func:`species_index`) of each image.
+    params
+        Descriptor settings.
+
+    Returns
+    -------
+    ndarray, shape (n_points, n_features), float32
+    """
+    from . import _descriptor_kernels as kern
+
+    points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+    order, tiles = tile_order(points)
+    raw = kern.descriptors(
+        np.ascontiguousarray(points[order]),
+        tiles,
+        np.ascontiguousarray(atom_positions, dtype=np.float64).reshape(-1, 3),
+        np.ascontiguousarray(atom_species, dtype=np.int64),
+        np.array(params.m, dtype=np.int64),
+        np.array(params.k, dtype=np.int64),
+        np.array(params.offsets, dtype=np.int64),
+        params.r_cut,
+        params.n_features,
+    )
+    out = np.empty_like(raw)
+    out[order] = raw
+    return out
+
+
+def compute(positions, numbers, cell, points, params: DescriptorParams) -> np.ndarray:
+    """Descriptors of arbitrary Cartesian points in a periodic structure.
+
+    Parameters
+    ----------
+    positions : array_like, shape (n_atoms, 3)
+        Atom positions, Å.
+    numbers : array_like, shape (n_atoms,)
+        Atomic numbers; every one must be in ``params.species``.
+    cell : array_like, shape (3, 3)
+        Lattice vectors as rows, Å; periodic in all three directions.
+    points : array_like, shape (n_points, 3)
+        Cartesian points, Å (any position; periodic images are used).
+    params
+        Descriptor settings.
+
+    Returns
+    -------
+    ndarray, shape (n_points, n_features), float32
+    """
+    from .celllist import build_cell_list
+
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    numbers = np.asarray(numbers)
+    cell = np.asarray(cell, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if len(positions) == 0:
+        raise InputError("the structure is empty (0 atoms)")
+    if not np.isfinite(positions).all() or not np.isfinite(points).all():
+        raise InputError("positions and points must be finite (found NaN or infinity)")
+    if len(numbers) != len(positions):
+        raise InputError(f"{len(numbers)} atomic numbers for {len(positions)} positions")
+    species = species_index(numbers, params)
+    if len(points) == 0:
+        return np.zeros((0, params.n_features), dtype=np.float32)
+    cl = build_cell_list(cell, positions)
+    fpts = np.linalg.solve(cell.T, points.T).T
+    idx, shifts = cl.query_sphere_box(fpts.min(axis=0), fpts.max(axis=0), params.r_cut)
+    images = (cl.frac[idx] + shifts) @ cell
+    return compute_points(points, images, species[idx], params)
+
+
+def compute_block(halo, grid, block, params: DescriptorParams) -> np.ndarray:
+    """Descriptors of the grid points of one block, from its halo.
+
+    Parameters
+    ----------
+    halo : bigdens.blocks.Halo
+        Atom images around the block.
+    grid : bigdens.grid.Grid
+    block : bigdens.blocks.Block
+    params
+        Descriptor settings.
+
+    Returns
+    -------
+    ndarray, shape (*block.shape, n_features), float32
+        Descriptors in the block's C order of grid indices.
+    """
+    points = grid.points(block.start, block.stop)
+    feats = compute_points(points, halo.positions, species_index(halo.numbers, params), params)
+    return feats.reshape(*block.shape, params.n_features)

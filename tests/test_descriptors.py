@@ -1,0 +1,146 @@
+"""The descriptor kernel against an independent brute-force reference, and its invariances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from bigdens import structure
+from bigdens.descriptors import K_MAX, M_MAX, DescriptorParams, compute
+from bigdens.errors import InputError
+
+from bruteforce import descriptor as brute
+
+
+def _check(atoms, points, params, atol=2e-6):
+    got = compute(atoms.positions, atoms.numbers, atoms.cell[:], points, params)
+    ref = np.array([brute(atoms.positions, atoms.numbers, atoms.cell[:], x, params.species, params.m, params.k, params.r_cut) for x in points])
+    assert got.dtype == np.float32 and got.shape == (len(points), params.n_features)
+    np.testing.assert_allclose(got, ref, atol=atol, rtol=0)
+    return got
+
+
+def test_matches_brute_force_cubic_one_species(rng):
+    atoms = structure.rattle(structure.fcc_al((2, 2, 2)), 0.08, seed=1)
+    points = rng.uniform(-2.0, 10.0, size=(60, 3))
+    _check(atoms, points, DescriptorParams(species=(13,), m=(40,), k=(6,), r_cut=5.5))
+
+
+def test_matches_brute_force_triclinic_two_species(rng):
+    atoms = structure.rattle(structure.diamond_sige((1, 1, 1), x=0.5, seed=3), 0.05, seed=2)
+    cell = atoms.cell[:].copy()
+    cell[1] += 0.3 * cell[0]
+    cell[2] += 0.2 * cell[0] - 0.25 * cell[1]
+    atoms.set_cell(cell, scale_atoms=True)
+    points = rng.uniform(-4.0, 8.0, size=(60, 3))
+    _check(atoms, points, DescriptorParams(species=(14, 32), m=(30, 25), k=(5, 4), r_cut=6.0))
+
+
+def test_thin_cell_many_images_exact(rng):
+    # 2.4 Å along a1, far below 2·r_cut: each atom appears through many images.
+    atoms = structure.fcc_al((1, 1, 1))[:2]
+    atoms.set_cell([[2.4, 0.0, 0.0], [0.5, 4.0, 0.0], [0.0, 0.7, 4.1]], scale_atoms=False)
+    atoms.positions = [[0.1, 0.2, 0.3], [1.3, 2.1, 2.4]]
+    points = rng.uniform(0.0, 4.0, size=(40, 3))
+    got = _check(atoms, points, DescriptorParams(species=(13,), m=(40,), k=(7,), r_cut=6.0))
+    assert (got[:, :40] < 6.0).all()  # 2 atoms fill 40 slots: many images
+
+
+def test_padding_with_r_cut_and_zero_angles():
+    atoms = structure.fcc_al((3, 3, 3))
+    params = DescriptorParams(species=(13,), m=(20,), k=(16,), r_cut=3.0)
+    # Octahedral hole of FCC: exactly 6 atoms at a/2 = 2.025 Å within 3 Å.
+    f = compute(atoms.positions, atoms.numbers, atoms.cell[:], [[2.025, 2.025, 2.025]], params)[0]
+    np.testing.assert_allclose(f[:6], 2.025, atol=1e-6)
+    np.testing.assert_allclose(f[6:20], 3.0)
+    angles = f[20:]
+    assert angles.size == 16 * 15 // 2
+    n_real = 6 * 5 // 2
+    assert np.count_nonzero(angles[np.array([i < 6 and j < 6 for i in range(16) for j in range(i + 1, 16)])]) > 0
+    assert np.all(angles[np.array([not (i < 6 and j < 6) for i in range(16) for j in range(i + 1, 16)])] == 0)
+    assert n_real == 15
+
+
+def test_point_on_atom_gives_zero_not_nan():
+    atoms = structure.rattle(structure.fcc_al((2, 2, 2)), 0.05, seed=4)
+    params = DescriptorParams(species=(13,), m=(10,), k=(4,), r_cut=5.0)
+    f = compute(atoms.positions, atoms.numbers, atoms.cell[:], atoms.positions[:5], params)
+    assert np.isfinite(f).all()
+    assert (f[:, 0] == 0).all()
+    assert (f[:, 10:13] == 0).all()  # u_1 = 0, so u_1·u_j = 0
+
+
+@pytest.fixture
+def alloy():
+    atoms = structure.rattle(structure.diamond_sige((2, 1, 1), x=0.4, seed=5), 0.07, seed=6)
+    params = DescriptorParams(species=(14, 32), m=(20, 16), k=(5, 5), r_cut=5.0)
+    return atoms, params
+
+
+def test_rotation_invariance(alloy, rng):
+    atoms, params = alloy
+    points = rng.uniform(0.0, 6.0, size=(50, 3))
+    ref = compute(atoms.positions, atoms.numbers, atoms.cell[:], points, params)
+    R = Rotation.random(random_state=7).as_matrix()
+    got = compute(atoms.positions @ R.T, atoms.numbers, atoms.cell[:] @ R.T, points @ R.T, params)
+    np.testing.assert_allclose(got, ref, atol=3e-6)
+
+
+def test_translation_invariance(alloy, rng):
+    atoms, params = alloy
+    points = rng.uniform(0.0, 6.0, size=(50, 3))
+    ref = compute(atoms.positions, atoms.numbers, atoms.cell[:], points, params)
+    t = np.array([13.7, -4.2, 0.9])
+    got = compute(atoms.positions + t, atoms.numbers, atoms.cell[:], points + t, params)
+    np.testing.assert_allclose(got, ref, atol=3e-6)
+
+
+def test_permutation_and_image_invariance(alloy, rng):
+    atoms, params = alloy
+    points = rng.uniform(0.0, 6.0, size=(50, 3))
+    ref = compute(atoms.positions, atoms.numbers, atoms.cell[:], points, params)
+    perm = rng.permutation(len(atoms))
+    shifts = rng.integers(-2, 3, size=(len(atoms), 3)) @ atoms.cell[:]
+    got = compute(atoms.positions[perm] + shifts[perm], atoms.numbers[perm], atoms.cell[:], points, params)
+    np.testing.assert_allclose(got, ref, atol=3e-6)
+    # A point moved by a lattice vector sees the same environment.
+    got2 = compute(atoms.positions, atoms.numbers, atoms.cell[:], points + atoms.cell[1] - 2 * atoms.cell[2], params)
+    np.testing.assert_allclose(got2, ref, atol=3e-6)
+
+
+def test_feature_layout_names():
+    params = DescriptorParams(species=(14, 32), m=(3, 2), k=(3, 0), r_cut=4.0)
+    assert params.n_features == 3 + 3 + 2
+    assert params.feature_names() == ["Si:d1", "Si:d2", "Si:d3", "Si:u1.u2", "Si:u1.u3", "Si:u2.u3", "Ge:d1", "Ge:d2"]
+    assert params.radial_mask().tolist() == [True] * 3 + [False] * 3 + [True] * 2
+    assert DescriptorParams.from_dict(params.to_dict()) == params
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(species=(13,), m=(10,), k=(4,), r_cut=0.0), "r_cut must be a positive"),
+        (dict(species=(13,), m=(10,), k=(4,), r_cut=float("nan")), "r_cut must be a positive"),
+        (dict(species=(13,), m=(M_MAX + 1,), k=(4,), r_cut=5.0), "radial count M"),
+        (dict(species=(13,), m=(10,), k=(K_MAX + 1,), r_cut=5.0), "angular count K"),
+        (dict(species=(13, 13), m=(1, 1), k=(0, 0), r_cut=5.0), "distinct atomic numbers"),
+        (dict(species=(13,), m=(1, 2), k=(0,), r_cut=5.0), "one entry per species"),
+    ],
+)
+def test_bad_params(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        DescriptorParams(**kwargs)
+
+
+def test_bad_structures():
+    params = DescriptorParams(species=(13,), m=(4,), k=(2,), r_cut=4.0)
+    atoms = structure.fcc_al((1, 1, 1))
+    pos = atoms.positions.copy()
+    pos[1, 2] = np.nan
+    with pytest.raises(InputError, match="finite"):
+        compute(pos, atoms.numbers, atoms.cell[:], [[0, 0, 0]], params)
+    with pytest.raises(InputError, match=r"species \['Si'\].*known: \['Al'\]"):
+        compute(atoms.positions, [13, 13, 14, 13], atoms.cell[:], [[0, 0, 0]], params)
+    with pytest.raises(InputError, match="empty"):
+        compute(np.zeros((0, 3)), [], atoms.cell[:], [[0, 0, 0]], params)
