@@ -272,3 +272,16 @@ def compute_block(halo, grid, block, params: DescriptorParams) -> np.ndarray:
     points = grid.points(block.start, block.stop)
     feats = compute_points(points, halo.positions, species_index(halo.numbers, params), params)
     return feats.reshape(*block.shape, params.n_features)
+
+
+#: Defaults used when no model fixes the parameters (e.g. ``bigdens describe``).
+DEFAULT_M = 32
+DEFAULT_K = 6
+DEFAULT_R_CUT = 6.0
+
+
+def default_params(species) -> DescriptorParams:
+    """Descriptor settings for ``species`` (atomic numbers, sorted) with the default M, K, r_cut."""
+    species = tuple(sorted(int(z) for z in set(species)))
+    n = len(species)
+    return DescriptorParams(species=species, m=(DEFAULT_M,) * n, k=(DEFAULT_K,) * n, r_cut=DEFAULT_R_CUT)

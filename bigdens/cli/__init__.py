@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bigdens {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"bigdens {args.command}: interrupted", file=sys.stderr)
         return 130

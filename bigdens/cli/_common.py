@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+#: Grid spacing used when neither --spacing nor --grid is given, Å.
+DEFAULT_SPACING = 0.2
+
 
 def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     """``--spacing H | --grid N1 N2 N3`` (DESIGN §1)."""
     g = parser.add_mutually_exclusive_group()
-    g.add_argument("--spacing", type=float, metavar="H", help="grid spacing, Å (largest allowed along each lattice vector)")
+    g.add_argument("--spacing", type=float, metavar="H",
+                   help=f"grid spacing, Å: the largest allowed along each lattice vector (default {DEFAULT_SPACING})")
     g.add_argument("--grid", type=int, nargs=3, metavar=("N1", "N2", "N3"), help="exact grid shape")
 
 
@@ -16,3 +20,12 @@ def add_structure_arguments(parser: argparse.ArgumentParser) -> None:
     """A structure file readable by ASE, with an optional explicit format."""
     parser.add_argument("structure", help="structure file in any format ASE reads (extxyz, POSCAR, CIF, ...)")
     parser.add_argument("--format", help="ASE format name when it cannot be guessed (e.g. lammps-data)")
+
+
+def grid_from_args(cell, args: argparse.Namespace):
+    """The :class:`~bigdens.grid.Grid` that ``--spacing``/``--grid`` ask for over ``cell``."""
+    from ..grid import make_grid
+
+    if args.grid is not None:
+        return make_grid(cell, shape=args.grid)
+    return make_grid(cell, spacing=DEFAULT_SPACING if args.spacing is None else args.spacing)

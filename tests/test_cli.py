@@ -1,0 +1,54 @@
+"""The command line as a user runs it: real subprocesses, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from ase.io import read
+
+from bigdens import __version__
+
+
+def bigdens(*args):
+    return subprocess.run([sys.executable, "-m", "bigdens", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_version_and_help():
+    r = bigdens("--version")
+    assert r.returncode == 0 and __version__ in r.stdout
+    r = bigdens("--help")
+    assert r.returncode == 0 and "build" in r.stdout and "describe" in r.stdout
+
+
+def test_build_then_describe():
+    r = bigdens("build", "sige", "--x", "0.25", "--cells", "1", "1", "2", "--rattle", "0.03", "--seed", "4", "-o", "s.vasp", "--out-format", "vasp")
+    assert r.returncode == 0, r.stderr
+    atoms = read("s.vasp", format="vasp")
+    assert len(atoms) == 16 and (atoms.numbers == 32).sum() == 4
+    r = bigdens("describe", "s.vasp", "--format", "vasp", "--grid", "12", "12", "24", "--block", "8", "--r-cut", "5")
+    assert r.returncode == 0, r.stderr
+    assert "3456 points" in r.stdout and "(14, 32)" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["build", "sige", "--cells", "1", "1", "1", "-o", "x.xyz"], "needs the Ge fraction"),
+        (["build", "al", "--cells", "1", "1", "1", "--vacancies", "9", "-o", "x.xyz"], "number of vacancies"),
+        (["describe", "missing.xyz"], "does not exist"),
+        (["describe", "--spacing", "0", "STRUCT"], "grid spacing must be a positive"),
+        (["describe", "--grid", "4", "0", "4", "STRUCT"], "three positive integers"),
+        (["describe", "--r-cut", "-1", "STRUCT"], "r_cut must be a positive"),
+        (["describe", "--m", "1000", "STRUCT"], "radial count M"),
+    ],
+)
+def test_bad_input_one_clear_line(args, message):
+    bigdens("build", "al", "--cells", "1", "1", "1", "--rattle", "0.02", "-o", "STRUCT.xyz")
+    args = [a.replace("STRUCT", "STRUCT.xyz") for a in args]
+    r = bigdens(*args)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (args[-1].endswith("x.xyz") and __import__("os").path.exists("x.xyz"))

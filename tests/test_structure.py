@@ -1,0 +1,116 @@
+"""Structure builders, readers and validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.io import write
+
+from bigdens import structure
+from bigdens.errors import InputError
+
+
+def test_fcc_al_counts_and_density():
+    atoms = structure.fcc_al((3, 2, 1), a=4.0)
+    assert len(atoms) == 4 * 6 and set(atoms.numbers) == {13}
+    assert atoms.pbc.all()
+    assert np.isclose(len(atoms) / atoms.get_volume(), 4 / 4.0**3)
+    structure.validate(atoms)
+    # Nearest-neighbour distance of FCC is a/√2.
+    d = atoms.get_distances(0, range(1, len(atoms)), mic=True)
+    assert np.isclose(d.min(), 4.0 / np.sqrt(2))
+
+
+@pytest.mark.parametrize("x", [0.0, 0.3, 1.0])
+def test_sige_composition_vegard_and_seed(x):
+    atoms = structure.diamond_sige((2, 2, 2), x=x, seed=11)
+    n = len(atoms)
+    assert n == 64
+    assert np.sum(atoms.numbers == 32) == round(x * n)
+    a = (1 - x) * 5.431 + x * 5.658
+    assert np.allclose(atoms.cell.lengths(), 2 * a)
+    assert np.isclose(n / atoms.get_volume(), 8 / a**3)
+    same = structure.diamond_sige((2, 2, 2), x=x, seed=11)
+    assert (same.numbers == atoms.numbers).all()
+    d = atoms.get_distances(0, range(1, n), mic=True)
+    assert np.isclose(d.min(), a * np.sqrt(3) / 4)
+
+
+def test_sige_seed_changes_sites():
+    a = structure.diamond_sige((2, 2, 2), x=0.5, seed=1)
+    b = structure.diamond_sige((2, 2, 2), x=0.5, seed=2)
+    assert (a.numbers != b.numbers).any() and (a.numbers == 32).sum() == (b.numbers == 32).sum()
+
+
+def test_defects_and_rattle():
+    bulk = structure.fcc_al((3, 3, 3))
+    vac = structure.remove_vacancies(bulk, 5, seed=3)
+    assert len(vac) == len(bulk) - 5
+    void = structure.carve_void(bulk, 3.0)
+    centre = bulk.cell[:].sum(axis=0) / 2
+    assert len(void) < len(bulk)
+    assert np.linalg.norm(void.positions - centre, axis=1).min() > 3.0
+    expected_removed = np.sum(np.linalg.norm(bulk.positions - centre, axis=1) <= 3.0)
+    assert len(bulk) - len(void) == expected_removed
+    sub = structure.substitute_cluster(structure.diamond_sige((3, 3, 3), x=0.0), 3.0, symbol="Ge")
+    assert 0 < np.sum(sub.numbers == 32) < len(sub)
+    r = structure.rattle(bulk, 0.1, seed=9)
+    disp = r.positions - bulk.positions
+    assert abs(disp.std() - 0.1) < 0.01 and abs(disp.mean()) < 0.01
+    assert np.allclose(structure.rattle(bulk, 0.1, seed=9).positions, r.positions)
+
+
+@pytest.mark.parametrize("fmt, name", [("extxyz", "s.xyz"), ("vasp", "POSCAR"), ("cif", "s.cif"), ("lammps-data", "s.lmp")])
+def test_read_formats_roundtrip(fmt, name):
+    atoms = structure.rattle(structure.diamond_sige((1, 1, 1), x=0.5, seed=1), 0.05)
+    kw = {"specorder": ["Si", "Ge"], "masses": True} if fmt == "lammps-data" else {}
+    write(name, atoms, format=fmt, **kw)
+    back = structure.read(name, format="lammps-data" if fmt == "lammps-data" else None)
+    assert len(back) == len(atoms)
+    assert np.allclose(back.cell[:], atoms.cell[:], atol=1e-5)
+    assert sorted(back.numbers) == sorted(atoms.numbers)
+
+
+def test_read_errors(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        structure.read("nope.xyz")
+    (tmp_path / "bad.xyz").write_text("this is not\na structure\n")
+    with pytest.raises(InputError, match="cannot read structure 'bad.xyz'"):
+        structure.read("bad.xyz")
+
+
+def test_validate_errors():
+    atoms = structure.fcc_al((1, 1, 1))
+    with pytest.raises(InputError, match="empty"):
+        structure.validate(atoms[:0])
+    bad = atoms.copy()
+    bad.positions[2, 0] = np.inf
+    with pytest.raises(InputError, match="NaN or infinite"):
+        structure.validate(bad)
+    close = atoms.copy()
+    close.positions[1] = close.positions[0] + [0.2, 0.1, 0.0]
+    with pytest.raises(InputError, match="closer|Å from atom"):
+        structure.validate(close)
+    flat = atoms.copy()
+    flat.cell[2] = flat.cell[0] + flat.cell[1]
+    with pytest.raises(InputError, match="singular"):
+        structure.validate(flat)
+    mol = atoms.copy()
+    mol.pbc = [True, True, False]
+    with pytest.raises(InputError, match="periodic in all three"):
+        structure.validate(mol)
+    tiny = atoms[:1]
+    tiny.set_cell(np.eye(3) * 0.4)
+    with pytest.raises(InputError, match="image of itself"):
+        structure.validate(tiny)
+
+
+def test_builder_argument_errors():
+    with pytest.raises(InputError, match="within \\[0, 1\\]"):
+        structure.diamond_sige((1, 1, 1), x=1.5)
+    with pytest.raises(InputError, match="positive integers"):
+        structure.fcc_al((0, 1, 1))
+    with pytest.raises(InputError, match="vacancies"):
+        structure.remove_vacancies(structure.fcc_al(1), 4)
+    with pytest.raises(InputError, match="removes every atom"):
+        structure.carve_void(structure.fcc_al(1), 100.0)
