@@ -1,0 +1,135 @@
+"""Descriptor throughput (grid points per second per core) and memory per block.
+
+Bulk Al (rattled FCC) and Si0.5Ge0.5 (rattled diamond) at about 10^3 … 10^6
+atoms, grid spacing 0.2 Å, blocks of 32³ points, one numba thread (so the
+rate is per core).  Large grids are sampled: a fixed number of blocks spread
+over the grid.  Per block, the memory that the block needs (points, halo and
+feature arrays) is recorded, to show it does not grow with the system.
+
+Run:  python -m benchmarks.descriptor_throughput [--smoke] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bigdens import __version__, structure
+from bigdens.blocks import block_halo, make_blocks
+from bigdens.celllist import build_cell_list
+from bigdens.descriptors import DescriptorParams, compute_block, species_index
+from bigdens.grid import make_grid
+
+#: Descriptor settings benchmarked (the values the shipped models are meant to use).
+PARAMS = {
+    "Al": DescriptorParams(species=(13,), m=(32,), k=(6,), r_cut=6.0),
+    "SiGe": DescriptorParams(species=(14, 32), m=(24, 24), k=(5, 5), r_cut=6.5),
+}
+#: Conventional cells per edge for ~10^3, 10^4, 10^5, 10^6 atoms.
+CELLS = {"Al": [6, 14, 29, 63], "SiGe": [5, 11, 23, 50]}
+SPACING = 0.2
+BLOCK = 32
+
+
+def _build(system: str, n: int):
+    if system == "Al":
+        return structure.rattle(structure.fcc_al((n, n, n)), 0.05, seed=1)
+    return structure.rattle(structure.diamond_sige((n, n, n), x=0.5, seed=1), 0.05, seed=1)
+
+
+def measure(system: str, cells: int, *, sample_blocks: int = 6) -> dict:
+    """Throughput of one system size; returns a JSON-ready record."""
+    import numba
+
+    numba.set_num_threads(1)
+    params = PARAMS[system]
+    atoms = _build(system, cells)
+    grid = make_grid(atoms.cell[:], spacing=SPACING)
+    t = time.perf_counter()
+    cl = build_cell_list(grid.cell, atoms.positions)
+    t_cells = time.perf_counter() - t
+    blocks = make_blocks(grid.shape, BLOCK)
+    full = [b for b in blocks if b.shape == (BLOCK, BLOCK, BLOCK)] or blocks
+    pick = [full[i] for i in np.linspace(0, len(full) - 1, min(sample_blocks, len(full))).astype(int)]
+    species_index(atoms.numbers, params)
+    compute_block(block_halo(cl, atoms.numbers, grid, pick[0], params.r_cut), grid, pick[0], params)  # compile
+    t_halo = t_desc = 0.0
+    n_points = 0
+    mem = []
+    for b in pick:
+        t = time.perf_counter()
+        halo = block_halo(cl, atoms.numbers, grid, b, params.r_cut)
+        t_halo += time.perf_counter() - t
+        t = time.perf_counter()
+        feats = compute_block(halo, grid, b, params)
+        t_desc += time.perf_counter() - t
+        n_points += b.n_points
+        mem.append(halo.positions.nbytes + halo.numbers.nbytes + halo.indices.nbytes + feats.nbytes + b.n_points * 3 * 8 * 2)
+    return {
+        "system": system,
+        "n_atoms": len(atoms),
+        "grid": list(grid.shape),
+        "n_blocks_total": len(blocks),
+        "n_blocks_timed": len(pick),
+        "points_timed": n_points,
+        "n_features": params.n_features,
+        "cell_list_s": t_cells,
+        "halo_s_per_block": t_halo / len(pick),
+        "descriptor_s_per_block": t_desc / len(pick),
+        "points_per_s_per_core": n_points / (t_halo + t_desc),
+        "block_bytes_max": int(max(mem)),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def machine_info() -> dict:
+    import numba
+    import os
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_model": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+        if os.path.exists("/proc/cpuinfo") else "?",
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "bigdens": __version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes only (for the test suite)")
+    ap.add_argument("--out", default="benchmarks/results/descriptor_throughput.json")
+    args = ap.parse_args(argv)
+    sizes = {"Al": [3], "SiGe": [2]} if args.smoke else CELLS
+    records = []
+    for system, cells in sizes.items():
+        for n in cells:
+            rec = measure(system, n, sample_blocks=2 if args.smoke else 6)
+            records.append(rec)
+            print(f"{system:>5} {rec['n_atoms']:>9,} atoms  grid {rec['grid']}  "
+                  f"{rec['points_per_s_per_core']:>10,.0f} points/s/core  "
+                  f"block memory {rec['block_bytes_max'] / 1e6:.1f} MB", flush=True)
+    result = {
+        "benchmark": "descriptor_throughput",
+        "settings": {"spacing_A": SPACING, "block": BLOCK, "threads": 1,
+                     "params": {k: v.to_dict() for k, v in PARAMS.items()}},
+        "machine": machine_info(),
+        "records": records,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
