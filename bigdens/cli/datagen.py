@@ -1,0 +1,98 @@
+"""``bigdens datagen``: thermalize structures and compute DFT densities (resumable).
+
+Examples::
+
+    bigdens datagen al --cells 2 2 2 --temperatures 300 600 900 1200 --melt-above 1200 \\
+        --snapshots-per-temperature 10 -o datasets/al32
+    bigdens datagen sige --x 0 0.25 0.5 0.75 1 --cells 2 2 2 --temperatures 300 600 900 \\
+        --snapshots-per-temperature 2 -o datasets/sige64
+
+Rerunning the same command on the same directory resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "make a DFT density data set: Langevin thermalization, snapshots, GPAW single points (resumable)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("system", help="'al', 'sige', or a structure file in any format ASE reads")
+    parser.add_argument("--format", help="ASE format of the structure file when it cannot be guessed")
+    parser.add_argument("--cells", type=int, nargs=3, default=[1, 1, 1], metavar=("N1", "N2", "N3"),
+                        help="conventional cubic cells along each axis (Al: 4 atoms each, SiGe: 8)")
+    parser.add_argument("--x", type=float, nargs="+", metavar="X", help="Ge fraction(s) for sige, each in [0, 1]")
+    parser.add_argument("--vacancies", type=int, default=0, metavar="K", help="remove K random atoms (seeded)")
+    parser.add_argument("--temperatures", type=float, nargs="+", required=True, metavar="K",
+                        help="thermostat temperatures, K (> 0)")
+    parser.add_argument("--snapshots-per-temperature", type=int, default=1, metavar="N",
+                        help="snapshots per structure and temperature (one MD trajectory each)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of alloy sites, vacancies, MD and splits")
+    parser.add_argument("--split", nargs=3, type=float, default=[0.7, 0.15, 0.15],
+                        metavar=("TRAIN", "VALIDATION", "TEST"), help="split fractions (default 0.7 0.15 0.15)")
+    parser.add_argument("--all-test", action="store_true", help="put every snapshot in the test split")
+    md = parser.add_argument_group("thermalization")
+    md.add_argument("--timestep", type=float, default=1.0, metavar="FS", help="MD time step, fs (default 1)")
+    md.add_argument("--equilibration", type=float, default=2.0, metavar="PS",
+                    help="MD time before the first snapshot, ps (default 2)")
+    md.add_argument("--interval", type=float, default=0.5, metavar="PS",
+                    help="MD time between snapshots, ps (default 0.5)")
+    md.add_argument("--melt-above", type=float, metavar="K",
+                    help="temperatures >= K start from a melt at --melt-temperature (liquid snapshots)")
+    md.add_argument("--melt-temperature", type=float, default=2500.0, metavar="K", help="melt temperature, K")
+    md.add_argument("--potential", choices=["auto", "emt", "tersoff-sige"], default="auto",
+                    help="classical potential of the MD (auto: EMT for Al, Tersoff for Si/Ge)")
+    dft = parser.add_argument_group("DFT (defaults: protocol bigdens-dft-v1)")
+    dft.add_argument("--kpts", type=int, nargs=3, metavar=("K1", "K2", "K3"),
+                     help="fixed k-point mesh (changes the protocol; default ceil(16 Å/|a_i|))")
+    dft.add_argument("--gpts", type=int, nargs=3, metavar=("N1", "N2", "N3"),
+                     help="fixed grid shape (changes the protocol; default 4*ceil(|a_i|/0.8 Å))")
+    parser.add_argument("--max-snapshots", type=int, metavar="N", help="stop after N new snapshots")
+    parser.add_argument("--log-dir", metavar="DIR", help="write GPAW's text log of each snapshot here")
+    parser.add_argument("--description", default="", help="free text for the manifest")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="data-set directory (created/resumed)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..datagen import DFTSettings, MDSettings, build_variants, check_temperatures, generate, make_plan
+    from ..errors import InputError
+
+    temps = check_temperatures(args.temperatures)
+    if args.snapshots_per_temperature < 1:
+        raise InputError(f"--snapshots-per-temperature must be >= 1, got {args.snapshots_per_temperature}")
+    system = args.system
+    structure_file = None
+    if system not in ("al", "sige"):
+        structure_file, system = system, "file"
+        if not Path(structure_file).is_file():
+            raise InputError(f"system must be 'al', 'sige' or an existing structure file, got {args.system!r}")
+    md = MDSettings(timestep_fs=args.timestep, equilibration_ps=args.equilibration, interval_ps=args.interval,
+                    melt_above_K=args.melt_above, melt_temperature_K=args.melt_temperature,
+                    potential=args.potential)
+    dft = DFTSettings(kpts=tuple(args.kpts) if args.kpts else None, gpts=tuple(args.gpts) if args.gpts else None)
+    fractions = (0.0, 0.0, 1.0) if args.all_test else tuple(args.split)
+    variants, info = build_variants(system, cells=args.cells, x_values=args.x, vacancies=args.vacancies,
+                                    seed=args.seed, structure_file=structure_file, structure_format=args.format)
+    for atoms in variants.values():  # fail now, not after the MD, on species without a setup
+        from ..data import hgh_valence
+
+        hgh_valence(atoms.numbers)
+    from dataclasses import asdict
+
+    request = {
+        "system": args.system, "cells": list(args.cells), "x": args.x, "vacancies": args.vacancies,
+        "temperatures": list(temps), "snapshots_per_temperature": args.snapshots_per_temperature,
+        "seed": args.seed, "split_fractions": list(fractions), "md": asdict(md),
+    }
+
+    def plan():
+        return make_plan(variants, temperatures=temps, snapshots_per_temperature=args.snapshots_per_temperature,
+                         md=md, seed=args.seed, split_fractions=fractions, variant_info=info, progress=print)
+
+    out = generate(args.output, plan, request=request, dft=dft, description=args.description,
+                   max_snapshots=args.max_snapshots, log_dir=args.log_dir)
+    print(f"data set {str(out)!r} is up to date")
+    return 0

@@ -1,0 +1,448 @@
+"""Data sets of DFT density snapshots: the on-disk format and its reader.
+
+Format ``bigdens-dataset``, version 1
+-------------------------------------
+A data set is a directory holding
+
+``dataset.json``
+    The manifest (UTF-8 JSON)::
+
+        {
+          "format": "bigdens-dataset",
+          "format_version": 1,
+          "protocol": "bigdens-dft-v1",      # DFT settings shared by every snapshot
+          "description": "...",
+          "created": "2026-11-25T21:50:00+00:00",
+          "bigdens_version": "0.1.0",
+          "snapshots": [
+            {
+              "file": "al32-T0300-00.npz",   # relative to the directory
+              "name": "al32-T0300-00",
+              "split": "train",              # "train" | "validation" | "test"
+              "temperature": 300.0,          # K (null when unknown)
+              "n_atoms": 32,
+              "species": {"Al": 32},
+              "grid_shape": [44, 44, 44],
+              "electron_integral": 96.0000,  # Σρ·dV, electrons
+              "n_electrons_expected": 96,    # valence electrons of the setups
+              "dft_core_seconds": 118.2,     # CPU time of the DFT run (null when unknown)
+              "dft_wall_seconds": 119.0,
+              "protocol": "bigdens-dft-v1"
+            }, ...
+          ]
+        }
+
+    Only complete snapshots are listed: a snapshot file is written to a
+    temporary name and renamed, and the manifest is rewritten (also via a
+    temporary file and a rename) after each one.
+
+``<name>.npz``
+    One compressed NumPy archive per snapshot (``np.savez_compressed``), read
+    with ``allow_pickle=False``:
+
+    ============== =============== ======== ==========================================
+    array          shape           dtype    meaning
+    ============== =============== ======== ==========================================
+    ``cell``       (3, 3)          float64  lattice vectors as rows, Å
+    ``positions``  (n_atoms, 3)    float64  Cartesian positions, Å
+    ``numbers``    (n_atoms,)      int32    atomic numbers
+    ``density``    (n1, n2, n3)    float32  valence (pseudo-)density, e/Å³
+    ``provenance`` ()              unicode  JSON text (a 0-d string array)
+    ============== =============== ======== ==========================================
+
+    The density grid follows DESIGN §1: point ``(i, j, k)`` sits at fractional
+    position ``(i/n1, j/n2, k/n3)`` (point (0, 0, 0) on the cell origin).  The
+    provenance holds the DFT code and version, every DFT setting, the
+    thermalization (potential, temperature, time step, time of the
+    snapshot), the wall time and core-seconds of the DFT run, and the
+    electron integral.
+
+Other inputs
+------------
+:func:`load` also reads Gaussian cube files (``.cube``), VASP ``CHGCAR``
+files (any name containing ``CHGCAR`` or ``.vasp``/``.chgcar``) and GPAW
+``.gpw`` files directly (see :mod:`bigdens.io`); they become snapshots with
+split ``"train"`` unless ``split=`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from .errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase import Atoms
+
+    from .grid import Grid
+
+FORMAT_NAME = "bigdens-dataset"
+FORMAT_VERSION = 1
+MANIFEST = "dataset.json"
+SPLITS = ("train", "validation", "test")
+
+#: Valence electrons of GPAW's default (non-semicore) HGH setups, by element.
+HGH_VALENCE: dict[str, int] = {
+    "H": 1, "He": 2, "Li": 1, "Be": 2, "B": 3, "C": 4, "N": 5, "O": 6, "F": 7, "Ne": 8,
+    "Na": 1, "Mg": 2, "Al": 3, "Si": 4, "P": 5, "S": 6, "Cl": 7, "Ar": 8, "K": 1, "Ca": 2,
+    "Sc": 3, "Ti": 4, "V": 5, "Cr": 6, "Mn": 7, "Fe": 8, "Co": 9, "Ni": 10, "Cu": 1, "Zn": 2,
+    "Ga": 3, "Ge": 4, "As": 5, "Se": 6, "Br": 7, "Kr": 8, "Rb": 1, "Sr": 2, "Y": 3, "Zr": 4,
+    "Nb": 5, "Mo": 6, "Tc": 7, "Ru": 8, "Rh": 9, "Pd": 10, "Ag": 1, "Cd": 2, "In": 3, "Sn": 4,
+    "Sb": 5, "Te": 6, "I": 7, "Xe": 8, "Cs": 1, "Ba": 2, "Ta": 5, "W": 6, "Re": 7, "Os": 8,
+    "Ir": 9, "Pt": 10, "Au": 1, "Hg": 2, "Tl": 3, "Pb": 4, "Bi": 5, "Po": 6, "At": 7, "Rn": 8,
+}
+
+
+def hgh_valence(numbers: Iterable[int]) -> int:
+    """Number of valence electrons of the default HGH setups for ``numbers``.
+
+    Raises
+    ------
+    InputError
+        If an element has no HGH setup, naming it.
+    """
+    from ase.data import chemical_symbols
+
+    total = 0
+    for z in np.unique(np.asarray(list(numbers), dtype=np.int64)):
+        symbol = chemical_symbols[int(z)] if 0 < z < len(chemical_symbols) else f"Z={int(z)}"
+        if symbol not in HGH_VALENCE:
+            raise InputError(
+                f"element {symbol!r} has no HGH pseudopotential setup in GPAW; the bigdens DFT protocol "
+                f"supports {', '.join(HGH_VALENCE)}"
+            )
+        total += HGH_VALENCE[symbol] * int(np.count_nonzero(np.asarray(list(numbers)) == z))
+    return total
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One DFT density on a periodic grid, with its structure.
+
+    Attributes
+    ----------
+    name : str
+        Identifier, unique within a data set.
+    cell : ndarray, shape (3, 3), float64
+        Lattice vectors as rows, Å.
+    positions : ndarray, shape (n_atoms, 3), float64
+        Cartesian positions, Å.
+    numbers : ndarray, shape (n_atoms,), int
+        Atomic numbers.
+    density : ndarray, shape (n1, n2, n3), float32
+        Valence (pseudo-)density, e/Å³, on the grid of DESIGN §1.
+    split : str
+        ``"train"``, ``"validation"`` or ``"test"``.
+    provenance : dict
+        How the snapshot was made (JSON-compatible).
+    """
+
+    name: str
+    cell: np.ndarray
+    positions: np.ndarray
+    numbers: np.ndarray
+    density: np.ndarray
+    split: str = "train"
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        cell = np.asarray(self.cell, dtype=np.float64)
+        pos = np.asarray(self.positions, dtype=np.float64)
+        numbers = np.asarray(self.numbers).astype(np.int64)
+        dens = np.asarray(self.density, dtype=np.float32)
+        where = f"snapshot {self.name!r}"
+        if cell.shape != (3, 3) or not np.isfinite(cell).all():
+            raise InputError(f"{where}: cell must be a finite 3×3 array (Å), got shape {cell.shape}")
+        if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) != len(numbers) or numbers.ndim != 1:
+            raise InputError(
+                f"{where}: positions must have shape (n_atoms, 3) and numbers (n_atoms,), "
+                f"got {pos.shape} and {numbers.shape}"
+            )
+        if dens.ndim != 3 or min(dens.shape) < 1:
+            raise InputError(f"{where}: density must be a 3-D grid (n1, n2, n3), got shape {dens.shape}")
+        if not np.isfinite(dens).all():
+            n_bad = int(np.count_nonzero(~np.isfinite(dens)))
+            raise InputError(
+                f"{where}: the density holds {n_bad} NaN or infinite value(s); the DFT run or the file "
+                "is broken: regenerate or drop this snapshot"
+            )
+        if self.split not in SPLITS:
+            raise InputError(f"{where}: split must be one of {SPLITS}, got {self.split!r}")
+        for name, value in (("cell", cell), ("positions", pos), ("numbers", numbers), ("density", dens)):
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+
+    # -- derived quantities -------------------------------------------------
+    def atoms(self) -> "Atoms":
+        """The structure as :class:`ase.Atoms` (``pbc=True``, Å)."""
+        from ase import Atoms
+
+        return Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=True)
+
+    def grid(self) -> "Grid":
+        """The density's grid (:class:`bigdens.grid.Grid`)."""
+        from .grid import Grid
+
+        return Grid(cell=self.cell, shape=self.density.shape)
+
+    @property
+    def n_electrons_expected(self) -> float:
+        """Valence electron count: ``provenance["n_electrons_expected"]`` if set, else from HGH valences."""
+        value = self.provenance.get("n_electrons_expected")
+        return float(value) if value is not None else float(hgh_valence(self.numbers))
+
+    @property
+    def electron_integral(self) -> float:
+        """``Σρ·dV`` over the grid, electrons (float64 sum)."""
+        dv = abs(np.linalg.det(self.cell)) / self.density.size
+        return float(self.density.sum(dtype=np.float64) * dv)
+
+    @property
+    def protocol(self) -> str | None:
+        """Name of the DFT protocol (``provenance["protocol"]``), or None."""
+        return self.provenance.get("protocol")
+
+    def with_split(self, split: str) -> "Snapshot":
+        """Copy with another split."""
+        return Snapshot(self.name, self.cell, self.positions, self.numbers, self.density, split, self.provenance)
+
+
+# -- writing -----------------------------------------------------------------
+def _atomic_write_bytes(path: Path, writer) -> None:
+    # Write through a temporary file in the same directory, then rename: a
+    # reader never sees a partial file.  Temporary names start with "." and end
+    # with ".tmp" (ignored by datasets/.gitignore).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            writer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_snapshot(path: str | Path, snapshot: Snapshot) -> Path:
+    """Write one snapshot as a compressed ``.npz`` (atomically: temp file + rename)."""
+    path = Path(path)
+    arrays = dict(
+        cell=snapshot.cell.astype(np.float64),
+        positions=snapshot.positions.astype(np.float64),
+        numbers=snapshot.numbers.astype(np.int32),
+        density=snapshot.density.astype(np.float32),
+        provenance=np.array(json.dumps(snapshot.provenance, sort_keys=True)),
+    )
+    _atomic_write_bytes(path, lambda fh: np.savez_compressed(fh, **arrays))
+    return path
+
+
+def snapshot_entry(snapshot: Snapshot, *, file: str) -> dict[str, Any]:
+    """The manifest entry of ``snapshot`` stored as ``file``."""
+    from .structure import species_counts
+
+    prov = snapshot.provenance
+    return {
+        "file": file,
+        "name": snapshot.name,
+        "split": snapshot.split,
+        "temperature": prov.get("thermalization", {}).get("temperature_K", prov.get("temperature_K")),
+        "n_atoms": int(len(snapshot.numbers)),
+        "species": species_counts(snapshot.atoms()),
+        "grid_shape": list(snapshot.density.shape),
+        "electron_integral": round(snapshot.electron_integral, 6),
+        "n_electrons_expected": snapshot.n_electrons_expected,
+        "dft_core_seconds": prov.get("timing", {}).get("core_seconds"),
+        "dft_wall_seconds": prov.get("timing", {}).get("wall_seconds"),
+        "protocol": snapshot.protocol,
+    }
+
+
+def new_manifest(*, protocol: str | None, description: str = "") -> dict[str, Any]:
+    """An empty manifest."""
+    from . import __version__
+
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "protocol": protocol,
+        "description": description,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "bigdens_version": __version__,
+        "snapshots": [],
+    }
+
+
+def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write ``dataset.json`` atomically."""
+    path = Path(directory) / MANIFEST
+    text = json.dumps(manifest, indent=1, sort_keys=False).encode()
+    _atomic_write_bytes(path, lambda fh: fh.write(text))
+    return path
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """Read and check ``dataset.json`` of a data-set directory.
+
+    Raises
+    ------
+    InputError
+        If the manifest is missing, not JSON, of another format, or of a newer
+        format version.
+    """
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{str(directory)!r} is not a bigdens data set (no {MANIFEST} in it)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {str(path)!r} ({exc}); the manifest is damaged") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise InputError(f"{str(path)!r} is not a {FORMAT_NAME!r} manifest")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise InputError(
+            f"{str(path)!r} has format version {version!r}; this bigdens reads versions <= {FORMAT_VERSION}: "
+            "upgrade bigdens"
+        )
+    if not isinstance(manifest.get("snapshots"), list):
+        raise InputError(f"{str(path)!r} has no 'snapshots' list")
+    return manifest
+
+
+def add_snapshot(directory: str | Path, snapshot: Snapshot, *, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``snapshot`` into a data-set directory and record it in its manifest.
+
+    The snapshot file is written first (atomically), then the manifest; an
+    entry of the same name is replaced.  Returns the updated manifest.
+    """
+    directory = Path(directory)
+    file = f"{snapshot.name}.npz"
+    write_snapshot(directory / file, snapshot)
+    entries = [e for e in manifest["snapshots"] if e["name"] != snapshot.name]
+    entries.append(snapshot_entry(snapshot, file=file))
+    manifest = dict(manifest, snapshots=entries)
+    write_manifest(directory, manifest)
+    return manifest
+
+
+# -- reading -----------------------------------------------------------------
+def read_snapshot(path: str | Path, *, name: str | None = None, split: str = "train") -> Snapshot:
+    """Read one snapshot ``.npz`` of a data set.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, damaged, lacks an array, or holds NaN.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"snapshot file {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"cell", "positions", "numbers", "density", "provenance"} - set(z.files)
+            if missing:
+                raise InputError(f"snapshot file {str(path)!r} lacks the array(s) {sorted(missing)}")
+            arrays = {k: z[k] for k in ("cell", "positions", "numbers", "density", "provenance")}
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot read snapshot {str(path)!r} ({type(exc).__name__}: {exc}); the file is damaged") from None
+    try:
+        provenance = json.loads(str(arrays["provenance"]))
+    except ValueError:
+        raise InputError(f"snapshot {str(path)!r}: its provenance is not valid JSON") from None
+    return Snapshot(
+        name=name or path.stem,
+        cell=arrays["cell"],
+        positions=arrays["positions"],
+        numbers=arrays["numbers"],
+        density=arrays["density"],
+        split=split,
+        provenance=provenance,
+    )
+
+
+def read_dataset(directory: str | Path, *, split: str | None = None) -> list[Snapshot]:
+    """Snapshots of one data-set directory (only ``split`` when given)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    out = []
+    for entry in manifest["snapshots"]:
+        if split is not None and entry.get("split") != split:
+            continue
+        snap = read_snapshot(directory / entry["file"], name=entry["name"], split=entry.get("split", "train"))
+        out.append(snap)
+    return out
+
+
+def _read_raw(path: Path, *, split: str) -> Snapshot:
+    # A single density file in a foreign format.
+    from .io import read_density_file
+
+    return read_density_file(path).to_snapshot(split=split)
+
+
+def load(
+    paths: "list[str | Path] | str | Path",
+    *,
+    split: str | None = None,
+    allow_mixed_protocols: bool = False,
+) -> list[Snapshot]:
+    """Load snapshots from data-set directories and raw density files.
+
+    Parameters
+    ----------
+    paths
+        Data-set directories (holding ``dataset.json``) and/or single files:
+        Gaussian cube, VASP CHGCAR or GPAW ``.gpw``.
+    split
+        Keep only snapshots of this split.  Raw files have split ``"train"``
+        unless ``split`` is given, in which case they get that split.
+    allow_mixed_protocols
+        Accept snapshots made with different DFT protocols in one call.
+
+    Returns
+    -------
+    list of Snapshot
+        In the order of ``paths``, then of each manifest.
+
+    Raises
+    ------
+    InputError
+        If a path is missing or unreadable, a density holds NaN, or the
+        snapshots come from several protocols (unless allowed).
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if split is not None and split not in SPLITS:
+        raise InputError(f"split must be one of {SPLITS} or None, got {split!r}")
+    snapshots: list[Snapshot] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            snapshots.extend(read_dataset(p, split=split))
+        elif p.is_file():
+            if p.suffix == ".npz":
+                snapshots.append(read_snapshot(p, split=split or "train"))
+            else:
+                snapshots.append(_read_raw(p, split=split or "train"))
+        else:
+            raise InputError(f"{str(p)!r} does not exist (expected a data-set directory or a density file)")
+    protocols = sorted({str(s.protocol) for s in snapshots})
+    if len(protocols) > 1 and not allow_mixed_protocols:
+        raise InputError(
+            f"the snapshots come from {len(protocols)} different DFT protocols ({', '.join(protocols)}); "
+            "densities of different settings do not mix well: load one protocol at a time, or pass "
+            "allow_mixed_protocols=True (--allow-mixed-protocols) if you mean it"
+        )
+    return snapshots
