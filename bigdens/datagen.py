@@ -382,7 +382,15 @@ def thermalize(
     from ase import units
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary
+
+    try:  # ASE >= 3.29; MaxwellBoltzmannDistribution is its deprecated alias
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # pragma: no cover
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _mb
+
+        def thermalize_momenta(atoms, temperature_K, *, rng):
+            _mb(atoms, temperature_K=temperature_K, rng=rng)
 
     (temperature,) = check_temperatures([temperature])
     if n_snapshots < 1:
@@ -395,7 +403,7 @@ def thermalize(
     rng = np.random.default_rng(seed)
     melt = md.melt_above_K is not None and temperature >= md.melt_above_K
     t_init = md.melt_temperature_K if melt else temperature
-    MaxwellBoltzmannDistribution(atoms, temperature_K=t_init, rng=rng)
+    thermalize_momenta(atoms, t_init, rng=rng)  # Maxwell-Boltzmann
     Stationary(atoms)
     dt = md.timestep_fs * units.fs
 

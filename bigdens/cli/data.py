@@ -1,0 +1,200 @@
+"""``bigdens data``: inspect data sets and import density files into one.
+
+Examples::
+
+    bigdens data info datasets/al32
+    bigdens data info datasets/al32 --json
+    bigdens data import run1/CHGCAR run2/CHGCAR -o datasets/my-vasp --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "inspect a DFT density data set (info) or import cube/CHGCAR/.gpw files into one (import)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    info = sub.add_parser("info", help="snapshots, sizes, temperatures, electron integrals, DFT cost",
+                          description="Summarise data sets or density files.")
+    info.add_argument("paths", nargs="+", metavar="PATH", help="data-set directories or density files")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.add_argument("--snapshots", action="store_true", help="list every snapshot")
+    imp = sub.add_parser("import", help="convert cube / CHGCAR / .gpw files into a bigdens data set",
+                         description="Convert density files (Gaussian cube, VASP CHGCAR, GPAW .gpw) into a "
+                                     "bigdens data set (created, or extended when it exists).")
+    imp.add_argument("files", nargs="+", metavar="FILE", help="density files")
+    imp.add_argument("-o", "--output", required=True, metavar="DATASET", help="data-set directory")
+    imp.add_argument("--split", choices=["train", "validation", "test"], default="train",
+                     help="split of the imported snapshots (default train)")
+    imp.add_argument("--cube-units", choices=["e/bohr^3", "e/A^3"], default="e/bohr^3",
+                     help="units of cube values (standard: e/bohr^3; ASE-written GPAW densities: e/A^3)")
+    imp.add_argument("--temperature", type=float, metavar="K", help="temperature to record, K")
+    imp.add_argument("--allow-mixed-protocols", action="store_true",
+                     help="accept files of different sources or settings in one data set")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_command == "info":
+        return _info(args)
+    return _import(args)
+
+
+def summarize(path) -> dict:
+    """A JSON-compatible summary of a data-set directory or density file."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..data import MANIFEST, load, read_manifest
+
+    path = Path(path)
+    manifest = read_manifest(path) if path.is_dir() else None
+    snaps = load([path], allow_mixed_protocols=True)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else path.stat().st_size
+    entries = {e["name"]: e for e in (manifest or {}).get("snapshots", [])}
+    rows = []
+    for s in snaps:
+        e = entries.get(s.name, {})
+        timing = s.provenance.get("timing", {})
+        rows.append({
+            "name": s.name,
+            "split": s.split,
+            "temperature": s.provenance.get("thermalization", {}).get("temperature_K", e.get("temperature")),
+            "n_atoms": int(len(s.numbers)),
+            "formula": s.atoms().get_chemical_formula(),
+            "grid_shape": list(s.density.shape),
+            "electron_integral": s.electron_integral,
+            "n_electrons_expected": s.n_electrons_expected,
+            "dft_core_seconds": timing.get("core_seconds"),
+            "dft_wall_seconds": timing.get("wall_seconds"),
+            "file_bytes": (path / e["file"]).stat().st_size if e else None,
+            "protocol": s.protocol,
+        })
+    splits = {k: sum(r["split"] == k for r in rows) for k in ("train", "validation", "test")}
+    temps: dict[str, int] = {}
+    for r in rows:
+        key = "unknown" if r["temperature"] is None else f"{r['temperature']:g}"
+        temps[key] = temps.get(key, 0) + 1
+    dev = [abs(r["electron_integral"] - r["n_electrons_expected"]) / r["n_electrons_expected"] for r in rows]
+    core = [r["dft_core_seconds"] for r in rows if r["dft_core_seconds"] is not None]
+    first = snaps[0].provenance if snaps else {}
+    return {
+        "path": str(path),
+        "kind": "dataset" if manifest else "file",
+        "format_version": manifest.get("format_version") if manifest else None,
+        "description": manifest.get("description") if manifest else None,
+        "protocols": sorted({str(r["protocol"]) for r in rows}),
+        "n_snapshots": len(rows),
+        "splits": splits,
+        "temperatures": temps,
+        "bytes_on_disk": size,
+        "density_bytes_in_memory": int(sum(s.density.nbytes for s in snaps)),
+        "max_relative_electron_error": max(dev) if dev else None,
+        "dft_core_seconds_total": float(np.sum(core)) if core else None,
+        "dft": {k: first.get(k) for k in ("code", "code_version", "settings") if k in first},
+        "thermalization": {k: v for k, v in first.get("thermalization", {}).items()
+                           if k in ("method", "potential", "timestep_fs", "friction_per_fs", "equilibration_ps",
+                                    "interval_ps")},
+        "snapshots": rows,
+        "manifest": MANIFEST if manifest else None,
+    }
+
+
+def _info(args: argparse.Namespace) -> int:
+    summaries = [summarize(p) for p in args.paths]
+    if args.json:
+        print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=1))
+        return 0
+    for s in summaries:
+        print(f"{s['path']}: {s['kind']}, {s['n_snapshots']} snapshot(s), {s['bytes_on_disk'] / 1e6:.1f} MB on disk")
+        if s["description"]:
+            print(f"  description: {s['description']}")
+        print(f"  protocol(s): {', '.join(s['protocols'])}")
+        print("  splits: " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()))
+        print("  temperatures (K): " + ", ".join(f"{k}: {v}" for k, v in s["temperatures"].items()))
+        if s["dft"]:
+            st = s["dft"].get("settings") or {}
+            print(f"  DFT: {s['dft'].get('code')} {s['dft'].get('code_version')}; "
+                  + ", ".join(f"{k}={v}" for k, v in st.items() if k in ("mode", "ecut_eV", "xc", "setups")))
+        if s["thermalization"]:
+            t = s["thermalization"]
+            print(f"  thermalization: {t.get('method')}; {t.get('potential')}; dt {t.get('timestep_fs')} fs")
+        if s["max_relative_electron_error"] is not None:
+            print(f"  electron integrals: max relative deviation {s['max_relative_electron_error']:.2e}")
+        if s["dft_core_seconds_total"] is not None:
+            print(f"  DFT cost: {s['dft_core_seconds_total']:.0f} core-seconds "
+                  f"({s['dft_core_seconds_total'] / 3600:.2f} core-hours)")
+        rows = s["snapshots"]
+        natoms = sorted({r["n_atoms"] for r in rows})
+        shapes = sorted({tuple(r["grid_shape"]) for r in rows})
+        print(f"  atoms per snapshot: {natoms}; grid shapes: {[list(x) for x in shapes]}")
+        if args.snapshots:
+            print(f"  {'name':28s} {'split':10s} {'T/K':>6s} {'atoms':>5s} {'grid':>12s} {'electrons':>12s} "
+                  f"{'core-s':>8s}")
+            for r in rows:
+                t = "-" if r["temperature"] is None else f"{r['temperature']:g}"
+                c = "-" if r["dft_core_seconds"] is None else f"{r['dft_core_seconds']:.0f}"
+                g = "x".join(str(n) for n in r["grid_shape"])
+                print(f"  {r['name']:28s} {r['split']:10s} {t:>6s} {r['n_atoms']:5d} {g:>12s} "
+                      f"{r['electron_integral']:12.5f} {c:>8s}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..data import MANIFEST, Snapshot, add_snapshot, new_manifest, read_manifest
+    from ..errors import InputError
+    from ..io import guess_format, read_density_file
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{str(out)!r} exists and is not a directory")
+    # Read (and check) every file before writing anything.
+    snaps = []
+    names = set()
+    for f in args.files:
+        fmt = guess_format(f)
+        if fmt == "cube":
+            from ..io.cube import read_cube
+
+            if not Path(f).is_file():
+                raise InputError(f"density file {f!r} does not exist")
+            dens = read_cube(f, density_units=args.cube_units)
+        else:
+            dens = read_density_file(f, format=fmt)
+        name = Path(f).name.replace(".", "_")
+        if name in names:  # e.g. run1/CHGCAR and run2/CHGCAR
+            name = f"{Path(f).parent.name}_{name}"
+        if name in names:
+            raise InputError(f"two input files would get the same snapshot name {name!r}; rename one")
+        names.add(name)
+        prov = dict(dens.provenance)
+        if args.temperature is not None:
+            prov["temperature_K"] = args.temperature
+        snaps.append(Snapshot(name=name, cell=dens.cell, positions=dens.positions, numbers=dens.numbers,
+                              density=dens.density.astype("float32"), split=args.split, provenance=prov))
+    protocols = sorted({str(s.protocol) for s in snaps})
+    manifest = read_manifest(out) if (out / MANIFEST).is_file() else None
+    if manifest is not None:
+        protocols = sorted(set(protocols) | {str(manifest.get("protocol"))})
+    if len(protocols) > 1 and not args.allow_mixed_protocols:
+        raise InputError(
+            f"these densities come from {len(protocols)} protocols/sources ({', '.join(protocols)}); "
+            "import them into separate data sets, or pass --allow-mixed-protocols"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if manifest is None:
+        manifest = new_manifest(protocol=protocols[0] if len(protocols) == 1 else "mixed",
+                                description=f"imported with 'bigdens data import' from {len(snaps)} file(s)")
+    elif len(protocols) > 1:
+        manifest["protocol"] = "mixed"
+    for s in snaps:
+        manifest = add_snapshot(out, s, manifest=manifest)
+        print(f"imported {s.provenance['source_file']} as {s.name} ({len(s.numbers)} atoms, grid "
+              f"{'x'.join(map(str, s.density.shape))}, {s.electron_integral:.4f} electrons)")
+    print(f"data set {str(out)!r}: {len(manifest['snapshots'])} snapshot(s)")
+    return 0

@@ -1,0 +1,108 @@
+"""Readers and writers of density files; the only place where units are converted.
+
+One module per format:
+
+* :mod:`bigdens.io.cube` — Gaussian cube (Bohr, e/Bohr³), reader and writer;
+* :mod:`bigdens.io.chgcar` — VASP CHGCAR/PARCHG (Å, ρ·V_cell);
+* :mod:`bigdens.io.gpw` — GPAW restart files (needs GPAW).
+
+Each reader returns a :class:`DensityFile` in Å and e/Å³ on the grid of
+DESIGN §1 (point (0, 0, 0) on the cell origin).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data import Snapshot
+
+
+@dataclass(frozen=True)
+class DensityFile:
+    """A density read from a file, in bigdens units.
+
+    Attributes
+    ----------
+    cell : ndarray, shape (3, 3), float64
+        Lattice vectors as rows, Å.
+    positions : ndarray, shape (n_atoms, 3), float64
+        Cartesian positions, Å, relative to the grid's point (0, 0, 0).
+    numbers : ndarray, shape (n_atoms,), int64
+        Atomic numbers.
+    density : ndarray, shape (n1, n2, n3), float32 or float64
+        Electron density, e/Å³.
+    provenance : dict
+        Source file, format and whatever the file says about its origin.
+    """
+
+    cell: np.ndarray
+    positions: np.ndarray
+    numbers: np.ndarray
+    density: np.ndarray
+    provenance: dict = field(default_factory=dict)
+
+    def to_snapshot(self, *, split: str = "train", name: str | None = None) -> "Snapshot":
+        """This density as a :class:`bigdens.data.Snapshot` (float32 density)."""
+        from ..data import Snapshot
+
+        name = name or Path(self.provenance.get("source_file", "snapshot")).name
+        return Snapshot(name=name, cell=self.cell, positions=self.positions, numbers=self.numbers,
+                        density=np.asarray(self.density, dtype=np.float32), split=split,
+                        provenance=self.provenance)
+
+
+def guess_format(path: str | Path) -> str:
+    """``"cube"``, ``"chgcar"`` or ``"gpw"`` from a file name, or InputError."""
+    name = Path(path).name.lower()
+    if name.endswith((".cube", ".cub", ".cube.gz")):
+        return "cube"
+    if name.endswith(".gpw"):
+        return "gpw"
+    if any(tag in name for tag in ("chgcar", "parchg", "aeccar")) or name == "chg" or name.endswith(".vasp"):
+        return "chgcar"
+    raise InputError(
+        f"cannot tell the format of {str(path)!r} from its name; density files must be Gaussian cube "
+        "(*.cube), VASP CHGCAR (*CHGCAR*, *.vasp) or GPAW (*.gpw); or pass a bigdens data-set directory"
+    )
+
+
+def read_density_file(path: str | Path, *, format: str | None = None) -> DensityFile:
+    """Read a cube, CHGCAR or .gpw density file (format from the name unless given)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"density file {str(path)!r} does not exist")
+    format = format or guess_format(path)
+    if format == "cube":
+        from .cube import read_cube
+
+        return read_cube(path)
+    if format == "chgcar":
+        from .chgcar import read_chgcar
+
+        return read_chgcar(path)
+    if format == "gpw":
+        from .gpw import read_gpw
+
+        return read_gpw(path)
+    raise InputError(f"unknown density file format {format!r}; use 'cube', 'chgcar' or 'gpw'")
+
+
+def _provenance(path: Path, fmt: str, **extra: Any) -> dict[str, Any]:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return {"source_file": str(path), "source_format": fmt, "source_sha256": h.hexdigest(),
+            "protocol": f"import-{fmt}", **extra}
+
+
+__all__ = ["DensityFile", "guess_format", "read_density_file"]

@@ -1,0 +1,155 @@
+"""The data-set format and its reader (bigdens.data) and the `bigdens data` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bigdens.cli import main
+from bigdens.data import (
+    FORMAT_NAME, Snapshot, add_snapshot, hgh_valence, load, new_manifest, read_manifest, write_manifest,
+)
+from bigdens.errors import InputError
+from bigdens.grid import Grid
+from bigdens.io.cube import write_cube
+from bigdens.structure import diamond_sige, fcc_al
+
+
+def make_snapshot(rng, *, name="s0", split="train", protocol="p1", shape=(6, 6, 8), atoms=None):
+    atoms = atoms if atoms is not None else fcc_al((1, 1, 2))
+    dens = rng.random(shape).astype(np.float32)
+    dens *= 3 * len(atoms) / (dens.sum(dtype=np.float64) * atoms.get_volume() / dens.size)
+    return Snapshot(name=name, cell=atoms.cell[:], positions=atoms.positions, numbers=atoms.numbers,
+                    density=dens, split=split,
+                    provenance={"protocol": protocol, "thermalization": {"temperature_K": 300.0},
+                                "timing": {"core_seconds": 12.5, "wall_seconds": 13.0}})
+
+
+def write_dataset(path, snaps, protocol="p1"):
+    manifest = new_manifest(protocol=protocol)
+    path.mkdir(parents=True, exist_ok=True)
+    for s in snaps:
+        manifest = add_snapshot(path, s, manifest=manifest)
+    return manifest
+
+
+def test_round_trip_and_file_layout(rng, tmp_path):
+    snaps = [make_snapshot(rng, name=f"s{i}", split=sp) for i, sp in enumerate(["train", "validation", "test"])]
+    write_dataset(tmp_path / "ds", snaps)
+    manifest = read_manifest(tmp_path / "ds")
+    assert manifest["format"] == FORMAT_NAME and manifest["format_version"] == 1
+    e = manifest["snapshots"][0]
+    assert e["file"] == "s0.npz" and e["n_atoms"] == 8 and e["species"] == {"Al": 8}
+    assert e["grid_shape"] == [6, 6, 8] and e["temperature"] == 300.0 and e["dft_core_seconds"] == 12.5
+    assert e["electron_integral"] == pytest.approx(24.0, rel=1e-5)
+    with np.load(tmp_path / "ds" / "s0.npz", allow_pickle=False) as z:
+        assert z["cell"].dtype == np.float64 and z["cell"].shape == (3, 3)
+        assert z["positions"].dtype == np.float64 and z["numbers"].dtype == np.int32
+        assert z["density"].dtype == np.float32
+        assert z["provenance"].shape == () and z["provenance"].dtype.kind == "U"
+        assert json.loads(str(z["provenance"]))["protocol"] == "p1"
+    back = load([tmp_path / "ds"])
+    assert [s.name for s in back] == ["s0", "s1", "s2"]
+    assert [s.split for s in back] == ["train", "validation", "test"]
+    np.testing.assert_array_equal(back[0].density, snaps[0].density)
+    np.testing.assert_array_equal(back[0].positions, snaps[0].positions)
+    assert back[0].provenance == snaps[0].provenance
+    assert [s.name for s in load([tmp_path / "ds"], split="test")] == ["s2"]
+
+
+def test_snapshot_api(rng):
+    s = make_snapshot(rng)
+    atoms = s.atoms()
+    assert atoms.pbc.all() and len(atoms) == 8
+    g = s.grid()
+    assert isinstance(g, Grid) and g.shape == (6, 6, 8)
+    assert s.n_electrons_expected == 24
+    assert s.electron_integral == pytest.approx(24.0, rel=1e-5)
+    assert s.electron_integral == pytest.approx(float(s.density.sum(dtype=np.float64)) * g.dv)
+    with pytest.raises(ValueError):
+        s.density[0, 0, 0] = 1.0  # read-only
+
+
+def test_valences():
+    assert hgh_valence(fcc_al((1, 1, 1)).numbers) == 12
+    assert hgh_valence(diamond_sige((1, 1, 1), x=0.5).numbers) == 32
+    with pytest.raises(InputError, match="no HGH"):
+        hgh_valence([57])  # La
+
+
+def test_nan_density_is_refused(rng, tmp_path):
+    s = make_snapshot(rng)
+    bad = s.density.copy()
+    bad[1, 2, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        Snapshot(name="x", cell=s.cell, positions=s.positions, numbers=s.numbers, density=bad)
+    # A NaN that reached a file is caught on reading.
+    write_dataset(tmp_path / "ds", [s])
+    path = tmp_path / "ds" / "s0.npz"
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["density"] = bad
+    np.savez_compressed(path, **arrays)
+    with pytest.raises(InputError, match="NaN"):
+        load([tmp_path / "ds"])
+
+
+def test_mixed_protocols(rng, tmp_path):
+    write_dataset(tmp_path / "a", [make_snapshot(rng, name="a0", protocol="p1")], protocol="p1")
+    write_dataset(tmp_path / "b", [make_snapshot(rng, name="b0", protocol="p2")], protocol="p2")
+    with pytest.raises(InputError, match="2 different DFT protocols"):
+        load([tmp_path / "a", tmp_path / "b"])
+    assert len(load([tmp_path / "a", tmp_path / "b"], allow_mixed_protocols=True)) == 2
+
+
+def test_raw_files_and_errors(rng, tmp_path):
+    s = make_snapshot(rng)
+    write_cube(tmp_path / "x.cube", s.atoms(), s.density)
+    (raw,) = load([tmp_path / "x.cube"])
+    assert raw.split == "train" and raw.provenance["source_format"] == "cube"
+    np.testing.assert_allclose(raw.density, s.density, rtol=1e-6)
+    assert load([tmp_path / "x.cube"], split="test")[0].split == "test"
+    with pytest.raises(InputError, match="does not exist"):
+        load([tmp_path / "nope"])
+    with pytest.raises(InputError, match="split must be"):
+        load([tmp_path / "x.cube"], split="training")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="not a bigdens data set"):
+        load([tmp_path / "empty"])
+
+
+def test_newer_format_version_is_refused(rng, tmp_path):
+    manifest = write_dataset(tmp_path / "ds", [make_snapshot(rng)])
+    write_manifest(tmp_path / "ds", dict(manifest, format_version=99))
+    with pytest.raises(InputError, match="upgrade bigdens"):
+        load([tmp_path / "ds"])
+
+
+def test_cli_info_and_import(rng, tmp_path, capsys):
+    write_dataset(tmp_path / "ds", [make_snapshot(rng, name=f"s{i}") for i in range(2)])
+    assert main(["data", "info", str(tmp_path / "ds"), "--snapshots"]) == 0
+    out = capsys.readouterr().out
+    assert "2 snapshot(s)" in out and "25 core-seconds" in out and "s1" in out
+    assert main(["data", "info", str(tmp_path / "ds"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_snapshots"] == 2 and info["dft_core_seconds_total"] == 25.0
+
+    s = make_snapshot(rng)
+    write_cube(tmp_path / "a.cube", s.atoms(), s.density)
+    write_cube(tmp_path / "b.cube", s.atoms(), s.density)
+    assert main(["data", "import", str(tmp_path / "a.cube"), str(tmp_path / "b.cube"),
+                 "-o", str(tmp_path / "imp"), "--split", "test"]) == 0
+    snaps = load([tmp_path / "imp"])
+    assert [x.split for x in snaps] == ["test", "test"]
+    assert snaps[0].electron_integral == pytest.approx(24.0, rel=1e-5)
+    # Mixing a data set's protocol with imported files is refused with one message.
+    assert main(["data", "import", str(tmp_path / "a.cube"), "-o", str(tmp_path / "ds")]) == 2
+    assert "--allow-mixed-protocols" in capsys.readouterr().err
+    # A truncated file: one message, nothing written.
+    text = (tmp_path / "a.cube").read_text()
+    (tmp_path / "cut.cube").write_text(text[:-300])
+    assert main(["data", "import", str(tmp_path / "cut.cube"), "-o", str(tmp_path / "imp2")]) == 2
+    assert "truncated" in capsys.readouterr().err
+    assert not (tmp_path / "imp2").exists()
