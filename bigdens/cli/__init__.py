@@ -21,6 +21,9 @@ COMMANDS: dict[str, str] = {
     "describe": ".describe",
     "datagen": ".datagen",
     "data": ".data",
+    "train": ".train",
+    "finetune": ".finetune",
+    "evaluate": ".evaluate",
 }
 
 

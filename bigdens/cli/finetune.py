@@ -1,0 +1,40 @@
+"""``bigdens finetune``: stage 2 of transfer learning, retraining a model's last layers."""
+
+from __future__ import annotations
+
+import argparse
+
+from .train import add_data_arguments, add_optimiser_arguments
+
+HELP = "fine-tune a trained model's last layers on new (larger-cell) data (stage 2)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="stage-1 model file")
+    add_data_arguments(parser)
+    parser.add_argument("--layers", type=int, default=2,
+                        help="number of final layers retrained (default 2: last hidden layer and output); "
+                             "the others are frozen unless --frozen-lr-scale > 0")
+    parser.add_argument("--frozen-lr-scale", type=float, default=0.0,
+                        help="learning-rate factor for the other layers (default 0: frozen)")
+    add_optimiser_arguments(parser, epochs=100, lr=1e-3)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bnn import load
+    from ..errors import InputError
+    from ..train import finetune
+    from .train import config_from_args, load_split, set_threads
+
+    set_threads(args.threads)
+    model = load(args.model)
+    if not 1 <= args.layers <= model.arch.n_layers:
+        raise InputError(f"--layers must be within 1..{model.arch.n_layers} for this model, got {args.layers}")
+    train_s, val_s = load_split(args)
+    new = finetune(model, train_s, val_s,
+                   config=config_from_args(args, train_layers=args.layers, frozen_lr_scale=args.frozen_lr_scale))
+    new.save(args.output)
+    t = new.info["training"]
+    print(f"wrote {args.output}: best validation NMAE {t['best_val_nmae_pct']:.3f} % at epoch {t['best_epoch']}, "
+          f"training time {t['train_seconds']:.0f} s")
+    return 0

@@ -1,0 +1,113 @@
+"""``bigdens train``: a Bayesian density model from scratch (stage 1 of transfer learning)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a Bayesian density model from scratch on DFT data sets (stage 1)"
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Data sets and files (cube, CHGCAR, .gpw) to learn from, and the validation choice."""
+    parser.add_argument("data", nargs="+", help="data-set directories and/or density files (cube, CHGCAR, .gpw)")
+    parser.add_argument("--val", nargs="+", metavar="DATA",
+                        help="validation data (default: the 'validation' split of DATA)")
+    parser.add_argument("--allow-mixed-protocols", action="store_true",
+                        help="accept snapshots made with different DFT settings")
+
+
+def add_optimiser_arguments(parser: argparse.ArgumentParser, *, epochs: int, lr: float) -> None:
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"maximum epochs (default {epochs})")
+    parser.add_argument("--points-per-epoch", type=int, default=300_000, help="grid points drawn per epoch")
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
+    parser.add_argument("--patience", type=int, default=25, help="early-stopping patience, epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch/numba threads (default: all cores)")
+    parser.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--r-cut", type=float, default=6.0, help="descriptor cutoff, Å (default 6.0)")
+    parser.add_argument("--m", type=int, nargs="+", default=[32], help="radial neighbours per species (one value or one per species)")
+    parser.add_argument("--k", type=int, nargs="+", default=[6], help="angular neighbours per species")
+    parser.add_argument("--species", nargs="+", help="chemical symbols in model order (default: those in the data, by Z)")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="hidden layer widths")
+    add_optimiser_arguments(parser, epochs=150, lr=2e-3)
+
+
+def load_split(args) -> tuple[list, list]:
+    """Training and validation snapshots from ``DATA`` and ``--val``."""
+    from ..data import load
+    from ..errors import InputError
+
+    mixed = args.allow_mixed_protocols
+    snaps = load(args.data, allow_mixed_protocols=mixed)
+    if args.val:
+        val = load(args.val, allow_mixed_protocols=mixed)
+        train = [s for s in snaps if s.split == "train"] or snaps
+    else:
+        train = [s for s in snaps if s.split == "train"]
+        val = [s for s in snaps if s.split == "validation"]
+        if not val and len(train) > 1:
+            val, train = train[-1:], train[:-1]  # hold out one snapshot, never single points
+    if not train:
+        raise InputError(f"no training snapshots in {args.data}: the data sets hold only validation/test splits")
+    if not val:
+        raise InputError("no validation snapshot: give --val DATA or a data set with a 'validation' split")
+    return train, val
+
+
+def set_threads(n: int | None) -> None:
+    import os
+
+    import numba
+    import torch
+
+    n = n or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def config_from_args(args, **extra):
+    from ..train import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, points_per_epoch=args.points_per_epoch, batch_size=args.batch_size,
+                       lr=args.lr, patience=args.patience, seed=args.seed, **extra)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from ase.data import atomic_numbers
+
+    from ..bnn import Architecture
+    from ..descriptors import DescriptorParams
+    from ..errors import InputError
+    from ..train import train
+
+    set_threads(args.threads)
+    train_s, val_s = load_split(args)
+    if args.species:
+        bad = [s for s in args.species if s not in atomic_numbers]
+        if bad:
+            raise InputError(f"unknown chemical symbol(s) {bad} in --species")
+        species = tuple(atomic_numbers[s] for s in args.species)
+    else:
+        species = tuple(sorted(set(np.concatenate([s.numbers for s in train_s + val_s]).tolist())))
+    n = len(species)
+
+    def per_species(values, name):
+        if len(values) == 1:
+            return tuple(values) * n
+        if len(values) != n:
+            raise InputError(f"--{name} takes one value or one per species ({n}), got {values}")
+        return tuple(values)
+
+    params = DescriptorParams(species=species, m=per_species(args.m, "m"), k=per_species(args.k, "k"), r_cut=args.r_cut)
+    model = train(train_s, val_s, params, arch=Architecture(hidden=tuple(args.hidden)), config=config_from_args(args))
+    model.save(args.output)
+    t = model.info["training"]
+    print(f"wrote {args.output}: best validation NMAE {t['best_val_nmae_pct']:.3f} % at epoch {t['best_epoch']}, "
+          f"training time {t['train_seconds']:.0f} s, variance scale {model.scaling.variance_scale:.3g}")
+    return 0

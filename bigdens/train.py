@@ -1,0 +1,316 @@
+"""Training, fine-tuning (transfer learning) and evaluation of density models.
+
+Stage 1 trains every layer from scratch on many small-cell snapshots; stage 2
+(:func:`finetune`) starts from a stage-1 model and retrains its last layers
+(the others frozen, or at a reduced learning rate) on a few larger cells.
+Validation is split by snapshot, never by grid point (neighbouring points are
+nearly identical and would leak).  After training, one scalar variance
+factor is fitted on the validation snapshots so that the 1σ interval covers
+68.3 % of points (recalibration; stored in the model as ``variance_scale``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .bnn import Architecture, DensityModel, Scaling
+from .descriptors import DescriptorParams, compute
+from .errors import InputError
+from . import metrics
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Parameters
+    ----------
+    epochs
+        Maximum number of epochs.
+    points_per_epoch
+        Grid points drawn (without replacement within an epoch) per epoch.
+    batch_size
+        Points per optimiser step.
+    lr
+        Adam learning rate of the trained layers.
+    patience
+        Stop after this many epochs without a better validation NMAE.
+    seed
+        Seeds weight initialisation, point sampling and the training noise.
+    train_layers
+        Fine-tuning: number of final layers trained (None: all).
+    frozen_lr_scale
+        Fine-tuning: learning-rate factor of the other layers (0: frozen).
+    """
+
+    epochs: int = 150
+    points_per_epoch: int = 300_000
+    batch_size: int = 2048
+    lr: float = 2e-3
+    patience: int = 25
+    seed: int = 0
+    train_layers: int | None = None
+    frozen_lr_scale: float = 0.0
+
+    def __post_init__(self):
+        for name in ("epochs", "points_per_epoch", "batch_size", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise InputError(f"lr must be > 0, got {self.lr!r}")
+        if self.train_layers is not None and int(self.train_layers) < 1:
+            raise InputError(f"train_layers must be >= 1 (or None for all), got {self.train_layers!r}")
+        if not 0 <= self.frozen_lr_scale <= 1:
+            raise InputError(f"frozen_lr_scale must be within [0, 1], got {self.frozen_lr_scale!r}")
+
+
+def snapshot_features(snapshot, params: DescriptorParams) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptors and densities of every grid point of a snapshot.
+
+    Returns
+    -------
+    features : ndarray, shape (n_points, n_features), float32
+    density : ndarray, shape (n_points,), float32, e/Å³
+        In the grid's C order (the order of ``snapshot.density.ravel()``).
+    """
+    grid = snapshot.grid()
+    feats = compute(snapshot.positions, snapshot.numbers, snapshot.cell, grid.points(), params)
+    return feats, np.asarray(snapshot.density, dtype=np.float32).ravel()
+
+
+def _check_snapshots(snapshots: Sequence, params: DescriptorParams, what: str) -> None:
+    from ase.data import chemical_symbols
+
+    if not snapshots:
+        raise InputError(f"no {what} snapshots: give at least one data set with {what} data")
+    known = set(params.species)
+    for s in snapshots:
+        extra = set(np.unique(s.numbers).tolist()) - known
+        if extra:
+            raise InputError(
+                f"snapshot {s.name!r} holds {sorted(chemical_symbols[z] for z in extra)}, which the "
+                f"model's species {[chemical_symbols[z] for z in params.species]} do not include"
+            )
+
+
+def _stack(snapshots, params):
+    feats, dens = zip(*(snapshot_features(s, params) for s in snapshots))
+    return np.concatenate(feats), np.concatenate(dens)
+
+
+def _nll(out, y):
+    import torch
+
+    from .bnn import LOGVAR_RANGE
+
+    mu, logvar = out[:, 0], out[:, 1].clamp(*LOGVAR_RANGE)
+    return 0.5 * (logvar + (y - mu) ** 2 * torch.exp(-logvar)).mean()
+
+
+def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[str], None]) -> dict:
+    """Bayes by backprop on scaled arrays; returns the training history."""
+    import torch
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    net = model.net
+    layers = list(net.layers)
+    n_train = len(layers) if config.train_layers is None else min(int(config.train_layers), len(layers))
+    groups = []
+    for i, layer in enumerate(layers):
+        scale = 1.0 if i >= len(layers) - n_train else config.frozen_lr_scale
+        for p in layer.parameters():
+            p.requires_grad_(scale > 0)
+        if scale > 0:
+            groups.append({"params": list(layer.parameters()), "lr": config.lr * scale})
+    opt = torch.optim.Adam(groups)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(2, config.patience // 3))
+    Xt, yt = model.scale_features(X), model.scale_target(y)
+    Xvt = model.scale_features(Xv)
+    n = len(Xt)
+    kl_weight = 1.0 / n  # KL scaled per training point
+    best = (math.inf, None, -1)
+    history = []
+    t0 = time.perf_counter()
+    for epoch in range(config.epochs):
+        net.train()
+        idx = torch.from_numpy(rng.choice(n, size=min(n, config.points_per_epoch), replace=False))
+        total = 0.0
+        for a in range(0, len(idx), config.batch_size):
+            b = idx[a : a + config.batch_size]
+            loss = _nll(net(Xt[b]), yt[b]) + kl_weight * net.kl()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(b)
+        net.eval()
+        with torch.no_grad():
+            pv = net.forward_mean(Xvt)[:, 0].double().numpy() * model.scaling.target_std + model.scaling.target_mean
+        val = metrics.nmae(pv, yv)
+        sched.step(val)
+        history.append({"epoch": epoch + 1, "loss": total / len(idx), "val_nmae_pct": val})
+        improved = val < best[0]
+        if improved:
+            best = (val, {k: v.detach().clone() for k, v in net.state_dict().items()}, epoch + 1)
+        log(f"epoch {epoch + 1:4d}  loss {total / len(idx):+.4f}  val NMAE {val:.3f} %"
+            f"{'  *' if improved else ''}  ({time.perf_counter() - t0:.0f} s)")
+        if epoch + 1 - best[2] >= config.patience:
+            log(f"early stop: no better validation NMAE for {config.patience} epochs")
+            break
+    net.load_state_dict(best[1])
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return {"best_epoch": best[2], "best_val_nmae_pct": best[0], "epochs": history,
+            "train_seconds": time.perf_counter() - t0, "n_train_points": n}
+
+
+def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int) -> float:
+    """Variance factor c² so that |ρ̂ − ρ| ≤ c·σ holds for 68.3 % of validation points."""
+    mean, epi, ale = model.predict(Xv, samples=samples, seed=seed, block_index=0)
+    z = np.abs(mean.astype(np.float64) - yv) / np.sqrt(epi.astype(np.float64) + ale + 1e-30)
+    c = float(np.quantile(z, 0.683))
+    return c * c
+
+
+def _provenance(snapshots) -> list[dict]:
+    out = []
+    for s in snapshots:
+        p = s.provenance
+        out.append({
+            "name": s.name,
+            "split": s.split,
+            "n_atoms": int(len(s.numbers)),
+            "grid": list(s.density.shape),
+            "protocol": s.protocol,
+            "temperature": p.get("temperature", p.get("thermalization", {}).get("temperature") if isinstance(p.get("thermalization"), dict) else None),
+            "dft_core_seconds": p.get("dft_core_seconds", p.get("core_seconds")),
+        })
+    return out
+
+
+def _dft_settings(snapshots) -> dict | None:
+    for s in snapshots:
+        for key in ("dft", "calculator", "dft_settings"):
+            if isinstance(s.provenance.get(key), dict):
+                return s.provenance[key]
+    return None
+
+
+def train(train_snapshots: Sequence, val_snapshots: Sequence, params: DescriptorParams, *,
+          arch: Architecture = Architecture(), config: TrainConfig = TrainConfig(),
+          calibration_samples: int = 20, log: Callable[[str], None] = print) -> DensityModel:
+    """Stage 1: a model trained from scratch.
+
+    Parameters
+    ----------
+    train_snapshots, val_snapshots
+        :class:`bigdens.data.Snapshot` lists (split by snapshot).
+    params
+        Descriptor settings (fixed for the model's life).
+    arch, config
+        Network shape and optimisation settings.
+    calibration_samples
+        Monte Carlo samples used to fit the variance factor on validation data.
+    log
+        Receives one line per epoch.
+    """
+    _check_snapshots(train_snapshots, params, "training")
+    _check_snapshots(val_snapshots, params, "validation")
+    X, y = _stack(train_snapshots, params)
+    Xv, yv = _stack(val_snapshots, params)
+    log(f"training on {len(train_snapshots)} snapshots ({len(X):,} points), validating on "
+        f"{len(val_snapshots)} ({len(Xv):,} points), {params.n_features} features")
+    model = DensityModel.new(params, arch, Scaling.fit(X, y), seed=config.seed)
+    hist = _fit(model, X, y, Xv, yv, config, log)
+    model.scaling = replace(model.scaling, variance_scale=_calibrate(model, Xv, yv, samples=calibration_samples, seed=config.seed))
+    model.info = {
+        "stage": "scratch",
+        "train_config": asdict(config),
+        "training": {k: v for k, v in hist.items() if k != "epochs"},
+        "history": hist["epochs"],
+        "data": {"train": _provenance(train_snapshots), "validation": _provenance(val_snapshots)},
+        "dft_settings": _dft_settings(train_snapshots),
+        "grid_spacing": float(np.max(train_snapshots[0].grid().spacing)),
+    }
+    return model
+
+
+def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequence, *,
+             config: TrainConfig = TrainConfig(train_layers=2, lr=1e-3),
+             calibration_samples: int = 20, log: Callable[[str], None] = print) -> DensityModel:
+    """Stage 2 of transfer learning: retrain the last layers of ``model`` on new snapshots.
+
+    Feature and target scaling stay those of ``model`` (the frozen layers
+    expect them).  Returns a new model; ``model`` is not changed.
+    """
+    import copy
+
+    _check_snapshots(train_snapshots, model.params, "fine-tuning")
+    _check_snapshots(val_snapshots, model.params, "validation")
+    new = DensityModel(params=model.params, arch=model.arch, scaling=model.scaling,
+                       net=copy.deepcopy(model.net), info={})
+    X, y = _stack(train_snapshots, model.params)
+    Xv, yv = _stack(val_snapshots, model.params)
+    log(f"fine-tuning the last {config.train_layers or new.arch.n_layers} of {new.arch.n_layers} layers on "
+        f"{len(train_snapshots)} snapshots ({len(X):,} points)")
+    hist = _fit(new, X, y, Xv, yv, config, log)
+    new.scaling = replace(new.scaling, variance_scale=_calibrate(new, Xv, yv, samples=calibration_samples, seed=config.seed))
+    new.info = {
+        "stage": "finetune",
+        "parent": {k: model.info.get(k) for k in ("stage", "data", "training")},
+        "train_config": asdict(config),
+        "training": {k: v for k, v in hist.items() if k != "epochs"},
+        "history": hist["epochs"],
+        "data": {"train": _provenance(train_snapshots), "validation": _provenance(val_snapshots)},
+        "dft_settings": _dft_settings(train_snapshots) or model.info.get("dft_settings"),
+        "grid_spacing": model.info.get("grid_spacing"),
+    }
+    return new
+
+
+def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, seed: int = 0) -> dict:
+    """Metrics of DESIGN §5 per snapshot and over all of them.
+
+    Each snapshot is predicted as one block (one set of S weight samples).
+
+    Returns
+    -------
+    dict
+        ``{"snapshots": [{"name": ..., <metrics>}, ...], "overall": {<metrics>}}``;
+        metric names as in :func:`bigdens.metrics.summary`.
+    """
+    _check_snapshots(snapshots, model.params, "evaluation")
+    rows, allp, allr, alls = [], [], [], []
+    n_el = dv_sum = 0.0
+    for i, s in enumerate(snapshots):
+        X, y = snapshot_features(s, model.params)
+        mean, epi, ale = model.predict(X, samples=samples, seed=seed, block_index=i)
+        sigma = np.sqrt(epi.astype(np.float64) + ale)
+        shape = s.density.shape
+        grid = s.grid()
+        row = {"name": s.name, "split": s.split, "n_atoms": int(len(s.numbers))}
+        row.update(metrics.summary(mean.reshape(shape), y.reshape(shape), sigma.reshape(shape),
+                                   dv=grid.dv, n_electrons=s.n_electrons_expected))
+        rows.append(row)
+        allp.append(mean)
+        allr.append(y)
+        alls.append(sigma)
+        n_el += s.n_electrons_expected
+        dv_sum += grid.dv * s.n_electrons_expected
+    p, r, sg = np.concatenate(allp), np.concatenate(allr), np.concatenate(alls)
+    overall = {
+        "nmae_pct": metrics.nmae(p, r),
+        "nrmse_pct": metrics.nrmse(p, r),
+        "electron_count_error_pct": float(np.mean([row["electron_count_error_pct"] for row in rows])),
+        "coverage_1sigma_pct": metrics.coverage(p, r, sg, 1.0),
+        "coverage_2sigma_pct": metrics.coverage(p, r, sg, 2.0),
+        "spearman_sigma_error": float(np.nanmean([row["spearman_sigma_error"] for row in rows])),
+        "n_snapshots": len(rows),
+        "n_points": int(len(p)),
+    }
+    return {"snapshots": rows, "overall": overall, "samples": samples, "seed": seed}
