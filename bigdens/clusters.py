@@ -1,0 +1,246 @@
+"""SLURM cluster profiles: YAML files read by ``--cluster slurm:NAME``.
+
+A profile has two sections.  ``jobqueue`` holds dask-jobqueue
+``SLURMCluster`` settings (cores, processes, memory, walltime, queue,
+account, interface, job directives, prologue, local directory, worker
+arguments such as ``--lifetime`` for walltime limits); ``bigdens`` holds
+bigdens' own (jobs to start, threads per worker for numba and torch, block
+size, how long to wait for workers).  NAME is a file of ``cluster_configs/``
+(without ``.yaml``) or a path.  Every key is checked before anything is
+submitted: a typo is one error naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SetupError
+
+#: Folder of the shipped profiles (the repository's cluster_configs/, or an installed copy).
+PROFILE_DIRS = [Path(__file__).resolve().parent.parent / "cluster_configs", Path(__file__).resolve().parent / "cluster_configs"]
+
+#: jobqueue keys accepted, with the type each must have.
+JOBQUEUE_KEYS: dict[str, type | tuple] = {
+    "cores": int,
+    "processes": int,
+    "memory": str,
+    "walltime": str,
+    "queue": (str, type(None)),
+    "account": (str, type(None)),
+    "interface": (str, type(None)),
+    "job_extra_directives": list,
+    "job_script_prologue": list,
+    "job_directives_skip": list,
+    "local_directory": (str, type(None)),
+    "log_directory": (str, type(None)),
+    "worker_extra_args": list,
+    "death_timeout": (int, float, type(None)),
+    "job_cpu": (int, type(None)),
+    "job_mem": (str, type(None)),
+    "name": str,
+    "shebang": str,
+    "python": (str, type(None)),
+    "scheduler_options": dict,
+}
+#: bigdens keys accepted: name -> (type, default).
+BIGDENS_KEYS: dict[str, tuple] = {
+    "jobs": (int, 1),
+    "threads_per_worker": (int, 1),
+    "block": (int, None),
+    "wait_for_workers_s": ((int, float), 300),
+    "max_cores_per_job": ((int, type(None)), None),
+    "security": ((dict, type(None)), None),
+}
+_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|[KMGT]i?B)\s*$", re.IGNORECASE)
+_WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated cluster profile.
+
+    Attributes
+    ----------
+    name : str
+    path : Path
+    jobqueue : dict
+        Keyword arguments of ``dask_jobqueue.SLURMCluster``.
+    jobs : int
+        SLURM jobs to start (each with ``processes`` workers).
+    threads_per_worker : int
+        numba and torch threads of each worker.
+    block : int or None
+        Block edge (grid points) to use with this cluster, if set.
+    wait_for_workers_s : float
+        How long to wait for the first worker before giving up.
+    security : dict or None
+        Dask TLS settings (``distributed.security.Security`` keywords).
+    """
+
+    name: str
+    path: Path
+    jobqueue: dict
+    jobs: int = 1
+    threads_per_worker: int = 1
+    block: int | None = None
+    wait_for_workers_s: float = 300
+    max_cores_per_job: int | None = None
+    security: dict | None = field(default=None)
+
+
+def profile_dirs() -> list[Path]:
+    extra = os.environ.get("BIGDENS_CLUSTER_CONFIGS")
+    return ([Path(extra)] if extra else []) + [d for d in PROFILE_DIRS if d.is_dir()]
+
+
+def list_profiles() -> dict[str, Path]:
+    """Profiles found in the profile folders, name -> path."""
+    out: dict[str, Path] = {}
+    for d in profile_dirs():
+        for p in sorted(d.glob("*.yaml")):
+            out.setdefault(p.stem, p)
+    return out
+
+
+def _resolve(name: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") or os.sep in name:
+        if p.is_file():
+            return p
+        raise SetupError(f"cluster profile file {name!r} does not exist")
+    found = list_profiles()
+    if name not in found:
+        raise SetupError(f"unknown cluster profile {name!r}; available: {sorted(found) or 'none'} "
+                         "(a profile is cluster_configs/NAME.yaml, or give a path to a .yaml file)")
+    return found[name]
+
+
+def _check_type(value, want, key: str, path: Path):
+    if isinstance(value, bool) and want is not bool:
+        ok = False
+    else:
+        ok = isinstance(value, want)
+    if not ok:
+        names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+        raise SetupError(f"{path}: key {key!r} must be {names}, got {value!r}")
+
+
+def load_profile(name: str) -> Profile:
+    """Read and validate a profile (a name in cluster_configs/ or a path).
+
+    Raises
+    ------
+    SetupError
+        Unknown profile, YAML that does not parse, unknown or mistyped keys,
+        memory or walltime in a wrong format, cores above the allowed maximum.
+    """
+    import yaml
+
+    path = _resolve(name)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SetupError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise SetupError(f"{path}: a profile is a mapping with the sections 'jobqueue' and 'bigdens'")
+    unknown = set(raw) - {"scheduler", "jobqueue", "bigdens", "description"}
+    if unknown:
+        raise SetupError(f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: scheduler, jobqueue, bigdens, description")
+    if raw.get("scheduler", "slurm") != "slurm":
+        raise SetupError(f"{path}: scheduler must be 'slurm', got {raw.get('scheduler')!r}")
+    jq = dict(raw.get("jobqueue") or {})
+    for key, value in jq.items():
+        if key not in JOBQUEUE_KEYS:
+            raise SetupError(f"{path}: unknown jobqueue key {key!r}; allowed: {', '.join(sorted(JOBQUEUE_KEYS))}")
+        _check_type(value, JOBQUEUE_KEYS[key], f"jobqueue.{key}", path)
+    for key in ("cores", "memory", "walltime"):
+        if key not in jq:
+            raise SetupError(f"{path}: missing required key jobqueue.{key} (e.g. cores: 8, memory: 16GB, walltime: '01:00:00')")
+    if jq["cores"] < 1 or jq.get("processes", 1) < 1 or jq.get("processes", 1) > jq["cores"]:
+        raise SetupError(f"{path}: need 1 <= processes <= cores, got cores={jq['cores']}, processes={jq.get('processes', 1)}")
+    if not _MEMORY.match(jq["memory"]):
+        raise SetupError(f"{path}: jobqueue.memory {jq['memory']!r} is not a size like '16GB' or '500MiB'")
+    if not _WALLTIME.match(jq["walltime"]):
+        raise SetupError(f"{path}: jobqueue.walltime {jq['walltime']!r} is not HH:MM:SS, MM:SS or D-HH:MM:SS")
+    bd = dict(raw.get("bigdens") or {})
+    for key, value in bd.items():
+        if key not in BIGDENS_KEYS:
+            raise SetupError(f"{path}: unknown bigdens key {key!r}; allowed: {', '.join(sorted(BIGDENS_KEYS))}")
+        _check_type(value, BIGDENS_KEYS[key][0], f"bigdens.{key}", path)
+    settings = {k: bd.get(k, default) for k, (_, default) in BIGDENS_KEYS.items()}
+    if settings["jobs"] < 1 or settings["threads_per_worker"] < 1:
+        raise SetupError(f"{path}: bigdens.jobs and bigdens.threads_per_worker must be >= 1")
+    per_process = jq["cores"] // jq.get("processes", 1)
+    if settings["threads_per_worker"] > per_process:
+        raise SetupError(f"{path}: bigdens.threads_per_worker={settings['threads_per_worker']} exceeds the "
+                         f"{per_process} core(s) each worker process gets (cores / processes)")
+    if settings["max_cores_per_job"] is not None and jq["cores"] > settings["max_cores_per_job"]:
+        raise SetupError(f"{path}: jobqueue.cores={jq['cores']} is more than this cluster allows per job "
+                         f"(bigdens.max_cores_per_job={settings['max_cores_per_job']})")
+    return Profile(name=path.stem, path=path, jobqueue=jq, **settings)
+
+
+def check_node_fits(profile: Profile) -> None:
+    """Refuse a job larger than every node of the cluster (asks ``sinfo``)."""
+    import subprocess
+
+    require_slurm()
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=15).stdout
+        cpus = max(int(v.rstrip("+")) for v in out.split())
+    except (subprocess.SubprocessError, ValueError):
+        return  # no answer: let SLURM judge
+    if profile.jobqueue["cores"] > cpus:
+        raise SetupError(f"{profile.path}: jobqueue.cores={profile.jobqueue['cores']} but the largest node has "
+                         f"{cpus} CPUs: no job could ever start; lower cores")
+
+
+def require_slurm() -> None:
+    if shutil.which("sbatch") is None:
+        raise SetupError("no 'sbatch' on PATH: this machine is not a SLURM submit host "
+                         "(run on a login node, or use --cluster local)")
+
+
+def cluster_kwargs(profile: Profile) -> dict:
+    """Keyword arguments of ``dask_jobqueue.SLURMCluster`` for the profile."""
+    import sys
+
+    kw = dict(profile.jobqueue)
+    kw.setdefault("python", sys.executable)
+    kw.setdefault("processes", 1)
+    env = [f"export NUMBA_NUM_THREADS={profile.threads_per_worker}",
+           f"export OMP_NUM_THREADS={profile.threads_per_worker}"]
+    kw["job_script_prologue"] = list(kw.get("job_script_prologue", [])) + env
+    # Each worker process runs one block at a time and gives its cores to numba and
+    # torch: SLURM reserves `cores` CPUs (job_cpu) while Dask sees one thread per process.
+    kw.setdefault("job_cpu", kw["cores"])
+    kw["cores"] = kw["processes"]
+    if profile.security:
+        from distributed.security import Security
+
+        kw["security"] = Security(**profile.security)
+        kw["protocol"] = "tls://"
+    return kw
+
+
+def make_cluster(profile: Profile):
+    """Start a ``SLURMCluster`` (no jobs yet) for the profile."""
+    from dask_jobqueue import SLURMCluster
+
+    require_slurm()
+    return SLURMCluster(**cluster_kwargs(profile))
+
+
+def job_script(profile: Profile) -> str:
+    """The batch script a job of this profile would submit (nothing is submitted)."""
+    from dask_jobqueue import SLURMCluster
+
+    kw = cluster_kwargs(profile)
+    kw.setdefault("scheduler_options", {})
+    # A throwaway scheduler on loopback so the script names a real address form.
+    with SLURMCluster(**kw) as cluster:
+        return cluster.job_script()
