@@ -186,6 +186,8 @@ class MDSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InputError(f"MDSettings.{name} must be a positive number, got {value!r}")
+        if self.melt_above_K is not None and not (math.isfinite(self.melt_above_K) and self.melt_above_K > 0):
+            raise InputError(f"--melt-above must be a temperature > 0 K, got {self.melt_above_K!r}")
         if self.potential not in ("auto", "emt", "tersoff-sige"):
             raise InputError(f"MD potential must be 'auto', 'emt' or 'tersoff-sige', got {self.potential!r}")
 
@@ -661,7 +663,7 @@ class _DirLock:
     def __enter__(self):
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 try:
                     host, pid = self.path.read_text().split()
@@ -748,9 +750,12 @@ def generate(
                     f"{str(directory)!r} holds protocol {manifest.get('protocol')!r} data, not {dft.protocol!r}; "
                     "write to a new directory"
                 )
+            if description:
+                manifest["description"] = description
         else:
             manifest = new_manifest(protocol=dft.protocol, description=description)
         done = {e["name"] for e in manifest["snapshots"] if (directory / e["file"]).is_file()}
+        _check_done_match_plan(directory, manifest, plan, done)
         todo = [p for p in plan if p.name not in done]
         if max_snapshots is not None:
             todo = todo[:max_snapshots]
@@ -774,6 +779,23 @@ def generate(
             say(f"    done in {info['timing']['wall_seconds']:.0f} s wall, {info['timing']['core_seconds']:.0f} "
                 f"core-s; {info['electron_integral']:.6f} electrons; ETA {eta / 60:.0f} min")
     return directory
+
+
+def _check_done_match_plan(directory: Path, manifest: dict, plan: list[PlannedSnapshot], done: set[str]) -> None:
+    # A snapshot already in the data set must be the planned configuration
+    # (a plan made again, e.g. after deleting plan.json, may differ).
+    planned = {p.name: p for p in plan}
+    for entry in manifest["snapshots"]:
+        p = planned.get(entry["name"])
+        if p is None or entry["name"] not in done:
+            continue
+        with np.load(directory / entry["file"], allow_pickle=False) as z:
+            same = z["positions"].shape == p.positions.shape and np.allclose(z["positions"], p.positions, atol=1e-8)
+        if not same:
+            raise InputError(
+                f"snapshot {entry['name']!r} in {str(directory)!r} is not the configuration of plan.json (the plan "
+                "was made again?); remove that snapshot (its .npz and manifest entry) or restore the old plan.json"
+            )
 
 
 # -- structures from a builder spec -------------------------------------------

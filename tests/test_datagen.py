@@ -176,6 +176,12 @@ def test_generation_is_resumable_and_atomic(monkeypatch, tmp_path):
     assert len(calls) == 4
     with pytest.raises(InputError, match="other settings"):
         datagen.generate(out, plan, request={"what": "else"}, dft=dft, progress=None)
+    # A plan made again with other configurations does not silently mix with the old snapshots.
+    saved = json.loads((out / "plan.json").read_text())
+    saved["snapshots"][0]["positions"][0][0] += 0.1
+    (out / "plan.json").write_text(json.dumps(saved))
+    with pytest.raises(InputError, match="not the configuration of plan.json"):
+        datagen.generate(out, plan, request=request, dft=dft, progress=None)
 
 
 def test_lock_refuses_a_second_writer(tmp_path):
