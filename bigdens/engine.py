@@ -1,0 +1,577 @@
+"""The inference engine: a structure in, a Zarr store of density and σ out.
+
+Data flow (DESIGN §8)::
+
+    structure → grid → chunk-aligned blocks → per block, one task:
+        halo atoms → numba descriptors → BNN with S samples seeded by (seed, block)
+        → write its region of every variable → record the block in the ledger
+
+The driver writes the structure into the store first; a task receives only the
+store path, its block index and a small dict of run settings.  Each worker
+process reads the atoms once and builds its cell list once (cached per store
+and run), and loads the model once (cached per file and hash), so positions of
+millions of atoms are never sent with tasks.  Memory per task is bounded by
+the block size (the network runs over ``batch`` points at a time).
+
+Blocks run on a :class:`distributed.LocalCluster` of processes, on an existing
+cluster (``scheduler_file``), or, with ``workers=0``, one after the other in
+this process (the reference the tests compare the cluster with: the numbers
+are bit for bit the same).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+import warnings
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+
+from . import __version__
+from . import store as zstore
+from .config import DEFAULT_SPACING, PredictConfig
+from .errors import BigdensError, InputError, RunError, SetupError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase import Atoms
+
+    from .bnn import DensityModel
+
+
+# -- per-process caches (one worker process serves many tasks) ----------------------------
+
+_LOCK = threading.Lock()
+_MODELS: dict[tuple[str, str], "DensityModel"] = {}
+_CONTEXTS: dict[tuple[str, str], "_Context"] = {}
+#: Contexts kept per process (a long-lived worker may serve several runs).
+_MAX_CONTEXTS = 4
+
+
+def load_model(path: str | Path, model_hash: str) -> "DensityModel":
+    """The model at ``path``, loaded once per process (cached by path and file hash)."""
+    from .bnn import load
+
+    key = (str(Path(path).resolve()), model_hash)
+    with _LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            model = _MODELS[key] = load(path)
+            model.net.eval()
+    return model
+
+
+@dataclass
+class _Context:
+    """What a worker needs for every block of one run, built once per process."""
+
+    grid: object
+    blocks: list
+    numbers: np.ndarray
+    cell_list: object
+    arrays: dict
+    model: "DensityModel"
+    device: str
+
+
+def _set_threads(n: int) -> None:
+    # The nanny sets OMP/MKL threads to 1, but numba and torch need an explicit
+    # count; numba's is per calling thread, so this runs in the task's thread.
+    import numba
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+
+
+def resolve_device(request: str) -> str:
+    """``"cuda"`` or ``"cpu"`` for a requested device (``"auto"`` uses CUDA when torch sees it)."""
+    if request == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if request == "cuda":
+        raise SetupError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    return "cpu"
+
+
+def _context(job: dict) -> _Context:
+    from .blocks import make_blocks
+    from .celllist import build_cell_list
+    from .grid import Grid
+
+    key = (job["store"], job["run_id"])
+    with _LOCK:
+        ctx = _CONTEXTS.get(key)
+    if ctx is not None:
+        return ctx
+    attrs = zstore.read_attrs(job["store"])
+    if attrs is None or attrs.get("run_id") != job["run_id"]:
+        raise RunError(f"the store {job['store']!r} was replaced while this run was writing it")
+    import zarr
+
+    root = zarr.open_group(job["store"], mode="r")
+    positions = np.asarray(root["positions"][:], dtype=np.float64)
+    numbers = np.asarray(root["numbers"][:], dtype=np.int64)
+    cell = np.asarray(attrs["cell"], dtype=np.float64)
+    if zstore.structure_hash(cell, positions, numbers) != attrs["run"]["structure_hash"]:
+        raise RunError(f"the atoms stored in {job['store']!r} do not match its structure hash; start again "
+                       "with --overwrite")
+    grid = Grid(cell=cell, shape=tuple(attrs["grid_shape"]))
+    ctx = _Context(
+        grid=grid,
+        blocks=make_blocks(grid.shape, tuple(attrs["run"]["block"])),
+        numbers=numbers,
+        cell_list=build_cell_list(cell, positions),
+        arrays=zstore.open_variables(job["store"]),
+        model=load_model(job["model"], job["model_hash"]),
+        device=resolve_device(job["device"]),
+    )
+    with _LOCK:
+        while len(_CONTEXTS) >= _MAX_CONTEXTS:
+            _CONTEXTS.pop(next(iter(_CONTEXTS)))
+        _CONTEXTS[key] = ctx
+    return ctx
+
+
+# -- the tasks ------------------------------------------------------------------------------
+
+def predict_block(index: int, *, job: dict) -> dict:
+    """Compute, write and record one block (one Dask task).
+
+    Parameters
+    ----------
+    index
+        Block index (C order of block positions).
+    job
+        Run settings: store path, run id, model path and hash, samples, seed,
+        device, batch, threads (see :func:`predict`).
+
+    Returns
+    -------
+    dict
+        The block's ledger entry plus stage timings (s): ``t_setup`` (imports,
+        atoms, cell list and model, once per process), ``t_descriptors``,
+        ``t_bnn``, ``t_write``, and ``n_points``, ``pid``, ``max_rss_mb``.
+    """
+    import resource
+
+    from .blocks import block_halo
+    from .descriptors import compute_block
+
+    ts = time.perf_counter()
+    _set_threads(job["threads"])
+    ctx = _context(job)
+    t0 = time.perf_counter()
+    block = ctx.blocks[index]
+    params = ctx.model.params
+    halo = block_halo(ctx.cell_list, ctx.numbers, ctx.grid, block, params.r_cut)
+    feats = compute_block(halo, ctx.grid, block, params).reshape(-1, params.n_features)
+    t1 = time.perf_counter()
+    mean, epi, ale = ctx.model.predict(feats, samples=job["samples"], seed=job["seed"], block_index=index,
+                                       device=ctx.device, batch=job["batch"])
+    del feats
+    t2 = time.perf_counter()
+    epi64 = epi.astype(np.float64)
+    ale64 = ale.astype(np.float64)
+    values = {
+        "density": mean,
+        "density_std_epistemic": np.sqrt(epi64).astype(np.float32),
+        "density_std_aleatoric": np.sqrt(ale64).astype(np.float32),
+        "density_std": np.sqrt(epi64 + ale64).astype(np.float32),
+    }
+    values = {k: v.reshape(block.shape) for k, v in values.items()}
+    sums = zstore.write_block(ctx.arrays, block, values, path=job["store"])
+    std = values["density_std"]
+    where = np.unravel_index(int(np.argmax(std)), block.shape)
+    entry = {
+        "block": index,
+        "start": list(block.start),
+        "stop": list(block.stop),
+        "checksums": sums,
+        "raw_checksum": sums["density"],
+        "density_sum": float(mean.sum(dtype=np.float64)),
+        "max_std": float(std[where]),
+        "max_std_index": [int(a + w) for a, w in zip(block.start, where)],
+        "scale": 1.0,
+    }
+    zstore.write_ledger(job["store"], index, entry)
+    t3 = time.perf_counter()
+    return {**entry, "t_setup": t0 - ts, "t_descriptors": t1 - t0, "t_bnn": t2 - t1, "t_write": t3 - t2, "n_points": block.n_points,
+            "n_halo": len(halo.numbers), "pid": os.getpid(),
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def scale_block(index: int, *, job: dict, factor: float) -> dict:
+    """Multiply one block's mean density by ``factor`` (the ``--renormalize`` pass).
+
+    Exact under interruption: the ledger first records the checksum the
+    scaled block will have, so a rerun tells raw, scaled and torn blocks apart.
+    """
+    _set_threads(job["threads"])
+    ctx = _context(job)
+    block = ctx.blocks[index]
+    entry = zstore.read_ledger_entry(job["store"], index)
+    if entry.get("scale") == factor and "pending" not in entry:
+        return entry
+    arr = ctx.arrays["density"]
+    current = arr[block.slices]
+    have = zstore.checksum(current)
+    pending = entry.get("pending")
+    if pending is not None and pending["scale"] == factor and have == pending["checksum"]:
+        scaled = current  # written before an interruption, ledger not yet updated
+    elif have == entry["raw_checksum"]:
+        scaled = (current.astype(np.float64) * factor).astype(np.float32)
+        entry = {**entry, "pending": {"scale": factor, "checksum": zstore.checksum(scaled)}}
+        zstore.write_ledger(job["store"], index, entry)
+        try:
+            arr[block.slices] = scaled
+        except OSError as exc:
+            raise RunError(f"cannot write block {index} to {job['store']!r} ({exc.strerror or exc}); free space "
+                           "and rerun with --resume --renormalize") from None
+        if zstore.checksum(arr[block.slices]) != entry["pending"]["checksum"]:
+            raise RunError(f"block {index} reads back differently after renormalization; rerun with --resume")
+    else:
+        raise RunError(f"block {index} of {job['store']!r} matches neither its raw nor its scaled checksum; "
+                       "run `bigdens verify` and start again with --overwrite")
+    entry = {k: v for k, v in entry.items() if k != "pending"}
+    entry["checksums"] = {**entry["checksums"], "density": zstore.checksum(scaled)}
+    entry["scale"] = factor
+    zstore.write_ledger(job["store"], index, entry)
+    return entry
+
+
+# -- the cluster ---------------------------------------------------------------------------
+
+@contextmanager
+def make_client(config: PredictConfig) -> Iterator[object]:
+    """The one place where the Dask cluster is made; yields a Client, or None for ``workers=0``.
+
+    ``scheduler_file`` joins an existing cluster; ``cluster="local"`` starts a
+    :class:`distributed.LocalCluster` of processes bound to localhost;
+    ``"slurm:NAME"`` is reserved for dask-jobqueue (not yet supported).
+    """
+    if not config.uses_dask:
+        yield None
+        return
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    if config.scheduler_file is not None:
+        if not config.scheduler_file.is_file():
+            raise SetupError(f"scheduler file {str(config.scheduler_file)!r} does not exist; start the "
+                             "scheduler with `dask scheduler --scheduler-file FILE` first")
+        try:
+            client = Client(scheduler_file=str(config.scheduler_file), timeout="30s")
+        except OSError as exc:
+            raise SetupError(f"cannot reach the scheduler in {str(config.scheduler_file)!r} ({exc})") from None
+        with client:
+            yield client
+        return
+    if config.cluster.startswith("slurm:"):
+        raise SetupError(f"--cluster {config.cluster} is not yet supported (SLURM clusters come with a later "
+                         "release); use --cluster local, or start workers yourself and pass --scheduler-file")
+    t = str(config.threads_per_worker)
+    cluster = LocalCluster(
+        n_workers=config.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+        env={"NUMBA_NUM_THREADS": t, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t},
+    )
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def _run_tasks(client, fn: Callable, indices: list[int], *, progress: bool, desc: str, **kwargs) -> Iterator[dict]:
+    """Run ``fn(index, **kwargs)`` for every index, yielding results as they finish."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(indices), unit="block", desc=desc, disable=None if progress else True, smoothing=0.1)
+    with bar:
+        if client is None:
+            for i in indices:
+                yield fn(i, **kwargs)
+                bar.update()
+            return
+        from distributed import as_completed
+
+        futures = client.map(fn, indices, pure=False, **kwargs)
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+                bar.update()
+        finally:
+            client.cancel([f for f in futures if not f.done()])
+
+
+# -- the run -------------------------------------------------------------------------------
+
+@dataclass
+class RunSummary:
+    """What a prediction did (printed by ``bigdens predict``).
+
+    Lengths Å, electrons, times s, densities e/Å³.
+    """
+
+    path: Path
+    n_atoms: int
+    grid_shape: tuple[int, int, int]
+    n_blocks: int
+    n_computed: int
+    n_done: int
+    wall_s: float
+    points_computed: int
+    n_electrons_expected: float | None
+    n_electrons_predicted: float | None
+    renormalization_factor: float | None
+    max_std: float | None
+    max_std_index: list | None
+    max_std_position: list | None
+    complete: bool
+    device: str
+    stage_s: dict = field(default_factory=dict)
+    max_rss_mb: dict = field(default_factory=dict)
+
+    @property
+    def n_points(self) -> int:
+        g = self.grid_shape
+        return g[0] * g[1] * g[2]
+
+    @property
+    def points_per_s(self) -> float:
+        return self.points_computed / max(self.wall_s, 1e-9)
+
+    def format(self) -> str:
+        lines = [
+            f"store: {self.path} ({'complete' if self.complete else 'INCOMPLETE'}: "
+            f"{self.n_done}/{self.n_blocks} blocks, {self.n_computed} computed now)",
+            f"atoms: {self.n_atoms}; grid {self.grid_shape} = {self.n_points:,} points; device {self.device}",
+            f"wall time {self.wall_s:.2f} s = {self.points_per_s:,.0f} points/s "
+            f"(descriptors {self.stage_s.get('descriptors', 0):.2f} s, network {self.stage_s.get('bnn', 0):.2f} s, "
+            f"write {self.stage_s.get('write', 0):.2f} s, worker setup {self.stage_s.get('setup', 0):.2f} s; "
+            "summed over tasks)",
+        ]
+        if self.n_electrons_predicted is not None:
+            exp = "?" if self.n_electrons_expected is None else f"{self.n_electrons_expected:g}"
+            line = f"electrons: expected {exp}, predicted {self.n_electrons_predicted:.4f}"
+            if self.renormalization_factor is not None:
+                line += f" (renormalized by a factor {self.renormalization_factor:.6f})"
+            lines.append(line)
+        if self.max_std is not None:
+            pos = ", ".join(f"{v:.3f}" for v in self.max_std_position)
+            lines.append(f"max σ {self.max_std:.4g} e/Å³ at grid point {tuple(self.max_std_index)} = ({pos}) Å")
+        return "\n".join(lines)
+
+
+def predict(atoms: "Atoms", config: PredictConfig) -> Path:
+    """Predict the density of ``atoms`` into the store ``config.out``.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        Periodic structure, positions Å.
+    config
+        Run settings.
+
+    Returns
+    -------
+    Path
+        The store (see :mod:`bigdens.store`).
+    """
+    return run(atoms, config).path
+
+
+def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
+    """:func:`predict`, returning a :class:`RunSummary` of what was done.
+
+    Raises
+    ------
+    SetupError
+        Before anything is written: bad structure, model, grid, settings, an
+        existing output that the flags do not allow replacing or resuming.
+    RunError
+        While running (e.g. disk full): the ledger stays consistent and
+        ``resume=True`` continues the run.
+    """
+    import torch
+
+    from . import structure
+    from .bnn import file_hash
+    from .descriptors import species_index
+    from .grid import make_grid
+
+    structure.validate(atoms)
+    numbers = np.asarray(atoms.numbers)
+    if config.model is None:
+        from .models import shipped_model_for
+
+        model_path = shipped_model_for(numbers)
+    else:
+        model_path = config.model
+    model_hash = file_hash(model_path) if Path(model_path).is_file() else ""
+    model = load_model(model_path, model_hash)
+    species_index(numbers, model.params)  # refuses species the model lacks
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    if config.grid is not None:
+        grid = make_grid(cell, shape=config.grid)
+    else:
+        grid = make_grid(cell, spacing=DEFAULT_SPACING if config.spacing is None else config.spacing)
+    trained = model.info.get("grid_spacing")
+    if trained is not None and float(np.max(grid.spacing)) > float(np.max(trained)) * (1 + 1e-6):
+        warnings.warn(f"the grid spacing {float(np.max(grid.spacing)):.3f} Å is coarser than the model's training "
+                      f"spacing {float(np.max(trained)):.3f} Å; the density is predicted on the coarser grid all "
+                      "the same", stacklevel=2)
+    if config.device == "cuda" and config.scheduler_file is None:
+        resolve_device("cuda")
+    device = resolve_device(config.device) if config.scheduler_file is None else config.device
+    from .blocks import block_shape_for, make_blocks
+
+    block = block_shape_for(grid.shape, config.block)
+    chunk = block_shape_for(grid.shape, config.chunk)
+    blocks = make_blocks(grid.shape, block)
+    try:
+        from .data import hgh_valence
+
+        n_expected: float | None = float(hgh_valence(numbers))
+    except InputError:
+        n_expected = None
+    if config.renormalize and n_expected is None:
+        raise SetupError("--renormalize needs the valence electron count, but an element has no HGH setup; "
+                         "drop --renormalize")
+    identity = {
+        "structure_hash": zstore.structure_hash(cell, atoms.positions, numbers),
+        "grid_shape": list(grid.shape),
+        "model_hash": model_hash,
+        "seed": config.seed,
+        "mc_samples": config.mc_samples,
+        "block": list(block),
+        "chunk": list(chunk),
+    }
+    out = config.out
+    mode = zstore.check_target(out, resume=config.resume, overwrite=config.overwrite)
+    if mode == "resume":
+        attrs = zstore.read_attrs(out)
+        zstore.check_identity(attrs, identity)
+        ledger = zstore.read_ledger(out)
+        if not config.renormalize and any(e.get("scale", 1.0) != 1.0 or "pending" in e for e in ledger.values()):
+            raise SetupError(f"{str(out)!r} was renormalized; resume it with --renormalize")
+        run_id = attrs["run_id"]
+
+    t_start = time.perf_counter()
+    torch_threads = torch.get_num_threads()
+    with ExitStack() as stack:
+        client = stack.enter_context(make_client(config))
+        if mode != "resume":
+            if mode == "overwrite":
+                zstore.remove(out)
+            run_id = uuid.uuid4().hex
+            zstore.create(out, atoms=atoms, grid=grid, chunk=chunk, attrs=_attributes(
+                atoms, grid, model, model_path, identity, config, run_id=run_id, n_expected=n_expected))
+            ledger = {}
+        if config.report is not None:
+            from distributed import performance_report
+
+            stack.enter_context(performance_report(filename=str(config.report)))
+        if client is None:
+            stack.callback(torch.set_num_threads, torch_threads)
+        job = {"store": str(Path(out).absolute()), "run_id": run_id, "model": str(Path(model_path).absolute()),
+               "model_hash": model_hash, "samples": config.mc_samples, "seed": config.seed,
+               "device": config.device, "batch": config.batch, "threads": config.threads_per_worker}
+        todo = [b.index for b in blocks if b.index not in ledger]
+        if config.max_blocks is not None:
+            todo = todo[: config.max_blocks]
+        stages = {"setup": 0.0, "descriptors": 0.0, "bnn": 0.0, "write": 0.0}
+        rss: dict[int, float] = {}
+        computed = 0
+        try:
+            for res in _run_tasks(client, predict_block, todo, progress=config.progress, desc="predict", job=job):
+                stages["setup"] += res["t_setup"]
+                stages["descriptors"] += res["t_descriptors"]
+                stages["bnn"] += res["t_bnn"]
+                stages["write"] += res["t_write"]
+                rss[res["pid"]] = max(rss.get(res["pid"], 0.0), res["max_rss_mb"])
+                computed += res["n_points"]
+        except BigdensError:
+            raise
+        except OSError as exc:
+            raise RunError(f"block failed while writing {str(out)!r} ({exc}); the ledger is consistent: fix the "
+                           "cause and rerun with --resume") from None
+        ledger = zstore.read_ledger(out)
+        done = len(ledger) == len(blocks)
+        factor = None
+        raw_sum = sum(e["density_sum"] for e in ledger.values()) if done else None
+        n_pred = raw_sum * grid.dv if done else None
+        if done and config.renormalize:
+            factor = n_expected / n_pred
+            rescale = [i for i, e in ledger.items() if e.get("scale") != factor or "pending" in e]
+            for _ in _run_tasks(client, scale_block, sorted(rescale), progress=config.progress,
+                                desc="renormalize", job=job, factor=factor):
+                pass
+            ledger = zstore.read_ledger(out)
+            done = all(e.get("scale") == factor and "pending" not in e for e in ledger.values())
+    wall = time.perf_counter() - t_start
+
+    best = max(ledger.values(), key=lambda e: e["max_std"], default=None)
+    summary = RunSummary(
+        path=Path(out), n_atoms=len(atoms), grid_shape=grid.shape, n_blocks=len(blocks), n_computed=len(todo),
+        n_done=len(ledger), wall_s=wall, points_computed=computed, n_electrons_expected=n_expected,
+        n_electrons_predicted=n_pred, renormalization_factor=factor,
+        max_std=None if best is None else best["max_std"],
+        max_std_index=None if best is None else best["max_std_index"],
+        max_std_position=None if best is None else grid.cartesian(*best["max_std_index"]).tolist(),
+        complete=done, device=device, stage_s=stages, max_rss_mb=rss,
+    )
+    final = {"complete": done, "n_electrons_predicted": n_pred, "renormalization_factor": factor,
+             "n_electrons_renormalized": None if factor is None else n_expected,
+             "max_std": summary.max_std, "max_std_index": summary.max_std_index,
+             "max_std_position": summary.max_std_position}
+    if done:
+        final["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    zstore.update_attrs(out, **final)
+    return summary
+
+
+def _attributes(atoms, grid, model, model_path, identity: dict, config: PredictConfig, *, run_id: str,
+                n_expected: float | None) -> dict:
+    """Global attributes of a new store (DESIGN §6)."""
+    from . import structure
+
+    return {
+        "title": "bigdens predicted electron density",
+        "run_id": run_id,
+        "run": identity,
+        "cell": np.asarray(grid.cell).tolist(),
+        "cell_units": "angstrom",
+        "pbc": [bool(v) for v in atoms.pbc],
+        "grid_shape": list(grid.shape),
+        "grid_spacing": grid.spacing.tolist(),
+        "volume_element": grid.dv,
+        "n_atoms": len(atoms),
+        "species_counts": structure.species_counts(atoms),
+        "n_electrons_expected": n_expected,
+        "n_electrons_predicted": None,
+        "renormalization_factor": None,
+        "model_id": str(model.info.get("name") or Path(model_path).stem),
+        "model_path": str(Path(model_path).absolute()),
+        "model_hash": identity["model_hash"],
+        "descriptor": model.params.to_dict(),
+        "mc_samples": config.mc_samples,
+        "seed": config.seed,
+        "block": identity["block"],
+        "chunk": identity["chunk"],
+        "bigdens_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+__all__ = ["RunSummary", "load_model", "make_client", "predict", "predict_block", "resolve_device", "run",
+           "scale_block"]
