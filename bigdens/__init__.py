@@ -10,4 +10,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "predict"]
+
+
+def __getattr__(name: str):
+    # `bigdens.predict` loads the engine on first use, so `import bigdens` stays light.
+    if name == "predict":
+        from .engine import predict
+
+        return predict
+    raise AttributeError(f"module 'bigdens' has no attribute {name!r}")

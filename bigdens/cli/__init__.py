@@ -25,6 +25,10 @@ COMMANDS: dict[str, str] = {
     "finetune": ".finetune",
     "evaluate": ".evaluate",
     "clusters": ".clusters",
+    "predict": ".predict",
+    "verify": ".verify",
+    "export": ".export",
+    "plot": ".plot",
 }
 
 

@@ -1,0 +1,64 @@
+"""``bigdens predict``: the density and its uncertainty of a structure, into a Zarr store."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_grid_arguments, add_structure_arguments
+
+HELP = "predict the electron density and its uncertainty of a structure into a Zarr store"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..config import DEFAULT_BLOCK
+
+    add_structure_arguments(parser)
+    add_grid_arguments(parser)
+    parser.add_argument("--model", help="model file (.safetensors); default: the shipped model for the species")
+    parser.add_argument("--mc-samples", type=int, default=20, metavar="S",
+                        help="Monte Carlo weight samples per block (default 20)")
+    parser.add_argument("--out", required=True, help="output Zarr store, e.g. density.zarr")
+    parser.add_argument("--block", type=int, default=DEFAULT_BLOCK, metavar="B",
+                        help=f"block edge in grid points, one task per block (default {DEFAULT_BLOCK}: 1 MB chunks)")
+    parser.add_argument("--chunk", type=int, metavar="C",
+                        help="Zarr chunk edge in grid points (default: the block; the block must be a multiple)")
+    parser.add_argument("--cluster", default="local", help="'local' (default) or 'slurm:NAME' (not yet supported)")
+    parser.add_argument("--scheduler-file", help="join the existing Dask cluster described by this file")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes of the local cluster (default 2; 0 runs in this process)")
+    parser.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
+                        help="numba and torch threads per worker (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo samples (default 0)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run into --out")
+    parser.add_argument("--renormalize", action="store_true",
+                        help="scale the density to integrate to the valence electron count")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu or cuda")
+    parser.add_argument("--report", metavar="FILE.html", help="write a Dask performance report")
+    parser.add_argument("--max-blocks", type=int, metavar="N",
+                        help="compute at most N missing blocks, then stop (sampling; --resume finishes the store)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    import warnings
+
+    from .. import structure
+    from ..config import PredictConfig
+    from ..engine import run as run_engine
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"bigdens predict: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+    config = PredictConfig(
+        out=args.out, model=args.model, spacing=args.spacing, grid=tuple(args.grid) if args.grid else None,
+        mc_samples=args.mc_samples, block=args.block, chunk=args.chunk, cluster=args.cluster,
+        scheduler_file=args.scheduler_file, workers=args.workers, threads_per_worker=args.threads_per_worker,
+        seed=args.seed, resume=args.resume, renormalize=args.renormalize, overwrite=args.overwrite,
+        device=args.device, report=args.report, max_blocks=args.max_blocks,
+    )
+    atoms = structure.read(args.structure, format=args.format)
+    summary = run_engine(atoms, config)
+    print(summary.format())
+    return 0 if summary.complete or args.max_blocks is not None else 1

@@ -1,0 +1,34 @@
+"""``bigdens verify``: re-read every block of a store and check it against the ledger."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "check that every block of a predicted store is written and intact (exit 1 if not)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", help="a store written by `bigdens predict`")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import store
+
+    report = store.verify(args.store, progress=True)
+    done = report.n_blocks - len(report.missing)
+    print(f"{args.store}: {done}/{report.n_blocks} blocks recorded, {len(report.missing)} missing, "
+          f"{len(report.corrupt)} corrupt")
+    if report.missing:
+        shown = ", ".join(map(str, report.missing[:20])) + (" ..." if len(report.missing) > 20 else "")
+        print(f"missing blocks: {shown}")
+    for index, why in report.corrupt[:20]:
+        print(f"corrupt block {index}: {why}")
+    if report.ok:
+        print("ok: every block matches its checksum")
+        return 0
+    attrs = store.read_attrs(args.store) or {}
+    if attrs.get("complete"):
+        store.update_attrs(args.store, complete=False)  # a damaged store must not look complete
+        print("marked the store incomplete; rerun `bigdens predict ... --resume` after removing the damaged "
+              "blocks' ledger entries, or predict again with --overwrite")
+    return 1
