@@ -2,7 +2,7 @@
 
 Examples::
 
-    bigdens datagen al --cells 2 2 2 --temperatures 300 600 900 1200 --melt-above 1200 \\
+    bigdens datagen al --cells 2 2 2 --temperatures 300 600 900 1400 --melt-above 1400 \\
         --snapshots-per-temperature 10 -o datasets/al32
     bigdens datagen sige --x 0 0.25 0.5 0.75 1 --cells 2 2 2 --temperatures 300 600 900 \\
         --snapshots-per-temperature 2 -o datasets/sige64
