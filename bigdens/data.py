@@ -50,7 +50,9 @@ A data set is a directory holding
     ``provenance`` ()              unicode  JSON text (a 0-d string array)
     ============== =============== ======== ==========================================
 
-    The density grid follows DESIGN §1: point ``(i, j, k)`` sits at fractional
+    Positions are as the MD left them: not necessarily wrapped into the
+    cell (every periodic image is equivalent).  The density grid follows
+    DESIGN §1: point ``(i, j, k)`` sits at fractional
     position ``(i/n1, j/n2, k/n3)`` (point (0, 0, 0) on the cell origin).  The
     provenance holds the DFT code and version, every DFT setting, the
     thermalization (potential, temperature, time step, time of the
