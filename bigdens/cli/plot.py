@@ -62,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
     u = cell[a] / np.linalg.norm(cell[a])
     v = cell[b] - (cell[b] @ u) * u
     v /= np.linalg.norm(v)
-    fa = np.arange(shape[a] + 1) / shape[a]
-    fb = np.arange(shape[b] + 1) / shape[b]
-    corners = fa[:, None, None] * cell[a] + fb[None, :, None] * cell[b]  # cell edges of each pixel
+    # Pixel edges half-way between grid points, so each point sits at its pixel's centre.
+    fa = (np.arange(shape[a] + 1) - 0.5) / shape[a]
+    fb = (np.arange(shape[b] + 1) - 0.5) / shape[b]
+    corners = fa[:, None, None] * cell[a] + fb[None, :, None] * cell[b]
     X, Y = corners @ u, corners @ v
     positions = np.asarray(root["positions"][:], dtype=np.float64)
     numbers = np.asarray(root["numbers"][:])

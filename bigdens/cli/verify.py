@@ -9,6 +9,8 @@ HELP = "check that every block of a predicted store is written and intact (exit 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", help="a store written by `bigdens predict`")
+    parser.add_argument("--repair", action="store_true",
+                        help="drop the ledger entries of corrupt blocks, so `bigdens predict --resume` recomputes them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +31,13 @@ def run(args: argparse.Namespace) -> int:
     attrs = store.read_attrs(args.store) or {}
     if attrs.get("complete"):
         store.update_attrs(args.store, complete=False)  # a damaged store must not look complete
-        print("marked the store incomplete; rerun `bigdens predict ... --resume` after removing the damaged "
-              "blocks' ledger entries, or predict again with --overwrite")
+        print("marked the store incomplete")
+    if args.repair and report.corrupt:
+        for index, _ in report.corrupt:
+            store.ledger_file(args.store, index).unlink(missing_ok=True)
+        print(f"dropped {len(report.corrupt)} ledger entries: `bigdens predict ... --resume` recomputes those blocks")
+    elif report.corrupt:
+        print("rerun with --repair, then `bigdens predict ... --resume`, to recompute the corrupt blocks")
+    elif report.missing:
+        print("finish the store with `bigdens predict ... --resume`")
     return 1

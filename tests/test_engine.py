@@ -1,0 +1,192 @@
+"""The inference engine: cluster vs in-process, brute force, resume, renormalization, bad input."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+import zarr
+
+from bigdens import descriptors, engine, store, structure
+from bigdens.bnn import Architecture, DensityModel, Scaling, load
+from bigdens.config import PredictConfig
+from bigdens.errors import BigdensError, InputError, RunError, SetupError
+
+PARAMS = descriptors.DescriptorParams(species=(13,), m=(8,), k=(3,), r_cut=4.0)
+#: Small enough for a busy 2-core machine: an 18³ grid in 27 blocks (edges 8, 8, 2).
+SPACING = 0.45
+BLOCK = 8
+
+
+def make_model(path, *, seed=1, info=None):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0.5, 4.0, size=(300, PARAMS.n_features)).astype(np.float32)
+    y = rng.uniform(0.01, 0.05, size=300)
+    DensityModel.new(PARAMS, Architecture(hidden=(16, 16)), Scaling.fit(X, y), seed=seed, info=info).save(path)
+    return path
+
+
+@pytest.fixture
+def model(tmp_path):
+    return make_model(tmp_path / "al.safetensors")
+
+
+@pytest.fixture
+def atoms():
+    return structure.rattle(structure.fcc_al((2, 2, 2)), 0.05, seed=2)
+
+
+def config(out, model, **kw):
+    kw = {"spacing": SPACING, "block": BLOCK, "workers": 0, "mc_samples": 5, "seed": 3, "progress": False, **kw}
+    return PredictConfig(out=out, model=model, **kw)
+
+
+def variables(path):
+    root = zarr.open_group(str(path), mode="r")
+    return {name: root[name][:] for name in store.VARIABLES}
+
+
+def assert_identical(a, b):
+    for name in store.VARIABLES:
+        assert np.array_equal(a[name], b[name], equal_nan=True), name
+
+
+def test_local_cluster_equals_in_process_bit_for_bit(tmp_path, model, atoms):
+    ref = engine.run(atoms, config(tmp_path / "ref.zarr", model))
+    assert ref.complete and ref.n_blocks == 27 and ref.n_computed == 27
+    got = engine.run(atoms, config(tmp_path / "dask.zarr", model, workers=2))
+    assert got.complete and got.n_computed == 27
+    assert len(got.max_rss_mb) >= 1  # tasks ran in worker processes
+    a, b = variables(tmp_path / "ref.zarr"), variables(tmp_path / "dask.zarr")
+    assert_identical(a, b)
+    assert np.isfinite(a["density"]).all() and (a["density_std"] > 0).all()
+    np.testing.assert_allclose(a["density_std"] ** 2, a["density_std_epistemic"] ** 2 + a["density_std_aleatoric"] ** 2,
+                               rtol=1e-5)
+    assert got.n_electrons_predicted == pytest.approx(ref.n_electrons_predicted, rel=0, abs=0)
+
+
+def test_boundary_blocks_equal_brute_force(tmp_path, model, atoms):
+    cfg = config(tmp_path / "o.zarr", model)
+    engine.run(atoms, cfg)
+    out = variables(cfg.out)
+    m = load(model)
+    attrs = store.read_attrs(cfg.out)
+    from bigdens.grid import Grid
+
+    grid = Grid(cell=np.asarray(attrs["cell"]), shape=tuple(attrs["grid_shape"]))
+    blocks = store.blocks_of(attrs)
+    # The first block and blocks touching the far faces: their halos wrap around the cell.
+    edge = [b for b in blocks if b.index == 0 or any(s == n for s, n in zip(b.stop, grid.shape))][:6]
+    assert len(edge) == 6
+    for b in edge:
+        feats = descriptors.compute(atoms.positions, atoms.numbers, atoms.cell[:], grid.points(b.start, b.stop), PARAMS)
+        mean, epi, ale = m.predict(feats, samples=cfg.mc_samples, seed=cfg.seed, block_index=b.index, batch=cfg.batch)
+        np.testing.assert_allclose(out["density"][b.slices].ravel(), mean, rtol=1e-6, atol=0)
+        np.testing.assert_allclose(out["density_std"][b.slices].ravel() ** 2, epi.astype(float) + ale, rtol=1e-5)
+
+
+def test_interrupted_run_resumes_to_identical_store(tmp_path, model, atoms):
+    ref = tmp_path / "ref.zarr"
+    engine.run(atoms, config(ref, model))
+    out = tmp_path / "o.zarr"
+    part = engine.run(atoms, config(out, model, max_blocks=10))
+    assert not part.complete and part.n_done == 10
+    assert store.read_attrs(out)["complete"] is False
+    rest = engine.run(atoms, config(out, model, resume=True))
+    assert rest.complete and rest.n_computed == 27 - 10  # only the missing blocks
+    assert store.read_attrs(out)["complete"] is True
+    assert_identical(variables(ref), variables(out))
+    again = engine.run(atoms, config(out, model, resume=True))
+    assert again.n_computed == 0 and again.complete
+
+
+def test_resume_refuses_other_settings(tmp_path, model, atoms):
+    out = tmp_path / "o.zarr"
+    engine.run(atoms, config(out, model, max_blocks=2))
+    with pytest.raises(SetupError, match="seed: store has 3, this run 4"):
+        engine.run(atoms, config(out, model, seed=4, resume=True))
+    other = make_model(tmp_path / "other.safetensors", seed=9)
+    with pytest.raises(SetupError, match="model_hash"):
+        engine.run(atoms, config(out, other, resume=True))
+    with pytest.raises(SetupError, match="mc_samples"):
+        engine.run(atoms, config(out, model, mc_samples=6, resume=True))
+    with pytest.raises(SetupError, match="block"):
+        engine.run(atoms, config(out, model, block=4, resume=True))
+    with pytest.raises(SetupError, match="structure_hash"):
+        engine.run(structure.rattle(atoms, 0.01, seed=5), config(out, model, resume=True))
+    assert len(store.read_ledger(out)) == 2
+
+
+def test_disk_full_mid_run_is_clear_and_resumable(tmp_path, model, atoms, monkeypatch):
+    from zarr.storage import LocalStore
+
+    real_set = LocalStore.set
+    calls = {"n": 0}
+
+    async def failing_set(self, key, value):
+        if key.startswith("density") and "/c/" in key:
+            calls["n"] += 1
+            if calls["n"] > 4 * 5 + 2:  # part way through the sixth block
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return await real_set(self, key, value)
+
+    out = tmp_path / "o.zarr"
+    monkeypatch.setattr(LocalStore, "set", failing_set)
+    with pytest.raises(RunError, match="No space left on device.*--resume"):
+        engine.run(atoms, config(out, model))
+    monkeypatch.setattr(LocalStore, "set", real_set)
+    assert len(store.read_ledger(out)) == 5 and store.read_attrs(out)["complete"] is False
+    done = engine.run(atoms, config(out, model, resume=True))
+    assert done.complete and done.n_computed == 22
+    engine.run(atoms, config(tmp_path / "ref.zarr", model))
+    assert_identical(variables(tmp_path / "ref.zarr"), variables(out))
+    assert store.verify(out).ok
+
+
+def test_renormalize_integrates_to_valence_count(tmp_path, model, atoms):
+    s = engine.run(atoms, config(tmp_path / "o.zarr", model, renormalize=True))
+    attrs = store.read_attrs(tmp_path / "o.zarr")
+    dv = attrs["volume_element"]
+    rho = variables(tmp_path / "o.zarr")["density"]
+    assert attrs["n_electrons_expected"] == 96 == s.n_electrons_expected
+    assert rho.sum(dtype=np.float64) * dv == pytest.approx(96, rel=1e-5)
+    raw = engine.run(atoms, config(tmp_path / "raw.zarr", model))
+    assert attrs["n_electrons_predicted"] == pytest.approx(raw.n_electrons_predicted, rel=1e-12)
+    assert attrs["renormalization_factor"] == pytest.approx(96 / raw.n_electrons_predicted)
+    assert store.verify(tmp_path / "o.zarr").ok and attrs["complete"] is True
+
+
+def test_bad_input_is_refused_before_writing(tmp_path, model, atoms):
+    si = structure.diamond_sige((1, 1, 1), x=0.0)
+    with pytest.raises(InputError, match="species"):
+        engine.run(si, config(tmp_path / "a.zarr", model))
+    with pytest.raises(SetupError, match="Monte Carlo samples"):
+        config(tmp_path / "a.zarr", model, mc_samples=0)
+    with pytest.raises(SetupError, match="multiple of the chunk"):
+        config(tmp_path / "a.zarr", model, block=12, chunk=8)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SetupError, match="does not exist|not a folder"):
+        engine.run(atoms, config(tmp_path / "file" / "a.zarr", model))
+    with pytest.raises(SetupError, match="not a bigdens store"):
+        engine.run(atoms, config(tmp_path / "file", model))
+    with pytest.raises(SetupError, match="not yet supported"):
+        engine.run(atoms, config(tmp_path / "a.zarr", model, workers=2, cluster="slurm:big"))
+    assert not (tmp_path / "a.zarr").exists() and (tmp_path / "file").read_text() == "x"
+    engine.run(atoms, config(tmp_path / "file", model, overwrite=True, max_blocks=1))
+    assert store.read_attrs(tmp_path / "file") is not None
+    for err in (InputError, SetupError, RunError):
+        assert issubclass(err, BigdensError)
+
+
+def test_coarse_grid_warns(tmp_path, atoms):
+    m = make_model(tmp_path / "m.safetensors", info={"grid_spacing": 0.2})
+    with pytest.warns(UserWarning, match="coarser than the model's training spacing"):
+        engine.run(atoms, config(tmp_path / "o.zarr", m, max_blocks=1))
+
+
+def test_lazy_top_level_predict(tmp_path, model, atoms):
+    import bigdens
+
+    path = bigdens.predict(atoms, config(tmp_path / "o.zarr", model, max_blocks=1))
+    assert path == tmp_path / "o.zarr" and store.read_attrs(path)["complete"] is False
