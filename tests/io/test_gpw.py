@@ -13,6 +13,7 @@ import pytest
 # 2-core machine is several times slower.
 SCRIPT = """
 import json, sys
+import numpy as np
 from gpaw import GPAW, PW, FermiDirac
 from bigdens.data import load
 from bigdens.errors import InputError
