@@ -1,0 +1,95 @@
+"""The output store: xarray view, NaN fill, completion flag, ledger and verification."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from bigdens import engine, store, structure
+from bigdens.errors import SetupError
+
+from test_engine import atoms, config, model  # noqa: F401  (fixtures)
+
+
+def test_open_zarr_dims_coords_units_and_nan_until_complete(tmp_path, model, atoms):  # noqa: F811
+    out = tmp_path / "o.zarr"
+    engine.run(atoms, config(out, model, max_blocks=2))
+    ds = xr.open_zarr(out)
+    assert set(store.VARIABLES) <= set(ds.data_vars)
+    for name in store.VARIABLES:
+        v = ds[name]
+        assert v.dims == ("x", "y", "z") and v.dtype == np.float32
+        assert v.attrs["units"] == "electron/angstrom^3" and v.attrs["long_name"]
+    shape = tuple(ds.attrs["grid_shape"])
+    assert ds.density.shape == shape
+    lengths = np.linalg.norm(np.asarray(ds.attrs["cell"]), axis=1)
+    for d, dim in enumerate("xyz"):
+        assert ds[dim].attrs["units"] == "angstrom"
+        np.testing.assert_allclose(ds[dim].values, np.arange(shape[d]) * lengths[d] / shape[d])
+    assert ds.positions.dims == ("atom", "xyz") and ds.numbers.dims == ("atom",)
+    np.testing.assert_array_equal(ds.positions.values, atoms.positions)
+    assert ds.attrs["complete"] is False and ds.attrs["n_atoms"] == 32 and ds.attrs["species_counts"] == {"Al": 32}
+    for key in ("pbc", "n_electrons_expected", "model_hash", "model_id", "descriptor", "mc_samples", "seed",
+                "bigdens_version", "created", "cell"):
+        assert key in ds.attrs, key
+    rho = ds.density.values
+    assert np.isfinite(rho[:8, :8, :16]).all()  # the two blocks written
+    assert np.isnan(rho[8:]).all()  # never 0
+    engine.run(atoms, config(out, model, resume=True))
+    ds = xr.open_zarr(out)
+    assert ds.attrs["complete"] is True and not np.isnan(ds.density.values).any()
+    assert ds.attrs["n_electrons_predicted"] == pytest.approx(
+        float(ds.density.sum(dtype=np.float64)) * ds.attrs["volume_element"], rel=1e-9)
+
+
+def test_verify_detects_deleted_and_truncated_chunks(tmp_path, model, atoms):  # noqa: F811
+    out = tmp_path / "o.zarr"
+    engine.run(atoms, config(out, model))
+    assert store.verify(out).ok
+    (out / "density" / "c" / "0" / "0" / "1").unlink()
+    chunk = out / "density_std" / "c" / "1" / "1" / "1"
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    report = store.verify(out)
+    blocks = {b.start: b.index for b in store.blocks_of(store.read_attrs(out))}
+    assert not report.ok and report.missing == []
+    assert sorted(i for i, _ in report.corrupt) == sorted([blocks[(0, 0, 8)], blocks[(8, 8, 8)]])
+    store.ledger_file(out, 3).unlink()
+    assert store.verify(out).missing == [3]
+
+
+def test_check_target_refusals(tmp_path, model, atoms):  # noqa: F811
+    assert store.check_target(tmp_path / "new.zarr", resume=False, overwrite=False) == "new"
+    with pytest.raises(SetupError, match="cannot resume.*does not exist"):
+        store.check_target(tmp_path / "new.zarr", resume=True, overwrite=False)
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(SetupError, match="not a bigdens store; choose another --out or pass --overwrite"):
+        store.check_target(tmp_path / "plain", resume=False, overwrite=False)
+    assert store.check_target(tmp_path / "plain", resume=False, overwrite=True) == "overwrite"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    with pytest.raises(SetupError, match="non-empty folder that is not a Zarr store"):
+        store.check_target(folder, resume=False, overwrite=True)
+    out = tmp_path / "o.zarr"
+    engine.run(atoms, config(out, model, max_blocks=1))
+    with pytest.raises(SetupError, match="already holds a bigdens store; pass --resume"):
+        store.check_target(out, resume=False, overwrite=False)
+    assert store.check_target(out, resume=True, overwrite=False) == "resume"
+
+
+def test_ledger_round_trip_ignores_torn_entries(tmp_path, model, atoms):  # noqa: F811
+    out = tmp_path / "o.zarr"
+    engine.run(atoms, config(out, model, max_blocks=3))
+    ledger = store.read_ledger(out)
+    assert sorted(ledger) == [0, 1, 2]
+    e = ledger[1]
+    assert set(e["checksums"]) == set(store.VARIABLES) and e["max_std"] > 0 and e["density_sum"] > 0
+    store.ledger_file(out, 2).write_text('{"block": 2, "check')  # a torn file is not an entry
+    assert sorted(store.read_ledger(out)) == [0, 1]
+    assert not list((out / store.LEDGER).glob(".*.tmp"))
+    assert store.structure_hash(atoms.cell[:], atoms.positions, atoms.numbers) == \
+        store.read_attrs(out)["run"]["structure_hash"]
+    moved = structure.rattle(atoms, 0.01, seed=1)
+    assert store.structure_hash(moved.cell[:], moved.positions, moved.numbers) != \
+        store.read_attrs(out)["run"]["structure_hash"]
