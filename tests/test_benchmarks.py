@@ -14,3 +14,15 @@ def test_descriptor_throughput_smoke(tmp_path):
     rec = {r["system"]: r for r in result["records"]}
     assert rec["Al"]["n_atoms"] == 4 * 27 and rec["SiGe"]["n_atoms"] == 8 * 8
     assert all(r["points_per_s_per_core"] > 0 and r["block_bytes_max"] > 0 for r in result["records"])
+
+
+def test_engine_throughput_smoke(tmp_path):
+    from benchmarks import engine_throughput
+
+    out = tmp_path / "e.json"
+    result = engine_throughput.main(["--smoke", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    (rec,) = result["records"]
+    assert rec["n_atoms"] == 32 and rec["n_blocks_computed"] == 2 and rec["points_per_s_steady"] > 0
+    assert rec["bnn_gflops_per_worker"] > 0 and rec["torch_bmm_gflops_1_thread"] > 0
+    assert set(rec["stage_s"]) >= {"descriptors", "bnn", "write"}
