@@ -1,0 +1,40 @@
+#!/bin/bash
+# Regenerate / resume the shipped DFT data sets (protocol bigdens-dft-v1).
+# Every command is resumable: rerunning it computes only the snapshots its
+# dataset.json does not list yet (plan.json fixes the configurations).
+#
+#   datasets/generate.sh 1   # stream 1: al32, then al32-vacancy, then al108
+#   datasets/generate.sh 2   # stream 2: sige64
+#
+# Run both side by side in the background, e.g.
+#   nohup setsid datasets/generate.sh 1 > /tmp/bigdens_runs/stream1.log 2>&1 < /dev/null &
+#   nohup setsid datasets/generate.sh 2 > /tmp/bigdens_runs/stream2.log 2>&1 < /dev/null &
+# Each stream is one serial GPAW process at nice 19.
+set -u
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+LOGS=${BIGDENS_GPAW_LOGS:-/tmp/bigdens_runs/gpaw-logs}
+mkdir -p "$LOGS"
+case "${1:-}" in
+1)
+  nice -n 19 $PY -m bigdens datagen al --cells 2 2 2 --temperatures 300 600 900 1400 --melt-above 1400 \
+    --snapshots-per-temperature 10 --seed 1 -o datasets/al32 --log-dir $LOGS \
+    --description "FCC Al 2x2x2 (32 atoms), EMT Langevin MD; 1400 K melted at 2500 K first (liquid; at 1200 K the EMT liquid recrystallizes in this cell)"
+  nice -n 19 $PY -m bigdens datagen al --cells 2 2 2 --vacancies 1 --temperatures 300 400 500 600 \
+    --snapshots-per-temperature 1 --all-test --seed 2 -o datasets/al32-vacancy --log-dir $LOGS \
+    --description "FCC Al 2x2x2 with one vacancy (31 atoms), EMT Langevin MD; all test"
+  nice -n 19 $PY -m bigdens datagen al --cells 3 3 3 --temperatures 300 600 900 \
+    --snapshots-per-temperature 2 --split 0.5 0 0.5 --seed 3 -o datasets/al108 --log-dir $LOGS \
+    --description "FCC Al 3x3x3 (108 atoms), EMT Langevin MD; for transfer learning (train) and held-out test"
+  ;;
+2)
+  nice -n 19 $PY -m bigdens datagen sige --x 0 0.25 0.5 0.75 1 --cells 2 2 2 --temperatures 300 600 900 \
+    --snapshots-per-temperature 2 --seed 4 -o datasets/sige64 --log-dir $LOGS \
+    --description "diamond Si(1-x)Ge(x) 2x2x2 (64 atoms), Tersoff (PRB 39, 5566) Langevin MD"
+  ;;
+*)
+  echo "usage: $0 1|2   (stream 1: al32, al32-vacancy, al108; stream 2: sige64)" >&2
+  exit 2
+  ;;
+esac
