@@ -147,7 +147,7 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += loss.item() * len(b)
         net.eval()
         with torch.no_grad():
             pv = net.forward_mean(Xvt)[:, 0].double().numpy() * model.scaling.target_std + model.scaling.target_mean

@@ -1,0 +1,154 @@
+"""Transfer-learning report: what each training protocol buys per DFT core-second.
+
+On held-out snapshots of the larger cells (split "test" of the large data
+set), compares
+
+(a) stage 1 only: trained from scratch on the small cells;
+(b) stage 1 + stage 2: (a) with its last layers retrained on the large cells' "train" split;
+(c) from scratch on the large cells' "train" split only;
+(d) from scratch on everything (small + large training data);
+
+with NMAE, electron-count error and 1σ/2σ coverage, and the DFT core-seconds
+each one's training data cost (summed from the snapshots' provenance).  Also
+draws predicted σ next to |ρ̂ − ρ| on a slice through a defect cell.
+
+Run:  python -m benchmarks.transfer_learning --small datasets/al32 --large datasets/al108 \
+          --defect datasets/al32-vacancy --out benchmarks/results/transfer_al
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bigdens import data
+from bigdens.bnn import Architecture
+from bigdens.descriptors import DescriptorParams
+from bigdens.train import TrainConfig, evaluate, finetune, snapshot_features, train
+
+
+def core_seconds(snapshots) -> float:
+    """DFT core-seconds of the snapshots, from their provenance (0 where unknown)."""
+    total = 0.0
+    for s in snapshots:
+        p = s.provenance
+        v = p.get("dft_core_seconds", p.get("core_seconds"))
+        if v is None and isinstance(p.get("timing"), dict):
+            v = p["timing"].get("core_seconds")
+        total += float(v or 0.0)
+    return total
+
+
+def _split(snaps, name):
+    return [s for s in snaps if s.split == name]
+
+
+def _holdout(train_snaps):
+    # Validation for a data set without a validation split: hold out its last training snapshot.
+    return (train_snaps[:-1], train_snaps[-1:]) if len(train_snaps) > 1 else (train_snaps, train_snaps)
+
+
+def slice_figure(model, snapshot, path: Path, *, samples: int = 20) -> dict:
+    """σ and |ρ̂ − ρ| on the plane through the vacancy (or the cell's middle), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    X, y = snapshot_features(snapshot, model.params)
+    mean, epi, ale = model.predict(X, samples=samples, seed=0)
+    shape = snapshot.density.shape
+    sigma = np.sqrt(epi.astype(np.float64) + ale).reshape(shape)
+    err = np.abs(mean.astype(np.float64) - y).reshape(shape)
+    k = int(np.argmax(sigma.max(axis=(0, 1))))  # plane of largest σ: at the defect
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), constrained_layout=True)
+    vmax = max(sigma[:, :, k].max(), err[:, :, k].max())
+    for ax, field, title in ((axes[0], sigma, "predicted σ_total"), (axes[1], err, "|ρ̂ − ρ_DFT|")):
+        im = ax.imshow(field[:, :, k].T, origin="lower", cmap="magma", vmin=0, vmax=vmax)
+        ax.set_title(f"{title}, plane k={k}")
+        ax.set_xlabel("i (along a1)")
+        ax.set_ylabel("j (along a2)")
+        fig.colorbar(im, ax=ax, label="e/Å³")
+    fig.suptitle(f"{snapshot.name}: {len(snapshot.numbers)} atoms")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"snapshot": snapshot.name, "plane_k": k,
+            "spearman_sigma_error_plane": float(__import__("bigdens.metrics", fromlist=["spearman"]).spearman(sigma[:, :, k], err[:, :, k]))}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", nargs="+", required=True, help="small-cell data set(s): stage 1")
+    ap.add_argument("--large", nargs="+", required=True, help="large-cell data set(s): stage 2 (train) and test")
+    ap.add_argument("--defect", nargs="*", default=[], help="defect snapshots for the σ/error figure")
+    ap.add_argument("--species", type=int, nargs="+", default=[13])
+    ap.add_argument("--m", type=int, nargs="+", default=[32])
+    ap.add_argument("--k", type=int, nargs="+", default=[6])
+    ap.add_argument("--r-cut", type=float, default=6.0)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
+    ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--finetune-epochs", type=int, default=80)
+    ap.add_argument("--points-per-epoch", type=int, default=300_000)
+    ap.add_argument("--samples", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/results/transfer")
+    ap.add_argument("--save-models", help="folder for the stage-1 and stage-2 model files")
+    args = ap.parse_args(argv)
+
+    n = len(args.species)
+    rep = lambda v: tuple(v) * n if len(v) == 1 else tuple(v)  # noqa: E731
+    params = DescriptorParams(species=tuple(args.species), m=rep(args.m), k=rep(args.k), r_cut=args.r_cut)
+    arch = Architecture(hidden=tuple(args.hidden))
+    cfg = TrainConfig(epochs=args.epochs, points_per_epoch=args.points_per_epoch, seed=args.seed)
+    ft_cfg = TrainConfig(epochs=args.finetune_epochs, points_per_epoch=args.points_per_epoch, seed=args.seed,
+                         train_layers=2, lr=1e-3)
+    small = data.load(args.small)
+    large = data.load(args.large)
+    s_train, s_val = _split(small, "train"), _split(small, "validation") or _holdout(_split(small, "train"))[1]
+    l_train_all, l_test = _split(large, "train"), _split(large, "test")
+    l_train, l_val = _holdout(l_train_all)
+    quiet = lambda line: None  # noqa: E731
+
+    results = {}
+    models = {}
+    models["a"] = train(s_train, s_val, params, arch=arch, config=cfg, log=quiet)
+    models["b"] = finetune(models["a"], l_train, l_val, config=ft_cfg, log=quiet)
+    models["c"] = train(l_train, l_val, params, arch=arch, config=cfg, log=quiet)
+    models["d"] = train(s_train + l_train, s_val + l_val, params, arch=arch, config=cfg, log=quiet)
+    cost_small = core_seconds(s_train + s_val)
+    cost_large = core_seconds(l_train_all)
+    costs = {"a": cost_small, "b": cost_small + cost_large, "c": cost_large, "d": cost_small + cost_large}
+    labels = {"a": "stage 1 only (small cells)", "b": "stage 1 + stage 2 (transfer)",
+              "c": "scratch on large-cell data", "d": "scratch on everything"}
+    for key, model in models.items():
+        ev = evaluate(model, l_test, samples=args.samples, seed=args.seed)
+        results[key] = {"label": labels[key], "dft_core_seconds": costs[key],
+                        "train_seconds": model.info["training"]["train_seconds"], **ev["overall"]}
+        print(f"({key}) {labels[key]:<32} NMAE {ev['overall']['nmae_pct']:.3f} %  "
+              f"cov1σ {ev['overall']['coverage_1sigma_pct']:.1f} %  cov2σ {ev['overall']['coverage_2sigma_pct']:.1f} %  "
+              f"DFT {costs[key]:.0f} core-s", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "descriptor": params.to_dict(),
+        "architecture": list(arch.hidden),
+        "test_snapshots": [s.name for s in l_test],
+        "n_small_train": len(s_train), "n_large_train": len(l_train_all),
+        "results": results,
+    }
+    if args.defect:
+        defects = data.load(args.defect)
+        report["figure"] = slice_figure(models["b"], defects[0], out / "sigma_vs_error.png", samples=args.samples)
+    if args.save_models:
+        Path(args.save_models).mkdir(parents=True, exist_ok=True)
+        models["a"].save(Path(args.save_models) / "stage1.safetensors")
+        models["b"].save(Path(args.save_models) / "stage2.safetensors")
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Training, fine-tuning and evaluation on a tiny real DFT data set (tests/data/al4, GPAW)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bigdens import data, metrics
+from bigdens.bnn import Architecture, DensityModel, Scaling, load
+from bigdens.descriptors import DescriptorParams
+from bigdens.errors import InputError
+from bigdens.train import TrainConfig, evaluate, finetune, snapshot_features, train
+
+AL4 = Path(__file__).parent / "data" / "al4"
+PARAMS = DescriptorParams(species=(13,), m=(16,), k=(4,), r_cut=5.0)
+FAST = TrainConfig(epochs=6, points_per_epoch=8000, batch_size=512, patience=10, seed=1)
+
+
+@pytest.fixture(scope="module")
+def snaps():
+    s = data.load([AL4])
+    return [x for x in s if x.split == "train"], [x for x in s if x.split == "validation"]
+
+
+def test_training_reduces_loss_on_real_snapshot(snaps):
+    tr, va = snaps
+    model = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
+    hist = model.info["history"]
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    assert model.info["training"]["best_val_nmae_pct"] < hist[0]["val_nmae_pct"] or len(hist) == 1
+    assert model.scaling.variance_scale > 0
+    assert model.info["data"]["train"][0]["protocol"] == "bigdens-dft-v1"
+
+
+def test_finetune_changes_only_last_layers(snaps):
+    tr, va = snaps
+    base = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
+    cfg = TrainConfig(epochs=3, points_per_epoch=4000, batch_size=512, seed=2, train_layers=1)
+    new = finetune(base, va, tr, config=cfg, log=lambda _: None)
+    for i, (a, b) in enumerate(zip(base.net.layers, new.net.layers)):
+        same = all(np.array_equal(p.detach().numpy(), q.detach().numpy()) for p, q in zip(a.parameters(), b.parameters()))
+        assert same == (i < len(base.net.layers) - 1), i
+    assert new.info["stage"] == "finetune" and new.scaling.feature_mean == base.scaling.feature_mean
+
+
+def test_evaluate_matches_numpy(snaps, tmp_path):
+    tr, va = snaps
+    model = DensityModel.new(PARAMS, Architecture(hidden=(8,)), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0)
+    res = evaluate(model, va, samples=4, seed=3)
+    s = va[0]
+    X, y = snapshot_features(s, PARAMS)
+    mean, epi, ale = model.predict(X, samples=4, seed=3, block_index=0)
+    p, r = mean.astype(np.float64), y.astype(np.float64)
+    sig = np.sqrt(epi.astype(np.float64) + ale)
+    row = res["snapshots"][0]
+    assert np.isclose(row["nmae_pct"], 100 * np.abs(p - r).sum() / np.abs(r).sum())
+    assert np.isclose(row["nrmse_pct"], 100 * np.sqrt(((p - r) ** 2).mean()) / (r.max() - r.min()))
+    dv = abs(np.linalg.det(s.cell)) / r.size
+    assert np.isclose(row["electron_count_error_pct"], 100 * (p.sum() - r.sum()) * dv / 12.0)
+    assert np.isclose(row["coverage_1sigma_pct"], 100 * np.mean(np.abs(p - r) <= sig))
+    assert np.isclose(row["coverage_2sigma_pct"], 100 * np.mean(np.abs(p - r) <= 2 * sig))
+    assert row["n_atoms"] == 4
+
+
+def test_metrics_on_known_values():
+    ref = np.array([1.0, 2.0, 3.0, 4.0])
+    pred = np.array([1.5, 2.0, 2.0, 4.0])
+    assert np.isclose(metrics.nmae(pred, ref), 100 * 1.5 / 10)
+    assert np.isclose(metrics.nrmse(pred, ref), 100 * np.sqrt((0.25 + 1) / 4) / 3)
+    assert metrics.coverage(pred, ref, np.full(4, 0.6), 1) == 75.0
+    assert np.isclose(metrics.spearman([1, 2, 3, 4], [10, 20, 30, 40]), 1.0)
+
+
+def test_bad_training_input(snaps):
+    tr, va = snaps
+    other = DescriptorParams(species=(14,), m=(4,), k=(2,), r_cut=4.0)
+    with pytest.raises(InputError, match=r"holds \['Al'\].*do not include"):
+        train(tr, va, other, config=FAST, log=lambda _: None)
+    with pytest.raises(InputError, match="no training snapshots"):
+        train([], va, PARAMS, config=FAST, log=lambda _: None)
+    with pytest.raises(InputError, match="epochs must be >= 1"):
+        TrainConfig(epochs=0)
+
+
+def test_cli_train_evaluate_and_refusals(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "bigdens", *args], capture_output=True, text=True, timeout=600)
+
+    r = run("train", str(AL4), "--m", "8", "--k", "3", "--r-cut", "4.5", "--hidden", "8", "--epochs", "2",
+            "--points-per-epoch", "4000", "-o", str(tmp_path / "m.safetensors"))
+    assert r.returncode == 0, r.stderr
+    assert load(tmp_path / "m.safetensors").params.m == (8,)
+    r = run("evaluate", str(tmp_path / "m.safetensors"), str(AL4), "--split", "validation", "--mc-samples", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["overall"]["n_snapshots"] == 2 and out["overall"]["nmae_pct"] > 0
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 40)
+    r = run("evaluate", str(tmp_path / "junk.safetensors"), str(AL4))
+    assert r.returncode == 2 and "not a readable bigdens model" in r.stderr and "Traceback" not in r.stderr
+    r = run("finetune", str(tmp_path / "m.safetensors"), str(AL4), "--layers", "9", "-o", str(tmp_path / "f.safetensors"))
+    assert r.returncode == 2 and "--layers must be within 1..2" in r.stderr
+    assert not (tmp_path / "f.safetensors").exists()
