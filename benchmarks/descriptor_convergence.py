@@ -13,10 +13,9 @@ Run:  python -m benchmarks.descriptor_convergence datasets/al32 --species 13 \
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
+from benchmarks.descriptor_throughput import write_result
 from bigdens import data
 from bigdens.bnn import Architecture
 from bigdens.descriptors import DescriptorParams
@@ -69,10 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"benchmark": "descriptor_convergence", "data": [str(p) for p in args.data],
               "n_train": len(tr), "n_validation": len(va), "epochs": args.epochs,
               "points_per_epoch": args.points_per_epoch, "base": base, "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    return result
+    return write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,14 @@ def machine_info() -> dict:
     }
 
 
+def write_result(path: str | Path, result: dict) -> dict:
+    """Write a benchmark's JSON result (creating its folder) and return it."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes only (for the test suite)")
@@ -125,10 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine_info(),
         "records": records,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    return result
+    return write_result(args.out, result)
 
 
 if __name__ == "__main__":

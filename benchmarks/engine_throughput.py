@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.descriptor_throughput import machine_info
+from benchmarks.descriptor_throughput import machine_info, write_result
 from bigdens import engine, structure
 from bigdens.bnn import Architecture, DensityModel, Scaling
 from bigdens.config import PredictConfig
@@ -147,10 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine_info(),
         "records": records,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    return result
+    return write_result(args.out, result)
 
 
 if __name__ == "__main__":
