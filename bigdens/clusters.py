@@ -12,13 +12,19 @@ submitted: a typo is one error naming the key and the file.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-from .errors import SetupError
+from .errors import RunError, SetupError
 
 #: Folder of the shipped profiles (the repository's cluster_configs/, or an installed copy).
 PROFILE_DIRS = [Path(__file__).resolve().parent.parent / "cluster_configs", Path(__file__).resolve().parent / "cluster_configs"]
@@ -185,18 +191,29 @@ def load_profile(name: str) -> Profile:
 
 
 def check_node_fits(profile: Profile) -> None:
-    """Refuse a job larger than every node of the cluster (asks ``sinfo``)."""
-    import subprocess
+    """Refuse a job larger than every node of the cluster (asks ``sinfo``).
 
+    Raises
+    ------
+    SetupError
+        No ``sbatch`` on PATH, a SLURM controller that does not answer, or
+        ``jobqueue.cores`` above the CPUs of the largest node.
+    """
     require_slurm()
+    if shutil.which("sinfo") is None:
+        return  # a submit host without sinfo: let SLURM judge
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=15).stdout
-        cpus = max(int(v.rstrip("+")) for v in out.split())
-    except (subprocess.SubprocessError, ValueError):
-        return  # no answer: let SLURM judge
-    if profile.jobqueue["cores"] > cpus:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise SetupError("the SLURM controller did not answer `sinfo` within 30 s; try again later") from None
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SetupError(f"SLURM does not answer on this machine (sinfo: {why}); is slurmctld running? "
+                         "(a local test cluster: bash cluster_configs/local-slurm/slurm.sh start)")
+    cpus = [int(v.rstrip("+")) for v in proc.stdout.split() if v.rstrip("+").isdigit()]
+    if cpus and profile.jobqueue["cores"] > max(cpus):
         raise SetupError(f"{profile.path}: jobqueue.cores={profile.jobqueue['cores']} but the largest node has "
-                         f"{cpus} CPUs: no job could ever start; lower cores")
+                         f"{max(cpus)} CPUs: no job could ever start; lower cores")
 
 
 def require_slurm() -> None:
@@ -227,20 +244,163 @@ def cluster_kwargs(profile: Profile) -> dict:
     return kw
 
 
-def make_cluster(profile: Profile):
-    """Start a ``SLURMCluster`` (no jobs yet) for the profile."""
+def _slurm_cluster_class():
+    """``dask_jobqueue.SLURMCluster``, imported without losing Ctrl-C.
+
+    Importing dask_jobqueue (its ``runner`` module) replaces the SIGINT handler
+    with ``sys.exit()``, which would turn Ctrl-C into a silent exit with status
+    0; the previous handler is put back.
+    """
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
     from dask_jobqueue import SLURMCluster
 
+    if threading.current_thread() is threading.main_thread() and before is not None:
+        signal.signal(signal.SIGINT, before)
+    return SLURMCluster
+
+
+def make_cluster(profile: Profile):
+    """Start a ``SLURMCluster`` (no jobs yet) for the profile."""
+    SLURMCluster = _slurm_cluster_class()
     require_slurm()
     return SLURMCluster(**cluster_kwargs(profile))
 
 
 def job_script(profile: Profile) -> str:
     """The batch script a job of this profile would submit (nothing is submitted)."""
-    from dask_jobqueue import SLURMCluster
+    SLURMCluster = _slurm_cluster_class()
 
     kw = cluster_kwargs(profile)
     kw.setdefault("scheduler_options", {})
     # A throwaway scheduler on loopback so the script names a real address form.
     with SLURMCluster(**kw) as cluster:
         return cluster.job_script()
+
+
+def check_submission(profile: Profile, script: str) -> None:
+    """Ask SLURM whether it would accept the job script (``sbatch --test-only``: nothing is queued).
+
+    Raises
+    ------
+    SetupError
+        With sbatch's own reason (unknown partition or account, memory or
+        time beyond the partition's limits, ...).
+    """
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="bigdens-job-") as f:
+        f.write(script)
+        f.flush()
+        try:
+            proc = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise SetupError("SLURM did not answer `sbatch --test-only` within 60 s; try again later") from None
+    if proc.returncode != 0:
+        why = " ".join(line.removeprefix("sbatch: error: ").strip() for line in proc.stderr.strip().splitlines())
+        raise SetupError(f"SLURM would refuse the jobs of profile {profile.name!r} ({why or 'no reason given'}); "
+                         f"fix {profile.path} (partition, account, cores, memory, walltime). Nothing was submitted")
+
+
+def jobs_needed(profile: Profile, n_tasks: int) -> int:
+    """SLURM jobs to start for ``n_tasks`` blocks: the profile's ``jobs``, fewer if they would idle."""
+    per_job = profile.jobqueue.get("processes", 1)
+    return max(1, min(profile.jobs, math.ceil(max(n_tasks, 1) / per_job)))
+
+
+def job_states(job_ids: list[str]) -> dict[str, str]:
+    """``squeue``'s state and reason of each job still known to SLURM, id -> text."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T %r"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except subprocess.TimeoutExpired:
+        return {}
+    states = {}
+    for line in out.splitlines():
+        jid, _, rest = line.strip().partition(" ")
+        states[jid] = rest.replace(" ", " (", 1) + ")" if " " in rest else rest
+    return states
+
+
+def _job_ids(cluster) -> list[str]:
+    return [str(job.job_id) for job in list(cluster.workers.values()) if getattr(job, "job_id", None)]
+
+
+def _keep_jobs(cluster, n_jobs: int, stop: threading.Event, interval: float) -> None:
+    # A worker whose job died (scancel, node failure, walltime) leaves the
+    # cluster after distributed's lost-worker timeout; scaling to the same
+    # number of jobs then submits a replacement, and the scheduler reruns the
+    # lost worker's blocks (the ledger keeps the store exact).
+    while not stop.wait(interval):
+        try:
+            cluster.scale(jobs=n_jobs)
+        except Exception:  # the cluster is closing: nothing to keep
+            return
+
+
+@contextmanager
+def slurm_client(profile: Profile, n_tasks: int, *, keep_interval: float = 5.0) -> Iterator[object]:
+    """Submit SLURM jobs for the profile, yield a Dask ``Client``, cancel every job on exit.
+
+    Starts :func:`jobs_needed` jobs (scaling by jobs, not adaptively), waits
+    up to ``bigdens.wait_for_workers_s`` for the first worker, replaces jobs
+    that die while the run goes on, and on exit (normal, error or Ctrl-C)
+    closes the cluster, which ``scancel``-s its jobs, pending ones included.
+
+    Raises
+    ------
+    SetupError
+        SLURM is not usable here or the job cannot fit a node (before any submission).
+    RunError
+        No worker arrived in time (the message gives each job's ``squeue`` state).
+    """
+    from distributed import Client
+
+    check_node_fits(profile)
+    n_jobs = jobs_needed(profile, n_tasks)
+    cluster = make_cluster(profile)
+    try:
+        check_submission(profile, cluster.job_script())
+    except BaseException:
+        cluster.close()
+        raise
+    stop = threading.Event()
+    keeper = None
+    client = None
+    try:
+        client = Client(cluster)
+        cluster.scale(jobs=n_jobs)
+        _wait_for_first_worker(cluster, client, profile, n_jobs)
+        keeper = threading.Thread(target=_keep_jobs, args=(cluster, n_jobs, stop, keep_interval),
+                                  name="bigdens-slurm-keeper", daemon=True)
+        keeper.start()
+        yield client
+    finally:
+        stop.set()
+        if keeper is not None:
+            keeper.join()
+        if client is not None:
+            client.close()
+        cluster.close()
+
+
+def _wait_for_first_worker(cluster, client, profile: Profile, n_jobs: int) -> None:
+    deadline = time.monotonic() + profile.wait_for_workers_s
+    while time.monotonic() < deadline:
+        try:
+            client.wait_for_workers(1, timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+            return
+        except TimeoutError:
+            pass
+    ids = _job_ids(cluster)
+    states = job_states(ids)
+    if not ids:
+        detail = "no job was submitted: run `sbatch` by hand with the script of `bigdens clusters NAME` to see why"
+    else:
+        detail = "; ".join(f"job {j}: {states.get(j, 'no longer in squeue (ended: see its output file)')}" for j in ids)
+    raise RunError(f"no Dask worker connected within {profile.wait_for_workers_s:g} s of submitting {n_jobs} SLURM "
+                   f"job(s) with profile {profile.name!r} ({detail}). Wait for the queue and retry, raise "
+                   f"bigdens.wait_for_workers_s in {profile.path}, or pick another partition")

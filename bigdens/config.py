@@ -9,7 +9,7 @@ names the bad value and shows the fix.  Nothing heavy is imported here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SetupError
@@ -48,22 +48,26 @@ class PredictConfig:
         Exact grid shape (n1, n2, n3).
     mc_samples : int
         Monte Carlo weight samples S per block (≥ 1).
-    block : int or three ints
-        Block edge, grid points; one Dask task per block.
+    block : int, three ints or None
+        Block edge, grid points; one Dask task per block.  None means the
+        SLURM profile's ``bigdens.block`` if it sets one, else :data:`DEFAULT_BLOCK`.
     chunk : int, three ints or None
         Zarr chunk edge, grid points; None means the block.  Every block edge
         must be a multiple of the chunk edge, so blocks write whole chunks.
     cluster : str
         ``"local"`` (a :class:`distributed.LocalCluster` of processes) or
-        ``"slurm:NAME"`` (reserved; not yet supported).
+        ``"slurm:NAME"``: SLURM jobs described by the profile NAME
+        (``cluster_configs/NAME.yaml`` or a path; see :mod:`bigdens.clusters`),
+        validated here, before anything is submitted.
     scheduler_file : path or None
         Join the existing Dask cluster described by this file instead.
     workers : int
         Worker processes of the local cluster; 0 runs every block in this
-        process, without Dask.
-    threads_per_worker : int
+        process, without Dask.  A SLURM run starts the profile's
+        ``bigdens.jobs`` jobs instead (fewer when there are fewer blocks).
+    threads_per_worker : int or None
         Threads each worker gives numba and torch (the Dask worker itself runs
-        one task at a time).
+        one task at a time).  None means the SLURM profile's value, else 1.
     seed : int
         Run seed; block ``b`` draws its weight samples from ``(seed, b)``.
     resume : bool
@@ -92,12 +96,12 @@ class PredictConfig:
     spacing: float | None = None
     grid: tuple[int, int, int] | None = None
     mc_samples: int = 20
-    block: int | tuple[int, int, int] = DEFAULT_BLOCK
+    block: int | tuple[int, int, int] | None = None
     chunk: int | tuple[int, int, int] | None = None
     cluster: str = "local"
     scheduler_file: Path | None = None
     workers: int = 2
-    threads_per_worker: int = 1
+    threads_per_worker: int | None = None
     seed: int = 0
     resume: bool = False
     renormalize: bool = False
@@ -107,6 +111,8 @@ class PredictConfig:
     batch: int = 16384
     max_blocks: int | None = None
     progress: bool = True
+    #: The validated SLURM profile of ``cluster="slurm:NAME"`` (set here, not by the caller).
+    profile: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         def put(name, value):
@@ -130,6 +136,25 @@ class PredictConfig:
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:
             raise SetupError(f"the number of Monte Carlo samples must be an integer >= 1, got {s!r}; "
                              "e.g. mc_samples=20 (--mc-samples 20)")
+        if not isinstance(self.cluster, str) or not (self.cluster == "local" or self.cluster.startswith("slurm:")):
+            raise SetupError(f"cluster must be 'local' or 'slurm:NAME', got {self.cluster!r}")
+        if self.cluster.startswith("slurm:"):
+            if not self.cluster[6:]:
+                raise SetupError("cluster 'slurm:' needs a configuration name, e.g. --cluster slurm:local-slurm "
+                                 "(`bigdens clusters` lists them)")
+            if self.scheduler_file is not None:
+                raise SetupError("give either --cluster slurm:NAME (bigdens submits the jobs) or --scheduler-file "
+                                 "(join workers you started), not both")
+            from .clusters import load_profile
+
+            put("profile", load_profile(self.cluster[6:]))
+            if self.workers == 0:
+                raise SetupError("workers=0 runs every block in this process and submits nothing; drop "
+                                 "--workers 0 or --cluster slurm:NAME")
+        if self.threads_per_worker is None:
+            put("threads_per_worker", self.profile.threads_per_worker if self.profile is not None else 1)
+        if self.block is None:
+            put("block", self.profile.block if self.profile is not None and self.profile.block else DEFAULT_BLOCK)
         block = _triple(self.block, "block")
         chunk = block if self.chunk is None else _triple(self.chunk, "chunk")
         if any(b % c for b, c in zip(block, chunk)):
@@ -137,10 +162,6 @@ class PredictConfig:
                              f"must write whole chunks: use e.g. block={tuple(c * max(1, b // c) for b, c in zip(block, chunk))}")
         put("block", block)
         put("chunk", chunk)
-        if not isinstance(self.cluster, str) or not (self.cluster == "local" or self.cluster.startswith("slurm:")):
-            raise SetupError(f"cluster must be 'local' or 'slurm:NAME', got {self.cluster!r}")
-        if self.cluster.startswith("slurm:") and not self.cluster[6:]:
-            raise SetupError("cluster 'slurm:' needs a configuration name, e.g. --cluster slurm:mycluster")
         for name in ("workers", "threads_per_worker", "seed", "batch"):
             v = getattr(self, name)
             low = 0 if name in ("workers", "seed") else 1
@@ -162,13 +183,13 @@ class PredictConfig:
                                  "--scheduler-file or --workers 0")
         if self.report is not None:
             put("report", Path(self.report))
-            if self.workers == 0 and self.scheduler_file is None:
+            if not self.uses_dask:
                 raise SetupError("a Dask performance report needs a Dask cluster; drop --report or use --workers >= 1")
 
     @property
     def uses_dask(self) -> bool:
         """Whether blocks run as Dask tasks (False: in this process)."""
-        return self.scheduler_file is not None or self.workers > 0
+        return self.scheduler_file is not None or self.profile is not None or self.workers > 0
 
 
 __all__ = ["DEFAULT_BLOCK", "DEFAULT_SPACING", "DEVICES", "PredictConfig"]

@@ -161,7 +161,8 @@ def predict_block(index: int, *, job: dict) -> dict:
     dict
         The block's ledger entry plus stage timings (s): ``t_setup`` (imports,
         atoms, cell list and model, once per process), ``t_descriptors``,
-        ``t_bnn``, ``t_write``, and ``n_points``, ``pid``, ``max_rss_mb``.
+        ``t_bnn``, ``t_write``, and ``n_points``, ``pid``, ``max_rss_mb``,
+        ``slurm_job_id`` (the SLURM job the worker runs in, or None).
     """
     import resource
 
@@ -208,7 +209,8 @@ def predict_block(index: int, *, job: dict) -> dict:
     t3 = time.perf_counter()
     return {**entry, "t_setup": t0 - ts, "t_descriptors": t1 - t0, "t_bnn": t2 - t1, "t_write": t3 - t2, "n_points": block.n_points,
             "n_halo": len(halo.numbers), "pid": os.getpid(),
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
 
 
 def scale_block(index: int, *, job: dict, factor: float) -> dict:
@@ -252,13 +254,18 @@ def scale_block(index: int, *, job: dict, factor: float) -> dict:
 
 # -- the cluster ---------------------------------------------------------------------------
 
+#: How long a run joining a cluster by scheduler file waits for its first worker, s.
+SCHEDULER_FILE_WAIT_S = 300
+
 @contextmanager
-def make_client(config: PredictConfig) -> Iterator[object]:
+def make_client(config: PredictConfig, n_tasks: int = 1) -> Iterator[object]:
     """The one place where the Dask cluster is made; yields a Client, or None for ``workers=0``.
 
     ``scheduler_file`` joins an existing cluster; ``cluster="local"`` starts a
     :class:`distributed.LocalCluster` of processes bound to localhost;
-    ``"slurm:NAME"`` is reserved for dask-jobqueue (not yet supported).
+    ``"slurm:NAME"`` submits SLURM jobs of the profile (enough for ``n_tasks``
+    blocks) through dask-jobqueue and cancels them on exit
+    (:func:`bigdens.clusters.slurm_client`).
     """
     if not config.uses_dask:
         yield None
@@ -276,11 +283,21 @@ def make_client(config: PredictConfig) -> Iterator[object]:
         except OSError as exc:
             raise SetupError(f"cannot reach the scheduler in {str(config.scheduler_file)!r} ({exc})") from None
         with client:
+            try:
+                # Tasks would wait silently for workers that never come: bound it.
+                client.wait_for_workers(1, timeout=SCHEDULER_FILE_WAIT_S)
+            except TimeoutError:
+                raise RunError(f"no Dask worker joined the scheduler of {str(config.scheduler_file)!r} within "
+                               f"{SCHEDULER_FILE_WAIT_S} s; start workers with `dask worker --scheduler-file "
+                               "FILE` (see cluster_configs/sbatch-scheduler-file.sh)") from None
             yield client
         return
-    if config.cluster.startswith("slurm:"):
-        raise SetupError(f"--cluster {config.cluster} is not yet supported (SLURM clusters come with a later "
-                         "release); use --cluster local, or start workers yourself and pass --scheduler-file")
+    if config.profile is not None:
+        from .clusters import slurm_client
+
+        with slurm_client(config.profile, n_tasks) as client:
+            yield client
+        return
     t = str(config.threads_per_worker)
     cluster = LocalCluster(
         n_workers=config.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -340,6 +357,8 @@ class RunSummary:
     device: str
     stage_s: dict = field(default_factory=dict)
     max_rss_mb: dict = field(default_factory=dict)
+    #: Blocks computed in each SLURM job (job id -> count; None: outside SLURM).
+    slurm_jobs: dict = field(default_factory=dict)
 
     @property
     def n_points(self) -> int:
@@ -360,6 +379,10 @@ class RunSummary:
             f"write {self.stage_s.get('write', 0):.2f} s, worker setup {self.stage_s.get('setup', 0):.2f} s; "
             "summed over tasks)",
         ]
+        in_jobs = {k: v for k, v in self.slurm_jobs.items() if k is not None}
+        if in_jobs:
+            lines.append(f"SLURM: {sum(in_jobs.values())} blocks computed in {len(in_jobs)} job(s) "
+                         f"({', '.join(f'{k}: {v}' for k, v in sorted(in_jobs.items()))})")
         if self.n_electrons_predicted is not None:
             exp = "?" if self.n_electrons_expected is None else f"{self.n_electrons_expected:g}"
             line = f"electrons: expected {exp}, predicted {self.n_electrons_predicted:.4f}"
@@ -466,10 +489,13 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
             raise SetupError(f"{str(out)!r} was renormalized; resume it with --renormalize")
         run_id = attrs["run_id"]
 
+    todo = [b.index for b in blocks if mode != "resume" or b.index not in ledger]
+    if config.max_blocks is not None:
+        todo = todo[: config.max_blocks]
     t_start = time.perf_counter()
     torch_threads = torch.get_num_threads()
     with ExitStack() as stack:
-        client = stack.enter_context(make_client(config))
+        client = stack.enter_context(make_client(config, len(todo)))
         if mode != "resume":
             if mode == "overwrite":
                 zstore.remove(out)
@@ -486,11 +512,9 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         job = {"store": str(Path(out).absolute()), "run_id": run_id, "model": str(Path(model_path).absolute()),
                "model_hash": model_hash, "samples": config.mc_samples, "seed": config.seed,
                "device": config.device, "batch": config.batch, "threads": config.threads_per_worker}
-        todo = [b.index for b in blocks if b.index not in ledger]
-        if config.max_blocks is not None:
-            todo = todo[: config.max_blocks]
         stages = {"setup": 0.0, "descriptors": 0.0, "bnn": 0.0, "write": 0.0}
         rss: dict[int, float] = {}
+        jobs: dict[str | None, int] = {}
         computed = 0
         try:
             for res in _run_tasks(client, predict_block, todo, progress=config.progress, desc="predict", job=job):
@@ -500,6 +524,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
                 stages["write"] += res["t_write"]
                 rss[res["pid"]] = max(rss.get(res["pid"], 0.0), res["max_rss_mb"])
                 computed += res["n_points"]
+                jobs[res["slurm_job_id"]] = jobs.get(res["slurm_job_id"], 0) + 1
         except BigdensError:
             raise
         except OSError as exc:
@@ -528,7 +553,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         max_std=None if best is None else best["max_std"],
         max_std_index=None if best is None else best["max_std_index"],
         max_std_position=None if best is None else grid.cartesian(*best["max_std_index"]).tolist(),
-        complete=done, device=device, stage_s=stages, max_rss_mb=rss,
+        complete=done, device=device, stage_s=stages, max_rss_mb=rss, slurm_jobs=jobs,
     )
     final = {"complete": done, "n_electrons_predicted": n_pred, "renormalization_factor": factor,
              "n_electrons_renormalized": None if factor is None else n_expected,

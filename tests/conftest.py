@@ -19,6 +19,20 @@ def rng(request):
     return np.random.default_rng(abs(hash(request.node.nodeid)) % (2**32))
 
 
-def pytest_collection_modifyitems(config, items):
-    if os.environ.get("CI", "").lower() == "true":
-        return
+@pytest.fixture(scope="session")
+def local_slurm():
+    """The single-node SLURM of cluster_configs/local-slurm/slurm.sh, running and answering.
+
+    Outside CI the SLURM tests skip with the reason when it is not running;
+    with CI=true they fail instead (tests/run.sh starts it there).
+    """
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "cluster_configs" / "local-slurm" / "slurm.sh"
+    if subprocess.run(["bash", str(script), "status"], capture_output=True).returncode != 0:
+        why = ("the local SLURM is not running (start it with `bash cluster_configs/local-slurm/slurm.sh start`, "
+               "as root with apt; tests/run.sh does)")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(why + "; with CI=true the SLURM tests must run")
+        pytest.skip(why)

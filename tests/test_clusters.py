@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
+import os
+import subprocess
 import textwrap
+import threading
+import time
 
 import pytest
 
-from bigdens import clusters
-from bigdens.errors import SetupError
+from bigdens import clusters, engine, store, structure
+from bigdens.errors import RunError, SetupError
 
 GOOD = """
 scheduler: slurm
@@ -82,8 +85,187 @@ def test_unknown_profile_and_missing_sbatch(tmp_path, monkeypatch):
         clusters.require_slurm()
 
 
-@pytest.mark.skipif(shutil.which("sinfo") is None, reason="needs SLURM's sinfo")
-def test_job_larger_than_any_node_refused(tmp_path):
+@pytest.mark.slurm
+def test_job_larger_than_any_node_refused(tmp_path, local_slurm):
     prof = clusters.load_profile(write(tmp_path, GOOD.replace("cores: 2", "cores: 4096").replace("threads_per_worker: 2", "threads_per_worker: 1")))
     with pytest.raises(SetupError, match="largest node has"):
         clusters.check_node_fits(prof)
+
+
+# -- the real single-node SLURM ------------------------------------------------------------
+
+def _squeue() -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def _wait_queue_empty(timeout=60.0) -> list[str]:
+    # scancel is asynchronous: jobs pass through COMPLETING for a moment.
+    end = time.monotonic() + timeout
+    while (left := _squeue()) and time.monotonic() < end:
+        time.sleep(0.5)
+    return left
+
+
+@pytest.fixture
+def slurm_run(tmp_path, local_slurm):
+    """(atoms, config maker) for engine runs on a small Al cell with an untrained model."""
+    from test_engine import config, make_model
+
+    assert _wait_queue_empty() == [], "jobs of an earlier run are still queued"
+    model = make_model(tmp_path / "al.safetensors")
+    atoms = structure.rattle(structure.fcc_al((2, 2, 2)), 0.05, seed=2)
+
+    def cfg(name, **kw):
+        return config(tmp_path / name, model, **kw)
+
+    return atoms, cfg
+
+
+@pytest.mark.slurm
+def test_slurm_run_equals_local_cluster_and_leaves_no_jobs(slurm_run):
+    from test_engine import assert_identical, variables
+
+    atoms, cfg = slurm_run
+    local = cfg("local.zarr", workers=2)
+    assert engine.run(atoms, local).complete
+    c = cfg("slurm.zarr", cluster="slurm:local-slurm", workers=1)
+    got = engine.run(atoms, c)
+    assert got.complete and got.n_computed == got.n_blocks == 27
+    # Every block ran inside a SLURM job (the worker saw SLURM_JOB_ID), in at most the profile's 2 jobs.
+    assert None not in got.slurm_jobs and sum(got.slurm_jobs.values()) == 27
+    assert 1 <= len(got.slurm_jobs) <= c.profile.jobs
+    assert_identical(variables(c.out), variables(local.out))
+    assert _wait_queue_empty() == []
+
+
+@pytest.mark.slurm
+def test_killed_jobs_are_replaced_and_the_result_is_unchanged(slurm_run):
+    import dask
+
+    from test_engine import assert_identical, variables
+
+    atoms, cfg = slurm_run
+    # More, smaller blocks so that the run is still going when its jobs are killed.
+    c = cfg("killed.zarr", cluster="slurm:local-slurm", workers=1, spacing=0.25, block=4, mc_samples=5)
+    ref_c = cfg("killed-ref.zarr", spacing=0.25, block=4, mc_samples=5, workers=0)
+    engine.run(atoms, ref_c)
+    result, killed = {}, []
+
+    def kill_all_jobs_once_a_block_is_done():
+        end = time.monotonic() + 300
+        while time.monotonic() < end and not result:
+            if c.out.exists() and len(store.read_ledger(c.out)) >= 1:
+                killed.extend(line.split()[0] for line in _squeue())
+                subprocess.run(["scancel", *killed], check=True)
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_all_jobs_once_a_block_is_done)
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}):
+        killer.start()
+        result["summary"] = got = engine.run(atoms, c)
+        killer.join()
+    assert killed, "the run ended before any job could be killed"
+    assert got.complete and got.n_blocks == len(store.read_ledger(c.out))
+    # Blocks were computed by replacement jobs, not only by the killed ones.
+    assert set(got.slurm_jobs) - set(killed), (got.slurm_jobs, killed)
+    assert None not in got.slurm_jobs
+    assert_identical(variables(c.out), variables(ref_c.out))
+    assert _wait_queue_empty() == []
+
+
+@pytest.mark.slurm
+def test_bad_profile_fails_before_any_submission(tmp_path, local_slurm):
+    from bigdens.config import PredictConfig
+
+    bad = write(tmp_path, GOOD.replace("queue: debug", "partiton: debug"))
+    with pytest.raises(SetupError, match="unknown jobqueue key 'partiton'"):
+        PredictConfig(out=tmp_path / "o.zarr", cluster=f"slurm:{bad}")
+    assert _squeue() == []
+
+
+@pytest.mark.slurm
+def test_job_slurm_would_refuse_fails_before_submission(tmp_path, local_slurm):
+    prof = clusters.load_profile(write(tmp_path, GOOD.replace("memory: 2GB", "memory: 900GB")))
+    with pytest.raises(SetupError, match="SLURM would refuse the jobs of profile 'p' .*not available"):
+        with clusters.slurm_client(prof, n_tasks=1):
+            pass
+    assert _squeue() == []
+
+
+@pytest.mark.slurm
+def test_no_worker_in_time_names_the_job_state_and_cancels(tmp_path, local_slurm):
+    # A job holding every CPU of the node keeps the profile's job PENDING (Resources).
+    blocker = subprocess.run(["sbatch", "--parsable", "-c", str(os.cpu_count()), "--wrap", "sleep 600"],
+                             capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    try:
+        prof = clusters.load_profile(write(tmp_path, GOOD.replace("threads_per_worker: 2", "threads_per_worker: 1\n  wait_for_workers_s: 5")))
+        with pytest.raises(RunError, match=r"no Dask worker connected within 5 s.*job \d+: PENDING \((Resources|Priority)\)"):
+            with clusters.slurm_client(prof, n_tasks=1):
+                pass
+    finally:
+        subprocess.run(["scancel", blocker])
+    assert _wait_queue_empty() == []
+
+
+@pytest.mark.slurm
+def test_scheduler_file_batch_script_on_slurm(slurm_run, tmp_path):
+    """cluster_configs/sbatch-scheduler-file.sh: scheduler + srun workers in one allocation."""
+    import sys
+    from pathlib import Path
+
+    from ase.io import write as ase_write
+
+    from test_engine import assert_identical, variables
+
+    atoms, cfg = slurm_run
+    ref = cfg("ref.zarr")
+    engine.run(atoms, ref)
+    ase_write(tmp_path / "al.xyz", atoms)
+    script = Path(clusters.__file__).resolve().parent.parent / "cluster_configs" / "sbatch-scheduler-file.sh"
+    if not script.is_file():
+        pytest.skip("the example batch script is not installed with the package")
+    out = tmp_path / "sf.zarr"
+    args = f"--model {ref.model} --spacing {ref.spacing} --block {ref.block[0]} --mc-samples {ref.mc_samples} --seed {ref.seed}"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "STRUCTURE": str(tmp_path / "al.xyz"), "OUT": str(out), "PREDICT_ARGS": args, "INTERFACE": "lo"}
+    proc = subprocess.run(["sbatch", "--wait", "--parsable", "-o", str(tmp_path / "job.out"), "-t", "10",
+                           str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    log = (tmp_path / "job.out").read_text() if (tmp_path / "job.out").exists() else ""
+    assert proc.returncode == 0, log[-3000:] + proc.stderr
+    assert store.read_attrs(out)["complete"] is True
+    assert_identical(variables(out), variables(ref.out))
+    assert _wait_queue_empty() == []
+
+
+@pytest.mark.slurm
+def test_ctrl_c_cancels_every_job(slurm_run, tmp_path):
+    import signal
+    import sys
+
+    from ase.io import write as ase_write
+
+    atoms, cfg = slurm_run
+    c = cfg("int.zarr", cluster="slurm:local-slurm", workers=1, spacing=0.25, block=4)
+    ase_write(tmp_path / "al.xyz", atoms)
+    proc = subprocess.Popen([sys.executable, "-m", "bigdens", "predict", str(tmp_path / "al.xyz"), "--model",
+                             str(c.model), "--spacing", "0.25", "--block", "4", "--mc-samples", "5",
+                             "--cluster", "slurm:local-slurm", "--out", str(c.out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 300
+        while time.monotonic() < end and proc.poll() is None:
+            if c.out.exists() and len(store.read_ledger(c.out)) >= 1:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert _squeue(), "no SLURM job while the run goes on"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert store.read_attrs(c.out)["complete"] is not True
+    assert _wait_queue_empty() == []

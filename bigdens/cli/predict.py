@@ -18,16 +18,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mc-samples", type=int, default=20, metavar="S",
                         help="Monte Carlo weight samples per block (default 20)")
     parser.add_argument("--out", required=True, help="output Zarr store, e.g. density.zarr")
-    parser.add_argument("--block", type=int, default=DEFAULT_BLOCK, metavar="B",
-                        help=f"block edge in grid points, one task per block (default {DEFAULT_BLOCK}: 1 MB chunks)")
+    parser.add_argument("--block", type=int, metavar="B",
+                        help=f"block edge in grid points, one task per block (default: the SLURM profile's, "
+                             f"else {DEFAULT_BLOCK}: 1 MB chunks)")
     parser.add_argument("--chunk", type=int, metavar="C",
                         help="Zarr chunk edge in grid points (default: the block; the block must be a multiple)")
-    parser.add_argument("--cluster", default="local", help="'local' (default) or 'slurm:NAME' (not yet supported)")
+    parser.add_argument("--cluster", default="local",
+                        help="'local' (default: a Dask cluster of processes here) or 'slurm:NAME': SLURM jobs of the "
+                             "profile cluster_configs/NAME.yaml or a .yaml path (`bigdens clusters` lists them)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --cluster slurm:NAME: validate everything, print the job script and the number "
+                             "of jobs, submit nothing")
     parser.add_argument("--scheduler-file", help="join the existing Dask cluster described by this file")
     parser.add_argument("--workers", type=int, default=2,
                         help="worker processes of the local cluster (default 2; 0 runs in this process)")
-    parser.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
-                        help="numba and torch threads per worker (default 1)")
+    parser.add_argument("--threads-per-worker", type=int, metavar="T",
+                        help="numba and torch threads per worker (default: the SLURM profile's, else 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo samples (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run into --out")
     parser.add_argument("--renormalize", action="store_true",
@@ -59,6 +65,29 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, report=args.report, max_blocks=args.max_blocks,
     )
     atoms = structure.read(args.structure, format=args.format)
+    if args.dry_run:
+        return _dry_run(atoms, config)
     summary = run_engine(atoms, config)
     print(summary.format())
     return 0 if summary.complete or args.max_blocks is not None else 1
+
+
+def _dry_run(atoms, config) -> int:
+    """Print what a SLURM run would submit; submit nothing."""
+    from ..blocks import block_shape_for, make_blocks
+    from ..clusters import job_script, jobs_needed
+    from ..config import DEFAULT_SPACING
+    from ..errors import SetupError
+    from ..grid import make_grid
+
+    if config.profile is None:
+        raise SetupError("--dry-run shows the SLURM job script: use it with --cluster slurm:NAME")
+    cell = atoms.cell[:]
+    grid = make_grid(cell, shape=config.grid) if config.grid else make_grid(
+        cell, spacing=config.spacing or DEFAULT_SPACING)
+    n_blocks = len(make_blocks(grid.shape, block_shape_for(grid.shape, config.block)))
+    prof = config.profile
+    print(f"# dry run: {len(atoms)} atoms, grid {grid.shape}, {n_blocks} blocks; would submit "
+          f"{jobs_needed(prof, n_blocks)} job(s) of profile {prof.name} ({prof.path}), each like this (the scheduler address is filled in at submission):")
+    print(job_script(prof))
+    return 0
