@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
+import warnings
 import struct
 
 import numpy as np
@@ -15,6 +17,8 @@ from bigdens.descriptors import DescriptorParams
 from bigdens.errors import InputError
 
 PARAMS = DescriptorParams(species=(13,), m=(6,), k=(3,), r_cut=5.0)
+#: sample_seed(1, 4) as bigdens 0.1.0 computes it (numpy SeedSequence): recomputed blocks rely on it.
+SAMPLE_SEED_1_4 = 9135799944750005330
 
 
 @pytest.fixture
@@ -138,3 +142,93 @@ def test_bad_prediction_input(model):
         m.predict(X, samples=0)
     with pytest.raises(InputError, match="features must have shape"):
         m.predict(X[:, :3])
+
+
+# -- the fast Monte Carlo path against a plain per-sample loop ------------------------------
+
+def plain_loop_predict(m, X, *, samples, seed, block_index):
+    """What ``predict`` computes, written the obvious way: one sample at a time, (N, in) @ (in, out)."""
+    F = torch.nn.functional
+    eps = m.draw_eps(samples, seed=seed, block_index=block_index)
+    mean = np.asarray(m.scaling.feature_mean, dtype=np.float32)
+    std = np.asarray(m.scaling.feature_std, dtype=np.float32)
+    x = torch.from_numpy((X.astype(np.float32) - mean) / std)
+    mus, variances = [], []
+    with torch.no_grad():
+        for s in range(samples):
+            h = x
+            for i, (layer, (ew, eb)) in enumerate(zip(m.net.layers, eps)):
+                w = layer.w_mu + F.softplus(layer.w_rho) * ew[s]
+                b = layer.b_mu + F.softplus(layer.b_rho) * eb[s, 0]
+                h = h @ w + b
+                if i < len(m.net.layers) - 1:
+                    h = F.silu(h)
+            mus.append(h[:, 0].double().numpy())
+            variances.append(np.exp(np.clip(h[:, 1].double().numpy(), -16.0, 4.0)))
+    ts, tm = m.scaling.target_std, m.scaling.target_mean
+    vs = ts * ts * m.scaling.variance_scale
+    mus = np.array(mus)
+    return mus.mean(axis=0) * ts + tm, mus.var(axis=0) * vs, np.mean(variances, axis=0) * vs
+
+
+@pytest.mark.parametrize("hidden, samples, batch", [
+    ((16, 16), 20, 65536),   # CPU chunks sized for the cache, several groups of points
+    ((16, 16), 5, 77),       # chunks of 77 points, a partial last chunk
+    ((24, 8, 12), 1, 65536),  # three hidden layers; one sample: no epistemic spread
+    ((64, 64), 20, 1000),
+])
+def test_fast_predict_equals_plain_per_sample_loop(rng, hidden, samples, batch):
+    n = 5000 if hidden == (16, 16) else 700
+    X = rng.normal(size=(n, PARAMS.n_features)).astype(np.float32)
+    y = (0.03 + 0.01 * np.tanh(X[:, 0])).astype(np.float32)
+    m = DensityModel.new(PARAMS, Architecture(hidden=hidden), Scaling.fit(X, y), seed=11)
+    m.scaling = dataclasses.replace(m.scaling, variance_scale=1.7)
+    with torch.no_grad():  # a posterior as wide as training leaves it, so the spread is well above rounding
+        for layer in m.net.layers:
+            layer.w_rho.fill_(-4.0)
+            layer.b_rho.fill_(-5.0)
+    got = m.predict(X, samples=samples, seed=4, block_index=9, batch=batch)
+    want = plain_loop_predict(m, X, samples=samples, seed=4, block_index=9)
+    for name, u, v in zip(("mean", "var_epistemic", "var_aleatoric"), got, want):
+        assert u.dtype == np.float32 and u.shape == (n,)
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=0, err_msg=name)
+    if samples == 1:
+        assert (got[1] == 0).all()
+    else:
+        assert (got[1] > 0).all()
+
+
+def test_same_seed_and_block_reproduce_bit_for_bit(model):
+    m, X, _ = model
+    X = np.concatenate([X] * 10)  # 5000 points: more than one chunk and group
+    a = m.predict(X, samples=20, seed=7, block_index=123)
+    X2 = X.copy()
+    X2.setflags(write=False)  # read-only input (e.g. a view of a store) is fine and gives the same numbers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b = m.predict(X2, samples=20, seed=7, block_index=123)
+    for u, v in zip(a, b):
+        assert u.tobytes() == v.tobytes()
+    # Repeated points of one block get the same numbers, wherever they fall in the chunks.
+    for u in a:
+        np.testing.assert_allclose(u[:500], u[4500:], rtol=1e-6, atol=0)
+    # The seeding of the weight samples is part of the file format's promise: pin it.
+    assert sample_seed(1, 4) == SAMPLE_SEED_1_4
+
+
+def test_predict_of_no_points_and_bad_batch(model):
+    m, X, _ = model
+    for arr in m.predict(X[:0], samples=3):
+        assert arr.shape == (0,) and arr.dtype == np.float32
+    with pytest.raises(InputError, match="batch"):
+        m.predict(X, batch=0)
+
+
+def test_bnn_throughput_benchmark_smoke(tmp_path):
+    from benchmarks import bnn_throughput
+
+    out = tmp_path / "bnn.json"
+    result = bnn_throughput.main(["--smoke", "--out", str(out)])
+    rec = result["records"][0]
+    assert json.loads(out.read_text())["benchmark"] == "bnn_throughput"
+    assert rec["allclose_rtol_1e-5"] and rec["predict_points_per_s"] > 0 and rec["torch_gemm_gflops_best"] > 0
