@@ -10,8 +10,9 @@ Per size it records: wall time and points/s (end to end, including cluster
 start and worker setup; and steady state, from the summed task times), the
 split into descriptor / network / write time, worker setup (imports, atoms,
 cell list, model: once per process), peak RSS per worker, and the network
-stage's achieved GFLOP/s next to torch's own batched-GEMM rate for the same
-shapes, measured in the same run with one thread.
+stage's achieved GFLOP/s next to torch's own fp32 GEMM rate for the same
+shapes (best over pass sizes and layouts, see benchmarks/bnn_throughput.py),
+measured in the same run with one thread.
 
 Run:  python -m benchmarks.engine_throughput [--smoke] [--blocks N] [--out FILE.json]
 """
@@ -19,14 +20,14 @@ Run:  python -m benchmarks.engine_throughput [--smoke] [--blocks N] [--out FILE.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import bnn_throughput
+from benchmarks.bnn_throughput import flops_per_point
 from benchmarks.descriptor_throughput import machine_info, write_result
 from bigdens import engine, structure
 from bigdens.bnn import Architecture, DensityModel, Scaling
@@ -50,34 +51,25 @@ def make_model(path: Path, params: DescriptorParams = PARAMS, arch: Architecture
     return DensityModel.new(params, arch, Scaling.fit(X, rng.uniform(0.0, 0.1, 1000)), seed=0).save(path)
 
 
-def flops_per_point(params: DescriptorParams, arch: Architecture, samples: int) -> float:
-    """Multiply-adds × 2 of the network's matmuls for one grid point and S samples."""
-    widths = [params.n_features, *arch.hidden, 2]
-    return 2.0 * samples * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-
-
 def torch_gemm_gflops(params: DescriptorParams, arch: Architecture, samples: int, batch: int, *,
                       repeats: int = 3) -> float:
-    """torch's batched-GEMM rate (GFLOP/s, one thread) for the network's layer shapes."""
+    """torch's fp32 GEMM rate (GFLOP/s, one thread) on the network's layer shapes.
+
+    The best over pass sizes (predict's CPU chunk, 256, 1024, ``batch``
+    points) and layouts (see :func:`benchmarks.bnn_throughput.gemm_timer`),
+    so the network's rate is compared with the best torch reaches.
+    """
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        widths = [params.n_features, *arch.hidden, 2]
-        xs = [torch.randn(samples, batch, a) for a in widths[:-1]]
-        ws = [torch.randn(samples, a, b) for a, b in zip(widths[:-1], widths[1:])]
-        for x, w in zip(xs, ws):
-            torch.bmm(x, w)  # warm up
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
-            for x, w in zip(xs, ws):
-                torch.bmm(x, w)
-            best = min(best, time.perf_counter() - t)
+        rates = bnn_throughput.torch_gemm_gflops(params, arch, samples,
+                                                 bnn_throughput.gemm_points_per_pass(samples, arch.hidden, batch),
+                                                 points=batch, rounds=repeats)
     finally:
         torch.set_num_threads(threads)
-    return flops_per_point(params, arch, samples) * batch / best / 1e9
+    return max(rates.values())
 
 
 def measure(cells: int, *, model: Path, workdir: Path, blocks: int, block: int = 64, samples: int = SAMPLES,
@@ -129,13 +121,15 @@ def main(argv: list[str] | None = None) -> dict:
         for n in sizes:
             kw = {"blocks": 2, "block": 8, "samples": 4, "spacing": 0.4} if args.smoke else {"blocks": args.blocks}
             rec = measure(n, model=model, workdir=workdir, **kw)
-            rec["torch_bmm_gflops_1_thread"] = gemm
+            rec["torch_bmm_gflops_1_thread"] = gemm  # best torch fp32 GEMM (bmm or mm), 1 thread
+            rec["bnn_fraction_of_gemm"] = rec["bnn_gflops_per_worker"] / gemm
             records.append(rec)
             print(f"Al {rec['n_atoms']:>9,} atoms  grid {rec['grid']}  {rec['points_computed']:,} points: "
                   f"{rec['points_per_s_steady']:>9,.0f} points/s steady, {rec['points_per_s_end_to_end']:>9,.0f} end "
                   f"to end; descriptors/bnn/write {rec['stage_fraction']['descriptors']:.0%}/"
                   f"{rec['stage_fraction']['bnn']:.0%}/{rec['stage_fraction']['write']:.0%}; network "
-                  f"{rec['bnn_gflops_per_worker']:.1f} GFLOP/s/worker vs torch bmm {gemm:.1f}; "
+                  f"{rec['bnn_gflops_per_worker']:.1f} GFLOP/s/worker vs torch GEMM {gemm:.1f} "
+                  f"({rec['bnn_fraction_of_gemm']:.0%}); "
                   f"RSS {rec['peak_rss_mb_per_worker']} MB", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
