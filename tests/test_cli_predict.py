@@ -99,7 +99,7 @@ def test_killed_run_resumes_on_the_cluster_identically(files, tmp_path):
         ("unwritable", "does not exist (or is not a folder)"),
         ("not-a-store", "exists and is not a bigdens store"),
         ("other-seed", "cannot resume: the store was made with other settings (seed"),
-        ("slurm", "not yet supported"),
+        ("slurm", "unknown cluster profile 'big'; available: ["),
     ],
 )
 def test_bad_input_one_clear_line(files, tmp_path, case, message):

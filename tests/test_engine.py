@@ -170,7 +170,7 @@ def test_bad_input_is_refused_before_writing(tmp_path, model, atoms):
         engine.run(atoms, config(tmp_path / "file" / "a.zarr", model))
     with pytest.raises(SetupError, match="not a bigdens store"):
         engine.run(atoms, config(tmp_path / "file", model))
-    with pytest.raises(SetupError, match="not yet supported"):
+    with pytest.raises(SetupError, match="unknown cluster profile 'big'"):
         engine.run(atoms, config(tmp_path / "a.zarr", model, workers=2, cluster="slurm:big"))
     assert not (tmp_path / "a.zarr").exists() and (tmp_path / "file").read_text() == "x"
     engine.run(atoms, config(tmp_path / "file", model, overwrite=True, max_blocks=1))
