@@ -32,14 +32,7 @@ from bigdens.train import TrainConfig, evaluate, finetune, snapshot_features, tr
 
 def core_seconds(snapshots) -> float:
     """DFT core-seconds of the snapshots, from their provenance (0 where unknown)."""
-    total = 0.0
-    for s in snapshots:
-        p = s.provenance
-        v = p.get("dft_core_seconds", p.get("core_seconds"))
-        if v is None and isinstance(p.get("timing"), dict):
-            v = p["timing"].get("core_seconds")
-        total += float(v or 0.0)
-    return total
+    return float(sum(s.dft_core_seconds or 0.0 for s in snapshots))
 
 
 def _split(snaps, name):

@@ -43,7 +43,8 @@ class PredictConfig:
         Model file (safetensors); None picks the shipped model for the species.
     spacing : float or None
         Largest grid spacing along each lattice vector, Å.  At most one of
-        ``spacing`` and ``grid``; neither means :data:`DEFAULT_SPACING`.
+        ``spacing`` and ``grid``; neither means the model's training
+        spacing (:data:`DEFAULT_SPACING` for a model that records none).
     grid : three ints or None
         Exact grid shape (n1, n2, n3).
     mc_samples : int

@@ -211,6 +211,20 @@ class Snapshot:
         """Name of the DFT protocol (``provenance["protocol"]``), or None."""
         return self.provenance.get("protocol")
 
+    @property
+    def temperature(self) -> float | None:
+        """Thermostat temperature of the snapshot's MD, K (``thermalization.temperature_K``), or None."""
+        t = self.provenance.get("thermalization")
+        value = t.get("temperature_K") if isinstance(t, dict) else None
+        return None if value is None else float(value)
+
+    @property
+    def dft_core_seconds(self) -> float | None:
+        """CPU core-seconds the DFT calculation took (``timing.core_seconds``), or None if unknown."""
+        t = self.provenance.get("timing")
+        value = t.get("core_seconds") if isinstance(t, dict) else None
+        return None if value is None else float(value)
+
     def with_split(self, split: str) -> "Snapshot":
         """Copy with another split."""
         return Snapshot(self.name, self.cell, self.positions, self.numbers, self.density, split, self.provenance)

@@ -395,6 +395,23 @@ class RunSummary:
         return "\n".join(lines)
 
 
+def run_grid(atoms: "Atoms", config: PredictConfig, model: "DensityModel | None" = None):
+    """The grid a run uses: ``config.grid``, ``config.spacing``, else the model's training spacing.
+
+    Without a model (or a recorded spacing) the fallback is :data:`DEFAULT_SPACING`.
+    """
+    from .grid import make_grid
+
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    if config.grid is not None:
+        return make_grid(cell, shape=config.grid)
+    spacing = config.spacing
+    if spacing is None:
+        trained = None if model is None else model.info.get("grid_spacing")
+        spacing = float(np.max(trained)) if trained else DEFAULT_SPACING
+    return make_grid(cell, spacing=spacing)
+
+
 def predict(atoms: "Atoms", config: PredictConfig) -> Path:
     """Predict the density of ``atoms`` into the store ``config.out``.
 
@@ -430,7 +447,6 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
     from . import structure
     from .bnn import file_hash
     from .descriptors import species_index
-    from .grid import make_grid
 
     structure.validate(atoms)
     numbers = np.asarray(atoms.numbers)
@@ -444,10 +460,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
     model = load_model(model_path, model_hash)
     species_index(numbers, model.params)  # refuses species the model lacks
     cell = np.asarray(atoms.cell[:], dtype=np.float64)
-    if config.grid is not None:
-        grid = make_grid(cell, shape=config.grid)
-    else:
-        grid = make_grid(cell, spacing=DEFAULT_SPACING if config.spacing is None else config.spacing)
+    grid = run_grid(atoms, config, model)
     trained = model.info.get("grid_spacing")
     if trained is not None and float(np.max(grid.spacing)) > float(np.max(trained)) * (1 + 1e-6):
         warnings.warn(f"the grid spacing {float(np.max(grid.spacing)):.3f} Å is coarser than the model's training "

@@ -180,24 +180,25 @@ def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int) -> float
 def _provenance(snapshots) -> list[dict]:
     out = []
     for s in snapshots:
-        p = s.provenance
         out.append({
             "name": s.name,
             "split": s.split,
             "n_atoms": int(len(s.numbers)),
             "grid": list(s.density.shape),
             "protocol": s.protocol,
-            "temperature": p.get("temperature", p.get("thermalization", {}).get("temperature") if isinstance(p.get("thermalization"), dict) else None),
-            "dft_core_seconds": p.get("dft_core_seconds", p.get("core_seconds")),
+            "temperature": s.temperature,
+            "dft_core_seconds": s.dft_core_seconds,
         })
     return out
 
 
 def _dft_settings(snapshots) -> dict | None:
+    """DFT code, version, protocol and settings of the first snapshot that records them."""
     for s in snapshots:
-        for key in ("dft", "calculator", "dft_settings"):
-            if isinstance(s.provenance.get(key), dict):
-                return s.provenance[key]
+        p = s.provenance
+        if isinstance(p.get("settings"), dict):
+            return {"code": p.get("code"), "code_version": p.get("code_version"), "protocol": p.get("protocol"),
+                    **p["settings"]}
     return None
 
 

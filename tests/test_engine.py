@@ -190,3 +190,16 @@ def test_lazy_top_level_predict(tmp_path, model, atoms):
 
     path = bigdens.predict(atoms, config(tmp_path / "o.zarr", model, max_blocks=1))
     assert path == tmp_path / "o.zarr" and store.read_attrs(path)["complete"] is False
+
+
+def test_shipped_al_model_conserves_electrons(tmp_path):
+    """A trained model: bulk Al integrates to 3 valence electrons per atom within 1 %."""
+    from bigdens.models import shipped_model_for
+
+    atoms = structure.rattle(structure.fcc_al((2, 2, 2)), 0.05, seed=5)
+    model = shipped_model_for(atoms.numbers)  # raises if the package lacks it
+    got = engine.run(atoms, PredictConfig(out=tmp_path / "al.zarr", workers=0, mc_samples=5, progress=False))
+    assert got.complete and got.n_electrons_expected == 96
+    assert got.n_electrons_predicted == pytest.approx(96, rel=0.01)
+    # The default grid is the model's training grid spacing (no coarse-grid warning).
+    assert max(store.read_attrs(got.path)["grid_spacing"]) <= load(model).info["grid_spacing"] + 1e-9

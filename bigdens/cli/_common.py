@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-#: Grid spacing used when neither --spacing nor --grid is given, Å.
-DEFAULT_SPACING = 0.2
+from ..config import DEFAULT_SPACING
 
 
-def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--spacing H | --grid N1 N2 N3`` (DESIGN §1)."""
+def add_grid_arguments(parser: argparse.ArgumentParser, default: str = f"{DEFAULT_SPACING}") -> None:
+    """``--spacing H | --grid N1 N2 N3`` (DESIGN §1); ``default`` describes the spacing used without either."""
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--spacing", type=float, metavar="H",
-                   help=f"grid spacing, Å: the largest allowed along each lattice vector (default {DEFAULT_SPACING})")
+                   help=f"grid spacing, Å: the largest allowed along each lattice vector (default {default})")
     g.add_argument("--grid", type=int, nargs=3, metavar=("N1", "N2", "N3"), help="exact grid shape")
 
 

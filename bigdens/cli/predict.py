@@ -10,10 +10,10 @@ HELP = "predict the electron density and its uncertainty of a structure into a Z
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import DEFAULT_BLOCK
+    from ..config import DEFAULT_BLOCK, DEFAULT_SPACING
 
     add_structure_arguments(parser)
-    add_grid_arguments(parser)
+    add_grid_arguments(parser, default=f"the model's training spacing, else {DEFAULT_SPACING}")
     parser.add_argument("--model", help="model file (.safetensors); default: the shipped model for the species")
     parser.add_argument("--mc-samples", type=int, default=20, metavar="S",
                         help="Monte Carlo weight samples per block (default 20)")
@@ -76,15 +76,20 @@ def _dry_run(atoms, config) -> int:
     """Print what a SLURM run would submit; submit nothing."""
     from ..blocks import block_shape_for, make_blocks
     from ..clusters import job_script, jobs_needed
-    from ..config import DEFAULT_SPACING
+    from ..engine import run_grid
     from ..errors import SetupError
-    from ..grid import make_grid
 
     if config.profile is None:
         raise SetupError("--dry-run shows the SLURM job script: use it with --cluster slurm:NAME")
-    cell = atoms.cell[:]
-    grid = make_grid(cell, shape=config.grid) if config.grid else make_grid(
-        cell, spacing=config.spacing or DEFAULT_SPACING)
+    from ..bnn import load
+    from ..errors import BigdensError
+    from ..models import shipped_model_for
+
+    try:  # the default spacing is the model's training spacing
+        model = load(config.model or shipped_model_for(atoms.numbers))
+    except BigdensError:
+        model = None
+    grid = run_grid(atoms, config, model)
     n_blocks = len(make_blocks(grid.shape, block_shape_for(grid.shape, config.block)))
     prof = config.profile
     print(f"# dry run: {len(atoms)} atoms, grid {grid.shape}, {n_blocks} blocks; would submit "
