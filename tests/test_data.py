@@ -158,7 +158,9 @@ def test_cli_info_and_import(rng, tmp_path, capsys):
 def test_real_snapshots_carry_temperature_and_dft_cost():
     from pathlib import Path
 
-    snaps = data.load([Path(__file__).parent / "data" / "al4"])
+    from bigdens.data import load
+
+    snaps = load([Path(__file__).parent / "data" / "al4"])
     assert {s.temperature for s in snaps} == {300.0, 900.0}
     assert all(s.dft_core_seconds > 0 for s in snaps)
     # the same numbers as the manifest (what the transfer-learning report sums)
