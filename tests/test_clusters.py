@@ -270,3 +270,29 @@ def test_ctrl_c_cancels_every_job(slurm_run, tmp_path):
     assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
     assert store.read_attrs(c.out)["complete"] is not True
     assert _wait_queue_empty() == []
+
+
+def test_predict_dry_run_prints_the_job_script_and_submits_nothing(tmp_path, capsys):
+    from ase.io import write as ase_write
+
+    from bigdens.cli import main
+
+    ase_write(tmp_path / "al.xyz", structure.fcc_al((2, 2, 2)))
+    prof = write(tmp_path, GOOD)
+    assert main(["predict", str(tmp_path / "al.xyz"), "--cluster", f"slurm:{prof}", "--dry-run", "--grid", "64", "64",
+                 "64", "--block", "32", "--out", str(tmp_path / "o.zarr")]) == 0
+    out = capsys.readouterr().out
+    # 8 blocks, the profile allows 3 jobs of 1 worker each
+    assert "grid (64, 64, 64), 8 blocks; would submit 3 job(s) of profile p" in out
+    assert "#SBATCH -p debug" in out and "export NUMBA_NUM_THREADS=2" in out
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_dry_run_needs_a_slurm_cluster(tmp_path, capsys):
+    from ase.io import write as ase_write
+
+    from bigdens.cli import main
+
+    ase_write(tmp_path / "al.xyz", structure.fcc_al((1, 1, 1)))
+    assert main(["predict", str(tmp_path / "al.xyz"), "--dry-run", "--out", str(tmp_path / "o.zarr")]) == 2
+    assert "--dry-run shows the SLURM job script: use it with --cluster slurm:NAME" in capsys.readouterr().err
