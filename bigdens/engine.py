@@ -412,21 +412,31 @@ def run_grid(atoms: "Atoms", config: PredictConfig, model: "DensityModel | None"
     return make_grid(cell, spacing=spacing)
 
 
-def predict(atoms: "Atoms", config: PredictConfig) -> Path:
-    """Predict the density of ``atoms`` into the store ``config.out``.
+def predict(atoms: "Atoms | str | Path", config: PredictConfig | None = None, /, **settings) -> Path:
+    """Predict the density of ``atoms`` into a Zarr store; returns the store's path.
 
     Parameters
     ----------
-    atoms : ase.Atoms
+    atoms : ase.Atoms, or a structure file any format ASE reads
         Periodic structure, positions Å.
-    config
-        Run settings.
+    config : PredictConfig, optional
+        Run settings; or give them as keywords instead (the fields of
+        :class:`~bigdens.config.PredictConfig`), e.g.
+        ``predict(atoms, out="al.zarr", mc_samples=20, workers=2)``.
 
     Returns
     -------
     Path
-        The store (see :mod:`bigdens.store`).
+        The store (see :mod:`bigdens.store`); open it with ``xarray.open_zarr``.
     """
+    if config is None:
+        config = PredictConfig(**settings)
+    elif settings:
+        raise SetupError(f"give either a PredictConfig or keyword settings, not both (got {sorted(settings)})")
+    if isinstance(atoms, (str, Path)):
+        from . import structure
+
+        atoms = structure.read(atoms)
     return run(atoms, config).path
 
 

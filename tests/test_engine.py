@@ -190,6 +190,17 @@ def test_lazy_top_level_predict(tmp_path, model, atoms):
 
     path = bigdens.predict(atoms, config(tmp_path / "o.zarr", model, max_blocks=1))
     assert path == tmp_path / "o.zarr" and store.read_attrs(path)["complete"] is False
+    # keyword settings and a structure file do the same as a config object and an Atoms
+    atoms.write(tmp_path / "al.xyz")
+    kw = dict(model=model, spacing=SPACING, block=BLOCK, workers=0, mc_samples=5, seed=3, progress=False)
+    a = bigdens.predict(tmp_path / "al.xyz", out=tmp_path / "kw.zarr", **kw)
+    b = bigdens.predict(structure.read(tmp_path / "al.xyz"), PredictConfig(out=tmp_path / "cfg.zarr", **kw))
+    assert store.read_attrs(a)["complete"] is True
+    assert_identical(variables(a), variables(b))
+    with pytest.raises(SetupError, match="not both"):
+        bigdens.predict(atoms, config(tmp_path / "x.zarr", model), seed=4)
+    with pytest.raises(SetupError, match="output store is needed"):
+        bigdens.predict(atoms, out="")
 
 
 def test_shipped_al_model_conserves_electrons(tmp_path):
