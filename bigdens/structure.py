@@ -46,6 +46,8 @@ def read(path: str | Path, *, format: str | None = None, index: int | str = -1) 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"structure file {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise InputError(f"structure file {str(path)!r} is empty (0 bytes)")
     try:
         atoms = ase_read(path, format=format, index=index)
     except Exception as exc:  # ASE raises many types; one message for the user

@@ -38,7 +38,12 @@ def run(args: argparse.Namespace) -> int:
         atoms = structure.diamond_sige(args.cells, x=args.x, a=args.a, seed=args.seed)
     if args.cluster:
         symbol, radius = args.cluster
-        atoms = structure.substitute_cluster(atoms, float(radius), symbol=symbol)
+        try:
+            radius = float(radius)
+        except ValueError:
+            raise InputError(f"--cluster takes SYMBOL R with R a radius in Å, got R={radius!r}; "
+                             "e.g. --cluster Cu 3.0") from None
+        atoms = structure.substitute_cluster(atoms, radius, symbol=symbol)
     if args.void is not None:
         atoms = structure.carve_void(atoms, args.void)
     if args.vacancies:
@@ -54,10 +59,14 @@ def run(args: argparse.Namespace) -> int:
 
 def write_structure(atoms, path: str, *, format: str | None = None) -> None:
     """Write with ASE, turning its errors into one clear message."""
+    from pathlib import Path
+
     from ase.io import write
 
     from ..errors import InputError
 
+    if not Path(path).absolute().parent.is_dir():
+        raise InputError(f"cannot write {path!r}: its folder does not exist; create it first")
     try:
         write(path, atoms, format=format)
     except Exception as exc:

@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..datagen import DFTSettings, MDSettings, build_variants, check_temperatures, generate, make_plan
+    from ..datagen import (DFTSettings, MDSettings, assign_splits, build_variants, check_temperatures, generate,
+                           make_plan)
     from ..errors import InputError
 
     temps = check_temperatures(args.temperatures)
@@ -74,11 +75,18 @@ def run(args: argparse.Namespace) -> int:
                     potential=args.potential)
     dft = DFTSettings(kpts=tuple(args.kpts) if args.kpts else None, gpts=tuple(args.gpts) if args.gpts else None)
     fractions = (0.0, 0.0, 1.0) if args.all_test else tuple(args.split)
+    assign_splits([], fractions=fractions, seed=args.seed)  # fail now, not after the MD, on bad fractions
+    out = Path(args.output).absolute()
+    there = next(p for p in (out, *out.parents) if p.exists())
+    if not there.is_dir():
+        raise InputError(f"-o {args.output!r}: {str(there)!r} exists and is not a folder; choose another -o")
     variants, info = build_variants(system, cells=args.cells, x_values=args.x, vacancies=args.vacancies,
                                     seed=args.seed, structure_file=structure_file, structure_format=args.format)
-    for atoms in variants.values():  # fail now, not after the MD, on species without a setup
+    for atoms in variants.values():  # fail now, not after the MD or in a new -o folder, on bad structures
         from ..data import hgh_valence
+        from ..structure import validate
 
+        validate(atoms)
         hgh_valence(atoms.numbers)
     from dataclasses import asdict
 

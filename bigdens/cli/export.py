@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         raise SetupError(f"{args.store!r} is not a bigdens store")
     if args.var not in store.VARIABLES:
         raise SetupError(f"unknown variable {args.var!r}; choose one of {', '.join(store.VARIABLES)}")
+    from pathlib import Path
+
+    if not Path(args.cube).absolute().parent.is_dir():
+        raise SetupError(f"cannot write {args.cube!r}: its folder does not exist; create it first")
     if not attrs.get("complete"):
         raise SetupError(f"{args.store!r} is incomplete (unwritten points read NaN); finish it with "
                          "`bigdens predict ... --resume` first")

@@ -24,8 +24,9 @@ def run(args: argparse.Namespace) -> int:
     from ..bnn import load
     from ..errors import InputError
     from ..train import finetune
-    from .train import config_from_args, load_split, set_threads
+    from .train import check_output, config_from_args, load_split, set_threads
 
+    check_output(args.output)
     set_threads(args.threads)
     model = load(args.model)
     if not 1 <= args.layers <= model.arch.n_layers:

@@ -46,6 +46,17 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import SetupError
 
     axis, frac = parse_plane(args.plane)
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(args.output).suffix.lstrip(".").lower()
+    if suffix and suffix not in kinds:
+        raise SetupError(f"cannot write the image {args.output!r}: unknown format {suffix!r}; "
+                         f"use one of {', '.join(sorted(kinds))}, e.g. -o plane.png")
+    if not Path(args.output).absolute().parent.is_dir():
+        raise SetupError(f"cannot write {args.output!r}: its folder does not exist; create it first")
     attrs = store.read_attrs(args.store)
     if attrs is None:
         raise SetupError(f"{args.store!r} is not a bigdens store")

@@ -44,6 +44,8 @@ def load_split(args) -> tuple[list, list]:
 
     mixed = args.allow_mixed_protocols
     snaps = load(args.data, allow_mixed_protocols=mixed)
+    if not snaps:
+        raise InputError(f"no snapshots in {args.data}: the data sets are empty")
     if args.val:
         val = load(args.val, allow_mixed_protocols=mixed)
         train = [s for s in snaps if s.split == "train"] or snaps
@@ -57,6 +59,19 @@ def load_split(args) -> tuple[list, list]:
     if not val:
         raise InputError("no validation snapshot: give --val DATA or a data set with a 'validation' split")
     return train, val
+
+
+def check_output(path: str) -> None:
+    """Refuse a model path that cannot be written, before any training."""
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    if Path(path).is_dir():
+        example = str(Path(path) / "model.safetensors")
+        raise InputError(f"-o {path!r} is a folder; give a model file, e.g. -o {example!r}")
+    if not Path(path).absolute().parent.is_dir():
+        raise InputError(f"cannot write the model {path!r}: its folder does not exist; create it first")
 
 
 def set_threads(n: int | None) -> None:
@@ -86,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..train import train
 
+    check_output(args.output)
     set_threads(args.threads)
     train_s, val_s = load_split(args)
     if args.species:

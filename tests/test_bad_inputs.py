@@ -1,0 +1,592 @@
+"""The bad-input catalogue (docs/bad-inputs.md): every bad input ends in one clear line, exit 2, no writes.
+
+Each case runs ``bigdens.cli.main(argv)`` in-process, in a folder holding the
+small inputs that :func:`inputs` builds (file names as in the catalogue), and
+checks: exit status 2; exactly one stderr line, ``bigdens CMD: error: MESSAGE``,
+equal to the catalogued message (``…`` stands for any text: temporary paths,
+lists that change with the installation); nothing on stdout, no traceback; and
+no file created, changed or removed.
+
+The table in docs/bad-inputs.md is generated from :data:`CASES`; after editing
+them, rewrite it with ``.venv/bin/python tests/test_bad_inputs.py``
+(:func:`test_catalogue_matches_the_cases` fails until then).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import re
+import shlex
+import shutil
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "bad-inputs.md"
+AL4 = Path(__file__).resolve().parent / "data" / "al4"
+BEGIN = "<!-- cases: generated from tests/test_bad_inputs.py (run it to rewrite); do not edit by hand -->"
+END = "<!-- end of cases -->"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: ``bigdens ARGV`` must fail with ``bigdens ARGV[0]: error: MESSAGE``."""
+
+    id: str
+    what: str
+    argv: tuple[str, ...]
+    message: str
+    #: Skip where this input is not bad (``--device cuda`` on a machine with a GPU).
+    skip_with_cuda: bool = False
+
+    @property
+    def command(self) -> str:
+        return self.argv[0]
+
+
+def case(id: str, what: str, cmdline: str, message: str, **kw) -> Case:
+    return Case(id, what, tuple(shlex.split(cmdline)), message, **kw)
+
+
+#: A predict run that would work: 4×4×4 grid, one block, in this process.
+PREDICT = "--model al.safetensors --grid 4 4 4 --block 4 --mc-samples 1 --workers 0 --out new.zarr"
+#: The same without a grid choice.
+PREDICT_NOGRID = "--model al.safetensors --block 4 --mc-samples 1 --workers 0 --out new.zarr"
+#: The settings that made done.zarr (see `inputs`).
+STORE = "--model al.safetensors --grid 4 4 4 --block 4 --mc-samples 1 --workers 0"
+
+GROUPS: dict[str, list[Case]] = {
+    "Structures": [
+        case("structure-empty-file", "empty structure file", "describe empty.xyz",
+             "structure file 'empty.xyz' is empty (0 bytes)"),
+        case("structure-unreadable", "text that is not XYZ", "describe garbage.xyz",
+             "cannot read structure 'garbage.xyz' with ASE (XYZError: …). Name the format explicitly, e.g. "
+             "--format lammps-data."),
+        case("structure-unknown-extension", "a suffix ASE does not know", "predict al.weird " + PREDICT,
+             "cannot read structure 'al.weird' with ASE (UnknownFileTypeError: weird). Name the format "
+             "explicitly, e.g. --format lammps-data."),
+        case("structure-missing", "structure file that does not exist", "predict missing.xyz " + PREDICT,
+             "structure file 'missing.xyz' does not exist"),
+        case("structure-no-atoms", "periodic cell with 0 atoms", "describe zero.xyz",
+             "the structure is empty (0 atoms)"),
+        case("structure-nan-position", "a NaN position", "predict nan.xyz " + PREDICT,
+             "1 atom(s) have NaN or infinite positions (first: atom 1)"),
+        case("structure-atoms-too-close", "two atoms 0.3 Å apart", "predict close.xyz " + PREDICT,
+             "atom 0 is 0.300 Å from atom 1 (minimum allowed 0.5 Å); check the cell and the position units (Å)"),
+        case("structure-not-periodic", "pbc=False", "predict nopbc.xyz " + PREDICT,
+             "the structure must be periodic in all three directions, got pbc=[False, False, False]; put a "
+             "molecule or slab in a box with vacuum and set atoms.pbc = True"),
+        case("structure-singular-cell", "two equal lattice vectors", "describe singular.xyz",
+             "the cell is singular (volume 0 Å³, lattice vectors [[4.05, 0.0, 0.0], [0.0, 4.05, 0.0], "
+             "[4.05, 0.0, 0.0]]); give three linearly independent lattice vectors"),
+    ],
+    "Grids": [
+        case("grid-spacing-zero", "zero spacing", "describe al.xyz --spacing 0",
+             "grid spacing must be a positive number of Å, got 0.0"),
+        case("grid-spacing-negative", "negative spacing", "predict al.xyz --spacing -0.1 " + PREDICT_NOGRID,
+             "grid spacing must be a positive number of Å, got -0.1; e.g. spacing=0.2"),
+        case("grid-spacing-nan", "NaN spacing", "predict al.xyz --spacing nan " + PREDICT_NOGRID,
+             "grid spacing must be a positive number of Å, got nan; e.g. spacing=0.2"),
+        case("grid-shape-zero", "a grid with a zero", "predict al.xyz --grid 0 4 4 " + PREDICT_NOGRID,
+             "grid must be a positive integer or three of them (grid points), got (0, 4, 4); e.g. grid=64"),
+        case("grid-shape-negative", "a grid with a negative size", "describe al.xyz --grid 4 -1 4",
+             "grid shape must be three positive integers, got (4, -1, 4)"),
+    ],
+    "Models": [
+        case("model-not-a-model", "a text file as model", "predict al.xyz " + PREDICT.replace(
+             "al.safetensors", "notmodel.safetensors"),
+             "'notmodel.safetensors' is not a readable bigdens model file (safetensors: Error while "
+             "deserializing header: …)"),
+        case("model-truncated", "the first 200 bytes of a model", "predict al.xyz " + PREDICT.replace(
+             "al.safetensors", "truncated.safetensors"),
+             "'truncated.safetensors' is not a readable bigdens model file (safetensors: Error while "
+             "deserializing header: …)"),
+        case("model-pickle", "a pickle file as model", "evaluate model.pkl al4",
+             "'model.pkl' is not a readable bigdens model file (safetensors: Error while deserializing "
+             "header: …)"),
+        case("model-missing", "model file that does not exist", "predict al.xyz " + PREDICT.replace(
+             "al.safetensors", "missing.safetensors"),
+             "model file 'missing.safetensors' does not exist"),
+        case("model-not-bigdens", "safetensors without bigdens metadata", "predict al.xyz " + PREDICT.replace(
+             "al.safetensors", "plain.safetensors"),
+             "'plain.safetensors' is a safetensors file but not a bigdens model (no 'bigdens' metadata)"),
+        case("model-inconsistent", "descriptor metadata that does not fit the weights",
+             "evaluate badmeta.safetensors al4",
+             "'badmeta.safetensors' has inconsistent bigdens metadata or weights (ValueError: feature scaling "
+             "does not match the descriptor size)"),
+        case("model-nan-weights", "a NaN weight", "finetune nanweights.safetensors al4 -o ft.safetensors",
+             "'nanweights.safetensors' holds non-finite weights in …"),
+        case("model-newer-format", "model format from a newer bigdens", "predict al.xyz " + PREDICT.replace(
+             "al.safetensors", "newer.safetensors"),
+             "'newer.safetensors' was written by bigdens 99.0 in model format 99; this bigdens (…) reads "
+             "format … at most: upgrade bigdens"),
+        case("model-other-species", "an Si model for an Al structure", "predict al.xyz " + PREDICT.replace(
+             "al.safetensors", "si.safetensors"),
+             "the structure holds species ['Al'] that the descriptor parameters do not know (known: ['Si']); "
+             "use a model trained for these elements"),
+        case("model-none-shipped", "no --model, and no shipped model for Pu",
+             "predict pu.xyz --grid 4 4 4 --workers 0 --out new.zarr",
+             "no shipped model covers the species ['Pu'] (shipped: …); train one with `bigdens train` and "
+             "pass it with --model"),
+        case("model-finetune-layers", "more layers than the model has",
+             "finetune al.safetensors al4 -o ft.safetensors --layers 9",
+             "--layers must be within 1..3 for this model, got 9"),
+    ],
+    "Data sets": [
+        case("data-empty", "a data set with no snapshots", "train empty-ds -o m.safetensors",
+             "no snapshots in ['empty-ds']: the data sets are empty"),
+        case("data-nan-density", "a NaN in a density", "train nan-ds -o m.safetensors",
+             "snapshot 'al4-T0300-00': the density holds 1 NaN or infinite value(s); the DFT run or the file is "
+             "broken: regenerate or drop this snapshot"),
+        case("data-species-mismatch", "Al data, Si model", "evaluate si.safetensors al4",
+             "snapshot 'al4-T0300-00' holds ['Al'], which the model's species ['Si'] do not include"),
+        case("data-species-option", "--species without the data's species", "train al4 --species Si -o m.safetensors",
+             "snapshot 'al4-T0300-00' holds ['Al'], which the model's species ['Si'] do not include"),
+        case("data-descriptor-params", "--m with two values for one species", "train al4 --m 8 8 -o m.safetensors",
+             "--m takes one value or one per species (1), got [8, 8]"),
+        case("data-no-manifest", "a folder that is not a data set", "train notes -o m.safetensors",
+             "'notes' is not a bigdens data set (no dataset.json in it)"),
+        case("data-damaged-manifest", "dataset.json that is not JSON", "data info damaged-ds",
+             "cannot read 'damaged-ds/dataset.json' (Expecting property name enclosed in double quotes: line 1 "
+             "column 2 (char 1)); the manifest is damaged"),
+        case("data-truncated-snapshot", "a truncated snapshot .npz", "evaluate al.safetensors truncated-ds",
+             "cannot read snapshot 'truncated-ds/al4-T0300-00.npz' (BadZipFile: File is not a zip file); the file "
+             "is damaged"),
+        case("data-missing", "data path that does not exist", "evaluate al.safetensors missing-ds",
+             "'missing-ds' does not exist (expected a data-set directory or a density file)"),
+        case("data-no-such-split", "a split the data set does not have", "evaluate al.safetensors al4 --split test",
+             "no snapshots of split 'test' in ['al4']"),
+        case("data-unknown-file", "a structure file as density file", "data import al.xyz -o imported",
+             "cannot tell the format of 'al.xyz' from its name; density files must be Gaussian cube (*.cube), "
+             "VASP CHGCAR (*CHGCAR*, *.vasp) or GPAW (*.gpw); or pass a bigdens data-set directory"),
+        case("data-import-missing", "density file that does not exist", "data import missing.cube -o imported",
+             "density file 'missing.cube' does not exist"),
+        case("data-import-into-file", "import into an existing file", "data import missing.cube -o al.xyz",
+             "'al.xyz' exists and is not a directory"),
+    ],
+    "Cluster profiles": [
+        case("profile-unknown-name", "a profile name not in cluster_configs/", "clusters nosuch",
+             "unknown cluster profile 'nosuch'; available: … (a profile is cluster_configs/NAME.yaml, or give a "
+             "path to a .yaml file)"),
+        case("profile-missing-file", "a profile path that does not exist", "clusters missing.yaml",
+             "cluster profile file 'missing.yaml' does not exist"),
+        case("profile-bad-yaml", "YAML that does not parse", "clusters bad-yaml.yaml",
+             "bad-yaml.yaml: not valid YAML (while parsing a flow sequence)"),
+        case("profile-not-mapping", "a YAML list", "clusters not-mapping.yaml",
+             "not-mapping.yaml: a profile is a mapping with the sections 'jobqueue' and 'bigdens'"),
+        case("profile-unknown-key", "bigdens.jobz", "clusters unknown-key.yaml",
+             "unknown-key.yaml: unknown bigdens key 'jobz'; allowed: block, jobs, max_cores_per_job, security, "
+             "threads_per_worker, wait_for_workers_s"),
+        case("profile-unknown-section", "a top-level key 'extra'", "clusters unknown-section.yaml",
+             "unknown-section.yaml: unknown top-level key(s) ['extra']; allowed: scheduler, jobqueue, bigdens, "
+             "description"),
+        case("profile-missing-key", "no jobqueue.cores", "clusters missing-key.yaml",
+             "missing-key.yaml: missing required key jobqueue.cores (e.g. cores: 8, memory: 16GB, walltime: "
+             "'01:00:00')"),
+        case("profile-wrong-type", "cores: two", "clusters wrong-type.yaml",
+             "wrong-type.yaml: key 'jobqueue.cores' must be int, got 'two'"),
+        case("profile-bad-memory", "memory: lots", "predict al.xyz --cluster slurm:bad-memory.yaml --out new.zarr",
+             "bad-memory.yaml: jobqueue.memory 'lots' is not a size like '16GB' or '500MiB'"),
+        case("profile-bad-walltime", "walltime: 10 minutes", "clusters bad-walltime.yaml",
+             "bad-walltime.yaml: jobqueue.walltime '10 minutes' is not HH:MM:SS, MM:SS or D-HH:MM:SS"),
+        case("cluster-unknown-kind", "--cluster pbs", "predict al.xyz --cluster pbs " + PREDICT,
+             "cluster must be 'local' or 'slurm:NAME', got 'pbs'"),
+        case("cluster-no-profile-name", "--cluster slurm:", "predict al.xyz --cluster slurm: --out new.zarr",
+             "cluster 'slurm:' needs a configuration name, e.g. --cluster slurm:local-slurm (`bigdens clusters` "
+             "lists them)"),
+    ],
+    "Stores": [
+        case("store-out-is-file", "--out names a file", "predict al.xyz " + STORE + " --out file.zarr",
+             "'file.zarr' exists and is not a bigdens store; choose another --out or pass --overwrite"),
+        case("store-out-exists", "--out names a store, no flag", "predict al.xyz " + STORE + " --out done.zarr",
+             "'done.zarr' already holds a bigdens store; pass --resume to continue it or --overwrite to replace it"),
+        case("store-overwrite-foreign-folder", "--overwrite of a folder of other files",
+             "predict al.xyz " + STORE + " --out notes --overwrite",
+             "'notes' is a non-empty folder that is not a Zarr store; --overwrite only replaces files and stores: "
+             "remove it yourself or choose another --out"),
+        case("store-resume-other-run", "--resume with another seed", "predict al.xyz " + STORE
+             + " --out done.zarr --resume --seed 5",
+             "cannot resume: the store was made with other settings (seed: store has 0, this run 5 (set by "
+             "--seed)); rerun with the store's settings or pass --overwrite to start again"),
+        case("store-resume-missing", "--resume of nothing", "predict al.xyz " + STORE + " --out new.zarr --resume",
+             "cannot resume: 'new.zarr' does not exist; run without --resume to start a new store"),
+        case("store-resume-not-store", "--resume of a folder of other files",
+             "predict al.xyz " + STORE + " --out notes --resume",
+             "cannot resume: 'notes' is not a bigdens store; run without --resume to start a new store"),
+        case("store-out-folder-missing", "--out in a folder that does not exist",
+             "predict al.xyz " + STORE + " --out nodir/new.zarr",
+             "the output folder '…/nodir' does not exist (or is not a folder); create it first"),
+        case("store-out-under-file", "--out under a file", "predict al.xyz " + STORE + " --out al.xyz/new.zarr",
+             "the output folder '…/al.xyz' does not exist (or is not a folder); create it first"),
+        case("verify-not-store", "verify a folder of other files", "verify notes",
+             "'notes' is not a bigdens store (no zarr.json with format 'bigdens-density')"),
+        case("verify-missing", "verify a path that does not exist", "verify missing.zarr",
+             "'missing.zarr' is not a bigdens store (no zarr.json with format 'bigdens-density')"),
+        case("export-unknown-var", "--var rho", "export done.zarr --cube d.cube --var rho",
+             "unknown variable 'rho'; choose one of density, density_std_epistemic, density_std_aleatoric, "
+             "density_std"),
+        case("export-not-store", "export a folder of other files", "export notes --cube d.cube",
+             "'notes' is not a bigdens store"),
+        case("export-incomplete", "export an unfinished store", "export partial.zarr --cube d.cube",
+             "'partial.zarr' is incomplete (unwritten points read NaN); finish it with `bigdens predict ... "
+             "--resume` first"),
+        case("export-folder-missing", "--cube in a folder that does not exist",
+             "export done.zarr --cube nodir/d.cube",
+             "cannot write 'nodir/d.cube': its folder does not exist; create it first"),
+        case("plot-not-store", "plot a folder of other files", "plot notes -o p.png",
+             "'notes' is not a bigdens store"),
+        case("plot-bad-plane", "--plane w=0.5", "plot done.zarr --plane w=0.5 -o p.png",
+             "--plane must look like z=0.5 (axis x, y or z; a fraction in [0, 1]), got 'w=0.5'"),
+        case("plot-unknown-format", "-o with a suffix matplotlib does not write", "plot done.zarr -o p.weird",
+             "cannot write the image 'p.weird': unknown format 'weird'; use one of …, e.g. -o plane.png"),
+        case("plot-folder-missing", "-o in a folder that does not exist", "plot done.zarr -o nodir/p.png",
+             "cannot write 'nodir/p.png': its folder does not exist; create it first"),
+    ],
+    "Run settings": [
+        case("predict-mc-samples-zero", "S = 0", "predict al.xyz " + PREDICT + " --mc-samples 0",
+             "the number of Monte Carlo samples must be an integer >= 1, got 0; e.g. mc_samples=20 "
+             "(--mc-samples 20)"),
+        case("predict-mc-samples-negative", "S < 0", "predict al.xyz " + PREDICT + " --mc-samples -3",
+             "the number of Monte Carlo samples must be an integer >= 1, got -3; e.g. mc_samples=20 "
+             "(--mc-samples 20)"),
+        case("predict-block-not-chunk-multiple", "block 6, chunk 4", "predict al.xyz " + PREDICT
+             + " --block 6 --chunk 4",
+             "block (6, 6, 6) is not a multiple of the chunk (4, 4, 4) along every axis; blocks must write whole "
+             "chunks: use e.g. block=(4, 4, 4)"),
+        case("predict-block-zero", "block 0", "predict al.xyz " + PREDICT + " --block 0",
+             "block must be a positive integer or three of them (grid points), got 0; e.g. block=64"),
+        case("predict-chunk-zero", "chunk 0", "predict al.xyz " + PREDICT + " --chunk 0",
+             "chunk must be a positive integer or three of them (grid points), got 0; e.g. chunk=64"),
+        case("predict-seed-negative", "seed -1", "predict al.xyz " + PREDICT + " --seed -1",
+             "seed must be an integer >= 0, got -1"),
+        case("predict-seed-too-large", "seed 2**32", "predict al.xyz " + PREDICT + " --seed 4294967296",
+             "seed must be below 2**32, got 4294967296"),
+        case("predict-workers-negative", "workers -1", "predict al.xyz " + PREDICT + " --workers -1",
+             "workers must be an integer >= 0, got -1"),
+        case("predict-threads-zero", "0 threads per worker", "predict al.xyz " + PREDICT + " --threads-per-worker 0",
+             "threads_per_worker must be an integer >= 1, got 0"),
+        case("predict-max-blocks-negative", "--max-blocks -1", "predict al.xyz " + PREDICT + " --max-blocks -1",
+             "max_blocks must be an integer >= 0 or None, got -1"),
+        case("predict-resume-and-overwrite", "both flags", "predict al.xyz " + PREDICT + " --resume --overwrite",
+             "resume and overwrite exclude each other: --resume continues the store, --overwrite replaces it"),
+        case("predict-device-unknown", "--device tpu", "predict al.xyz " + PREDICT + " --device tpu",
+             "device must be one of ('auto', 'cpu', 'cuda'), got 'tpu'"),
+        case("predict-device-cuda-missing", "--device cuda without a GPU", "predict al.xyz " + PREDICT
+             + " --device cuda",
+             "device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto", skip_with_cuda=True),
+        case("predict-dry-run-local", "--dry-run without SLURM", "predict al.xyz " + PREDICT + " --dry-run",
+             "--dry-run shows the SLURM job script: use it with --cluster slurm:NAME"),
+        case("predict-report-no-dask", "--report with --workers 0", "predict al.xyz " + PREDICT + " --report r.html",
+             "a Dask performance report needs a Dask cluster; drop --report or use --workers >= 1"),
+        case("predict-scheduler-file-no-workers", "--scheduler-file with --workers 0",
+             "predict al.xyz " + PREDICT + " --scheduler-file s.json",
+             "workers=0 runs in this process and cannot join a cluster; drop --scheduler-file or --workers 0"),
+        case("predict-scheduler-file-missing", "a scheduler file that does not exist",
+             "predict al.xyz --model al.safetensors --grid 4 4 4 --out new.zarr --scheduler-file s.json",
+             "scheduler file 's.json' does not exist; start the scheduler with `dask scheduler --scheduler-file "
+             "FILE` first"),
+        case("predict-slurm-no-workers", "--cluster slurm:NAME with --workers 0",
+             "predict al.xyz " + PREDICT + " --cluster slurm:good.yaml",
+             "workers=0 runs every block in this process and submits nothing; drop --workers 0 or --cluster "
+             "slurm:NAME"),
+        case("train-output-folder-missing", "-o in a folder that does not exist",
+             "train al4 -o nodir/m.safetensors --epochs 1",
+             "cannot write the model 'nodir/m.safetensors': its folder does not exist; create it first"),
+        case("finetune-output-is-folder", "-o names a folder", "finetune al.safetensors al4 -o al4",
+             "-o 'al4' is a folder; give a model file, e.g. -o 'al4/model.safetensors'"),
+        case("train-epochs-zero", "--epochs 0", "train al4 --epochs 0 -o m.safetensors",
+             "epochs must be >= 1, got 0"),
+        case("train-lr-negative", "--lr -1", "train al4 --lr -1 -o m.safetensors", "lr must be > 0, got -1.0"),
+        case("train-hidden-zero", "--hidden 0", "train al4 --hidden 0 -o m.safetensors",
+             "hidden layer widths must be positive integers, got (0,)"),
+        case("train-unknown-species", "--species Xx", "train al4 --species Xx -o m.safetensors",
+             "unknown chemical symbol(s) ['Xx'] in --species"),
+        case("finetune-frozen-lr-scale", "--frozen-lr-scale 2",
+             "finetune al.safetensors al4 --frozen-lr-scale 2 -o ft.safetensors",
+             "frozen_lr_scale must be within [0, 1], got 2.0"),
+        case("evaluate-mc-samples-zero", "--mc-samples 0", "evaluate al.safetensors al4 --mc-samples 0",
+             "the number of Monte Carlo samples must be >= 1, got 0"),
+    ],
+    "Structure building": [
+        case("build-sige-no-x", "sige without --x", "build sige -o b.xyz",
+             "bigdens build sige needs the Ge fraction, e.g. --x 0.5"),
+        case("build-al-with-x", "al with --x", "build al --x 0.5 -o b.xyz", "--x is for sige only"),
+        case("build-x-out-of-range", "--x 1.5", "build sige --x 1.5 -o b.xyz",
+             "Ge fraction x must be within [0, 1], got 1.5"),
+        case("build-cells-zero", "--cells 0 1 1", "build al --cells 0 1 1 -o b.xyz",
+             "cells must be positive integers, got (0, 1, 1)"),
+        case("build-a-negative", "--a -4", "build al --a -4 -o b.xyz", "lattice constant must be > 0 Å, got -4.0"),
+        case("build-too-many-vacancies", "100 vacancies in 4 atoms", "build al --vacancies 100 -o b.xyz",
+             "number of vacancies must be within [0, 3], got 100"),
+        case("build-void-too-large", "a void larger than the cell", "build al --void 100 -o b.xyz",
+             "a void of radius 100.0 Å removes every atom of the cell"),
+        case("build-cluster-unknown-element", "--cluster Xx 2", "build al --cluster Xx 2 -o b.xyz",
+             "unknown chemical element 'Xx'"),
+        case("build-cluster-radius-not-number", "--cluster Cu abc", "build al --cluster Cu abc -o b.xyz",
+             "--cluster takes SYMBOL R with R a radius in Å, got R='abc'; e.g. --cluster Cu 3.0"),
+        case("build-rattle-negative", "--rattle -1", "build al --rattle -1 -o b.xyz",
+             "rattle amplitude must be >= 0 Å, got -1.0"),
+        case("build-unknown-format", "-o with a suffix ASE does not know", "build al -o b.weird",
+             "cannot write 'b.weird' (UnknownFileTypeError: weird); choose a format ASE writes with --out-format"),
+        case("build-folder-missing", "-o in a folder that does not exist", "build al -o nodir/b.xyz",
+             "cannot write 'nodir/b.xyz': its folder does not exist; create it first"),
+    ],
+    "DFT data generation (refused before any MD or GPAW work)": [
+        case("datagen-temperature-negative", "--temperatures -5", "datagen al --temperatures -5 -o ds",
+             "temperatures must be > 0 K, got -5.0; e.g. --temperatures 300 600 900"),
+        case("datagen-structure-missing", "a structure file that does not exist",
+             "datagen missing.xyz --temperatures 300 -o ds",
+             "system must be 'al', 'sige' or an existing structure file, got 'missing.xyz'"),
+        case("datagen-snapshots-zero", "--snapshots-per-temperature 0",
+             "datagen al --temperatures 300 --snapshots-per-temperature 0 -o ds",
+             "--snapshots-per-temperature must be >= 1, got 0"),
+        case("datagen-sige-no-x", "sige without --x", "datagen sige --temperatures 300 -o ds",
+             "bigdens datagen sige needs the Ge fraction(s), e.g. --x 0 0.25 0.5"),
+        case("datagen-no-hgh-setup", "Pu, which has no HGH setup", "datagen pu.xyz --temperatures 300 -o ds",
+             "element 'Pu' has no HGH pseudopotential setup in GPAW; the bigdens DFT protocol supports H, He, …"),
+        case("datagen-atoms-too-close", "two atoms 0.3 Å apart", "datagen close.xyz --temperatures 300 -o ds",
+             "atom 0 is 0.300 Å from atom 1 (minimum allowed 0.5 Å); check the cell and the position units (Å)"),
+        case("datagen-split-sum", "split fractions summing to 1.5",
+             "datagen al --temperatures 300 --split 0.5 0.5 0.5 -o ds",
+             "split fractions must be three non-negative numbers summing to 1, got [0.5, 0.5, 0.5]"),
+        case("datagen-timestep-zero", "--timestep 0", "datagen al --temperatures 300 --timestep 0 -o ds",
+             "MDSettings.timestep_fs must be a positive number, got 0.0"),
+        case("datagen-kpts-zero", "--kpts 0 1 1", "datagen al --temperatures 300 --kpts 0 1 1 -o ds",
+             "DFTSettings.kpts must be three positive integers, got (0, 1, 1)"),
+        case("datagen-output-is-file", "-o names a file", "datagen al --temperatures 300 -o al.xyz",
+             "-o 'al.xyz': '…/al.xyz' exists and is not a folder; choose another -o"),
+        case("datagen-resume-other-settings", "-o names a data set made with other settings",
+             "datagen al --temperatures 300 -o al4",
+             "'al4' was started with other settings (differing: seed, snapshots_per_temperature, split_fractions, "
+             "temperatures); rerun with the same arguments to resume, or write to a new directory with -o"),
+    ],
+}
+
+CASES: list[Case] = [c for cases in GROUPS.values() for c in cases]
+
+
+# -- the inputs -----------------------------------------------------------------------------
+
+def _make_model(path: Path, species=(13,)) -> Path:
+    from bigdens import descriptors
+    from bigdens.bnn import Architecture, DensityModel, Scaling
+
+    n = len(species)
+    params = descriptors.DescriptorParams(species=tuple(species), m=(8,) * n, k=(3,) * n, r_cut=4.0)
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0.5, 4.0, size=(300, params.n_features)).astype(np.float32)
+    y = rng.uniform(0.01, 0.05, size=300)
+    DensityModel.new(params, Architecture(hidden=(16, 16)), Scaling.fit(X, y), seed=1).save(path)
+    return path
+
+
+def _rewrite_model(src: Path, dst: Path, *, meta=None, tensors=None) -> None:
+    """Copy a model file, changing its bigdens metadata or its tensors."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        metadata = dict(f.metadata())
+        weights = {k: f.get_tensor(k) for k in f.keys()}
+    if meta is not None:
+        metadata["bigdens"] = json.dumps(meta(json.loads(metadata["bigdens"])))
+    if tensors is not None:
+        weights = tensors(weights)
+    save_file(weights, str(dst), metadata=metadata)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """A folder of every input the cases name (built once; each test works on a copy)."""
+    from ase import Atoms
+    from ase.io import write
+
+    from bigdens import engine, structure
+
+    d = tmp_path_factory.mktemp("inputs")
+    al = structure.fcc_al((1, 1, 1))
+    write(d / "al.xyz", al)
+    (d / "al.weird").write_text("Al 0 0 0\n")
+    (d / "empty.xyz").write_text("")
+    (d / "garbage.xyz").write_text("hello world\nthis is not an xyz file\n")
+    write(d / "zero.xyz", Atoms(cell=al.cell, pbc=True))
+    a = al.copy()
+    a.positions[1] = np.nan
+    write(d / "nan.xyz", a)
+    a = al.copy()
+    a.positions[1] = a.positions[0] + [0.3, 0.0, 0.0]
+    write(d / "close.xyz", a)
+    a = al.copy()
+    a.pbc = False
+    write(d / "nopbc.xyz", a)
+    a = al.copy()
+    a.cell[2] = a.cell[0]
+    write(d / "singular.xyz", a)
+    a = al.copy()
+    a.numbers[:] = 94
+    write(d / "pu.xyz", a)
+
+    model = _make_model(d / "al.safetensors")
+    _make_model(d / "si.safetensors", species=(14,))
+    (d / "notmodel.safetensors").write_text("this is not a model\n")
+    (d / "truncated.safetensors").write_bytes(model.read_bytes()[:200])
+    (d / "model.pkl").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros(3, dtype=np.float32)}, str(d / "plain.safetensors"))
+
+    def more_m(meta):
+        meta["descriptor"]["m"] = [9]
+        return meta
+
+    def newer(meta):
+        return dict(meta, format_version=99, bigdens_version="99.0")
+
+    def nan_weight(weights):
+        k = sorted(weights)[0]
+        weights[k] = weights[k].clone()
+        weights[k].view(-1)[0] = float("nan")
+        return weights
+
+    _rewrite_model(model, d / "badmeta.safetensors", meta=more_m)
+    _rewrite_model(model, d / "newer.safetensors", meta=newer)
+    _rewrite_model(model, d / "nanweights.safetensors", tensors=nan_weight)
+
+    shutil.copytree(AL4, d / "al4")
+    (d / "empty-ds").mkdir()
+    (d / "empty-ds" / "dataset.json").write_text(json.dumps(
+        {"format": "bigdens-dataset", "format_version": 1, "protocol": "bigdens-dft-v1", "snapshots": []}))
+    shutil.copytree(AL4, d / "nan-ds")
+    snap = d / "nan-ds" / "al4-T0300-00.npz"
+    arrays = dict(np.load(snap))
+    arrays["density"] = arrays["density"].copy()
+    arrays["density"][0, 0, 0] = np.nan
+    np.savez(snap, **arrays)
+    shutil.copytree(AL4, d / "truncated-ds")
+    snap = d / "truncated-ds" / "al4-T0300-00.npz"
+    snap.write_bytes(snap.read_bytes()[:500])
+    (d / "damaged-ds").mkdir()
+    (d / "damaged-ds" / "dataset.json").write_text("{not json")
+    (d / "notes").mkdir()
+    (d / "notes" / "todo.txt").write_text("my notes\n")
+
+    good = "jobqueue: {cores: 2, memory: 1GB, walltime: '00:10:00'}\n"
+    profiles = {
+        "good": good,
+        "bad-yaml": "jobqueue: [cores: 2\n",
+        "not-mapping": "- 1\n- 2\n",
+        "unknown-key": good + "bigdens: {jobz: 2}\n",
+        "unknown-section": good + "extra: 1\n",
+        "missing-key": "jobqueue: {memory: 1GB, walltime: '00:10:00'}\n",
+        "wrong-type": "jobqueue: {cores: two, memory: 1GB, walltime: '00:10:00'}\n",
+        "bad-memory": "jobqueue: {cores: 2, memory: lots, walltime: '00:10:00'}\n",
+        "bad-walltime": "jobqueue: {cores: 2, memory: 1GB, walltime: '10 minutes'}\n",
+    }
+    for name, text in profiles.items():
+        (d / f"{name}.yaml").write_text(text)
+
+    (d / "file.zarr").write_text("precious\n")
+    atoms = structure.read(d / "al.xyz")
+    settings = dict(model=model, grid=(4, 4, 4), block=4, mc_samples=1, workers=0, progress=False)
+    engine.predict(atoms, out=d / "done.zarr", **settings)
+    engine.predict(atoms, out=d / "partial.zarr", max_blocks=0, **settings)
+    return d
+
+
+def _tree(root: Path) -> dict[str, tuple]:
+    """Every file (size, mtime, sha1) and folder under ``root``."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        key = str(p.relative_to(root))
+        if p.is_dir():
+            out[key] = ("dir",)
+        else:
+            st = p.stat()
+            out[key] = (st.st_size, st.st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest())
+    return out
+
+
+def _pattern(message: str) -> re.Pattern:
+    return re.compile(".*".join(re.escape(part) for part in message.split("…")), re.DOTALL)
+
+
+# -- the tests -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, inputs, tmp_path, capsys, monkeypatch):
+    from bigdens.cli import main
+
+    if case.skip_with_cuda:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA GPU is present: --device cuda is not a bad input here")
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # `bigdens predict` replaces it
+    monkeypatch.delenv("BIGDENS_CLUSTER_CONFIGS", raising=False)
+    shutil.copytree(inputs, tmp_path, dirs_exist_ok=True, symlinks=True)
+    before = _tree(tmp_path)
+    capsys.readouterr()
+
+    status = main(list(case.argv))
+
+    out, err = capsys.readouterr()
+    assert status == 2, (status, out, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    prefix = f"bigdens {case.command}: error: "
+    assert lines[0].startswith(prefix), lines[0]
+    assert _pattern(case.message).fullmatch(lines[0][len(prefix):]), \
+        f"\n got: {lines[0][len(prefix):]}\nwant: {case.message}"
+    assert _tree(tmp_path) == before, "a refused command created, changed or removed files"
+
+
+def test_cases_cover_every_command():
+    from bigdens.cli import COMMANDS
+
+    assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
+    missing = set(COMMANDS) - {c.command for c in CASES}
+    assert not missing, f"no bad-input case for: {sorted(missing)}"
+    assert len(CASES) >= 30
+
+
+def render() -> str:
+    """The catalogue's tables, one per group, in Markdown."""
+
+    def code(text: str) -> str:
+        text = text.replace("|", "\\|")
+        return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+    parts = [BEGIN]
+    for title, cases in GROUPS.items():
+        parts += ["", f"### {title}", "",
+                  "| id | bad input | command | error message (after `bigdens CMD: error: `) | exit |",
+                  "|---|---|---|---|---|"]
+        for c in cases:
+            note = " (skipped where a CUDA GPU is present)" if c.skip_with_cuda else ""
+            parts.append(f"| `{c.id}` | {c.what}{note} | {code('bigdens ' + shlex.join(c.argv))} | "
+                         f"{code(c.message)} | 2 |")
+    parts += ["", END]
+    return "\n".join(parts)
+
+
+def test_catalogue_matches_the_cases():
+    text = DOC.read_text()
+    assert BEGIN in text and END in text, f"{DOC} lacks the generated block"
+    block = text[text.index(BEGIN): text.index(END) + len(END)]
+    assert block == render(), f"{DOC} is out of date: rewrite it with `.venv/bin/python tests/test_bad_inputs.py`"
+
+
+if __name__ == "__main__":  # rewrite the generated block of docs/bad-inputs.md
+    text = DOC.read_text()
+    new = text[: text.index(BEGIN)] + render() + text[text.index(END) + len(END):]
+    DOC.write_text(new)
+    print(f"wrote {DOC}: {len(CASES)} cases", file=sys.stderr)
