@@ -496,6 +496,9 @@ def load(path: str | Path) -> DensityModel:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"model {str(path)!r} is a folder; give the model file (.safetensors) written by "
+                         "`bigdens train`")
     if not path.is_file():
         raise InputError(f"model file {str(path)!r} does not exist")
     try:
@@ -503,7 +506,12 @@ def load(path: str | Path) -> DensityModel:
             meta_raw = (f.metadata() or {}).get(METADATA_KEY)
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise InputError(f"{str(path)!r} is not a readable bigdens model file (safetensors: {exc})") from None
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        # A pickle (torch.save) starts with the protocol opcode 0x80; a zip (torch.save) with PK.
+        kind = " (it looks like a pickle/torch.save file, which bigdens never loads)" if head[:1] == b"\x80" or head == b"PK" else ""
+        raise InputError(f"{str(path)!r} is not a readable bigdens model file{kind}: bigdens models are "
+                         f".safetensors files written by `bigdens train` (safetensors: {exc})") from None
     if meta_raw is None:
         raise InputError(f"{str(path)!r} is a safetensors file but not a bigdens model (no {METADATA_KEY!r} metadata)")
     try:

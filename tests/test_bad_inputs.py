@@ -102,15 +102,18 @@ GROUPS: dict[str, list[Case]] = {
     "Models": [
         case("model-not-a-model", "a text file as model", "predict al.xyz " + PREDICT.replace(
              "al.safetensors", "notmodel.safetensors"),
-             "'notmodel.safetensors' is not a readable bigdens model file (safetensors: Error while "
-             "deserializing header: …)"),
+             "'notmodel.safetensors' is not a readable bigdens model file: bigdens models are .safetensors "
+             "files written by `bigdens train` (safetensors: Error while deserializing header: …)"),
         case("model-truncated", "the first 200 bytes of a model", "predict al.xyz " + PREDICT.replace(
              "al.safetensors", "truncated.safetensors"),
-             "'truncated.safetensors' is not a readable bigdens model file (safetensors: Error while "
-             "deserializing header: …)"),
+             "'truncated.safetensors' is not a readable bigdens model file: bigdens models are .safetensors "
+             "files written by `bigdens train` (safetensors: Error while deserializing header: …)"),
         case("model-pickle", "a pickle file as model", "evaluate model.pkl al4",
-             "'model.pkl' is not a readable bigdens model file (safetensors: Error while deserializing "
-             "header: …)"),
+             "'model.pkl' is not a readable bigdens model file (it looks like a pickle/torch.save file, which "
+             "bigdens never loads): bigdens models are .safetensors files written by `bigdens train` "
+             "(safetensors: Error while deserializing header: …)"),
+        case("model-folder", "a folder as model", "predict al.xyz " + PREDICT.replace("al.safetensors", "al4"),
+             "model 'al4' is a folder; give the model file (.safetensors) written by `bigdens train`"),
         case("model-missing", "model file that does not exist", "predict al.xyz " + PREDICT.replace(
              "al.safetensors", "missing.safetensors"),
              "model file 'missing.safetensors' does not exist"),
