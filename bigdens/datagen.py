@@ -64,6 +64,15 @@ PLAN_VERSION = 1
 
 
 # -- settings ----------------------------------------------------------------
+#: Settings fields -> the ``bigdens datagen`` option that sets them (named in error messages).
+_FLAGS = {"timestep_fs": "--timestep", "equilibration_ps": "--equilibration", "interval_ps": "--interval",
+          "melt_temperature_K": "--melt-temperature", "kpts": "--kpts", "gpts": "--gpts"}
+
+
+def _flag(name: str) -> str:
+    return f" ({_FLAGS[name]})" if name in _FLAGS else ""
+
+
 @dataclass(frozen=True)
 class DFTSettings:
     """GPAW settings of a DFT single point.
@@ -113,13 +122,13 @@ class DFTSettings:
         for name in ("ecut", "smearing", "density_convergence", "kpoint_length", "grid_spacing"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise InputError(f"DFTSettings.{name} must be a positive number, got {value!r}")
+                raise InputError(f"DFTSettings.{name}{_flag(name)} must be a positive number, got {value!r}")
         for name in ("kpts", "gpts"):
             value = getattr(self, name)
             if value is not None:
                 value = tuple(int(v) for v in value)
                 if len(value) != 3 or min(value) < 1:
-                    raise InputError(f"DFTSettings.{name} must be three positive integers, got {value!r}")
+                    raise InputError(f"DFTSettings.{name}{_flag(name)} must be three positive integers, got {value!r}")
                 object.__setattr__(self, name, value)
 
     @property
@@ -185,7 +194,7 @@ class MDSettings:
                      "melt_ps"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise InputError(f"MDSettings.{name} must be a positive number, got {value!r}")
+                raise InputError(f"MDSettings.{name}{_flag(name)} must be a positive number, got {value!r}")
         if self.melt_above_K is not None and not (math.isfinite(self.melt_above_K) and self.melt_above_K > 0):
             raise InputError(f"--melt-above must be a temperature > 0 K, got {self.melt_above_K!r}")
         if self.potential not in ("auto", "emt", "tersoff-sige"):
