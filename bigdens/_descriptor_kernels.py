@@ -1,9 +1,11 @@
 """Numba kernels of :mod:`bigdens.descriptors` (pure functions over arrays).
 
-The points arrive grouped in small spatial tiles.  Per tile, the atoms within
-``r_cut + tile radius`` of the tile centre are gathered once, grouped by
-species; per point, only those candidates are tested against the exact
-cutoff.  Distances are sorted in place (no allocation per point); the K
+The points arrive grouped in small spatial tiles, the atom images sorted into
+a uniform grid of bins.  Per tile, the atoms within ``r_cut + tile radius``
+of the tile centre are gathered once from the bins that box overlaps (so the
+cost does not grow with the halo, e.g. for coarse grids where a tile holds
+one point), grouped by species; per point, only those candidates are tested
+against the exact cutoff.  Distances are sorted in place (no allocation per point); the K
 nearest of a species are kept by insertion into a K-long list, which rejects
 most candidates with one comparison.  The sort is a counting sort on
 (d/r_cut)^3 followed by an insertion sort: linear in the number of neighbours.
@@ -61,15 +63,20 @@ def _sort_d2(d2, n, rc2, tmp, bucket, counts):
 
 
 @njit(cache=True, parallel=True)
-def descriptors(points, tile_starts, atom_pos, atom_species, m, k, offsets, r_cut, n_features):
+def descriptors(points, tile_starts, atom_pos, atom_species, bin_starts, bin_origin, bin_edge, bin_dims,
+                m, k, offsets, r_cut, n_features):
     """Descriptor rows of ``points`` (float32, shape (n_points, n_features)).
 
     Parameters
     ----------
     points : (P, 3) float64, Å, grouped so that each tile is contiguous.
     tile_starts : (T + 1,) int64, tile t is ``points[tile_starts[t]:tile_starts[t+1]]``.
-    atom_pos : (A, 3) float64, Å, atom images (periodic images resolved).
+    atom_pos : (A, 3) float64, Å, atom images (periodic images resolved), sorted by bin.
     atom_species : (A,) int64, species index in 0..S-1 of each image.
+    bin_starts : (B + 1,) int64, bin b (C order over ``bin_dims``) holds atoms
+        ``bin_starts[b]:bin_starts[b+1]``.
+    bin_origin : (3,) float64, Å, corner of bin (0, 0, 0); bins are cubes of ``bin_edge`` Å.
+    bin_dims : (3,) int64, bins per axis.
     m, k : (S,) int64, radial count M_s and angular count K_s per species.
     offsets : (S,) int64, first feature column of each species block.
     r_cut : float, Å.
@@ -78,7 +85,6 @@ def descriptors(points, tile_starts, atom_pos, atom_species, m, k, offsets, r_cu
     n_points = points.shape[0]
     n_tiles = tile_starts.shape[0] - 1
     n_species = m.shape[0]
-    n_atoms = atom_pos.shape[0]
     out = np.zeros((n_points, n_features), dtype=np.float32)
     rc2 = r_cut * r_cut
     kmax = 1
@@ -111,16 +117,34 @@ def descriptors(points, tile_starts, atom_pos, atom_species, m, k, offsets, r_cu
         reach2 = reach * reach
         # Candidates of the tile, grouped by species (counting sort).
         count = np.zeros(n_species + 1, dtype=np.int64)
-        keep = np.empty(n_atoms, dtype=np.int64)
+        lo = np.empty(3, dtype=np.int64)
+        hi = np.empty(3, dtype=np.int64)
+        c = (cx, cy, cz)
+        for ax in range(3):
+            lo[ax] = max(0, int(np.floor((c[ax] - reach - bin_origin[ax]) / bin_edge)))
+            hi[ax] = min(bin_dims[ax] - 1, int(np.floor((c[ax] + reach - bin_origin[ax]) / bin_edge)))
+        n_box = 0
+        for bx in range(lo[0], hi[0] + 1):
+            for by in range(lo[1], hi[1] + 1):
+                b = (bx * bin_dims[1] + by) * bin_dims[2]
+                if hi[2] >= lo[2]:
+                    n_box += bin_starts[b + hi[2] + 1] - bin_starts[b + lo[2]]
+        keep = np.empty(max(n_box, 1), dtype=np.int64)
         nk = 0
-        for a in range(n_atoms):
-            dx = atom_pos[a, 0] - cx
-            dy = atom_pos[a, 1] - cy
-            dz = atom_pos[a, 2] - cz
-            if dx * dx + dy * dy + dz * dz <= reach2:
-                keep[nk] = a
-                nk += 1
-                count[atom_species[a] + 1] += 1
+        for bx in range(lo[0], hi[0] + 1):
+            for by in range(lo[1], hi[1] + 1):
+                if hi[2] < lo[2]:
+                    continue
+                b = (bx * bin_dims[1] + by) * bin_dims[2]
+                # Bins (bx, by, lo..hi) are contiguous in C order: one run of atoms.
+                for a in range(bin_starts[b + lo[2]], bin_starts[b + hi[2] + 1]):
+                    dx = atom_pos[a, 0] - cx
+                    dy = atom_pos[a, 1] - cy
+                    dz = atom_pos[a, 2] - cz
+                    if dx * dx + dy * dy + dz * dz <= reach2:
+                        keep[nk] = a
+                        nk += 1
+                        count[atom_species[a] + 1] += 1
         for s in range(n_species):
             count[s + 1] += count[s]
         fill = count[:n_species].copy()

@@ -38,6 +38,8 @@ K_MAX = 16
 TILE_EDGE = 0.8
 #: Points per tile at most (a tile larger than this is split).
 TILE_MAX_POINTS = 128
+#: Edge of the bins atom images are sorted into for the per-tile candidate search, Å.
+BIN_EDGE = 2.0
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,39 @@ def tile_order(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order.astype(np.int64), np.concatenate(starts + [[n]]).astype(np.int64)
 
 
+def atom_bins(positions: np.ndarray, edge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sort atom images into a uniform grid of cubic bins.
+
+    Parameters
+    ----------
+    positions : ndarray, shape (n, 3), Å
+    edge : float
+        Bin edge, Å.
+
+    Returns
+    -------
+    order : ndarray, shape (n,), int64
+        Permutation that groups the atoms by bin (C order over the bins; stable).
+    bin_starts : ndarray, shape (n_bins + 1,), int64
+        Bin b holds ``order[bin_starts[b]:bin_starts[b+1]]``.
+    origin : ndarray, shape (3,), float64, Å
+        Corner of bin (0, 0, 0).
+    dims : ndarray, shape (3,), int64
+        Bins per axis.
+    """
+    n = positions.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(2, dtype=np.int64), np.zeros(3), np.ones(3, dtype=np.int64)
+    origin = positions.min(axis=0)
+    idx = np.floor((positions - origin) / edge).astype(np.int64)
+    dims = idx.max(axis=0) + 1
+    flat = (idx[:, 0] * dims[1] + idx[:, 1]) * dims[2] + idx[:, 2]
+    order = np.argsort(flat, kind="stable").astype(np.int64)
+    counts = np.bincount(flat, minlength=int(np.prod(dims)))
+    bin_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return order, bin_starts, origin.astype(np.float64), dims.astype(np.int64)
+
+
 def compute_points(
     points: np.ndarray, atom_positions: np.ndarray, atom_species: np.ndarray, params: DescriptorParams
 ) -> np.ndarray:
@@ -194,11 +229,18 @@ def compute_points(
 
     points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
     order, tiles = tile_order(points)
+    atom_positions = np.ascontiguousarray(atom_positions, dtype=np.float64).reshape(-1, 3)
+    atom_species = np.ascontiguousarray(atom_species, dtype=np.int64)
+    by_bin, bin_starts, origin, dims = atom_bins(atom_positions, BIN_EDGE)
     raw = kern.descriptors(
         np.ascontiguousarray(points[order]),
         tiles,
-        np.ascontiguousarray(atom_positions, dtype=np.float64).reshape(-1, 3),
-        np.ascontiguousarray(atom_species, dtype=np.int64),
+        np.ascontiguousarray(atom_positions[by_bin]),
+        np.ascontiguousarray(atom_species[by_bin]),
+        bin_starts,
+        origin,
+        BIN_EDGE,
+        dims,
         np.array(params.m, dtype=np.int64),
         np.array(params.k, dtype=np.int64),
         np.array(params.offsets, dtype=np.int64),
