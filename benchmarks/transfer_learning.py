@@ -14,6 +14,8 @@ draws predicted σ next to |ρ̂ − ρ| on a slice through a defect cell.
 
 Run:  python -m benchmarks.transfer_learning --small datasets/al32 --large datasets/al108 \
           --defect datasets/al32-vacancy --out benchmarks/results/transfer_al
+      python -m benchmarks.transfer_learning --figure bigdens/models/al.safetensors \
+          --defect datasets/al32-vacancy --out docs/figures   # the figure alone
 """
 
 from __future__ import annotations
@@ -45,37 +47,47 @@ def _holdout(train_snaps):
 
 
 def slice_figure(model, snapshot, path: Path, *, samples: int = 20) -> dict:
-    """σ and |ρ̂ − ρ| on the plane through the vacancy (or the cell's middle), side by side."""
+    """σ and |ρ̂ − ρ| on the plane through the vacancy (the point farthest from any atom), side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from bigdens.metrics import spearman
 
     X, y = snapshot_features(snapshot, model.params)
     mean, epi, ale = model.predict(X, samples=samples, seed=0)
     shape = snapshot.density.shape
     sigma = np.sqrt(epi.astype(np.float64) + ale).reshape(shape)
     err = np.abs(mean.astype(np.float64) - y).reshape(shape)
-    k = int(np.argmax(sigma.max(axis=(0, 1))))  # plane of largest σ: at the defect
+    # Feature 0 is the distance to the nearest atom: its maximum sits in the vacancy (or void).
+    far = np.unravel_index(int(np.argmax(X[:, 0])), shape)
+    k = int(far[2])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), constrained_layout=True)
-    vmax = max(sigma[:, :, k].max(), err[:, :, k].max())
-    for ax, field, title in ((axes[0], sigma, "predicted σ_total"), (axes[1], err, "|ρ̂ − ρ_DFT|")):
+    # A shared scale, clipped at the 99th percentile: σ and the error peak at the nuclei.
+    vmax = float(np.percentile(np.concatenate([sigma[:, :, k].ravel(), err[:, :, k].ravel()]), 99))
+    for ax, field, title in ((axes[0], sigma, "predicted σ (total)"), (axes[1], err, "|ρ̂ − ρ_DFT|")):
         im = ax.imshow(field[:, :, k].T, origin="lower", cmap="magma", vmin=0, vmax=vmax)
+        ax.plot(far[0], far[1], "c+", ms=14, mew=2, label="vacancy (farthest from atoms)")
         ax.set_title(f"{title}, plane k={k}")
         ax.set_xlabel("i (along a1)")
         ax.set_ylabel("j (along a2)")
-        fig.colorbar(im, ax=ax, label="e/Å³")
-    fig.suptitle(f"{snapshot.name}: {len(snapshot.numbers)} atoms")
+        fig.colorbar(im, ax=ax, label="e/Å³ (clipped at the 99th percentile)")
+    axes[0].legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"{snapshot.name}: {len(snapshot.numbers)} atoms, model {model.info.get('stage', '?')}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return {"snapshot": snapshot.name, "plane_k": k,
-            "spearman_sigma_error_plane": float(__import__("bigdens.metrics", fromlist=["spearman"]).spearman(sigma[:, :, k], err[:, :, k]))}
+    return {"snapshot": snapshot.name, "plane_k": k, "vacancy_grid_point": [int(v) for v in far],
+            "spearman_sigma_error_plane": float(spearman(sigma[:, :, k], err[:, :, k])),
+            "spearman_sigma_error_cell": float(spearman(sigma, err))}
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--small", nargs="+", required=True, help="small-cell data set(s): stage 1")
-    ap.add_argument("--large", nargs="+", required=True, help="large-cell data set(s): stage 2 (train) and test")
+    ap.add_argument("--small", nargs="+", help="small-cell data set(s): stage 1")
+    ap.add_argument("--large", nargs="+", help="large-cell data set(s): stage 2 (train) and test")
+    ap.add_argument("--figure", metavar="MODEL",
+                    help="only draw the σ/error figure of this model on --defect (no training)")
     ap.add_argument("--defect", nargs="*", default=[], help="defect snapshots for the σ/error figure")
     ap.add_argument("--species", type=int, nargs="+", default=[13])
     ap.add_argument("--m", type=int, nargs="+", default=[32])
@@ -90,6 +102,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/transfer")
     ap.add_argument("--save-models", help="folder for the stage-1 and stage-2 model files")
     args = ap.parse_args(argv)
+    if args.figure:
+        from bigdens.bnn import load
+
+        if not args.defect:
+            ap.error("--figure needs --defect DATA")
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        fig = slice_figure(load(args.figure), data.load(args.defect)[0], out / "sigma_vs_error.png",
+                           samples=args.samples)
+        (out / "figure.json").write_text(json.dumps({"model": args.figure, **fig}, indent=1))
+        print(json.dumps(fig))
+        return fig
+    if not args.small or not args.large:
+        ap.error("--small and --large are required (or --figure MODEL --defect DATA)")
 
     n = len(args.species)
     rep = lambda v: tuple(v) * n if len(v) == 1 else tuple(v)  # noqa: E731
