@@ -164,8 +164,6 @@ def predict_block(index: int, *, job: dict) -> dict:
         ``t_bnn``, ``t_write``, and ``n_points``, ``pid``, ``max_rss_mb``,
         ``slurm_job_id`` (the SLURM job the worker runs in, or None).
     """
-    import resource
-
     from .blocks import block_halo
     from .descriptors import compute_block
 
@@ -209,8 +207,28 @@ def predict_block(index: int, *, job: dict) -> dict:
     t3 = time.perf_counter()
     return {**entry, "t_setup": t0 - ts, "t_descriptors": t1 - t0, "t_bnn": t2 - t1, "t_write": t3 - t2, "n_points": block.n_points,
             "n_halo": len(halo.numbers), "pid": os.getpid(),
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "max_rss_mb": peak_rss_mb(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, MB.
+
+    Linux's ``VmHWM`` (the high-water mark of this process's own memory);
+    ``getrusage``'s ``ru_maxrss`` is the fallback elsewhere.  ``ru_maxrss``
+    is not used on Linux because a process started by fork + exec (a Dask
+    worker) inherits its parent's peak in it.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def scale_block(index: int, *, job: dict, factor: float) -> dict:
