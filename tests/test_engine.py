@@ -214,3 +214,38 @@ def test_shipped_al_model_conserves_electrons(tmp_path):
     assert got.n_electrons_predicted == pytest.approx(96, rel=0.01)
     # The default grid is the model's training grid spacing (no coarse-grid warning).
     assert max(store.read_attrs(got.path)["grid_spacing"]) <= load(model).info["grid_spacing"] + 1e-9
+
+
+def test_worker_killed_mid_run_result_unchanged(tmp_path, model, atoms):
+    """kill -9 one worker process of a 2-worker LocalCluster mid-run: the run completes, bit-identical."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    ref = config(tmp_path / "ref.zarr", model, mc_samples=400)
+    engine.run(atoms, ref)
+    c = config(tmp_path / "o.zarr", model, mc_samples=400, workers=2)
+    killed = []
+
+    def kill_one_worker_after_first_block():
+        end = time.monotonic() + 300
+        while time.monotonic() < end and not killed:
+            if c.out.exists() and len(store.read_ledger(c.out)) >= 1:
+                # LocalCluster's nannies live in this process; its worker processes are our spawned children.
+                workers = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+                if workers:
+                    os.kill(workers[0].pid, signal.SIGKILL)
+                    killed.append(workers[0].pid)
+                    return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=kill_one_worker_after_first_block)
+    t.start()
+    got = engine.run(atoms, c)
+    t.join()
+    assert killed, "no worker was killed"
+    assert got.complete and len(store.read_ledger(c.out)) == got.n_blocks == 27
+    assert_identical(variables(c.out), variables(ref.out))
