@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -469,6 +470,10 @@ class DensityModel:
         tensors = {k: v.detach().to("cpu", dtype=_torch().float32).contiguous() for k, v in self.net.state_dict().items()}
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(self.metadata())})
+        # safetensors creates the file readable by its owner only; a model is meant to be shared.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         tmp.replace(path)
         return path
 

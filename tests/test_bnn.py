@@ -232,3 +232,15 @@ def test_bnn_throughput_benchmark_smoke(tmp_path):
     rec = result["records"][0]
     assert json.loads(out.read_text())["benchmark"] == "bnn_throughput"
     assert rec["allclose_rtol_1e-5"] and rec["predict_points_per_s"] > 0 and rec["torch_gemm_gflops_best"] > 0
+
+
+def test_saved_model_is_readable_by_others(model, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = model[0].save(tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
