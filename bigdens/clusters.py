@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -362,15 +361,11 @@ def slurm_client(profile: Profile, n_tasks: int, *, keep_interval: float = 5.0) 
     check_node_fits(profile)
     n_jobs = jobs_needed(profile, n_tasks)
     cluster = make_cluster(profile)
-    try:
-        check_submission(profile, cluster.job_script())
-    except BaseException:
-        cluster.close()
-        raise
     stop = threading.Event()
     keeper = None
     client = None
     try:
+        check_submission(profile, cluster.job_script())
         client = Client(cluster)
         cluster.scale(jobs=n_jobs)
         _wait_for_first_worker(cluster, client, profile, n_jobs)
@@ -388,13 +383,11 @@ def slurm_client(profile: Profile, n_tasks: int, *, keep_interval: float = 5.0) 
 
 
 def _wait_for_first_worker(cluster, client, profile: Profile, n_jobs: int) -> None:
-    deadline = time.monotonic() + profile.wait_for_workers_s
-    while time.monotonic() < deadline:
-        try:
-            client.wait_for_workers(1, timeout=min(2.0, max(0.1, deadline - time.monotonic())))
-            return
-        except TimeoutError:
-            pass
+    try:
+        client.wait_for_workers(1, timeout=profile.wait_for_workers_s)
+        return
+    except TimeoutError:
+        pass
     ids = _job_ids(cluster)
     states = job_states(ids)
     if not ids:

@@ -75,15 +75,14 @@ def run(args: argparse.Namespace) -> int:
 def _dry_run(atoms, config) -> int:
     """Print what a SLURM run would submit; submit nothing."""
     from ..blocks import block_shape_for, make_blocks
+    from ..bnn import load
     from ..clusters import job_script, jobs_needed
     from ..engine import run_grid
-    from ..errors import SetupError
+    from ..errors import BigdensError, SetupError
+    from ..models import shipped_model_for
 
     if config.profile is None:
         raise SetupError("--dry-run shows the SLURM job script: use it with --cluster slurm:NAME")
-    from ..bnn import load
-    from ..errors import BigdensError
-    from ..models import shipped_model_for
 
     try:  # the default spacing is the model's training spacing
         model = load(config.model or shipped_model_for(atoms.numbers))
