@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ def _workdir(tmp_path, monkeypatch):
 @pytest.fixture
 def rng(request):
     # A seed per test, stable across runs, so failures reproduce.
-    return np.random.default_rng(abs(hash(request.node.nodeid)) % (2**32))
+    # crc32, not hash(): str hashes are salted per process (PYTHONHASHSEED).
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
 @pytest.fixture(scope="session")
