@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from benchmarks.descriptor_throughput import machine_info, write_result
+from benchmarks._common import machine_info, write_result
 from bigdens import bnn
 from bigdens.bnn import LOGVAR_RANGE, Architecture, DensityModel, Scaling
 from bigdens.descriptors import DescriptorParams, default_params

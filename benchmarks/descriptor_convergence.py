@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks.descriptor_throughput import write_result
+from benchmarks._common import write_result
 from bigdens import data
 from bigdens.bnn import Architecture
 from bigdens.descriptors import DescriptorParams

@@ -12,15 +12,14 @@ Run:  python -m benchmarks.descriptor_throughput [--smoke] [--out FILE.json]
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import resource
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bigdens import __version__, structure
+from benchmarks._common import machine_info, write_result
+from bigdens import structure
 from bigdens.blocks import block_halo, make_blocks
 from bigdens.celllist import build_cell_list
 from bigdens.descriptors import DescriptorParams, compute_block, species_index
@@ -86,30 +85,6 @@ def measure(system: str, cells: int, *, sample_blocks: int = 6) -> dict:
         "block_bytes_max": int(max(mem)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-
-
-def machine_info() -> dict:
-    import numba
-    import os
-
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_model": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-        if os.path.exists("/proc/cpuinfo") else "?",
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "bigdens": __version__,
-    }
-
-
-def write_result(path: str | Path, result: dict) -> dict:
-    """Write a benchmark's JSON result (creating its folder) and return it."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    return result
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 
 from benchmarks import bnn_throughput
 from benchmarks.bnn_throughput import flops_per_point
-from benchmarks.descriptor_throughput import machine_info, write_result
+from benchmarks._common import machine_info, write_result
 from bigdens import engine, structure
 from bigdens.bnn import Architecture, DensityModel, Scaling
 from bigdens.config import PredictConfig

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from benchmarks.descriptor_throughput import machine_info, write_result
+from benchmarks._common import machine_info, write_result
 from bigdens import engine, structure
 from bigdens.config import PredictConfig
 

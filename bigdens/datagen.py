@@ -56,6 +56,7 @@ from .errors import InputError, RunError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
+    from .data import Snapshot
 
 PROTOCOL = "bigdens-dft-v1"
 PLAN_FILE = "plan.json"
@@ -523,15 +524,27 @@ def save_plan(directory: Path, plan: list[PlannedSnapshot], *, request: dict[str
     _atomic_write_bytes(directory / PLAN_FILE, lambda fh: fh.write(text))
 
 
+def _read_plan_file(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise InputError(f"{str(path)!r} is damaged; delete it to plan the run again") from None
+
+
+def read_plan(directory: str | Path) -> list[PlannedSnapshot]:
+    """Every planned snapshot of a data-set directory (its ``plan.json``)."""
+    path = Path(directory) / PLAN_FILE
+    if not path.is_file():
+        raise InputError(f"{str(directory)!r} has no {PLAN_FILE}; give a data-set directory made by bigdens datagen")
+    return [PlannedSnapshot.from_json(d) for d in _read_plan_file(path)["snapshots"]]
+
+
 def load_plan(directory: Path, *, request: dict[str, Any]) -> list[PlannedSnapshot] | None:
     """The saved plan of ``directory`` if any; InputError if made by another request."""
     path = directory / PLAN_FILE
     if not path.is_file():
         return None
-    try:
-        saved = json.loads(path.read_text())
-    except ValueError:
-        raise InputError(f"{str(path)!r} is damaged; delete it to plan the run again") from None
+    saved = _read_plan_file(path)
     if saved.get("request") != json.loads(json.dumps(request)):
         old, new = saved.get("request", {}), json.loads(json.dumps(request))
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -699,6 +712,35 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
+def compute_snapshot(p: PlannedSnapshot, *, dft: DFTSettings = DFTSettings(),
+                     txt: str | Path | None = None) -> "Snapshot":
+    """Run the DFT of one planned configuration; the snapshot with full provenance.
+
+    Parameters
+    ----------
+    p
+        The planned configuration (Å).
+    dft
+        DFT settings (protocol).
+    txt
+        GPAW log file, or None for no log.
+
+    Returns
+    -------
+    Snapshot
+        Density in e/Å³ (float32) on the DFT grid; ``provenance`` holds the
+        DFT settings, timing and thermalization.
+    """
+    from . import __version__
+    from .data import Snapshot
+
+    density, info = dft_density(p.atoms(), settings=dft, txt=txt)
+    provenance = dict(info, thermalization=p.thermalization, snapshot=p.name, variant=p.variant,
+                      bigdens_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return Snapshot(name=p.name, cell=p.cell, positions=p.positions, numbers=p.numbers,
+                    density=density.astype(np.float32), split=p.split, provenance=provenance)
+
+
 def generate(
     directory: str | Path,
     plan_factory: Callable[[], list[PlannedSnapshot]],
@@ -738,8 +780,7 @@ def generate(
     Path
         The data-set directory.
     """
-    from . import __version__
-    from .data import MANIFEST, Snapshot, add_snapshot, new_manifest, read_manifest
+    from .data import MANIFEST, add_snapshot, new_manifest, read_manifest
     from .structure import species_counts
 
     say = progress or (lambda msg: None)
@@ -776,17 +817,13 @@ def generate(
             say(f"[{len(done) + i + 1}/{len(plan)}] {p.name}: {counts}, {p.temperature:g} K, split {p.split}, "
                 f"k {dft.kpts_for(atoms.cell[:])}, grid {dft.gpts_for(atoms.cell[:])} ...")
             txt = Path(log_dir) / f"{directory.name}-{p.name}.txt" if log_dir else None
-            density, info = dft_density(atoms, settings=dft, txt=txt)
-            provenance = dict(info, thermalization=p.thermalization, snapshot=p.name, variant=p.variant,
-                              bigdens_version=__version__,
-                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            snap = Snapshot(name=p.name, cell=p.cell, positions=p.positions, numbers=p.numbers,
-                            density=density.astype(np.float32), split=p.split, provenance=provenance)
+            snap = compute_snapshot(p, dft=dft, txt=txt)
             manifest = add_snapshot(directory, snap, manifest=manifest)
             elapsed = time.perf_counter() - t_start
             eta = elapsed / (i + 1) * (len(todo) - i - 1)
-            say(f"    done in {info['timing']['wall_seconds']:.0f} s wall, {info['timing']['core_seconds']:.0f} "
-                f"core-s; {info['electron_integral']:.6f} electrons; ETA {eta / 60:.0f} min")
+            timing = snap.provenance["timing"]
+            say(f"    done in {timing['wall_seconds']:.0f} s wall, {timing['core_seconds']:.0f} "
+                f"core-s; {snap.provenance['electron_integral']:.6f} electrons; ETA {eta / 60:.0f} min")
     return directory
 
 

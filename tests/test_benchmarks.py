@@ -40,3 +40,66 @@ def test_million_atoms_smoke(tmp_path):
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["n_atoms"] == 32 and result["complete"] and result["grid"] == [17, 17, 17]
     assert result["n_electrons_expected"] == 96 and result["peak_rss_mb_per_worker"]
+
+
+def test_weak_scaling_smoke(tmp_path):
+    from benchmarks import weak_scaling
+
+    out = tmp_path / "w.json"
+    result = weak_scaling.main(["--smoke", "--out", str(out), "--dft", ""])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [r["n_atoms"] for r in result["records"]] == [4, 32]
+    assert all(r["complete"] and r["busy_s"] > 0 and r["peak_rss_mb_per_worker"] for r in result["records"])
+    for r in result["records"]:  # every electron of a whole prediction is in the store
+        assert abs(r["n_electrons_predicted"] - r["n_electrons_expected"]) < 0.02 * r["n_electrons_expected"]
+    assert result["fit"]["wall_exponent"] is not None and not result["extrapolation"]["measured"]
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def _strong_smoke(tmp_path, slurm_jobs):
+    from benchmarks import strong_scaling
+
+    out = tmp_path / "s.json"
+    result = strong_scaling.main(["--smoke", "--workers", "1", "2", "--slurm-jobs", *map(str, slurm_jobs),
+                                  "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["settings"]["stores_bit_identical"]
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    return result
+
+
+def test_strong_scaling_smoke_local(tmp_path):
+    result = _strong_smoke(tmp_path, [])
+    assert [(r["kind"], r["workers"]) for r in result["records"]] == [("local", 1), ("local", 2)]
+    assert result["records"][0]["speedup"] == 1.0 and result["records"][1]["efficiency"] > 0
+
+
+@pytest.mark.slurm
+def test_strong_scaling_smoke_slurm_oversubscribed(tmp_path, local_slurm):
+    import os
+    import subprocess
+
+    jobs = (os.cpu_count() or 1) + 1  # one job more than cores: the oversubscribed path
+    result = _strong_smoke(tmp_path, [1, jobs])
+    slurm = [r for r in result["records"] if r["kind"] == "slurm"]
+    assert [r["workers"] for r in slurm] == [1, jobs] and slurm[1]["oversubscribed"]
+    assert all(sum(r["slurm_jobs"].values()) == r["n_blocks"] for r in slurm)  # every block ran in a job
+    part = subprocess.run(["scontrol", "show", "partition"], capture_output=True, text=True).stdout
+    assert "OverSubscribe=NO" in part  # restored
+
+
+@pytest.mark.gpaw
+def test_ml_vs_dft_smoke(tmp_path):
+    pytest.importorskip("gpaw", reason="GPAW (the dft extra) is not installed")
+    from benchmarks import ml_vs_dft
+
+    out = tmp_path / "m.json"
+    with pytest.warns(UserWarning, match="coarser than the model's training spacing"):
+        result = ml_vs_dft.main(["--smoke", "--mc-samples", "4", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    (rec,) = result["records"]
+    assert rec["n_atoms"] == 4 and rec["grid"] == [16, 16, 16]
+    assert rec["dft"]["core_s"] > 0 and rec["ml_warm"]["core_s"] > 0
+    assert abs(rec["dft"]["electron_integral"] - 12) < 1e-3
+    # The shipped model on a cell it never saw, on a coarse grid: a few per cent, not garbage.
+    assert 0 < rec["accuracy"]["nmae_pct"] < 10
