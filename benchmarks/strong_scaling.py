@@ -70,6 +70,7 @@ def slurm_profile(jobs: int, directory: Path) -> Path:
     """The local-slurm profile with ``jobs`` jobs, written to ``directory``."""
     raw = yaml.safe_load(PROFILE.read_text())
     raw["bigdens"]["jobs"] = jobs
+    raw["jobqueue"]["log_directory"] = str(directory)  # the jobs' slurm-*.out, removed with it
     path = directory / f"local-slurm-{jobs}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
