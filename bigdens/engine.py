@@ -375,6 +375,9 @@ class RunSummary:
     device: str
     stage_s: dict = field(default_factory=dict)
     max_rss_mb: dict = field(default_factory=dict)
+    #: Peak RSS of each worker (pid -> MB) when its first block came back: with
+    #: ``max_rss_mb`` it shows whether memory grows over a run.
+    first_rss_mb: dict = field(default_factory=dict)
     #: Blocks computed in each SLURM job (job id -> count; None: outside SLURM).
     slurm_jobs: dict = field(default_factory=dict)
 
@@ -555,6 +558,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
                "device": config.device, "batch": config.batch, "threads": config.threads_per_worker}
         stages = {"setup": 0.0, "descriptors": 0.0, "bnn": 0.0, "write": 0.0}
         rss: dict[int, float] = {}
+        first_rss: dict[int, float] = {}
         jobs: dict[str | None, int] = {}
         computed = 0
         try:
@@ -564,6 +568,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
                 stages["bnn"] += res["t_bnn"]
                 stages["write"] += res["t_write"]
                 rss[res["pid"]] = max(rss.get(res["pid"], 0.0), res["max_rss_mb"])
+                first_rss.setdefault(res["pid"], res["max_rss_mb"])
                 computed += res["n_points"]
                 jobs[res["slurm_job_id"]] = jobs.get(res["slurm_job_id"], 0) + 1
         except BigdensError:
@@ -594,7 +599,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         max_std=None if best is None else best["max_std"],
         max_std_index=None if best is None else best["max_std_index"],
         max_std_position=None if best is None else grid.cartesian(*best["max_std_index"]).tolist(),
-        complete=done, device=device, stage_s=stages, max_rss_mb=rss, slurm_jobs=jobs,
+        complete=done, device=device, stage_s=stages, max_rss_mb=rss, first_rss_mb=first_rss, slurm_jobs=jobs,
     )
     final = {"complete": done, "n_electrons_predicted": n_pred, "renormalization_factor": factor,
              "n_electrons_renormalized": None if factor is None else n_expected,

@@ -298,3 +298,46 @@ def test_dry_run_needs_a_slurm_cluster(tmp_path, capsys):
     ase_write(tmp_path / "al.xyz", structure.fcc_al((1, 1, 1)))
     assert main(["predict", str(tmp_path / "al.xyz"), "--dry-run", "--out", str(tmp_path / "o.zarr")]) == 2
     assert "--dry-run shows the SLURM job script: use it with --cluster slurm:NAME" in capsys.readouterr().err
+
+
+def test_local_cluster_listens_on_loopback_only(tmp_path):
+    from test_engine import config, make_model
+
+    cfg = config(tmp_path / "o.zarr", make_model(tmp_path / "m.safetensors"), workers=2)
+    with engine.make_client(cfg, 4) as client:
+        info = client.scheduler_info()
+        addresses = [client.scheduler.address, *info["workers"]]
+        assert all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
+        dashboard = client.dashboard_link or ""
+        assert dashboard == "" or "127.0.0.1" in dashboard, dashboard
+
+
+def _self_signed(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=bigdens-test"], check=True, capture_output=True)
+    return str(key), str(cert)
+
+
+@pytest.mark.slurm
+def test_slurm_run_over_tls_from_the_profile(slurm_run, tmp_path):
+    import yaml
+
+    from test_engine import assert_identical, variables
+
+    atoms, cfg = slurm_run
+    key, cert = _self_signed(tmp_path)
+    raw = yaml.safe_load(clusters.load_profile("local-slurm").path.read_text())
+    raw["bigdens"]["security"] = {"tls_ca_file": cert, "tls_client_cert": cert, "tls_client_key": key,
+                                  "tls_scheduler_cert": cert, "tls_scheduler_key": key, "tls_worker_cert": cert,
+                                  "tls_worker_key": key, "require_encryption": True}
+    prof = write(tmp_path, yaml.safe_dump(raw), name="tls.yaml")
+    c = cfg("tls.zarr", cluster=f"slurm:{prof}", workers=1)
+    script = clusters.job_script(c.profile)
+    assert "tls://" in script and f"--tls-key {key}" in script  # workers join over TLS with the profile's files
+    got = engine.run(atoms, c)
+    assert got.complete and None not in got.slurm_jobs
+    local = cfg("local.zarr", workers=2)
+    engine.run(atoms, local)
+    assert_identical(variables(c.out), variables(local.out))
+    assert _wait_queue_empty() == []
