@@ -100,7 +100,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/transfer")
-    ap.add_argument("--save-models", help="folder for the stage-1 and stage-2 model files")
+    ap.add_argument("--save-models", help="folder to save the four models in (a.safetensors … d.safetensors)")
+    ap.add_argument("--stage1", metavar="MODEL", help="use this trained stage-1 model as (a) instead of training it "
+                    "(it must have the descriptor and architecture given)")
+    ap.add_argument("--reuse-models", metavar="DIR",
+                    help="evaluate the models a-d saved by an earlier --save-models run instead of training")
     args = ap.parse_args(argv)
     if args.figure:
         from bigdens.bnn import load
@@ -128,15 +132,35 @@ def main(argv: list[str] | None = None) -> dict:
     large = data.load(args.large)
     s_train, s_val = _split(small, "train"), _split(small, "validation") or _holdout(_split(small, "train"))[1]
     l_train_all, l_test = _split(large, "train"), _split(large, "test")
-    l_train, l_val = _holdout(l_train_all)
+    if len(l_train_all) > 1:
+        l_train, l_val = _holdout(l_train_all)
+    else:  # one large training cell: keep it all for training and validate on the small cells
+        l_train, l_val = l_train_all, s_val
     quiet = lambda line: None  # noqa: E731
 
     results = {}
-    models = {}
-    models["a"] = train(s_train, s_val, params, arch=arch, config=cfg, log=quiet)
-    models["b"] = finetune(models["a"], l_train, l_val, config=ft_cfg, log=quiet)
-    models["c"] = train(l_train, l_val, params, arch=arch, config=cfg, log=quiet)
-    models["d"] = train(s_train + l_train, s_val + l_val, params, arch=arch, config=cfg, log=quiet)
+    if args.reuse_models:
+        from bigdens.bnn import load
+
+        models = {k: load(Path(args.reuse_models) / f"{k}.safetensors") for k in "abcd"}
+    else:
+        models = {}
+        if args.stage1:
+            from bigdens.bnn import load
+
+            models["a"] = load(args.stage1)
+            if models["a"].params != params or tuple(models["a"].arch.hidden) != arch.hidden:
+                ap.error(f"--stage1 {args.stage1}: its descriptor or architecture differs from the one given")
+        else:
+            models["a"] = train(s_train, s_val, params, arch=arch, config=cfg, log=quiet)
+        models["b"] = finetune(models["a"], l_train, l_val, config=ft_cfg, log=quiet)
+        models["c"] = train(l_train, l_val, params, arch=arch, config=cfg, log=quiet)
+        d_val = s_val if l_val is s_val else s_val + l_val
+        models["d"] = train(s_train + l_train, d_val, params, arch=arch, config=cfg, log=quiet)
+        if args.save_models:
+            Path(args.save_models).mkdir(parents=True, exist_ok=True)
+            for key, model in models.items():
+                model.save(Path(args.save_models) / f"{key}.safetensors")
     cost_small = core_seconds(s_train + s_val)
     cost_large = core_seconds(l_train_all)
     costs = {"a": cost_small, "b": cost_small + cost_large, "c": cost_large, "d": cost_small + cost_large}
@@ -156,15 +180,13 @@ def main(argv: list[str] | None = None) -> dict:
         "architecture": list(arch.hidden),
         "test_snapshots": [s.name for s in l_test],
         "n_small_train": len(s_train), "n_large_train": len(l_train_all),
+        "large_validation": [s.name for s in l_val],
+        "stage1": args.stage1 or "trained here",
         "results": results,
     }
     if args.defect:
         defects = data.load(args.defect)
         report["figure"] = slice_figure(models["b"], defects[0], out / "sigma_vs_error.png", samples=args.samples)
-    if args.save_models:
-        Path(args.save_models).mkdir(parents=True, exist_ok=True)
-        models["a"].save(Path(args.save_models) / "stage1.safetensors")
-        models["b"].save(Path(args.save_models) / "stage2.safetensors")
     (out / "report.json").write_text(json.dumps(report, indent=1))
     return report
 
