@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Install bigdens with its test and DFT extras into .venv and run the test suite.
+# Install bigdens with its test, DFT and MALA-benchmark extras into .venv and run the test suite.
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 # torch==2.13.0: the CPU wheel on this machine's disk (the range in pyproject admits it).
-# CC=g++: GPAW's C sources are C++ (see README, "DFT data").
-CC=g++ .venv/bin/pip install --quiet torch==2.13.0 -e '.[test,dft]'
+# CC=g++: GPAW's C sources are C++ (see README, "DFT data").  mala: the MALA comparison
+# benchmark's smoke test runs MALA and LAMMPS for real.
+CC=g++ .venv/bin/pip install --quiet torch==2.13.0 -e '.[test,dft,mala]'
 # The SLURM tests need the single-node SLURM: install (root, apt) and start it where we can.
 # With CI=true they must run, so a failure to start it fails the run; elsewhere they skip.
 slurm=cluster_configs/local-slurm/slurm.sh
