@@ -21,6 +21,15 @@ def _machine_line(result: dict) -> str:
     return f"{m['cpu_model']}, {m['cores']} cores, {m.get('memory_gb', '?')} GB; bigdens {m['bigdens']}"
 
 
+def _save(fig, result: dict, path: Path) -> Path:
+    """Title the figure with the machine, write it as PNG and close it."""
+    fig.suptitle(_machine_line(result), fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def weak_scaling(result: dict, dft: dict | None, path: Path) -> Path:
     """Time and peak memory per worker against atoms (log-log), with DFT where measured.
 
@@ -68,10 +77,7 @@ def weak_scaling(result: dict, dft: dict | None, path: Path) -> Path:
     axm.set(xlabel="atoms", ylabel="MB per worker", title="memory per worker", ylim=(0, max(rss) * 1.3))
     axm.grid(True, which="both", alpha=0.3)
     axm.legend(fontsize=8)
-    fig.suptitle(_machine_line(result), fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    path = _save(fig, result, path)
     plt.close(fig)
     return path
 
@@ -98,9 +104,6 @@ def strong_scaling(result: dict, path: Path) -> Path:
            title=f"{s['n_atoms']:,} Al atoms, {s['grid_points']:,} points", xticks=range(1, top + 1))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.suptitle(_machine_line(result), fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    path = _save(fig, result, path)
     plt.close(fig)
     return path
