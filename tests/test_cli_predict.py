@@ -135,3 +135,16 @@ def test_bad_input_one_clear_line(files, tmp_path, case, message):
         assert out.read_text() == "precious"
     if case != "other-seed":
         assert not (out.is_dir() and store.read_attrs(out) is not None)
+
+
+def test_plot_of_an_unfinished_store_warns(files, tmp_path):
+    atoms, _, model = files
+    out = tmp_path / "part.zarr"
+    engine.run(atoms, config(out, model, max_blocks=3))
+    r = bigdens("plot", str(out), "--plane", "z=0.5", "-o", str(tmp_path / "p.png"))
+    assert r.returncode == 0 and (tmp_path / "p.png").stat().st_size > 0
+    assert "is incomplete: regions not written yet read NaN and show blank" in r.stderr
+    done = tmp_path / "done.zarr"
+    engine.run(atoms, config(done, model))
+    r = bigdens("plot", str(done), "--plane", "z=0.5", "-o", str(tmp_path / "q.png"))
+    assert r.returncode == 0 and "incomplete" not in r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -60,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     attrs = store.read_attrs(args.store)
     if attrs is None:
         raise SetupError(f"{args.store!r} is not a bigdens store")
+    if not attrs.get("complete"):
+        # Still useful while a run goes on, but blank regions must not pass for zero density.
+        print(f"warning: {args.store!r} is incomplete: regions not written yet read NaN and show blank; "
+              "finish it with `bigdens predict ... --resume`", file=sys.stderr)
     root = zarr.open_group(args.store, mode="r")
     cell = np.asarray(attrs["cell"], dtype=np.float64)
     shape = tuple(attrs["grid_shape"])
