@@ -56,6 +56,9 @@ def run_record(summary, *, workers: int) -> dict:
 
     ``busy_s`` is the summed task time (descriptors + network + write) over
     ``workers``: the run's wall time without cluster start and scheduling.
+    ``scheduling_s_per_block`` is the worker time per block spent in neither
+    a task's stages nor the cluster start: Dask scheduling, task hand-off,
+    the per-process setup and the final checks, shared out over the blocks.
     """
     st = summary.stage_s
     busy = (st.get("descriptors", 0.0) + st.get("bnn", 0.0) + st.get("write", 0.0)) / workers
@@ -67,7 +70,9 @@ def run_record(summary, *, workers: int) -> dict:
         "complete": summary.complete,
         "wall_s": summary.wall_s,
         "busy_s": busy,
+        "startup_s": summary.startup_s,
         "overhead_s": summary.wall_s - busy,
+        "scheduling_s_per_block": (summary.wall_s - summary.startup_s - busy) * workers / max(summary.n_computed, 1),
         "points_per_s": summary.points_per_s,
         "stage_s": st,
         "peak_rss_mb_per_worker": sorted(summary.max_rss_mb.values()),

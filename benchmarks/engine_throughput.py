@@ -28,8 +28,8 @@ import numpy as np
 
 from benchmarks import bnn_throughput
 from benchmarks.bnn_throughput import flops_per_point
-from benchmarks._common import machine_info, write_result
-from bigdens import engine, structure
+from benchmarks._common import al_bulk, machine_info, run_record, write_result
+from bigdens import engine
 from bigdens.bnn import Architecture, DensityModel, Scaling
 from bigdens.config import PredictConfig
 from bigdens.descriptors import DescriptorParams
@@ -75,7 +75,7 @@ def torch_gemm_gflops(params: DescriptorParams, arch: Architecture, samples: int
 def measure(cells: int, *, model: Path, workdir: Path, blocks: int, block: int = 64, samples: int = SAMPLES,
             spacing: float = SPACING, workers: int = WORKERS) -> dict:
     """One system size through the real engine; returns a JSON-ready record."""
-    atoms = structure.rattle(structure.fcc_al((cells, cells, cells)), 0.05, seed=1)
+    atoms = al_bulk(cells)
     out = workdir / f"al{cells}.zarr"
     cfg = PredictConfig(out=out, model=model, spacing=spacing, mc_samples=samples, block=block, workers=workers,
                         threads_per_worker=1, max_blocks=blocks, overwrite=True, progress=False, batch=BATCH,
@@ -86,21 +86,15 @@ def measure(cells: int, *, model: Path, workdir: Path, blocks: int, block: int =
     busy = st["descriptors"] + st["bnn"] + st["write"]
     pts = s.points_computed
     return {
-        "n_atoms": len(atoms),
-        "grid": list(s.grid_shape),
-        "grid_points": s.n_points,
-        "n_blocks_total": s.n_blocks,
+        **run_record(s, workers=workers),
         "n_blocks_computed": s.n_computed,
         "points_computed": pts,
-        "wall_s": s.wall_s,
         "points_per_s_end_to_end": s.points_per_s,
         "points_per_s_steady": pts / max(busy / workers, 1e-9),
-        "stage_s": st,
         "stage_fraction": {k: st[k] / max(busy, 1e-9) for k in ("descriptors", "bnn", "write")},
         "descriptor_points_per_s_per_worker": pts / max(st["descriptors"], 1e-9),
         "bnn_points_per_s_per_worker": pts / max(st["bnn"], 1e-9),
         "bnn_gflops_per_worker": flops_per_point(PARAMS, ARCH, samples) * pts / max(st["bnn"], 1e-9) / 1e9,
-        "peak_rss_mb_per_worker": sorted(s.max_rss_mb.values()),
         "full_grid_estimate_s": s.n_points / max(pts / max(busy / workers, 1e-9), 1e-9),
     }
 

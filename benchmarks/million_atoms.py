@@ -19,8 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import machine_info, write_result
-from bigdens import engine, structure
+from benchmarks._common import al_bulk, machine_info, run_record, write_result
+from bigdens import engine
 from bigdens.config import PredictConfig
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/million_atoms.json")
     args = ap.parse_args(argv)
 
-    atoms = structure.rattle(structure.fcc_al((args.cells,) * 3), 0.05, seed=1)
+    atoms = al_bulk(args.cells)
     tmp = None if args.store else Path(tempfile.mkdtemp(prefix="bigdens-million-"))
     out = Path(args.store) if args.store else tmp / "al.zarr"
     cfg = PredictConfig(out=out, spacing=args.spacing, mc_samples=args.mc_samples, block=args.block,
@@ -46,23 +46,13 @@ def main(argv: list[str] | None = None) -> dict:
         result = {
             "benchmark": "million_atoms",
             "machine": machine_info(),
-            "n_atoms": s.n_atoms,
+            **run_record(s, workers=args.workers),
             "cell_edge_A": float(atoms.cell.lengths()[0]),
             "spacing_A": args.spacing,
-            "grid": list(s.grid_shape),
-            "grid_points": s.n_points,
             "mc_samples": args.mc_samples,
             "workers": args.workers,
             "threads_per_worker": 1,
             "block": args.block,
-            "n_blocks": s.n_blocks,
-            "complete": s.complete,
-            "wall_s": s.wall_s,
-            "points_per_s": s.points_per_s,
-            "stage_s": s.stage_s,
-            "peak_rss_mb_per_worker": sorted(s.max_rss_mb.values()),
-            "n_electrons_expected": s.n_electrons_expected,
-            "n_electrons_predicted": s.n_electrons_predicted,
             "max_std": s.max_std,
             "store_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
         }

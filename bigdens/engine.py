@@ -378,6 +378,8 @@ class RunSummary:
     #: Peak RSS of each worker (pid -> MB) when its first block came back: with
     #: ``max_rss_mb`` it shows whether memory grows over a run.
     first_rss_mb: dict = field(default_factory=dict)
+    #: Seconds from the start until the cluster was up (workers started; SLURM jobs queued and running).
+    startup_s: float = 0.0
     #: Blocks computed in each SLURM job (job id -> count; None: outside SLURM).
     slurm_jobs: dict = field(default_factory=dict)
 
@@ -540,6 +542,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
     torch_threads = torch.get_num_threads()
     with ExitStack() as stack:
         client = stack.enter_context(make_client(config, len(todo)))
+        startup = time.perf_counter() - t_start  # cluster start (and SLURM queueing)
         if mode != "resume":
             if mode == "overwrite":
                 zstore.remove(out)
@@ -600,6 +603,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         max_std_index=None if best is None else best["max_std_index"],
         max_std_position=None if best is None else grid.cartesian(*best["max_std_index"]).tolist(),
         complete=done, device=device, stage_s=stages, max_rss_mb=rss, first_rss_mb=first_rss, slurm_jobs=jobs,
+        startup_s=startup,
     )
     final = {"complete": done, "n_electrons_predicted": n_pred, "renormalization_factor": factor,
              "n_electrons_renormalized": None if factor is None else n_expected,
