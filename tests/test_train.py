@@ -105,3 +105,22 @@ def test_cli_train_evaluate_and_refusals(tmp_path):
     r = run("finetune", str(tmp_path / "m.safetensors"), str(AL4), "--layers", "9", "-o", str(tmp_path / "f.safetensors"))
     assert r.returncode == 2 and "--layers must be within 1..2" in r.stderr
     assert not (tmp_path / "f.safetensors").exists()
+
+
+def test_beta_nll_matches_numpy_and_only_reweights():
+    import torch
+
+    from bigdens.train import TrainConfig, _nll
+
+    rng = np.random.default_rng(0)
+    mu, logvar, y = rng.normal(size=(3, 50))
+    out = torch.tensor(np.stack([mu, logvar], axis=1), requires_grad=True)
+    plain = 0.5 * (logvar + (y - mu) ** 2 * np.exp(-logvar))
+    for beta in (0.0, 0.5):
+        got = _nll(out, torch.tensor(y), beta)
+        np.testing.assert_allclose(got.item(), (plain * np.exp(beta * logvar)).mean(), rtol=1e-12)
+    # The weight is not differentiated: the mean's gradient is the plain one times σ^(2β).
+    _nll(out, torch.tensor(y), 0.5).backward()
+    np.testing.assert_allclose(out.grad[:, 0].numpy(), -(y - mu) * np.exp(-0.5 * logvar) / len(y), rtol=1e-10)
+    with pytest.raises(InputError, match="nll_beta must be within"):
+        TrainConfig(nll_beta=2.0)
