@@ -463,6 +463,25 @@ def predict(atoms: "Atoms | str | Path", config: PredictConfig | None = None, /,
     return run(atoms, config).path
 
 
+#: Composition tolerance before predict warns that a structure lies outside the training data.
+COMPOSITION_TOLERANCE = 0.02
+
+
+def _warn_composition(numbers, info: dict) -> None:
+    """Warn when a species' atom fraction lies outside the range the model was trained on."""
+    from .train import composition, training_compositions
+
+    seen = training_compositions(info)
+    if len(seen) < 2:  # one species: nothing to extrapolate in composition
+        return
+    for sym, frac in composition(numbers).items():
+        lo, hi = seen.get(sym, (0.0, 0.0))
+        if not lo - COMPOSITION_TOLERANCE <= frac <= hi + COMPOSITION_TOLERANCE:
+            warnings.warn(f"the structure is {frac:.0%} {sym}, outside the model's training compositions "
+                          f"({lo:.0%}–{hi:.0%} {sym}); the prediction extrapolates: expect larger errors and "
+                          "check density_std", stacklevel=3)
+
+
 def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
     """:func:`predict`, returning a :class:`RunSummary` of what was done.
 
@@ -499,6 +518,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         warnings.warn(f"the grid spacing {float(np.max(grid.spacing)):.3f} Å is coarser than the model's training "
                       f"spacing {float(np.max(trained)):.3f} Å; the density is predicted on the coarser grid all "
                       "the same", stacklevel=2)
+    _warn_composition(numbers, model.info)
     if config.device == "cuda" and config.scheduler_file is None:
         resolve_device("cuda")
     device = resolve_device(config.device) if config.scheduler_file is None else config.device

@@ -204,8 +204,31 @@ def _provenance(snapshots) -> list[dict]:
             "protocol": s.protocol,
             "temperature": s.temperature,
             "dft_core_seconds": s.dft_core_seconds,
+            "composition": composition(s.numbers),
         })
     return out
+
+
+def composition(numbers) -> dict[str, float]:
+    """Atom fraction of each species, chemical symbol -> fraction (rounded to 1e-4)."""
+    from ase.data import chemical_symbols
+
+    z, counts = np.unique(np.asarray(numbers), return_counts=True)
+    return {chemical_symbols[int(a)]: round(float(c) / len(numbers), 4) for a, c in zip(z, counts)}
+
+
+def training_compositions(info: dict) -> dict[str, tuple[float, float]]:
+    """Smallest and largest atom fraction of each species in a model's training data (both stages).
+
+    Empty when the model records no compositions (models trained before they were recorded).
+    """
+    entries = list((info.get("data") or {}).get("train") or [])
+    entries += list(((info.get("parent") or {}).get("data") or {}).get("train") or [])
+    comps = [e["composition"] for e in entries if isinstance(e.get("composition"), dict)]
+    if not comps:
+        return {}
+    species = sorted({sym for c in comps for sym in c})
+    return {sym: (min(c.get(sym, 0.0) for c in comps), max(c.get(sym, 0.0) for c in comps)) for sym in species}
 
 
 def _dft_settings(snapshots) -> dict | None:

@@ -216,6 +216,21 @@ def test_shipped_al_model_conserves_electrons(tmp_path):
     assert max(store.read_attrs(got.path)["grid_spacing"]) <= load(model).info["grid_spacing"] + 1e-9
 
 
+def test_shipped_sige_model_is_picked_and_conserves_electrons(tmp_path):
+    """The provisional Si-Ge model: a Si0.75Ge0.25 cell integrates to 4 electrons per atom within 1 %."""
+    import warnings
+
+    from bigdens.models import shipped_model_for
+
+    atoms = structure.rattle(structure.diamond_sige((2, 2, 2), x=0.25, seed=3), 0.05, seed=5)
+    assert shipped_model_for(atoms.numbers).name == "sige.safetensors"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # inside the training compositions: no warning
+        got = engine.run(atoms, PredictConfig(out=tmp_path / "s.zarr", workers=0, mc_samples=5, progress=False))
+    assert got.complete and got.n_electrons_expected == 256
+    assert got.n_electrons_predicted == pytest.approx(256, rel=0.01)
+
+
 def test_worker_killed_mid_run_result_unchanged(tmp_path, model, atoms):
     """kill -9 one worker process of a 2-worker LocalCluster mid-run: the run completes, bit-identical."""
     import os
@@ -323,3 +338,20 @@ def test_read_only_output_is_one_clear_error(tmp_path, model, atoms, small_tmpfs
     with pytest.raises(BigdensError, match=r"output folder .*mnt' is not writable; choose another --out"):
         engine.run(atoms, config(mnt / "o.zarr", model))
     assert not (mnt / "o.zarr").exists()
+
+
+def test_composition_outside_training_range_warns():
+    import warnings
+
+    from bigdens.train import training_compositions
+
+    info = {"data": {"train": [{"composition": {"Si": 1.0}}, {"composition": {"Si": 0.5, "Ge": 0.5}}]}}
+    assert training_compositions(info) == {"Ge": (0.0, 0.5), "Si": (0.5, 1.0)}
+    alloy = structure.diamond_sige((2, 2, 2), x=0.75, seed=1).numbers
+    with pytest.warns(UserWarning, match=r"75% Ge, outside the model's training compositions \(0%–50% Ge\)"):
+        engine._warn_composition(alloy, info)
+    inside = structure.diamond_sige((2, 2, 2), x=0.25, seed=1).numbers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine._warn_composition(inside, info)
+        engine._warn_composition(alloy, {})  # a model without recorded compositions: silent

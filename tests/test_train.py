@@ -35,6 +35,7 @@ def test_training_reduces_loss_on_real_snapshot(snaps):
     assert model.info["training"]["best_val_nmae_pct"] < hist[0]["val_nmae_pct"] or len(hist) == 1
     assert model.scaling.variance_scale > 0
     assert model.info["data"]["train"][0]["protocol"] == "bigdens-dft-v1"
+    assert model.info["data"]["train"][0]["composition"] == {"Al": 1.0}
 
 
 def test_finetune_changes_only_last_layers(snaps):
