@@ -319,7 +319,9 @@ def make_client(config: PredictConfig, n_tasks: int = 1) -> Iterator[object]:
     t = str(config.threads_per_worker)
     cluster = LocalCluster(
         n_workers=config.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+        # CRITICAL: a task's failure reaches the user as one error through its future;
+        # at ERROR the workers also print tracebacks, e.g. a heartbeat racing the shutdown.
+        dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
         env={"NUMBA_NUM_THREADS": t, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t},
     )
     with cluster, Client(cluster) as client:
