@@ -61,8 +61,9 @@ def weak_scaling(result: dict, dft: dict | None, path: Path) -> Path:
         ax.loglog(dn, dt, "^", color="C3", ms=8, label="DFT (GPAW, protocol bigdens-dft-v1), core-s")
         p = dft.get("fit", {}).get("dft_exponent_core_s")
         if p:
-            xs = np.geomspace(dn.min(), 1e4, 30)
-            ax.loglog(xs, dt[0] * (xs / dn[0]) ** p, "-", color="C3", alpha=0.4, label=f"DFT fit ∝ N^{p:.2f}")
+            xs = np.geomspace(dn.min(), 2e3, 30)
+            ax.loglog(xs, dt[0] * (xs / dn[0]) ** p, "-", color="C3", alpha=0.4,
+                      label=f"DFT fit ∝ N^{p:.2f} (extrapolated past {int(dn.max())} atoms)")
         ax.loglog(dn, [r["ml_warm"]["core_s"] for r in d], "v", color="C2", ms=8,
                   label="bigdens on the DFT grid, core-s (same run as DFT)")
     fit = result["fit"]

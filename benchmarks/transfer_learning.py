@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bigdens import data
-from bigdens.bnn import Architecture
+from bigdens.bnn import Architecture, load
 from bigdens.descriptors import DescriptorParams
 from bigdens.train import TrainConfig, evaluate, finetune, snapshot_features, train
 
@@ -104,11 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--stage1", metavar="MODEL", help="use this trained stage-1 model as (a) instead of training it "
                     "(it must have the descriptor and architecture given)")
     ap.add_argument("--reuse-models", metavar="DIR",
-                    help="evaluate the models a-d saved by an earlier --save-models run instead of training")
+                    help="use the models a-d saved by an earlier --save-models run; train those missing there")
     args = ap.parse_args(argv)
     if args.figure:
-        from bigdens.bnn import load
-
         if not args.defect:
             ap.error("--figure needs --defect DATA")
         out = Path(args.out)
@@ -139,28 +137,28 @@ def main(argv: list[str] | None = None) -> dict:
     quiet = lambda line: None  # noqa: E731
 
     results = {}
-    if args.reuse_models:
-        from bigdens.bnn import load
-
-        models = {k: load(Path(args.reuse_models) / f"{k}.safetensors") for k in "abcd"}
-    else:
-        models = {}
-        if args.stage1:
-            from bigdens.bnn import load
-
-            models["a"] = load(args.stage1)
-            if models["a"].params != params or tuple(models["a"].arch.hidden) != arch.hidden:
-                ap.error(f"--stage1 {args.stage1}: its descriptor or architecture differs from the one given")
-        else:
-            models["a"] = train(s_train, s_val, params, arch=arch, config=cfg, log=quiet)
-        models["b"] = finetune(models["a"], l_train, l_val, config=ft_cfg, log=quiet)
-        models["c"] = train(l_train, l_val, params, arch=arch, config=cfg, log=quiet)
-        d_val = s_val if l_val is s_val else s_val + l_val
-        models["d"] = train(s_train + l_train, d_val, params, arch=arch, config=cfg, log=quiet)
-        if args.save_models:
-            Path(args.save_models).mkdir(parents=True, exist_ok=True)
-            for key, model in models.items():
-                model.save(Path(args.save_models) / f"{key}.safetensors")
+    # Without a held-out large cell, stage 2 keeps stage 1's variance factor: fitted on the small
+    # cells' validation split, it would be fitted to errors the fine-tuned model does not make there.
+    recalibrate = l_val is not s_val
+    saved = Path(args.reuse_models) if args.reuse_models else None
+    makers = {
+        "a": lambda: load(args.stage1) if args.stage1 else train(s_train, s_val, params, arch=arch, config=cfg,
+                                                                 log=quiet),
+        "b": lambda: finetune(models["a"], l_train, l_val, config=ft_cfg, recalibrate=recalibrate, log=quiet),
+        "c": lambda: train(l_train, l_val, params, arch=arch, config=cfg, log=quiet),
+        "d": lambda: train(s_train + l_train, s_val if l_val is s_val else s_val + l_val, params, arch=arch,
+                           config=cfg, log=quiet),
+    }
+    models = {}
+    for key, make in makers.items():  # --reuse-models: load what is there, train what is not
+        path = saved / f"{key}.safetensors" if saved else None
+        models[key] = load(path) if path is not None and path.is_file() else make()
+    if args.stage1 and (models["a"].params != params or tuple(models["a"].arch.hidden) != arch.hidden):
+        ap.error(f"--stage1 {args.stage1}: its descriptor or architecture differs from the one given")
+    if args.save_models:
+        Path(args.save_models).mkdir(parents=True, exist_ok=True)
+        for key, model in models.items():
+            model.save(Path(args.save_models) / f"{key}.safetensors")
     cost_small = core_seconds(s_train + s_val)
     cost_large = core_seconds(l_train_all)
     costs = {"a": cost_small, "b": cost_small + cost_large, "c": cost_large, "d": cost_small + cost_large}
@@ -182,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n_small_train": len(s_train), "n_large_train": len(l_train_all),
         "large_validation": [s.name for s in l_val],
         "stage1": args.stage1 or "trained here",
+        "stage2_recalibrated": recalibrate,
         "results": results,
     }
     if args.defect:

@@ -31,6 +31,34 @@ CELLS = [6, 10, 14, 22, 29, 46, 63]
 EXTRAPOLATE_TO = 4_000_000
 
 
+def summarize(records: list[dict], *, settings: dict, fit_from: int, machine: dict | None = None) -> dict:
+    """The result: records, exponent fits and the labelled extrapolation to :data:`EXTRAPOLATE_TO` atoms.
+
+    The extrapolation scales the largest measured wall time by (N / N_max)^max(p, 1):
+    never better than linear, whatever the fit (start-up costs make the small
+    runs look sublinear).
+    """
+    big = [r for r in records if r["n_atoms"] >= fit_from]
+    p_wall = fit_exponent([r["n_atoms"] for r in big], [r["wall_s"] for r in big])
+    p_busy = fit_exponent([r["n_atoms"] for r in records], [r["busy_s"] for r in records])
+    extrapolation = None
+    if p_wall is not None:
+        last = max(big, key=lambda r: r["n_atoms"])
+        p = max(p_wall, 1.0)
+        extrapolation = {"n_atoms": EXTRAPOLATE_TO, "measured": False,
+                         "wall_s": last["wall_s"] * (EXTRAPOLATE_TO / last["n_atoms"]) ** p,
+                         "how": f"largest measured wall time x (N / {last['n_atoms']:,})^{p:.3f} "
+                                f"(the larger of the fitted {p_wall:.3f} and 1)"}
+    return {
+        "benchmark": "weak_scaling",
+        "machine": machine or machine_info(),
+        "settings": settings,
+        "records": records,
+        "fit": {"wall_exponent": p_wall, "wall_fit_min_atoms": fit_from, "busy_exponent": p_busy},
+        "extrapolation": extrapolation,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, nargs="+", default=CELLS, help=f"FCC cells per edge (default {CELLS})")
@@ -42,7 +70,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--smoke", action="store_true", help="two tiny cells, 1 worker (for the test suite)")
     ap.add_argument("--out", default="benchmarks/results/weak_scaling.json")
     ap.add_argument("--dft", default="benchmarks/results/ml_vs_dft.json", help="DFT timings to draw, if present")
+    ap.add_argument("--from-json", metavar="FILE", help="no runs: refit and redraw the records of an earlier result")
     args = ap.parse_args(argv)
+    if args.from_json:
+        old = json.loads(Path(args.from_json).read_text())
+        return _finish(summarize(old["records"], settings=old["settings"], fit_from=old["fit"]["wall_fit_min_atoms"],
+                                 machine=old["machine"]), args)
     if args.smoke:
         args.cells, args.spacing, args.mc_samples, args.workers, args.block, args.fit_from = [1, 2], 0.6, 2, 1, 8, 0
     workdir = Path(tempfile.mkdtemp(prefix="bigdens-weak-"))
@@ -63,28 +96,19 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{rec['n_electrons_expected']:,.0f} e", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    big = [r for r in records if r["n_atoms"] >= args.fit_from]
-    p_wall = fit_exponent([r["n_atoms"] for r in big], [r["wall_s"] for r in big])
-    p_busy = fit_exponent([r["n_atoms"] for r in records], [r["busy_s"] for r in records])
-    extrapolation = None
-    if p_wall is not None:
-        last = max(big, key=lambda r: r["n_atoms"])
-        extrapolation = {"n_atoms": EXTRAPOLATE_TO, "measured": False,
-                         "wall_s": last["wall_s"] * (EXTRAPOLATE_TO / last["n_atoms"]) ** p_wall,
-                         "how": f"the wall-time fit (p = {p_wall:.3f}) from the largest measured size"}
-    result = {
-        "benchmark": "weak_scaling",
-        "machine": machine_info(),
-        "settings": {"system": "rattled FCC Al (0.05 Å rms), a = 4.05 Å", "spacing_A": args.spacing,
-                     "mc_samples": args.mc_samples, "workers": args.workers, "threads_per_worker": 1,
-                     "block": args.block, "model": "shipped (bigdens/models/al.safetensors)", "smoke": args.smoke},
-        "records": records,
-        "fit": {"wall_exponent": p_wall, "wall_fit_min_atoms": args.fit_from, "busy_exponent": p_busy},
-        "extrapolation": extrapolation,
-    }
-    if p_wall is not None:
-        print(f"time ∝ N^p: wall p = {p_wall:.3f} (N ≥ {args.fit_from:,}), busy p = {p_busy:.3f}; "
-              f"{EXTRAPOLATE_TO:,} atoms extrapolated: {extrapolation['wall_s']:.0f} s", flush=True)
+    settings = {"system": "rattled FCC Al (0.05 Å rms), a = 4.05 Å", "spacing_A": args.spacing,
+                "mc_samples": args.mc_samples, "workers": args.workers, "threads_per_worker": 1, "block": args.block,
+                "model": "shipped (bigdens/models/al.safetensors)", "smoke": args.smoke}
+    return _finish(summarize(records, settings=settings, fit_from=args.fit_from), args)
+
+
+def _finish(result: dict, args) -> dict:
+    """Print the fit, write the JSON and draw the figure (with the DFT points when ``args.dft`` exists)."""
+    fit, ex = result["fit"], result["extrapolation"]
+    if fit["wall_exponent"] is not None:
+        print(f"time ∝ N^p: wall p = {fit['wall_exponent']:.3f} (N ≥ {fit['wall_fit_min_atoms']:,}), busy p = "
+              f"{fit['busy_exponent']:.3f}; {ex['n_atoms']:,} atoms extrapolated (not measured): {ex['wall_s']:.0f} s",
+              flush=True)
     write_result(args.out, result)
     dft = json.loads(Path(args.dft).read_text()) if args.dft and Path(args.dft).is_file() else None
     from benchmarks import plots

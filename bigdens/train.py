@@ -282,11 +282,17 @@ def train(train_snapshots: Sequence, val_snapshots: Sequence, params: Descriptor
 
 def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequence, *,
              config: TrainConfig = TrainConfig(train_layers=2, lr=1e-3),
-             calibration_samples: int = 20, log: Callable[[str], None] = print) -> DensityModel:
+             calibration_samples: int = 20, recalibrate: bool = True,
+             log: Callable[[str], None] = print) -> DensityModel:
     """Stage 2 of transfer learning: retrain the last layers of ``model`` on new snapshots.
 
     Feature and target scaling stay those of ``model`` (the frozen layers
     expect them).  Returns a new model; ``model`` is not changed.
+
+    ``recalibrate`` fits the variance factor anew on ``val_snapshots``; turn it
+    off (keeping ``model``'s factor) when the validation data are not of the
+    new kind, e.g. small cells validating a model fine-tuned on large ones:
+    the factor would then be fitted to errors the new model does not make.
     """
     import copy
 
@@ -299,9 +305,12 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
     log(f"fine-tuning the last {config.train_layers or new.arch.n_layers} of {new.arch.n_layers} layers on "
         f"{len(train_snapshots)} snapshots ({len(X):,} points)")
     hist = _fit(new, X, y, Xv, yv, config, log)
-    new.scaling = replace(new.scaling, variance_scale=_calibrate(new, Xv, yv, samples=calibration_samples, seed=config.seed))
+    if recalibrate:
+        new.scaling = replace(new.scaling, variance_scale=_calibrate(new, Xv, yv, samples=calibration_samples,
+                                                                     seed=config.seed))
     new.info = {
         "stage": "finetune",
+        "recalibrated": recalibrate,
         "parent": {k: model.info.get(k) for k in ("stage", "data", "training")},
         "train_config": asdict(config),
         "training": {k: v for k, v in hist.items() if k != "epochs"},

@@ -47,6 +47,9 @@ def test_finetune_changes_only_last_layers(snaps):
         same = all(np.array_equal(p.detach().numpy(), q.detach().numpy()) for p, q in zip(a.parameters(), b.parameters()))
         assert same == (i < len(base.net.layers) - 1), i
     assert new.info["stage"] == "finetune" and new.scaling.feature_mean == base.scaling.feature_mean
+    assert new.info["recalibrated"] and new.scaling.variance_scale != base.scaling.variance_scale
+    kept = finetune(base, va, tr, config=cfg, recalibrate=False, log=lambda _: None)
+    assert kept.scaling.variance_scale == base.scaling.variance_scale and not kept.info["recalibrated"]
 
 
 def test_evaluate_matches_numpy(snaps, tmp_path):

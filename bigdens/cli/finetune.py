@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the others are frozen unless --frozen-lr-scale > 0")
     parser.add_argument("--frozen-lr-scale", type=float, default=0.0,
                         help="learning-rate factor for the other layers (default 0: frozen)")
+    parser.add_argument("--keep-calibration", action="store_true",
+                        help="keep the stage-1 model's variance factor instead of fitting it on the validation data "
+                             "(use when the validation data are not of the new kind)")
     add_optimiser_arguments(parser, epochs=100, lr=1e-3)
 
 
@@ -33,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--layers must be within 1..{model.arch.n_layers} for this model, got {args.layers}")
     train_s, val_s = load_split(args)
     new = finetune(model, train_s, val_s,
-                   config=config_from_args(args, train_layers=args.layers, frozen_lr_scale=args.frozen_lr_scale))
+                   config=config_from_args(args, train_layers=args.layers, frozen_lr_scale=args.frozen_lr_scale),
+                   recalibrate=not args.keep_calibration)
     new.save(args.output)
     t = new.info["training"]
     print(f"wrote {args.output}: best validation NMAE {t['best_val_nmae_pct']:.3f} % at epoch {t['best_epoch']}, "
