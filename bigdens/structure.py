@@ -243,9 +243,9 @@ def rattle(atoms: "Atoms", rms: float, *, seed: int = 0) -> "Atoms":
     return out
 
 
-def species_counts(atoms: "Atoms") -> dict[str, int]:
-    """Number of atoms per chemical symbol, e.g. ``{"Si": 32, "Ge": 32}``."""
+def species_counts(atoms: "Atoms | np.ndarray") -> dict[str, int]:
+    """Number of atoms per chemical symbol, e.g. ``{"Si": 32, "Ge": 32}`` (Atoms or atomic numbers)."""
     from ase.data import chemical_symbols
 
-    z, n = np.unique(atoms.numbers, return_counts=True)
+    z, n = np.unique(np.asarray(getattr(atoms, "numbers", atoms)), return_counts=True)
     return {chemical_symbols[int(a)]: int(b) for a, b in zip(z, n)}

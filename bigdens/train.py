@@ -211,10 +211,11 @@ def _provenance(snapshots) -> list[dict]:
 
 def composition(numbers) -> dict[str, float]:
     """Atom fraction of each species, chemical symbol -> fraction (rounded to 1e-4)."""
-    from ase.data import chemical_symbols
+    from .structure import species_counts
 
-    z, counts = np.unique(np.asarray(numbers), return_counts=True)
-    return {chemical_symbols[int(a)]: round(float(c) / len(numbers), 4) for a, c in zip(z, counts)}
+    counts = species_counts(numbers)
+    total = sum(counts.values())
+    return {sym: round(n / total, 4) for sym, n in counts.items()}
 
 
 def training_compositions(info: dict) -> dict[str, tuple[float, float]]:
