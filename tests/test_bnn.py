@@ -191,7 +191,9 @@ def test_fast_predict_equals_plain_per_sample_loop(rng, hidden, samples, batch):
     want = plain_loop_predict(m, X, samples=samples, seed=4, block_index=9)
     for name, u, v in zip(("mean", "var_epistemic", "var_aleatoric"), got, want):
         assert u.dtype == np.float32 and u.shape == (n,)
-        np.testing.assert_allclose(u, v, rtol=1e-5, atol=0, err_msg=name)
+        # The epistemic variance is a spread of nearly equal numbers: it amplifies the CPU
+        # SiLU kernel's 2e-7 relative error (bigdens._bnn_kernels) more than the means.
+        np.testing.assert_allclose(u, v, rtol=5e-5 if name == "var_epistemic" else 1e-5, atol=0, err_msg=name)
     if samples == 1:
         assert (got[1] == 0).all()
     else:
@@ -244,3 +246,20 @@ def test_saved_model_is_readable_by_others(model, tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_cpu_silu_kernel_matches_exact_silu():
+    from bigdens._bnn_kernels import silu_inplace
+
+    x = np.concatenate([np.linspace(-40, 40, 400_001), [0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0]]).astype(np.float32)
+    got = x.copy()
+    silu_inplace(got)
+    exact = x / (1 + np.exp(-x.astype(np.float64)))
+    err = np.abs(got - exact)
+    pos = x >= 0  # relative accuracy; for x < 0 1 + tanh(x/2) cancels: absolute accuracy
+    assert (err[pos] / np.maximum(np.abs(exact[pos]), 1e-30)).max() <= 3e-7
+    assert err[~pos].max() <= 5e-6
+    # torch's SiLU (what predict swapped out) agrees to the same bounds.
+    ref = torch.nn.functional.silu(torch.from_numpy(x)).numpy().astype(np.float64)
+    diff = np.abs(got - ref)
+    assert (diff[pos] / np.maximum(np.abs(ref[pos]), 1e-30)).max() <= 4e-7 and diff[~pos].max() <= 5e-6
