@@ -34,8 +34,11 @@ from .errors import InputError
 M_MAX = 256
 #: Largest allowed angular count K per species (K(K−1)/2 = 120 products).
 K_MAX = 16
-#: Spatial tile edge used to group points (Å).
+#: Smallest spatial tile edge used to group points (Å); coarse grids get larger tiles
+#: (two point spacings), so that each tile's candidate search serves several points.
 TILE_EDGE = 0.8
+#: Largest tile edge, Å (scattered points would otherwise make one huge tile).
+TILE_EDGE_MAX = 3.0
 #: Points per tile at most (a tile larger than this is split).
 TILE_MAX_POINTS = 128
 #: Edge of the bins atom images are sorted into for the per-tile candidate search, Å.
@@ -153,6 +156,11 @@ def species_index(numbers: np.ndarray, params: DescriptorParams) -> np.ndarray:
 def tile_order(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group points into compact spatial tiles.
 
+    The tile edge is two mean point spacings (estimated from the bounding
+    box), at least :data:`TILE_EDGE` and at most :data:`TILE_EDGE_MAX`: on a
+    0.8 Å grid a 0.8 Å tile would hold one point and pay a whole candidate
+    search for it.
+
     Returns
     -------
     order : ndarray, shape (n_points,), int64
@@ -163,7 +171,12 @@ def tile_order(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = points.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    keys = np.floor((points - points.min(axis=0)) / TILE_EDGE).astype(np.int64)
+    lo = points.min(axis=0)
+    extent = np.maximum(points.max(axis=0) - lo, TILE_EDGE)
+    spacing = float(np.prod(extent) / n) ** (1 / 3)
+    edge = min(max(TILE_EDGE, 2 * spacing), TILE_EDGE_MAX)
+    # Shift by half a spacing, so that grid points do not sit on tile boundaries.
+    keys = np.floor((points - lo + 0.5 * spacing) / edge).astype(np.int64)
     order = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))
     k = keys[order]
     change = np.flatnonzero(np.any(k[1:] != k[:-1], axis=1)) + 1

@@ -178,3 +178,20 @@ def test_coarse_grid_large_block_equals_brute_force(rng):
     want = np.array([brute(atoms.positions, atoms.numbers, atoms.cell[:], x, params.species, params.m, params.k,
                            params.r_cut) for x in pts[pick]])
     np.testing.assert_allclose(got[pick], want, atol=3e-5)
+
+
+@pytest.mark.parametrize("spacing", [0.2, 0.8, 1.5])
+def test_tiles_are_compact_and_coarse_grids_share_candidate_searches(spacing):
+    from bigdens.descriptors import TILE_EDGE_MAX, TILE_MAX_POINTS, tile_order
+
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in (20, 17, 23)], indexing="ij"), -1).reshape(-1, 3)
+    pts = idx * spacing + np.array([0.3, -1.0, 2.0])
+    order, starts = tile_order(pts)
+    assert sorted(order.tolist()) == list(range(len(pts))) and starts[0] == 0 and starts[-1] == len(pts)
+    sizes = np.diff(starts)
+    assert sizes.min() >= 1 and sizes.max() <= TILE_MAX_POINTS
+    for a, b in zip(starts[:-1], starts[1:]):
+        tile = pts[order[a:b]]
+        assert (np.ptp(tile, axis=0) <= TILE_EDGE_MAX + 1e-9).all()
+    # Two spacings per tile edge: ~8 points per search on coarse grids, not one.
+    assert sizes.mean() >= 4
