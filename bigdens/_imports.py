@@ -8,8 +8,8 @@ from types import ModuleType
 from .errors import MissingDependencyError
 
 _INSTALL_HINTS = {
-    "gpaw": "pip install 'bigdens[dft]' (GPAW builds from source: prefix the command with CC=g++)",
-    "matscipy": "pip install 'bigdens[dft]'",
+    "gpaw": "CC=g++ pip install -e '.[dft]' in the bigdens source folder (GPAW builds from its C++ sources)",
+    "matscipy": "CC=g++ pip install -e '.[dft]' in the bigdens source folder (the dft extra: GPAW and matscipy)",
     "dask_jobqueue": "pip install dask-jobqueue",
 }
 

@@ -11,6 +11,7 @@ A data set is a directory holding
           "format": "bigdens-dataset",
           "format_version": 1,
           "protocol": "bigdens-dft-v1",      # DFT settings shared by every snapshot
+                                             # ("mixed" only if explicitly allowed)
           "description": "...",
           "created": "2026-11-25T21:50:00+00:00",
           "bigdens_version": "0.1.0",
@@ -71,6 +72,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +179,9 @@ class Snapshot:
             )
         if self.split not in SPLITS:
             raise InputError(f"{where}: split must be one of {SPLITS}, got {self.split!r}")
+        t = _recorded_temperature(self.provenance)
+        if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+            raise InputError(f"{where}: the recorded temperature must be > 0 K, got {t!r}")
         for name, value in (("cell", cell), ("positions", pos), ("numbers", numbers), ("density", dens)):
             value.setflags(write=False)
             object.__setattr__(self, name, value)
@@ -213,9 +218,12 @@ class Snapshot:
 
     @property
     def temperature(self) -> float | None:
-        """Thermostat temperature of the snapshot's MD, K (``thermalization.temperature_K``), or None."""
-        t = self.provenance.get("thermalization")
-        value = t.get("temperature_K") if isinstance(t, dict) else None
+        """Temperature of the snapshot, K, or None if unknown.
+
+        The thermostat temperature of its MD (``thermalization.temperature_K``),
+        else the one recorded on import (``temperature_K``).
+        """
+        value = _recorded_temperature(self.provenance)
         return None if value is None else float(value)
 
     @property
@@ -228,6 +236,13 @@ class Snapshot:
     def with_split(self, split: str) -> "Snapshot":
         """Copy with another split."""
         return Snapshot(self.name, self.cell, self.positions, self.numbers, self.density, split, self.provenance)
+
+
+def _recorded_temperature(provenance: dict) -> Any:
+    # thermalization.temperature_K (datagen), else temperature_K (bigdens data import --temperature).
+    t = provenance.get("thermalization")
+    value = t.get("temperature_K") if isinstance(t, dict) else None
+    return provenance.get("temperature_K") if value is None else value
 
 
 # -- writing -----------------------------------------------------------------
@@ -270,7 +285,7 @@ def snapshot_entry(snapshot: Snapshot, *, file: str) -> dict[str, Any]:
         "file": file,
         "name": snapshot.name,
         "split": snapshot.split,
-        "temperature": prov.get("thermalization", {}).get("temperature_K", prov.get("temperature_K")),
+        "temperature": snapshot.temperature,
         "n_atoms": int(len(snapshot.numbers)),
         "species": species_counts(snapshot.atoms()),
         "grid_shape": list(snapshot.density.shape),
@@ -335,13 +350,46 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def add_snapshot(directory: str | Path, snapshot: Snapshot, *, manifest: dict[str, Any]) -> dict[str, Any]:
+def add_snapshot(
+    directory: str | Path,
+    snapshot: Snapshot,
+    *,
+    manifest: dict[str, Any],
+    allow_mixed_protocols: bool = False,
+) -> dict[str, Any]:
     """Write ``snapshot`` into a data-set directory and record it in its manifest.
 
     The snapshot file is written first (atomically), then the manifest; an
     entry of the same name is replaced.  Returns the updated manifest.
+
+    Parameters
+    ----------
+    directory
+        The data-set directory (must exist).
+    snapshot
+        The snapshot to add.
+    manifest
+        The data set's manifest (:func:`new_manifest` or :func:`read_manifest`).
+    allow_mixed_protocols
+        Accept a snapshot whose protocol is not the data set's; the manifest's
+        protocol then becomes ``"mixed"``.
+
+    Raises
+    ------
+    InputError
+        If the snapshot's protocol differs from the data set's (unless
+        allowed); nothing is written then.
     """
     directory = Path(directory)
+    have = manifest.get("protocol")
+    if have not in (None, "mixed") and snapshot.protocol != have:
+        if not allow_mixed_protocols:
+            raise InputError(
+                f"snapshot {snapshot.name!r} has protocol {snapshot.protocol!r} but the data set "
+                f"{str(directory)!r} holds {have!r} data; add it to another data set, or pass "
+                "allow_mixed_protocols=True (--allow-mixed-protocols) if you mean it"
+            )
+        manifest = dict(manifest, protocol="mixed")
     file = f"{snapshot.name}.npz"
     write_snapshot(directory / file, snapshot)
     entries = [e for e in manifest["snapshots"] if e["name"] != snapshot.name]

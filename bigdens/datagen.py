@@ -269,6 +269,28 @@ def classical_calculator(atoms: "Atoms", *, potential: str = "auto"):
     return Manybody(**TersoffBrenner(Tersoff_PRB_39_5566_Si_Ge)), "tersoff-sige"
 
 
+def check_requirements(variants: dict[str, "Atoms"], *, md: MDSettings) -> None:
+    """Fail before any MD or DFT if a package the run needs is missing.
+
+    GPAW for the DFT, and matscipy when a variant is thermalized with the
+    Tersoff Si-Ge potential.
+
+    Raises
+    ------
+    MissingDependencyError
+        Naming the package and the command that installs the ``dft`` extra.
+    """
+    from ase.calculators.emt import parameters
+
+    attempt_import("gpaw", purpose="computing DFT densities (bigdens datagen)")
+    for atoms in variants.values():
+        symbols = set(atoms.get_chemical_symbols())
+        tersoff = md.potential == "tersoff-sige" or (md.potential == "auto" and not symbols <= set(parameters)
+                                                      and symbols <= {"Si", "Ge"})
+        if tersoff:
+            attempt_import("matscipy", purpose="thermalizing Si/Ge with the Tersoff potential")
+
+
 # -- plan --------------------------------------------------------------------
 @dataclass(frozen=True)
 class PlannedSnapshot:
@@ -903,7 +925,8 @@ def build_variants(
 
 __all__ = [
     "PROTOCOL", "DFTSettings", "MDSettings", "PlannedSnapshot", "Tersoff_PRB_39_5566_Si_Ge",
-    "assign_splits", "build_variants", "check_temperatures", "classical_calculator", "dft_density",
+    "assign_splits", "build_variants", "check_requirements", "check_temperatures", "classical_calculator",
+    "dft_density",
     "generate", "make_plan", "thermalize",
 ]
 

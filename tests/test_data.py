@@ -165,3 +165,98 @@ def test_real_snapshots_carry_temperature_and_dft_cost():
     assert all(s.dft_core_seconds > 0 for s in snaps)
     # the same numbers as the manifest (what the transfer-learning report sums)
     assert all(s.dft_core_seconds == s.provenance["timing"]["core_seconds"] for s in snaps)
+
+
+def test_add_snapshot_refuses_another_protocol(rng, tmp_path):
+    manifest = write_dataset(tmp_path / "ds", [make_snapshot(rng, name="a", protocol="p1")])
+    other = make_snapshot(rng, name="b", protocol="p2")
+    with pytest.raises(InputError, match="has protocol 'p2' but the data set .* holds 'p1'"):
+        add_snapshot(tmp_path / "ds", other, manifest=manifest)
+    assert not (tmp_path / "ds" / "b.npz").exists() and len(read_manifest(tmp_path / "ds")["snapshots"]) == 1
+    manifest = add_snapshot(tmp_path / "ds", other, manifest=manifest, allow_mixed_protocols=True)
+    assert read_manifest(tmp_path / "ds")["protocol"] == "mixed"
+    assert len(load([tmp_path / "ds"], allow_mixed_protocols=True)) == 2
+    with pytest.raises(InputError, match="2 different DFT protocols"):
+        load([tmp_path / "ds"])
+
+
+def test_temperature_must_be_positive(rng):
+    s = make_snapshot(rng)
+    for bad in (0.0, -300.0, float("nan")):
+        for prov in ({"thermalization": {"temperature_K": bad}}, {"temperature_K": bad}):
+            with pytest.raises(InputError, match="temperature must be > 0 K"):
+                Snapshot(name="x", cell=s.cell, positions=s.positions, numbers=s.numbers, density=s.density,
+                         provenance=prov)
+    imported = Snapshot(name="x", cell=s.cell, positions=s.positions, numbers=s.numbers, density=s.density,
+                        provenance={"temperature_K": 450.0})
+    assert imported.temperature == 450.0 and s.temperature == 300.0
+
+
+def _write_chgcar(path, atoms, rho):
+    from ase.calculators.vasp import VaspChargeDensity
+
+    c = VaspChargeDensity(None)
+    c.atoms = [atoms]
+    c.chg = [np.asarray(rho, dtype=np.float64)]  # ASE stores rho·V, Fortran order
+    c.write(str(path), format="chgcar")
+
+
+def test_import_cube_and_chgcar_of_real_densities(tmp_path, capsys):
+    from pathlib import Path
+
+    al4 = load([Path(__file__).parent / "data" / "al4"])
+    a, b = al4[0], al4[1]
+    write_cube(tmp_path / "a.cube", a.atoms(), a.density)
+    _write_chgcar(tmp_path / "CHGCAR", b.atoms(), b.density)
+    for files, out in (([tmp_path / "a.cube"], "cube-ds"), ([tmp_path / "CHGCAR"], "vasp-ds")):
+        assert main(["data", "import", *map(str, files), "-o", str(tmp_path / out), "--temperature", "300"]) == 0
+    (c,) = load([tmp_path / "cube-ds"])
+    (v,) = load([tmp_path / "vasp-ds"])
+    for got, ref in ((c, a), (v, b)):
+        np.testing.assert_allclose(got.density, ref.density, rtol=1e-6, atol=1e-7 * ref.density.max())
+        np.testing.assert_allclose(got.cell, ref.cell, atol=1e-6)
+        assert abs(got.electron_integral - 12.0) < 1e-4 and got.temperature == 300.0
+    assert c.protocol == "import-cube" and v.protocol == "import-chgcar"
+    capsys.readouterr()
+    assert main(["data", "info", str(tmp_path / "vasp-ds"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["protocols"] == ["import-chgcar"] and info["temperatures"] == {"300": 1}
+    assert info["snapshots"][0]["electron_integral"] == pytest.approx(12.0, abs=1e-4)
+    # Bad input, refused before anything is written: a temperature <= 0 and mixed sources.
+    assert main(["data", "import", str(tmp_path / "a.cube"), "-o", str(tmp_path / "t0"), "--temperature", "0"]) == 2
+    assert "--temperature must be > 0 K, got 0.0" in capsys.readouterr().err
+    assert main(["data", "import", str(tmp_path / "a.cube"), str(tmp_path / "CHGCAR"), "-o", str(tmp_path / "mix")]) == 2
+    assert "--allow-mixed-protocols" in capsys.readouterr().err
+    assert not (tmp_path / "t0").exists() and not (tmp_path / "mix").exists()
+    # A CHGCAR whose grid header does not match its data: one message, nothing written.
+    text = (tmp_path / "CHGCAR").read_text()
+    n = a.density.shape
+    header = f"{n[0]:5d}{n[1]:5d}{n[2]:5d}"
+    assert header in text
+    (tmp_path / "bad_CHGCAR").write_text(text.replace(header, f"{n[0]:5d}{n[1]:5d}{n[2] - 1:5d}", 1))
+    assert main(["data", "import", str(tmp_path / "bad_CHGCAR"), "-o", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not match its header" in err and not (tmp_path / "bad").exists()
+
+
+def test_train_and_evaluate_take_cube_and_chgcar_files(tmp_path, capsys):
+    from pathlib import Path
+
+    al4 = load([Path(__file__).parent / "data" / "al4"])
+    for i, s in enumerate(al4[:3]):
+        write_cube(tmp_path / f"s{i}.cube", s.atoms(), s.density)
+    _write_chgcar(tmp_path / "s3_CHGCAR", al4[3].atoms(), al4[3].density)
+    model = tmp_path / "m.safetensors"
+    assert main(["train", str(tmp_path / "s0.cube"), str(tmp_path / "s1.cube"), "--val", str(tmp_path / "s2.cube"),
+                 "--m", "8", "--k", "3", "--r-cut", "4.5", "--hidden", "8", "--epochs", "1",
+                 "--points-per-epoch", "2000", "-o", str(model)]) == 0
+    assert model.is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(model), str(tmp_path / "s3_CHGCAR"), "--mc-samples", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["overall"]["n_snapshots"] == 1 and res["snapshots"][0]["name"] == "s3_CHGCAR"
+    assert main(["evaluate", str(model), str(tmp_path / "s2.cube"), "--mc-samples", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["overall"]["n_snapshots"] == 1
+    # Cube and CHGCAR together are two sources: refused unless asked.
+    assert main(["evaluate", str(model), str(tmp_path / "s2.cube"), str(tmp_path / "s3_CHGCAR")]) == 2
+    assert "--allow-mixed-protocols" in capsys.readouterr().err

@@ -62,7 +62,7 @@ def summarize(path) -> dict:
         rows.append({
             "name": s.name,
             "split": s.split,
-            "temperature": s.provenance.get("thermalization", {}).get("temperature_K", e.get("temperature")),
+            "temperature": s.temperature if s.temperature is not None else e.get("temperature"),
             "n_atoms": int(len(s.numbers)),
             "formula": s.atoms().get_chemical_formula(),
             "grid_shape": list(s.density.shape),
@@ -144,6 +144,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    import math
     from pathlib import Path
 
     from ..data import MANIFEST, Snapshot, add_snapshot, new_manifest, read_manifest
@@ -153,6 +154,9 @@ def _import(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(f"{str(out)!r} exists and is not a directory")
+    t = args.temperature
+    if t is not None and not (math.isfinite(t) and t > 0):
+        raise InputError(f"--temperature must be > 0 K, got {t!r}; e.g. --temperature 300")
     # Read (and check) every file before writing anything.
     snaps = []
     names = set()
@@ -193,7 +197,7 @@ def _import(args: argparse.Namespace) -> int:
     elif len(protocols) > 1:
         manifest["protocol"] = "mixed"
     for s in snaps:
-        manifest = add_snapshot(out, s, manifest=manifest)
+        manifest = add_snapshot(out, s, manifest=manifest, allow_mixed_protocols=args.allow_mixed_protocols)
         print(f"imported {s.provenance['source_file']} as {s.name} ({len(s.numbers)} atoms, grid "
               f"{'x'.join(map(str, s.density.shape))}, {s.electron_integral:.4f} electrons)")
     print(f"data set {str(out)!r}: {len(manifest['snapshots'])} snapshot(s)")

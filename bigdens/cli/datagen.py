@@ -57,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..datagen import (DFTSettings, MDSettings, assign_splits, build_variants, check_temperatures, generate,
-                           make_plan)
+    from ..datagen import (DFTSettings, MDSettings, assign_splits, build_variants, check_requirements,
+                           check_temperatures, generate, make_plan)
     from ..errors import InputError
 
     temps = check_temperatures(args.temperatures)
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
         validate(atoms)
         hgh_valence(atoms.numbers)
+    check_requirements(variants, md=md)  # GPAW (and matscipy) before the MD, not after it
     from dataclasses import asdict
 
     request = {
