@@ -92,6 +92,40 @@ def plane_normals_norm(cell: np.ndarray) -> np.ndarray:
     return np.linalg.norm(recip, axis=1)
 
 
+#: Atoms per pass of the chunked conversions, so that temporaries stay small next
+#: to the shared arrays of a 10^7-atom structure.
+ROWS = 1 << 16
+
+
+def fractional(cell: np.ndarray, positions: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Fractional coordinates of ``positions``, wrapped into [0, 1).
+
+    Parameters
+    ----------
+    cell : array_like, shape (3, 3)
+        Lattice vectors as rows, Å.
+    positions : array_like, shape (n_atoms, 3)
+        Cartesian positions, Å (need not lie inside the cell).
+    out : ndarray, shape (n_atoms, 3), float64, optional
+        Written in place (may be ``positions`` itself); computed in passes of
+        :data:`ROWS` atoms, so the temporaries do not grow with the structure.
+
+    Returns
+    -------
+    ndarray, shape (n_atoms, 3), float64
+    """
+    cell_t = np.ascontiguousarray(cell, dtype=np.float64).T
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    if out is None:
+        out = np.empty(positions.shape)
+    for s in range(0, len(positions), ROWS):
+        f = np.linalg.solve(cell_t, positions[s : s + ROWS].T).T
+        f -= np.floor(f)
+        f[f >= 1.0] = 0.0  # -1e-17 wraps to 1.0 in floating point
+        out[s : s + ROWS] = f
+    return out
+
+
 def build_cell_list(cell: np.ndarray, positions: np.ndarray, *, atoms_per_bin: int = ATOMS_PER_BIN) -> CellList:
     """Bin the atoms of a periodic structure.
 
@@ -104,22 +138,41 @@ def build_cell_list(cell: np.ndarray, positions: np.ndarray, *, atoms_per_bin: i
     atoms_per_bin
         Target mean occupation of a bin.
     """
+    return cell_list_from_fractional(cell, fractional(cell, positions), atoms_per_bin=atoms_per_bin)
+
+
+def cell_list_from_fractional(cell: np.ndarray, frac: np.ndarray, *, atoms_per_bin: int = ATOMS_PER_BIN) -> CellList:
+    """Bin atoms given by wrapped fractional coordinates (kept, not copied).
+
+    Parameters
+    ----------
+    cell : array_like, shape (3, 3)
+        Lattice vectors as rows, Å.
+    frac : ndarray, shape (n_atoms, 3), float64
+        Fractional coordinates in [0, 1), as :func:`fractional` returns them.
+    atoms_per_bin
+        Target mean occupation of a bin.
+
+    Memory beyond ``frac``: the result's ``order`` and ``starts`` (8 bytes per
+    atom, 8 per bin) and one more int64 per atom while sorting.
+    """
     cell = np.ascontiguousarray(cell, dtype=np.float64)
-    frac = np.linalg.solve(cell.T, np.asarray(positions, dtype=np.float64).T).T
-    frac -= np.floor(frac)
-    frac[frac >= 1.0] = 0.0  # -1e-17 wraps to 1.0 in floating point
+    frac = np.ascontiguousarray(frac, dtype=np.float64)
     n = frac.shape[0]
     volume = abs(np.linalg.det(cell))
     width = (volume * atoms_per_bin / max(n, 1)) ** (1.0 / 3.0)
     plane_spacing = 1.0 / plane_normals_norm(cell)
     nbins = np.maximum(1, np.floor(plane_spacing / width)).astype(np.int64)
-    b = np.minimum((frac * nbins).astype(np.int64), nbins - 1)
-    flat = (b[:, 0] * nbins[1] + b[:, 1]) * nbins[2] + b[:, 2]
-    order = np.argsort(flat, kind="stable").astype(np.int64)
+    flat = np.empty(n, dtype=np.int64)
+    for s in range(0, n, ROWS):
+        b = np.minimum((frac[s : s + ROWS] * nbins).astype(np.int64), nbins - 1)
+        flat[s : s + ROWS] = (b[:, 0] * nbins[1] + b[:, 1]) * nbins[2] + b[:, 2]
+    order = np.argsort(flat, kind="stable").astype(np.int64, copy=False)
     counts = np.bincount(flat, minlength=int(np.prod(nbins)))
+    del flat
     starts = np.zeros(counts.size + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
-    return CellList(cell=cell, frac=np.ascontiguousarray(frac), nbins=nbins, order=order, starts=starts)
+    return CellList(cell=cell, frac=frac, nbins=nbins, order=order, starts=starts)
 
 
 _KERNELS = None

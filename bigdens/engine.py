@@ -104,9 +104,37 @@ def resolve_device(request: str) -> str:
     return "cpu"
 
 
+def _read_atoms(positions, numbers, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Fractional coordinates, atomic numbers (uint8) and structure hash of stored atoms.
+
+    Read in passes of :data:`bigdens.celllist.ROWS` atoms, so that a worker holds
+    32 bytes per atom (what its cell list keeps) and not the several copies a
+    whole-array read and conversion would make at once.
+    """
+    from .celllist import ROWS, fractional
+
+    n = positions.shape[0]
+    frac = np.empty((n, 3))
+    z = np.empty(n, dtype=np.uint8)
+
+    def position_chunks():
+        for s in range(0, n, ROWS):
+            p = np.asarray(positions[s : s + ROWS], dtype=np.float64)
+            fractional(cell, p, out=frac[s : s + len(p)])
+            yield p
+
+    def number_chunks():
+        for s in range(0, n, ROWS):
+            chunk = np.asarray(numbers[s : s + ROWS], dtype=np.int64)
+            z[s : s + len(chunk)] = chunk
+            yield chunk
+
+    return frac, z, zstore.structure_hash_chunks(cell, position_chunks(), number_chunks())
+
+
 def _context(job: dict) -> _Context:
     from .blocks import make_blocks
-    from .celllist import build_cell_list
+    from .celllist import cell_list_from_fractional
     from .grid import Grid
 
     key = (job["store"], job["run_id"])
@@ -120,10 +148,9 @@ def _context(job: dict) -> _Context:
     import zarr
 
     root = zarr.open_group(job["store"], mode="r")
-    positions = np.asarray(root["positions"][:], dtype=np.float64)
-    numbers = np.asarray(root["numbers"][:], dtype=np.int64)
     cell = np.asarray(attrs["cell"], dtype=np.float64)
-    if zstore.structure_hash(cell, positions, numbers) != attrs["run"]["structure_hash"]:
+    frac, numbers, digest = _read_atoms(root["positions"], root["numbers"], cell)
+    if digest != attrs["run"]["structure_hash"]:
         raise RunError(f"the atoms stored in {job['store']!r} do not match its structure hash; start again "
                        "with --overwrite")
     grid = Grid(cell=cell, shape=tuple(attrs["grid_shape"]))
@@ -131,7 +158,7 @@ def _context(job: dict) -> _Context:
         grid=grid,
         blocks=make_blocks(grid.shape, tuple(attrs["run"]["block"])),
         numbers=numbers,
-        cell_list=build_cell_list(cell, positions),
+        cell_list=cell_list_from_fractional(cell, frac),
         arrays=zstore.open_variables(job["store"]),
         model=load_model(job["model"], job["model_hash"]),
         device=resolve_device(job["device"]),

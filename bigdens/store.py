@@ -67,10 +67,17 @@ DENSITY_UNITS = "electron/angstrom^3"
 
 def structure_hash(cell, positions, numbers) -> str:
     """sha256 (hex) of a structure's cell (Å), positions (Å) and atomic numbers."""
+    return structure_hash_chunks(cell, [positions], [numbers])
+
+
+def structure_hash_chunks(cell, position_chunks, number_chunks) -> str:
+    """:func:`structure_hash` of a structure given as consecutive chunks (iterables of arrays)."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(cell, dtype=np.float64).tobytes())
-    h.update(np.ascontiguousarray(positions, dtype=np.float64).tobytes())
-    h.update(np.ascontiguousarray(numbers, dtype=np.int64).tobytes())
+    for p in position_chunks:
+        h.update(np.ascontiguousarray(p, dtype=np.float64).tobytes())
+    for z in number_chunks:
+        h.update(np.ascontiguousarray(z, dtype=np.int64).tobytes())
     return h.hexdigest()
 
 
@@ -416,5 +423,5 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyReport:
 
 
 __all__ = ["DENSITY_UNITS", "STORE_FORMAT", "VARIABLES", "VerifyReport", "check_identity", "check_target",
-           "checksum", "create", "open_variables", "read_attrs", "read_ledger", "structure_hash",
+           "checksum", "create", "open_variables", "read_attrs", "read_ledger", "structure_hash", "structure_hash_chunks",
            "update_attrs", "verify", "write_block", "write_ledger"]

@@ -24,3 +24,25 @@ def test_query_box_finds_every_image(rng):
         want += [(int(i), tuple(s)) for i in np.flatnonzero(inside)]
     assert got == sorted(want)
     assert len(set(i for i, _ in got)) < len(got)  # the box is wider than the cell: repeated atoms
+
+
+def test_chunked_fractional_and_binning_equal_whole_array(rng, monkeypatch):
+    import bigdens.celllist as celllist
+
+    cell = np.array([[6.0, 0.0, 0.0], [2.0, 5.0, 0.0], [1.0, -1.5, 4.0]])
+    pos = rng.uniform(-9, 15, size=(1000, 3))
+    pos[:3] = 0.0  # atoms exactly on the cell origin wrap to 0, never to 1
+    whole = np.linalg.solve(cell.T, pos.T).T
+    whole -= np.floor(whole)
+    whole[whole >= 1.0] = 0.0
+    ref = build_cell_list(cell, pos, atoms_per_bin=3)
+    monkeypatch.setattr(celllist, "ROWS", 37)  # many passes, a partial last one
+    out = np.full_like(pos, np.nan)
+    got = celllist.fractional(cell, pos, out=out)
+    assert got is out and (got >= 0).all() and (got < 1).all()
+    np.testing.assert_allclose(got, whole, rtol=0, atol=1e-14)
+    cl = celllist.cell_list_from_fractional(cell, got, atoms_per_bin=3)
+    assert cl.frac is got  # kept, not copied
+    # Same bins, so the same order: every bin's atoms sorted stably by index.
+    np.testing.assert_array_equal(cl.starts, ref.starts)
+    np.testing.assert_array_equal(cl.order, ref.order)
