@@ -7,6 +7,7 @@ builds in seconds and 10^7 atoms fit in memory (positions take 24 bytes/atom).
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,14 +75,7 @@ def validate(atoms: "Atoms", *, min_distance: float = MIN_DISTANCE) -> None:
             f"the structure must be periodic in all three directions, got pbc={atoms.pbc.tolist()}; "
             "put a molecule or slab in a box with vacuum and set atoms.pbc = True"
         )
-    cell = np.asarray(atoms.cell[:], dtype=np.float64)
-    volume = abs(np.linalg.det(cell))
-    lengths = np.linalg.norm(cell, axis=1)
-    if not np.all(np.isfinite(cell)) or volume <= 1e-6 * max(lengths.prod(), 1e-300):
-        raise InputError(
-            f"the cell is singular (volume {volume:.3g} Å³, lattice vectors {cell.tolist()}); "
-            "give three linearly independent lattice vectors"
-        )
+    cell = check_cell(atoms.cell[:])
     pos = atoms.positions
     bad = ~np.isfinite(pos).all(axis=1)
     if bad.any():
@@ -98,6 +92,40 @@ def validate(atoms: "Atoms", *, min_distance: float = MIN_DISTANCE) -> None:
             f"atom {i} is {d:.3f} Å from {what} (minimum allowed {min_distance} Å); "
             "check the cell and the position units (Å)"
         )
+
+
+def check_cell(cell) -> np.ndarray:
+    """The cell as a float64 array, shape (3, 3) (rows a1, a2, a3, Å), or InputError if singular.
+
+    A cell is singular when a lattice vector is not finite or the three are
+    (nearly) linearly dependent: volume ≤ 1e-6 × |a1|·|a2|·|a3|.
+    """
+    cell = np.asarray(cell, dtype=np.float64)
+    if cell.shape != (3, 3):
+        raise InputError(f"a cell is three lattice vectors (a 3×3 array, Å), got shape {cell.shape}")
+    with np.errstate(invalid="ignore", over="ignore"):
+        volume = abs(np.linalg.det(cell)) if np.isfinite(cell).all() else float("nan")
+        lengths = np.linalg.norm(cell, axis=1)
+        if not volume > 1e-6 * max(lengths.prod(), 1e-300):
+            raise InputError(
+                f"the cell is singular (volume {volume:.3g} Å³, lattice vectors {cell.tolist()}); "
+                "give three linearly independent lattice vectors"
+            )
+    return cell
+
+
+def _check_a(a: float) -> float:
+    # A lattice constant, Å: finite and positive.
+    if not (isinstance(a, (int, float, np.floating)) and np.isfinite(a) and a > 0):
+        raise InputError(f"lattice constant must be > 0 Å, got {a!r}")
+    return float(a)
+
+
+def _rng(seed: int) -> np.random.Generator:
+    # numpy's generator for a user seed; numpy itself rejects negative seeds with a bare ValueError.
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
+    return np.random.default_rng(int(seed))
 
 
 def _check_cells(cells) -> tuple[int, int, int]:
@@ -128,8 +156,7 @@ def fcc_al(cells=(1, 1, 1), *, a: float = A_AL) -> "Atoms":
     from ase import Atoms
 
     cells = _check_cells(cells)
-    if not a > 0:
-        raise InputError(f"lattice constant must be > 0 Å, got {a!r}")
+    a = _check_a(a)
     pos = _lattice(_FCC_BASIS, cells, a)
     return Atoms(numbers=np.full(len(pos), 13), positions=pos, cell=np.diag(np.array(cells) * a), pbc=True)
 
@@ -160,25 +187,38 @@ def diamond_sige(cells=(1, 1, 1), *, x: float, a: float | None = None, seed: int
     cells = _check_cells(cells)
     if not 0.0 <= x <= 1.0:
         raise InputError(f"Ge fraction x must be within [0, 1], got {x!r}")
-    a = vegard(x) if a is None else a
-    if not a > 0:
-        raise InputError(f"lattice constant must be > 0 Å, got {a!r}")
+    a = _check_a(vegard(x) if a is None else a)
+    rng = _rng(seed)
     pos = _lattice(_DIAMOND_BASIS, cells, a)
     n = len(pos)
     numbers = np.full(n, 14, dtype=np.int64)
     n_ge = int(round(x * n))
-    rng = np.random.default_rng(seed)
     numbers[rng.permutation(n)[:n_ge]] = 32
     return Atoms(numbers=numbers, positions=pos, cell=np.diag(np.array(cells) * a), pbc=True)
 
 
-def _min_image_distance(atoms: "Atoms", center: np.ndarray) -> np.ndarray:
-    # Distance (Å) from `center` to the nearest image of each atom; exact when the
-    # cell is not much skewed (reduced); used for voids and clusters.
-    cell = np.asarray(atoms.cell[:])
+def _within(atoms: "Atoms", center: np.ndarray, radius: float) -> np.ndarray:
+    """Mask, shape (n_atoms,), of the atoms with a periodic image within ``radius`` Å of ``center``.
+
+    Exact for any cell.  Each atom is first taken to the image whose
+    fractional offset from ``center`` lies in [-0.5, 0.5]; when ``radius`` is
+    below half of every lattice-plane spacing no other image can be within
+    ``radius``, so one vectorised pass decides.  Larger radii also try the
+    neighbouring images, one pass per integer shift.
+    """
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
     frac = np.linalg.solve(cell.T, (atoms.positions - center).T).T
     frac -= np.round(frac)
-    return np.linalg.norm(frac @ cell, axis=1)
+    disp = frac @ cell
+    inside = np.einsum("ij,ij->i", disp, disp) <= radius * radius
+    # Image shift n along i can reach the sphere only if |n| <= radius·|b_i| + 0.5.
+    reach = np.floor(radius * np.linalg.norm(np.linalg.inv(cell), axis=0) + 0.5).astype(int)
+    if reach.any():
+        for shift in itertools.product(*(range(-r, r + 1) for r in reach)):
+            if any(shift):
+                disp = (frac + np.array(shift)) @ cell
+                inside |= np.einsum("ij,ij->i", disp, disp) <= radius * radius
+    return inside
 
 
 def _center(atoms: "Atoms", center) -> np.ndarray:
@@ -190,40 +230,73 @@ def _center(atoms: "Atoms", center) -> np.ndarray:
     return c
 
 
+def _check_radius(radius: float, what: str) -> float:
+    # A sphere radius, Å: finite and positive.
+    if not (isinstance(radius, (int, float, np.floating)) and np.isfinite(radius) and radius > 0):
+        raise InputError(f"{what} radius must be > 0 Å, got {radius!r}")
+    return float(radius)
+
+
 def remove_vacancies(atoms: "Atoms", k: int, *, seed: int = 0) -> "Atoms":
-    """Copy of ``atoms`` with ``k`` atoms removed at random (seeded)."""
-    if not 0 <= k < len(atoms):
+    """Copy of ``atoms`` with ``k`` atoms, chosen at random, removed.
+
+    Parameters
+    ----------
+    atoms
+        The structure.
+    k
+        Number of vacancies, 0 ≤ k < ``len(atoms)``.
+    seed
+        Seed of the random choice (an integer ≥ 0).
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(atoms):
         raise InputError(f"number of vacancies must be within [0, {len(atoms) - 1}], got {k!r}")
     keep = np.ones(len(atoms), dtype=bool)
-    keep[np.random.default_rng(seed).choice(len(atoms), size=k, replace=False)] = False
+    keep[_rng(seed).choice(len(atoms), size=int(k), replace=False)] = False
     return atoms[keep]
 
 
 def carve_void(atoms: "Atoms", radius: float, *, center=None) -> "Atoms":
-    """Copy of ``atoms`` without the atoms within ``radius`` Å of ``center``.
+    """Copy of ``atoms`` without the atoms that have a periodic image within ``radius`` of ``center``.
 
-    ``center`` (Cartesian, Å) defaults to the middle of the cell; distances use
-    the nearest periodic image.
+    Parameters
+    ----------
+    atoms
+        The structure (any periodic cell).
+    radius
+        Void radius, Å.
+    center : array_like, shape (3,), optional
+        Void centre, Cartesian, Å; the middle of the cell when None.
     """
-    if not radius > 0:
-        raise InputError(f"void radius must be > 0 Å, got {radius!r}")
-    keep = _min_image_distance(atoms, _center(atoms, center)) > radius
+    radius = _check_radius(radius, "void")
+    keep = ~_within(atoms, _center(atoms, center), radius)
     if not keep.any():
         raise InputError(f"a void of radius {radius} Å removes every atom of the cell")
     return atoms[keep]
 
 
 def substitute_cluster(atoms: "Atoms", radius: float, *, symbol: str | int, center=None) -> "Atoms":
-    """Copy of ``atoms`` with every atom within ``radius`` Å of ``center`` replaced by ``symbol``."""
+    """Copy of ``atoms`` with every atom within ``radius`` of ``center`` (any image) replaced by ``symbol``.
+
+    Parameters
+    ----------
+    atoms
+        The structure (any periodic cell).
+    radius
+        Cluster radius, Å.
+    symbol
+        Chemical symbol or atomic number of the substituted atoms.
+    center : array_like, shape (3,), optional
+        Cluster centre, Cartesian, Å; the middle of the cell when None.
+    """
     from ase.data import atomic_numbers
 
     z = symbol if isinstance(symbol, int) else atomic_numbers.get(symbol)
     if z is None or not 0 < z < 119:
         raise InputError(f"unknown chemical element {symbol!r}")
-    if not radius > 0:
-        raise InputError(f"cluster radius must be > 0 Å, got {radius!r}")
+    radius = _check_radius(radius, "cluster")
     out = atoms.copy()
-    inside = _min_image_distance(atoms, _center(atoms, center)) <= radius
+    inside = _within(atoms, _center(atoms, center), radius)
     numbers = out.numbers
     numbers[inside] = z
     out.numbers = numbers
@@ -233,13 +306,20 @@ def substitute_cluster(atoms: "Atoms", radius: float, *, symbol: str | int, cent
 def rattle(atoms: "Atoms", rms: float, *, seed: int = 0) -> "Atoms":
     """Copy of ``atoms`` with Gaussian displacements (thermal-like disorder).
 
-    Each Cartesian component is displaced by a normal deviate of standard
-    deviation ``rms`` Å (the displacement vector's rms length is ``√3·rms``).
+    Parameters
+    ----------
+    atoms
+        The structure.
+    rms
+        Standard deviation of each Cartesian displacement component, Å (the
+        displacement vector's rms length is ``√3·rms``); 0 leaves the atoms in place.
+    seed
+        Seed of the displacements (an integer ≥ 0).
     """
-    if not rms >= 0:
+    if not (isinstance(rms, (int, float, np.floating)) and np.isfinite(rms) and rms >= 0):
         raise InputError(f"rattle amplitude must be >= 0 Å, got {rms!r}")
     out = atoms.copy()
-    out.positions = atoms.positions + np.random.default_rng(seed).normal(0.0, rms, size=(len(atoms), 3))
+    out.positions = atoms.positions + _rng(seed).normal(0.0, rms, size=(len(atoms), 3))
     return out
 
 

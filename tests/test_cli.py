@@ -32,6 +32,40 @@ def test_build_then_describe():
     assert "3456 points" in r.stdout and "(14, 32)" in r.stdout
 
 
+def test_build_al_with_defects_and_rattle():
+    r = bigdens("build", "al", "--cells", "3", "3", "3", "--a", "4.1", "--void", "3.0", "--vacancies", "5",
+                "--rattle", "0.04", "--seed", "7", "-o", "al.xyz")
+    assert r.returncode == 0, r.stderr
+    atoms = read("al.xyz")
+    # 108 sites; the centre (1.5a, 1.5a, 1.5a) is an octahedral hole: the void takes its 6 neighbours at a/2.
+    assert len(atoms) == 108 - 6 - 5 and set(atoms.numbers) == {13} and atoms.pbc.all()
+    assert abs(atoms.cell.lengths() - 12.3).max() < 1e-9
+    assert f"wrote al.xyz: {len(atoms)} atoms ({len(atoms)} Al)" in r.stdout
+    again = bigdens("build", "al", "--cells", "3", "3", "3", "--a", "4.1", "--void", "3.0", "--vacancies", "5",
+                    "--rattle", "0.04", "--seed", "7", "-o", "again.xyz")
+    assert again.returncode == 0 and (read("again.xyz").positions == atoms.positions).all()  # seeded
+    other = bigdens("build", "al", "--cells", "3", "3", "3", "--a", "4.1", "--void", "3.0", "--vacancies", "5",
+                    "--rattle", "0.04", "--seed", "8", "-o", "other.xyz")
+    assert other.returncode == 0 and len(read("other.xyz")) == len(atoms)
+    assert not __import__("numpy").allclose(read("other.xyz").positions, atoms.positions, atol=1e-3)
+
+
+@pytest.mark.parametrize("out, fmt", [("POSCAR", "vasp"), ("s.cif", "cif"), ("s.extxyz", "extxyz"),
+                                      ("s.data", "lammps-data")])
+def test_build_sige_any_ase_format_reads_back(out, fmt):
+    extra = ["--out-format", fmt] if fmt == "lammps-data" else []
+    r = bigdens("build", "sige", "--x", "0.5", "--cells", "2", "1", "1", "--seed", "3", "-o", out, *extra)
+    assert r.returncode == 0, r.stderr
+    atoms = read(out, format=fmt)
+    # The species survive every format (LAMMPS data through its Masses section).
+    assert len(atoms) == 16 and (atoms.numbers == 32).sum() == 8 and (atoms.numbers == 14).sum() == 8
+    a = (5.431 + 5.658) / 2
+    assert abs(atoms.cell.lengths() - [2 * a, a, a]).max() < 1e-4
+    r = bigdens("describe", out, "--format", fmt, "--grid", "8", "4", "4", "--block", "4", "--r-cut", "4")
+    assert r.returncode == 0, r.stderr
+    assert "16 atoms (8 Si, 8 Ge)" in r.stdout and "128 points" in r.stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

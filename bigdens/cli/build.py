@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.system == "al":
         if args.x is not None:
             raise InputError("--x is for sige only")
-        atoms = structure.fcc_al(args.cells, a=args.a or structure.A_AL)
+        atoms = structure.fcc_al(args.cells, a=structure.A_AL if args.a is None else args.a)
     else:
         if args.x is None:
             raise InputError("bigdens build sige needs the Ge fraction, e.g. --x 0.5")
@@ -58,17 +58,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_structure(atoms, path: str, *, format: str | None = None) -> None:
-    """Write with ASE, turning its errors into one clear message."""
+    """Write ``atoms`` to ``path`` with ASE, turning its errors into one clear message.
+
+    ``format`` is an ASE format name, guessed from ``path`` when None.  LAMMPS
+    data files get a Masses section, so that reading them back (ASE maps
+    masses to elements) restores the species rather than H, He, ...
+    """
     from pathlib import Path
 
     from ase.io import write
+    from ase.io.formats import filetype
 
     from ..errors import InputError
 
     if not Path(path).absolute().parent.is_dir():
         raise InputError(f"cannot write {path!r}: its folder does not exist; create it first")
     try:
-        write(path, atoms, format=format)
+        kind = format or filetype(path, read=False)
+    except Exception:  # ASE's own error follows from write() below
+        kind = None
+    extra = {"masses": True} if kind == "lammps-data" else {}
+    try:
+        write(path, atoms, format=format, **extra)
     except Exception as exc:
         raise InputError(f"cannot write {path!r} ({type(exc).__name__}: {exc}); "
                          "choose a format ASE writes with --out-format") from None
