@@ -286,10 +286,11 @@ def compute(positions, numbers, cell, points, params: DescriptorParams) -> np.nd
     ndarray, shape (n_points, n_features), float32
     """
     from .celllist import build_cell_list
+    from .structure import check_cell
 
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     numbers = np.asarray(numbers)
-    cell = np.asarray(cell, dtype=np.float64)
+    cell = check_cell(cell)
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     if len(positions) == 0:
         raise InputError("the structure is empty (0 atoms)")

@@ -145,6 +145,10 @@ def test_bad_structures():
         compute(atoms.positions, [13, 13, 14, 13], atoms.cell[:], [[0, 0, 0]], params)
     with pytest.raises(InputError, match="empty"):
         compute(np.zeros((0, 3)), [], atoms.cell[:], [[0, 0, 0]], params)
+    flat = atoms.cell[:].copy()
+    flat[2] = flat[0] + flat[1]
+    with pytest.raises(InputError, match="cell is singular"):
+        compute(atoms.positions, atoms.numbers, flat, [[0, 0, 0]], params)
 
 
 def test_atom_bins_group_every_atom_into_its_bin(rng):
