@@ -60,7 +60,13 @@ BIGDENS_KEYS: dict[str, tuple] = {
     "max_cores_per_job": ((int, type(None)), None),
     "security": ((dict, type(None)), None),
 }
-_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|[KMGT]i?B)\s*$", re.IGNORECASE)
+#: jobqueue keys whose value is a list of strings.
+_STRING_LISTS = ("job_extra_directives", "job_script_prologue", "job_directives_skip", "worker_extra_args")
+#: Names a SLURM user may write for a jobqueue key, -> the key.
+_SLURM_NAMES = {"partition": "queue", "time": "walltime", "mem": "memory", "cpus_per_task": "cores",
+                "lifetime": "worker_extra_args: ['--lifetime', '50m']", "prologue": "job_script_prologue"}
+# A size as dask and SLURM write it: 16GB, 16G, 500MiB, 1.5 TB (a bare number is ambiguous: refused).
+_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|[KMGT]i?B?)\s*$", re.IGNORECASE)
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")
 
 
@@ -81,7 +87,9 @@ class Profile:
     block : int or None
         Block edge (grid points) to use with this cluster, if set.
     wait_for_workers_s : float
-        How long to wait for the first worker before giving up.
+        How long to wait for the first worker before giving up, s.
+    max_cores_per_job : int or None
+        The site's limit on ``jobqueue.cores``, checked when the profile is read.
     security : dict or None
         Dask TLS settings (``distributed.security.Security`` keywords).
     """
@@ -134,6 +142,39 @@ def _check_type(value, want, key: str, path: Path):
         raise SetupError(f"{path}: key {key!r} must be {names}, got {value!r}")
 
 
+def _mapping(raw: dict, key: str, path: Path) -> dict:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SetupError(f"{path}: {key!r} must be a mapping of keys to values (key: value lines indented "
+                         f"under '{key}:'), got {value!r}")
+    return dict(value)
+
+
+def _check_names(given: dict, allowed, what: str, path: Path) -> None:
+    unknown = sorted(set(given) - set(allowed), key=str)
+    if unknown:
+        raise SetupError(f"{path}: unknown {what} key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _check_nested(jq: dict, security: dict | None, path: Path) -> None:
+    # scheduler_options and security are passed to distributed as keywords: a typo would
+    # fail only when the scheduler starts, with a traceback.
+    import inspect
+
+    if jq.get("scheduler_options"):
+        from distributed import Scheduler
+
+        params = inspect.signature(Scheduler.__init__).parameters
+        _check_names(jq["scheduler_options"], [n for n, p in params.items() if n != "self" and p.kind
+                                               is not p.VAR_KEYWORD], "jobqueue.scheduler_options", path)
+    if security:
+        from distributed.security import Security
+
+        _check_names(security, Security.__slots__, "bigdens.security", path)
+
+
 def load_profile(name: str) -> Profile:
     """Read and validate a profile (a name in cluster_configs/ or a path).
 
@@ -157,11 +198,15 @@ def load_profile(name: str) -> Profile:
         raise SetupError(f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: scheduler, jobqueue, bigdens, description")
     if raw.get("scheduler", "slurm") != "slurm":
         raise SetupError(f"{path}: scheduler must be 'slurm', got {raw.get('scheduler')!r}")
-    jq = dict(raw.get("jobqueue") or {})
+    jq = _mapping(raw, "jobqueue", path)
     for key, value in jq.items():
         if key not in JOBQUEUE_KEYS:
-            raise SetupError(f"{path}: unknown jobqueue key {key!r}; allowed: {', '.join(sorted(JOBQUEUE_KEYS))}")
+            hint = f" (SLURM's {key!r} is {_SLURM_NAMES[key]} here)" if key in _SLURM_NAMES else ""
+            raise SetupError(f"{path}: unknown jobqueue key {key!r}{hint}; allowed: {', '.join(sorted(JOBQUEUE_KEYS))}")
         _check_type(value, JOBQUEUE_KEYS[key], f"jobqueue.{key}", path)
+        if key in _STRING_LISTS and not all(isinstance(v, str) for v in value):
+            raise SetupError(f"{path}: jobqueue.{key} must be a list of strings, got {value!r}; quote each "
+                             "item, e.g. [\"--exclusive\"]")
     for key in ("cores", "memory", "walltime"):
         if key not in jq:
             raise SetupError(f"{path}: missing required key jobqueue.{key} (e.g. cores: 8, memory: 16GB, walltime: '01:00:00')")
@@ -171,14 +216,18 @@ def load_profile(name: str) -> Profile:
         raise SetupError(f"{path}: jobqueue.memory {jq['memory']!r} is not a size like '16GB' or '500MiB'")
     if not _WALLTIME.match(jq["walltime"]):
         raise SetupError(f"{path}: jobqueue.walltime {jq['walltime']!r} is not HH:MM:SS, MM:SS or D-HH:MM:SS")
-    bd = dict(raw.get("bigdens") or {})
+    bd = _mapping(raw, "bigdens", path)
     for key, value in bd.items():
         if key not in BIGDENS_KEYS:
             raise SetupError(f"{path}: unknown bigdens key {key!r}; allowed: {', '.join(sorted(BIGDENS_KEYS))}")
         _check_type(value, BIGDENS_KEYS[key][0], f"bigdens.{key}", path)
     settings = {k: bd.get(k, default) for k, (_, default) in BIGDENS_KEYS.items()}
-    if settings["jobs"] < 1 or settings["threads_per_worker"] < 1:
-        raise SetupError(f"{path}: bigdens.jobs and bigdens.threads_per_worker must be >= 1")
+    for key in ("jobs", "threads_per_worker", "block", "max_cores_per_job"):
+        if settings[key] is not None and settings[key] < 1:
+            raise SetupError(f"{path}: bigdens.{key} must be >= 1, got {settings[key]!r}")
+    if not (math.isfinite(settings["wait_for_workers_s"]) and settings["wait_for_workers_s"] > 0):
+        raise SetupError(f"{path}: bigdens.wait_for_workers_s must be a positive number of seconds, got "
+                         f"{settings['wait_for_workers_s']!r}; e.g. wait_for_workers_s: 300")
     per_process = jq["cores"] // jq.get("processes", 1)
     if settings["threads_per_worker"] > per_process:
         raise SetupError(f"{path}: bigdens.threads_per_worker={settings['threads_per_worker']} exceeds the "
@@ -186,6 +235,7 @@ def load_profile(name: str) -> Profile:
     if settings["max_cores_per_job"] is not None and jq["cores"] > settings["max_cores_per_job"]:
         raise SetupError(f"{path}: jobqueue.cores={jq['cores']} is more than this cluster allows per job "
                          f"(bigdens.max_cores_per_job={settings['max_cores_per_job']})")
+    _check_nested(jq, settings["security"], path)
     return Profile(name=path.stem, path=path, jobqueue=jq, **settings)
 
 
@@ -235,6 +285,8 @@ def cluster_kwargs(profile: Profile) -> dict:
     # torch: SLURM reserves `cores` CPUs (job_cpu) while Dask sees one thread per process.
     kw.setdefault("job_cpu", kw["cores"])
     kw["cores"] = kw["processes"]
+    if "name" in kw:  # the SLURM job name (-J); SLURMCluster's own `name` only names the cluster object
+        kw["job_name"] = kw.pop("name")
     if profile.security:
         from distributed.security import Security
 
@@ -243,8 +295,8 @@ def cluster_kwargs(profile: Profile) -> dict:
     return kw
 
 
-def _slurm_cluster_class():
-    """``dask_jobqueue.SLURMCluster``, imported without losing Ctrl-C.
+def _jobqueue():
+    """The ``dask_jobqueue.slurm`` module, imported without losing Ctrl-C.
 
     Importing dask_jobqueue (its ``runner`` module) replaces the SIGINT handler
     with ``sys.exit()``, which would turn Ctrl-C into a silent exit with status
@@ -253,29 +305,42 @@ def _slurm_cluster_class():
     import signal
 
     before = signal.getsignal(signal.SIGINT)
-    from dask_jobqueue import SLURMCluster
+    import dask_jobqueue.slurm
 
     if threading.current_thread() is threading.main_thread() and before is not None:
         signal.signal(signal.SIGINT, before)
-    return SLURMCluster
+    return dask_jobqueue.slurm
 
 
 def make_cluster(profile: Profile):
-    """Start a ``SLURMCluster`` (no jobs yet) for the profile."""
-    SLURMCluster = _slurm_cluster_class()
+    """Start a ``SLURMCluster`` (its scheduler here, no jobs yet) for the profile.
+
+    Raises
+    ------
+    SetupError
+        No ``sbatch`` on PATH, or the scheduler cannot start here (e.g. an
+        ``interface`` this machine does not have).
+    """
+    SLURMCluster = _jobqueue().SLURMCluster
     require_slurm()
-    return SLURMCluster(**cluster_kwargs(profile))
+    try:
+        return SLURMCluster(**cluster_kwargs(profile))
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise SetupError(f"{profile.path}: cannot start the Dask scheduler on this machine ({exc}); fix "
+                         "jobqueue.interface or jobqueue.scheduler_options (interface, host). Nothing was "
+                         "submitted") from None
 
 
 def job_script(profile: Profile) -> str:
-    """The batch script a job of this profile would submit (nothing is submitted)."""
-    SLURMCluster = _slurm_cluster_class()
+    """The batch script a job of this profile would submit (nothing is started or submitted).
 
+    The scheduler address is a placeholder: the real one is known once the
+    scheduler runs, so the profile's interfaces need not exist on this machine.
+    """
     kw = cluster_kwargs(profile)
-    kw.setdefault("scheduler_options", {})
-    # A throwaway scheduler on loopback so the script names a real address form.
-    with SLURMCluster(**kw) as cluster:
-        return cluster.job_script()
+    kw.pop("scheduler_options", None)
+    address = f"{kw.get('protocol') or 'tcp://'}<scheduler-address>:8786"
+    return _jobqueue().SLURMJob(address, name="dummy-name", **kw).job_script()
 
 
 def check_submission(profile: Profile, script: str) -> None:
@@ -308,19 +373,38 @@ def jobs_needed(profile: Profile, n_tasks: int) -> int:
     return max(1, min(profile.jobs, math.ceil(max(n_tasks, 1) / per_job)))
 
 
+def _squeue(args: list[str]) -> list[list[str]]:
+    # squeue's lines split at "|" (empty when squeue does not answer).
+    try:
+        out = subprocess.run(["squeue", "-h", *args], capture_output=True, text=True, timeout=30).stdout
+    except subprocess.TimeoutExpired:
+        return []
+    return [line.strip().split("|") for line in out.splitlines() if "|" in line]
+
+
 def job_states(job_ids: list[str]) -> dict[str, str]:
-    """``squeue``'s state and reason of each job still known to SLURM, id -> text."""
+    """``squeue``'s view of each job still known to SLURM, id -> text.
+
+    A pending job also gets its place in its partition's queue (by priority)
+    and SLURM's expected start, e.g. ``PENDING (Resources), position 2 of 5
+    pending in partition debug, expected start 2025-06-01T10:00:00``.
+    """
     if not job_ids or shutil.which("squeue") is None:
         return {}
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T %r"], capture_output=True,
-                             text=True, timeout=30).stdout
-    except subprocess.TimeoutExpired:
-        return {}
+    queue = None
     states = {}
-    for line in out.splitlines():
-        jid, _, rest = line.strip().partition(" ")
-        states[jid] = rest.replace(" ", " (", 1) + ")" if " " in rest else rest
+    rows = [r for r in _squeue(["-j", ",".join(job_ids), "-o", "%i|%T|%r|%P|%S"]) if len(r) == 5]
+    for jid, state, reason, partition, start in rows:
+        text = f"{state} ({reason})" if reason not in ("", "None") else state
+        if state == "PENDING":
+            if queue is None:
+                queue = [r for r in _squeue(["-t", "PENDING", "-o", "%i|%P", "--sort=-p,i"]) if len(r) == 2]
+            ahead = [i for i, part in queue if part == partition]
+            if jid in ahead:
+                text += f", position {ahead.index(jid) + 1} of {len(ahead)} pending in partition {partition}"
+            if start[:1].isdigit():
+                text += f", expected start {start}"
+        states[jid] = text
     return states
 
 
@@ -382,12 +466,45 @@ def slurm_client(profile: Profile, n_tasks: int, *, keep_interval: float = 5.0) 
         cluster.close()
 
 
-def _wait_for_first_worker(cluster, client, profile: Profile, n_jobs: int) -> None:
-    try:
-        client.wait_for_workers(1, timeout=profile.wait_for_workers_s)
-        return
-    except TimeoutError:
-        pass
+def job_output(profile: Profile, job_id: str) -> Path | None:
+    """The file holding a job's output (SLURM's default, or the profile's ``log_directory``), if it exists."""
+    log_dir = profile.jobqueue.get("log_directory")
+    # dask-jobqueue names them JOBNAME-ID.err and .out there; stderr holds the traceback.
+    candidates = ([*Path(log_dir).glob(f"*-{job_id}.err"), *Path(log_dir).glob(f"*-{job_id}.out")] if log_dir
+                  else [Path.cwd() / f"slurm-{job_id}.out"])
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _why_job_ended(profile: Profile, job_id: str) -> str:
+    # The first exception line of the job's output (the root cause: Python prints it first),
+    # else its last line (a shell error from the prologue, say).
+    out = job_output(profile, job_id)
+    if out is None:
+        return f"job {job_id}: no output file found"
+    lines = [line.strip() for line in out.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", line)]
+    why = (errors or lines or ["(empty)"])[0 if errors else -1]
+    return f"job {job_id} ({out}): {why[:300]}"
+
+
+def _wait_for_first_worker(cluster, client, profile: Profile, n_jobs: int, *, poll_s: float = 5.0) -> None:
+    # Poll so that jobs which all died (a bad prologue, interface or python) stop the
+    # wait at once instead of after wait_for_workers_s.
+    import time
+
+    end = time.monotonic() + profile.wait_for_workers_s
+    while (left := end - time.monotonic()) > 0:
+        try:
+            client.wait_for_workers(1, timeout=min(poll_s, left))
+            return
+        except TimeoutError:
+            pass
+        ids = _job_ids(cluster)
+        if ids and not job_states(ids) and not client.scheduler_info()["workers"]:
+            more = f" (and {len(ids) - 1} more)" if len(ids) > 1 else ""
+            raise RunError(f"all {len(ids)} SLURM job(s) of profile {profile.name!r} ended before a Dask worker "
+                           f"connected: {_why_job_ended(profile, ids[0])}{more}. Fix {profile.path} "
+                           "(job_script_prologue, python, interface) and retry")
     ids = _job_ids(cluster)
     states = job_states(ids)
     if not ids:

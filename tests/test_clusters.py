@@ -69,12 +69,64 @@ def test_job_script_has_directives_and_threads(tmp_path):
         (("  memory: 2GB\n", ""), "missing required key jobqueue.memory"),
         (("scheduler: slurm", "scheduler: slurm\nfoo: 1"), "unknown top-level key"),
         (("queue: debug", "queue: [debug"), "not valid YAML"),
+        (("queue: debug", "partition: debug"),
+         r"unknown jobqueue key 'partition' \(SLURM's 'partition' is queue here\)"),
+        (("bigdens:\n  jobs: 3\n  threads_per_worker: 2", "bigdens: [3, 2]"), "'bigdens' must be a mapping"),
+        (("[\"echo prologue-line\"]", "[1]"), "job_script_prologue must be a list of strings"),
+        (("jobs: 3", "jobs: 3\n  block: 0"), "bigdens.block must be >= 1, got 0"),
+        (("jobs: 3", "jobs: 3\n  wait_for_workers_s: -1"), "wait_for_workers_s must be a positive number"),
+        (("interface: lo", "interface: lo\n  scheduler_options: {dashbord_address: ':0'}"),
+         "unknown jobqueue.scheduler_options key 'dashbord_address'; allowed: .*dashboard_address"),
+        (("jobs: 3", "jobs: 3\n  security: {tls_ca_fil: ca.pem}"), "unknown bigdens.security key 'tls_ca_fil'"),
+        (("memory: 2GB", "memory: '2048'"), "is not a size like '16GB'"),  # bare number: MB to SLURM, bytes to dask
     ],
 )
 def test_bad_profiles_fail_before_submission(tmp_path, edit, message):
     with pytest.raises(SetupError, match=message) as info:
         clusters.load_profile(write(tmp_path, GOOD.replace(*edit)))
     assert "p.yaml" in str(info.value) or "unknown cluster profile" in str(info.value)
+
+
+def test_jobqueue_not_a_mapping(tmp_path):
+    with pytest.raises(SetupError, match=r"p.yaml: 'jobqueue' must be a mapping .*got \[2, '2GB'\]"):
+        clusters.load_profile(write(tmp_path, "jobqueue: [2, 2GB]\n"))
+
+
+@pytest.mark.parametrize("memory", ["16G", "16GB", "500MiB", "1.5 TB", "4gi"])
+def test_memory_as_slurm_and_dask_write_it(tmp_path, memory):
+    prof = clusters.load_profile(write(tmp_path, GOOD.replace("memory: 2GB", f"memory: {memory}")))
+    assert "#SBATCH --mem=" in clusters.job_script(prof)
+
+
+def test_profile_name_is_the_slurm_job_name(tmp_path):
+    prof = clusters.load_profile(write(tmp_path, GOOD.replace("queue: debug", "queue: debug\n  name: al-density")))
+    assert "#SBATCH -J al-density" in clusters.job_script(prof)
+
+
+def test_job_script_starts_nothing_so_site_interfaces_need_not_exist_here(capsys):
+    # The templates name ib0, which this machine need not have: showing their script must still work.
+    from bigdens.cli import main
+
+    script = clusters.job_script(clusters.load_profile("cpu-partition"))
+    assert "<scheduler-address>" in script and "--interface ib0" in script and "#SBATCH --exclusive" in script
+    assert main(["clusters", "gpu-partition"]) == 0
+    assert "#SBATCH --gres=gpu:1" in capsys.readouterr().out
+
+
+def test_no_sbatch_is_one_clear_error_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from ase.io import write as ase_write
+
+    from bigdens.cli import main
+    from test_engine import make_model
+
+    ase_write(tmp_path / "al.xyz", structure.fcc_al((1, 1, 1)))
+    model = make_model(tmp_path / "al.safetensors")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, sinfo or squeue
+    assert main(["predict", "al.xyz", "--model", str(model), "--cluster", "slurm:local-slurm", "--out", "o.zarr"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == ["bigdens predict: error: no 'sbatch' on PATH: this machine is not a SLURM "
+                                         "submit host (run on a login node, or use --cluster local)"]
+    assert not (tmp_path / "o.zarr").exists()
 
 
 def test_unknown_profile_and_missing_sbatch(tmp_path, monkeypatch):
@@ -86,10 +138,46 @@ def test_unknown_profile_and_missing_sbatch(tmp_path, monkeypatch):
 
 
 @pytest.mark.slurm
-def test_job_larger_than_any_node_refused(tmp_path, local_slurm):
-    prof = clusters.load_profile(write(tmp_path, GOOD.replace("cores: 2", "cores: 4096").replace("threads_per_worker: 2", "threads_per_worker: 1")))
+def test_job_larger_than_any_node_refused(tmp_path, local_slurm, capsys):
+    from ase.io import write as ase_write
+
+    from bigdens.cli import main
+
+    big = write(tmp_path, GOOD.replace("cores: 2", "cores: 4096").replace("threads_per_worker: 2",
+                                                                        "threads_per_worker: 1"))
     with pytest.raises(SetupError, match="largest node has"):
-        clusters.check_node_fits(prof)
+        clusters.check_node_fits(clusters.load_profile(big))
+    # The same through the command line: one line, exit status 2, nothing submitted or written.
+    from test_engine import make_model
+
+    ase_write(tmp_path / "al.xyz", structure.fcc_al((1, 1, 1)))
+    model = make_model(tmp_path / "al.safetensors")
+    assert main(["predict", "al.xyz", "--model", str(model), "--cluster", f"slurm:{big}", "--grid", "8", "8", "8",
+                 "--block", "8", "--out", "o.zarr"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("bigdens predict: error: ") and "jobqueue.cores=4096 but the " \
+        f"largest node has {os.cpu_count()} CPUs" in err[0], err
+    assert not (tmp_path / "o.zarr").exists() and _squeue() == []
+
+
+def test_slurm_tests_fail_instead_of_skipping_in_ci(tmp_path):
+    """With CI=true a SLURM test whose SLURM does not answer fails; elsewhere it skips with the reason."""
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    node = f"{tests / 'test_clusters.py'}::test_job_larger_than_any_node_refused"
+    results = {}
+    for ci in ("true", ""):
+        # sinfo cannot read this slurm.conf: for the test process SLURM is not there (the daemons run on).
+        env = {**os.environ, "CI": ci, "SLURM_CONF": str(tmp_path / "missing.conf")}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", node],
+                              cwd=tests.parent, env=env, capture_output=True, text=True, timeout=300)
+        results[ci] = (proc.returncode, proc.stdout)
+    assert results["true"][0] == 1 and "1 error" in results["true"][1], results["true"][1][-2000:]
+    assert "with CI=true the SLURM tests must run" in results["true"][1]
+    assert results[""][0] == 0 and "1 skipped" in results[""][1], results[""][1][-2000:]
+    assert "the local SLURM is not running" in results[""][1]
 
 
 # -- the real single-node SLURM ------------------------------------------------------------
@@ -201,12 +289,44 @@ def test_no_worker_in_time_names_the_job_state_and_cancels(tmp_path, local_slurm
                              capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
     try:
         prof = clusters.load_profile(write(tmp_path, GOOD.replace("threads_per_worker: 2", "threads_per_worker: 1\n  wait_for_workers_s: 5")))
-        with pytest.raises(RunError, match=r"no Dask worker connected within 5 s.*job \d+: PENDING \((Resources|Priority)\)"):
+        with pytest.raises(RunError, match=r"no Dask worker connected within 5 s.*job \d+: PENDING \((Resources|Priority)\), "
+                                           r"position 1 of 1 pending in partition debug"):
             with clusters.slurm_client(prof, n_tasks=1):
                 pass
     finally:
         subprocess.run(["scancel", blocker])
     assert _wait_queue_empty() == []
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("log_directory", [None, "logs"])
+def test_jobs_that_die_at_once_fail_fast_with_their_error(tmp_path, local_slurm, log_directory):
+    # A prologue that fails (a missing module, say) ends every job before its worker starts.
+    text = (GOOD.replace("threads_per_worker: 2", "threads_per_worker: 1\n  wait_for_workers_s: 120")
+            .replace("echo prologue-line", "echo no-such-module >&2; exit 3"))
+    if log_directory:
+        (tmp_path / log_directory).mkdir()
+        text = text.replace("interface: lo", f"interface: lo\n  log_directory: {tmp_path / log_directory}")
+    prof = clusters.load_profile(write(tmp_path, text))
+    output = r"logs/dask-worker-\d+\.err" if log_directory else r"slurm-\d+\.out"
+    t0 = time.monotonic()
+    with pytest.raises(RunError, match=r"all 1 SLURM job\(s\) of profile 'p' ended before a Dask worker connected: "
+                                       rf"job \d+ \(.*{output}\): no-such-module\. Fix .*p\.yaml"):
+        with clusters.slurm_client(prof, n_tasks=1):
+            pass
+    assert time.monotonic() - t0 < 60  # not the 120 s wait
+    assert _wait_queue_empty() == []
+
+
+@pytest.mark.slurm
+def test_scheduler_that_cannot_start_here_is_a_setup_error(tmp_path, local_slurm):
+    text = GOOD.replace("interface: lo", "interface: lo\n  scheduler_options: {interface: nosuch0}")
+    prof = clusters.load_profile(write(tmp_path, text))
+    with pytest.raises(SetupError, match=r"p\.yaml: cannot start the Dask scheduler on this machine .*'nosuch0' is not "
+                                         r"a valid network interface.*Nothing was submitted"):
+        with clusters.slurm_client(prof, n_tasks=1):
+            pass
+    assert _squeue() == []
 
 
 @pytest.mark.slurm
