@@ -394,20 +394,42 @@ def test_ctrl_c_cancels_every_job(slurm_run, tmp_path):
     assert _wait_queue_empty() == []
 
 
-def test_predict_dry_run_prints_the_job_script_and_submits_nothing(tmp_path, capsys):
+@pytest.mark.slurm
+def test_predict_dry_run_prints_the_job_script_and_submits_nothing(tmp_path, local_slurm, capsys):
     from ase.io import write as ase_write
 
     from bigdens.cli import main
 
     ase_write(tmp_path / "al.xyz", structure.fcc_al((2, 2, 2)))
     prof = write(tmp_path, GOOD)
-    assert main(["predict", str(tmp_path / "al.xyz"), "--cluster", f"slurm:{prof}", "--dry-run", "--grid", "64", "64",
-                 "64", "--block", "32", "--out", str(tmp_path / "o.zarr")]) == 0
+    args = ["predict", str(tmp_path / "al.xyz"), "--dry-run", "--grid", "64", "64", "64", "--block", "32",
+            "--out", str(tmp_path / "o.zarr")]
+    assert main(args + ["--cluster", f"slurm:{prof}"]) == 0
     out = capsys.readouterr().out
     # 8 blocks, the profile allows 3 jobs of 1 worker each
     assert "grid (64, 64, 64), 8 blocks; would submit 3 job(s) of profile p" in out
     assert "#SBATCH -p debug" in out and "export NUMBA_NUM_THREADS=2" in out
-    assert not (tmp_path / "o.zarr").exists()
+    assert "SLURM accepts this job script (sbatch --test-only)" in out
+    # The dry run asks SLURM as a real run would: a job no partition can hold is refused with SLURM's reason.
+    big = write(tmp_path, GOOD.replace("memory: 2GB", "memory: 900GB"), name="big.yaml")
+    assert main(args + ["--cluster", f"slurm:{big}"]) == 2
+    err = capsys.readouterr().err
+    assert "SLURM would refuse the jobs of profile" in err and "Nothing was submitted" in err
+    assert not (tmp_path / "o.zarr").exists() and _squeue() == []
+
+
+def test_dry_run_without_sbatch_says_it_did_not_ask_slurm(tmp_path, monkeypatch, capsys):
+    from ase.io import write as ase_write
+
+    from bigdens.cli import main
+
+    ase_write(tmp_path / "al.xyz", structure.fcc_al((1, 1, 1)))
+    prof = write(tmp_path, GOOD)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, sinfo or squeue
+    assert main(["predict", str(tmp_path / "al.xyz"), "--cluster", f"slurm:{prof}", "--dry-run",
+                 "--out", str(tmp_path / "o.zarr")]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH -p debug" in out and "# not checked against SLURM: no 'sbatch' on PATH here" in out
 
 
 def test_dry_run_needs_a_slurm_cluster(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 
 from ._common import add_grid_arguments, add_structure_arguments
 
@@ -76,7 +77,7 @@ def _dry_run(atoms, config) -> int:
     """Print what a SLURM run would submit; submit nothing."""
     from ..blocks import block_shape_for, make_blocks
     from ..bnn import load
-    from ..clusters import job_script, jobs_needed
+    from ..clusters import check_node_fits, check_submission, job_script, jobs_needed
     from ..engine import run_grid
     from ..errors import BigdensError, SetupError
     from ..models import shipped_model_for
@@ -93,5 +94,12 @@ def _dry_run(atoms, config) -> int:
     prof = config.profile
     print(f"# dry run: {len(atoms)} atoms, grid {grid.shape}, {n_blocks} blocks; would submit "
           f"{jobs_needed(prof, n_blocks)} job(s) of profile {prof.name} ({prof.path}), each like this (the scheduler address is filled in at submission):")
-    print(job_script(prof))
+    script = job_script(prof)
+    print(script)
+    if shutil.which("sbatch") is None:
+        print("# not checked against SLURM: no 'sbatch' on PATH here")
+    else:  # the checks a real run makes before submitting; SetupError if SLURM would refuse
+        check_node_fits(prof)
+        check_submission(prof, script)
+        print("# SLURM accepts this job script (sbatch --test-only); nothing was submitted")
     return 0
