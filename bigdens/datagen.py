@@ -229,39 +229,55 @@ Tersoff_PRB_39_5566_Si_Ge: dict[str, Any] = {
 }
 
 
+def potential_name(atoms: "Atoms", *, potential: str = "auto") -> str:
+    """The classical potential that thermalizes ``atoms``: ``"emt"`` or ``"tersoff-sige"``.
+
+    ``"auto"`` picks ASE's EMT when it has parameters for every species, else
+    the Tersoff Si-Ge potential for Si/Ge.
+
+    Raises
+    ------
+    InputError
+        If no potential (or not the one asked for) covers the species.
+    """
+    from ase.calculators.emt import parameters
+
+    symbols = set(atoms.get_chemical_symbols())
+    if potential == "auto":
+        if symbols <= set(parameters):
+            return "emt"
+        if symbols <= {"Si", "Ge"}:
+            return "tersoff-sige"
+        raise InputError(
+            f"no classical potential to thermalize {sorted(symbols)}: bigdens has ASE's EMT "
+            f"({', '.join(parameters)}) and Tersoff Si-Ge; thermalize the structures yourself and "
+            "import the DFT densities with 'bigdens data import'"
+        )
+    if potential == "emt" and not symbols <= set(parameters):
+        raise InputError(f"EMT has no parameters for {sorted(symbols - set(parameters))}")
+    if potential == "tersoff-sige" and not symbols <= {"Si", "Ge"}:
+        raise InputError(f"the Tersoff Si-Ge potential has no parameters for {sorted(symbols - {'Si', 'Ge'})}")
+    return potential
+
+
 def classical_calculator(atoms: "Atoms", *, potential: str = "auto"):
     """The classical potential used to thermalize ``atoms`` and its name.
 
     Returns
     -------
     calc, name
-        An ASE calculator and ``"emt"`` or ``"tersoff-sige"``.
+        An ASE calculator and ``"emt"`` or ``"tersoff-sige"`` (see :func:`potential_name`).
 
     Raises
     ------
     InputError
         If no potential covers the species.
     """
-    from ase.calculators.emt import EMT, parameters
+    name = potential_name(atoms, potential=potential)
+    if name == "emt":
+        from ase.calculators.emt import EMT
 
-    symbols = set(atoms.get_chemical_symbols())
-    if potential == "auto":
-        if symbols <= set(parameters):
-            potential = "emt"
-        elif symbols <= {"Si", "Ge"}:
-            potential = "tersoff-sige"
-        else:
-            raise InputError(
-                f"no classical potential to thermalize {sorted(symbols)}: bigdens has ASE's EMT "
-                f"({', '.join(parameters)}) and Tersoff Si-Ge; thermalize the structures yourself and "
-                "import the DFT densities with 'bigdens data import'"
-            )
-    if potential == "emt":
-        if not symbols <= set(parameters):
-            raise InputError(f"EMT has no parameters for {sorted(symbols - set(parameters))}")
         return EMT(), "emt"
-    if not symbols <= {"Si", "Ge"}:
-        raise InputError(f"the Tersoff Si-Ge potential has no parameters for {sorted(symbols - {'Si', 'Ge'})}")
     attempt_import("matscipy", purpose="thermalizing Si/Ge with the Tersoff potential")
     from matscipy.calculators.manybody import Manybody
     from matscipy.calculators.manybody.explicit_forms import TersoffBrenner
@@ -280,15 +296,9 @@ def check_requirements(variants: dict[str, "Atoms"], *, md: MDSettings) -> None:
     MissingDependencyError
         Naming the package and the command that installs the ``dft`` extra.
     """
-    from ase.calculators.emt import parameters
-
     attempt_import("gpaw", purpose="computing DFT densities (bigdens datagen)")
-    for atoms in variants.values():
-        symbols = set(atoms.get_chemical_symbols())
-        tersoff = md.potential == "tersoff-sige" or (md.potential == "auto" and not symbols <= set(parameters)
-                                                      and symbols <= {"Si", "Ge"})
-        if tersoff:
-            attempt_import("matscipy", purpose="thermalizing Si/Ge with the Tersoff potential")
+    if any(potential_name(atoms, potential=md.potential) == "tersoff-sige" for atoms in variants.values()):
+        attempt_import("matscipy", purpose="thermalizing Si/Ge with the Tersoff potential")
 
 
 # -- plan --------------------------------------------------------------------
@@ -926,8 +936,7 @@ def build_variants(
 __all__ = [
     "PROTOCOL", "DFTSettings", "MDSettings", "PlannedSnapshot", "Tersoff_PRB_39_5566_Si_Ge",
     "assign_splits", "build_variants", "check_requirements", "check_temperatures", "classical_calculator",
-    "dft_density",
-    "generate", "make_plan", "thermalize",
+    "dft_density", "generate", "make_plan", "potential_name", "thermalize",
 ]
 
 if __name__ == "__main__":  # pragma: no cover

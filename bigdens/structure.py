@@ -114,11 +114,11 @@ def check_cell(cell) -> np.ndarray:
     return cell
 
 
-def _check_a(a: float) -> float:
-    # A lattice constant, Å: finite and positive.
-    if not (isinstance(a, (int, float, np.floating)) and np.isfinite(a) and a > 0):
-        raise InputError(f"lattice constant must be > 0 Å, got {a!r}")
-    return float(a)
+def _positive_length(value: float, what: str) -> float:
+    # A length, Å: a finite positive number, else one clear error naming it.
+    if not (isinstance(value, (int, float, np.floating)) and np.isfinite(value) and value > 0):
+        raise InputError(f"{what} must be > 0 Å, got {value!r}")
+    return float(value)
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -156,7 +156,7 @@ def fcc_al(cells=(1, 1, 1), *, a: float = A_AL) -> "Atoms":
     from ase import Atoms
 
     cells = _check_cells(cells)
-    a = _check_a(a)
+    a = _positive_length(a, "lattice constant")
     pos = _lattice(_FCC_BASIS, cells, a)
     return Atoms(numbers=np.full(len(pos), 13), positions=pos, cell=np.diag(np.array(cells) * a), pbc=True)
 
@@ -187,7 +187,7 @@ def diamond_sige(cells=(1, 1, 1), *, x: float, a: float | None = None, seed: int
     cells = _check_cells(cells)
     if not 0.0 <= x <= 1.0:
         raise InputError(f"Ge fraction x must be within [0, 1], got {x!r}")
-    a = _check_a(vegard(x) if a is None else a)
+    a = _positive_length(vegard(x) if a is None else a, "lattice constant")
     rng = _rng(seed)
     pos = _lattice(_DIAMOND_BASIS, cells, a)
     n = len(pos)
@@ -212,7 +212,9 @@ def _within(atoms: "Atoms", center: np.ndarray, radius: float) -> np.ndarray:
     disp = frac @ cell
     inside = np.einsum("ij,ij->i", disp, disp) <= radius * radius
     # Image shift n along i can reach the sphere only if |n| <= radius·|b_i| + 0.5.
-    reach = np.floor(radius * np.linalg.norm(np.linalg.inv(cell), axis=0) + 0.5).astype(int)
+    from .celllist import plane_normals_norm
+
+    reach = np.floor(radius * plane_normals_norm(cell) + 0.5).astype(int)
     if reach.any():
         for shift in itertools.product(*(range(-r, r + 1) for r in reach)):
             if any(shift):
@@ -228,13 +230,6 @@ def _center(atoms: "Atoms", center) -> np.ndarray:
     if c.shape != (3,) or not np.isfinite(c).all():
         raise InputError(f"center must be three finite Cartesian coordinates (Å), got {center!r}")
     return c
-
-
-def _check_radius(radius: float, what: str) -> float:
-    # A sphere radius, Å: finite and positive.
-    if not (isinstance(radius, (int, float, np.floating)) and np.isfinite(radius) and radius > 0):
-        raise InputError(f"{what} radius must be > 0 Å, got {radius!r}")
-    return float(radius)
 
 
 def remove_vacancies(atoms: "Atoms", k: int, *, seed: int = 0) -> "Atoms":
@@ -268,7 +263,7 @@ def carve_void(atoms: "Atoms", radius: float, *, center=None) -> "Atoms":
     center : array_like, shape (3,), optional
         Void centre, Cartesian, Å; the middle of the cell when None.
     """
-    radius = _check_radius(radius, "void")
+    radius = _positive_length(radius, "void radius")
     keep = ~_within(atoms, _center(atoms, center), radius)
     if not keep.any():
         raise InputError(f"a void of radius {radius} Å removes every atom of the cell")
@@ -294,7 +289,7 @@ def substitute_cluster(atoms: "Atoms", radius: float, *, symbol: str | int, cent
     z = symbol if isinstance(symbol, int) else atomic_numbers.get(symbol)
     if z is None or not 0 < z < 119:
         raise InputError(f"unknown chemical element {symbol!r}")
-    radius = _check_radius(radius, "cluster")
+    radius = _positive_length(radius, "cluster radius")
     out = atoms.copy()
     inside = _within(atoms, _center(atoms, center), radius)
     numbers = out.numbers
