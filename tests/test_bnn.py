@@ -200,6 +200,32 @@ def test_fast_predict_equals_plain_per_sample_loop(rng, hidden, samples, batch):
         assert (got[1] > 0).all()
 
 
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU that torch sees")
+
+
+@requires_cuda
+@pytest.mark.parametrize("hidden, samples, batch", [((16, 16), 20, 65536), ((64, 64), 20, 1000), ((24, 8, 12), 1, 77)])
+def test_cuda_predict_equals_plain_per_sample_loop(rng, hidden, samples, batch):
+    n = 5000
+    X = rng.normal(size=(n, PARAMS.n_features)).astype(np.float32)
+    y = (0.03 + 0.01 * np.tanh(X[:, 0])).astype(np.float32)
+    m = DensityModel.new(PARAMS, Architecture(hidden=hidden), Scaling.fit(X, y), seed=11)
+    with torch.no_grad():
+        for layer in m.net.layers:
+            layer.w_rho.fill_(-4.0)
+            layer.b_rho.fill_(-5.0)
+    want = plain_loop_predict(m, X, samples=samples, seed=4, block_index=9)  # on the CPU, before the model moves
+    got = m.predict(X, samples=samples, seed=4, block_index=9, batch=batch, device="cuda")
+    again = m.predict(X, samples=samples, seed=4, block_index=9, batch=batch, device="cuda")
+    for name, u, w, v in zip(("mean", "var_epistemic", "var_aleatoric"), got, again, want):
+        assert u.dtype == np.float32 and u.shape == (n,)
+        assert u.tobytes() == w.tobytes(), name  # the same seed and block: the same numbers on the GPU too
+        np.testing.assert_allclose(u, v, rtol=5e-5 if name == "var_epistemic" else 1e-5, atol=0, err_msg=name)
+    assert m.net.layers[0].w_mu.device.type == "cuda"
+    cpu = m.predict(X, samples=samples, seed=4, block_index=9, device="cpu")  # and back: the model moves
+    np.testing.assert_allclose(cpu[0], got[0], rtol=1e-5, atol=0)
+
+
 def test_same_seed_and_block_reproduce_bit_for_bit(model):
     m, X, _ = model
     X = np.concatenate([X] * 10)  # 5000 points: more than one chunk and group

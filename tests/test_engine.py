@@ -66,6 +66,19 @@ def test_local_cluster_equals_in_process_bit_for_bit(tmp_path, model, atoms):
     assert got.n_electrons_predicted == pytest.approx(ref.n_electrons_predicted, rel=0, abs=0)
 
 
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU that torch sees")
+def test_cuda_local_cluster_equals_in_process_and_cpu(tmp_path, model, atoms):
+    ref = engine.run(atoms, config(tmp_path / "ref.zarr", model, device="cuda"))
+    got = engine.run(atoms, config(tmp_path / "dask.zarr", model, device="cuda", workers=2))
+    assert ref.device == got.device == "cuda" and got.complete and got.n_computed == 27
+    a, b = variables(tmp_path / "ref.zarr"), variables(tmp_path / "dask.zarr")
+    assert_identical(a, b)  # two worker processes sharing the GPU: bit for bit the in-process run
+    engine.run(atoms, config(tmp_path / "cpu.zarr", model, device="cpu"))
+    c = variables(tmp_path / "cpu.zarr")
+    np.testing.assert_allclose(a["density"], c["density"], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(a["density_std"], c["density_std"], rtol=1e-3, atol=1e-9)
+
+
 def test_boundary_blocks_equal_brute_force(tmp_path, model, atoms):
     cfg = config(tmp_path / "o.zarr", model)
     engine.run(atoms, cfg)
