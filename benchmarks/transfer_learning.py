@@ -7,6 +7,12 @@ set), compares
 (b) stage 1 + stage 2: (a) with its last layers retrained on the large cells' "train" split;
 (c) from scratch on the large cells' "train" split only;
 (d) from scratch on everything (small + large training data);
+(e) stage 1 + stage 2 on a DFT budget of ``--budget-fraction`` (default 1/3) of
+    (d)'s: stage 2 on the first large training cell only, stage 1 from scratch
+    on the first n small training (and a proportional share of validation)
+    snapshots, n the largest that keeps (e)'s data within the budget (the
+    data sets list their snapshots interleaved by temperature, so a prefix
+    spans the temperatures);
 
 with NMAE, electron-count error and 1σ/2σ coverage, and the DFT core-seconds
 each one's training data cost (summed from the snapshots' provenance).  Also
@@ -44,6 +50,22 @@ def _split(snaps, name):
 def _holdout(train_snaps):
     # Validation for a data set without a validation split: hold out its last training snapshot.
     return (train_snaps[:-1], train_snaps[-1:]) if len(train_snaps) > 1 else (train_snaps, train_snaps)
+
+
+def budget_subset(s_train, s_val, large_cell, budget: float) -> tuple[list, list]:
+    """The longest prefixes of the small training/validation snapshots that fit ``budget`` with ``large_cell``.
+
+    Returns ``(train, val)``: the first n training snapshots and the first
+    max(1, round(n·len(s_val)/len(s_train))) validation ones, n as large as
+    keeps ``core_seconds(train + val + large_cell)`` ≤ ``budget`` (at least 1).
+    """
+    def share(n):
+        return max(1, round(n * len(s_val) / len(s_train)))
+
+    n = len(s_train)
+    while n > 1 and core_seconds(s_train[:n] + s_val[:share(n)] + list(large_cell)) > budget:
+        n -= 1
+    return s_train[:n], s_val[:share(n)]
 
 
 def slice_figure(model, snapshot, path: Path, *, samples: int = 20) -> dict:
@@ -99,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--points-per-epoch", type=int, default=300_000)
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--budget-fraction", type=float, default=1 / 3,
+                    help="(e)'s DFT budget as a fraction of (d)'s (default 1/3)")
     ap.add_argument("--out", default="benchmarks/results/transfer")
     ap.add_argument("--save-models", help="folder to save the four models in (a.safetensors … d.safetensors)")
     ap.add_argument("--stage1", metavar="MODEL", help="use this trained stage-1 model as (a) instead of training it "
@@ -140,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
     # Without a held-out large cell, stage 2 keeps stage 1's variance factor: fitted on the small
     # cells' validation split, it would be fitted to errors the fine-tuned model does not make there.
     recalibrate = l_val is not s_val
+    cost_d = core_seconds(s_train + s_val + l_train_all)
+    e_train, e_val = budget_subset(s_train, s_val, l_train_all[:1], args.budget_fraction * cost_d)
     saved = Path(args.reuse_models) if args.reuse_models else None
     makers = {
         "a": lambda: load(args.stage1) if args.stage1 else train(s_train, s_val, params, arch=arch, config=cfg,
@@ -148,6 +174,10 @@ def main(argv: list[str] | None = None) -> dict:
         "c": lambda: train(l_train, l_val, params, arch=arch, config=cfg, log=quiet),
         "d": lambda: train(s_train + l_train, s_val if l_val is s_val else s_val + l_val, params, arch=arch,
                            config=cfg, log=quiet),
+        # (e): its stage 1 ("e1", not scored) sees only the budget's small cells; its stage 2 one
+        # large cell, validated on those small cells (so with stage 1's variance factor kept).
+        "e1": lambda: train(e_train, e_val, params, arch=arch, config=cfg, log=quiet),
+        "e": lambda: finetune(models["e1"], l_train_all[:1], e_val, config=ft_cfg, recalibrate=False, log=quiet),
     }
     models = {}
     for key, make in makers.items():  # --reuse-models: load what is there, train what is not
@@ -161,10 +191,14 @@ def main(argv: list[str] | None = None) -> dict:
             model.save(Path(args.save_models) / f"{key}.safetensors")
     cost_small = core_seconds(s_train + s_val)
     cost_large = core_seconds(l_train_all)
-    costs = {"a": cost_small, "b": cost_small + cost_large, "c": cost_large, "d": cost_small + cost_large}
+    costs = {"a": cost_small, "b": cost_small + cost_large, "c": cost_large, "d": cost_d,
+             "e": core_seconds(e_train + e_val + l_train_all[:1])}
     labels = {"a": "stage 1 only (small cells)", "b": "stage 1 + stage 2 (transfer)",
-              "c": "scratch on large-cell data", "d": "scratch on everything"}
+              "c": "scratch on large-cell data", "d": "scratch on everything",
+              "e": f"transfer on {args.budget_fraction:.2g} of (d)'s DFT cost"}
     for key, model in models.items():
+        if key not in labels:  # e1: (e)'s stage 1, a means not a result
+            continue
         ev = evaluate(model, l_test, samples=args.samples, seed=args.seed)
         results[key] = {"label": labels[key], "dft_core_seconds": costs[key],
                         "train_seconds": model.info["training"]["train_seconds"], **ev["overall"]}
@@ -181,6 +215,9 @@ def main(argv: list[str] | None = None) -> dict:
         "large_validation": [s.name for s in l_val],
         "stage1": args.stage1 or "trained here",
         "stage2_recalibrated": recalibrate,
+        "budget": {"fraction_of_d": args.budget_fraction, "core_seconds": costs["e"],
+                   "small_train": [s.name for s in e_train], "small_validation": [s.name for s in e_val],
+                   "large_train": [s.name for s in l_train_all[:1]]},
         "results": results,
     }
     if args.defect:

@@ -122,11 +122,31 @@ def test_transfer_learning_smoke(tmp_path):
             "--points-per-epoch", "2000", "--samples", "2"]
     report = transfer_learning.main(["--small", small, "--large", str(large), "--defect", small, *tiny,
                                      "--out", str(tmp_path / "out"), "--save-models", str(tmp_path / "models")])
-    assert set(report["results"]) == set("abcd") and report["test_snapshots"] == ["al4-T0900-01"]
+    assert set(report["results"]) == set("abcde") and report["test_snapshots"] == ["al4-T0900-01"]
     assert all(r["nmae_pct"] > 0 and r["dft_core_seconds"] > 0 for r in report["results"].values())
+    # (e) keeps to its budget, a third of (d)'s DFT cost (at least one small cell and one large one).
+    res = report["results"]
+    assert res["e"]["dft_core_seconds"] <= res["d"]["dft_core_seconds"] / 3 or len(report["budget"]["small_train"]) == 1
+    assert res["e"]["dft_core_seconds"] < res["d"]["dft_core_seconds"]
     assert (tmp_path / "out" / "sigma_vs_error.png").stat().st_size > 10_000
     # Re-evaluating the saved models gives the same numbers.
     again = transfer_learning.main(["--small", small, "--large", str(large), *tiny, "--out", str(tmp_path / "again"),
                                     "--reuse-models", str(tmp_path / "models")])
     assert {k: r["nmae_pct"] for k, r in again["results"].items()} == \
         {k: r["nmae_pct"] for k, r in report["results"].items()}
+
+
+def test_transfer_budget_subset_is_the_longest_prefix_within_budget():
+    from types import SimpleNamespace
+
+    from benchmarks.transfer_learning import budget_subset, core_seconds
+
+    small = [SimpleNamespace(name=f"s{i}", dft_core_seconds=100.0) for i in range(28)]
+    val = [SimpleNamespace(name=f"v{i}", dft_core_seconds=100.0) for i in range(7)]
+    large = [SimpleNamespace(name="L", dft_core_seconds=4000.0)]
+    t, v = budget_subset(small, val, large, 5050.0)
+    # 8 + 2 small cells and the large one: 5000 core-s; 9 would need 9 + 2 + 40 = 5100.
+    assert [s.name for s in t] == [f"s{i}" for i in range(8)] and [s.name for s in v] == ["v0", "v1"]
+    assert core_seconds(t + v + large) <= 5050.0
+    t, v = budget_subset(small, val, large, 100.0)  # below one cell each: still one of each
+    assert len(t) == 1 and len(v) == 1
