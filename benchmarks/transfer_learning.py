@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--points-per-epoch", type=int, default=300_000)
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="where the models train: cpu (default), cuda or auto")
     ap.add_argument("--budget-fraction", type=float, default=1 / 3,
                     help="(e)'s DFT budget as a fraction of (d)'s (default 1/3)")
     ap.add_argument("--out", default="benchmarks/results/transfer")
@@ -147,9 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
     rep = lambda v: tuple(v) * n if len(v) == 1 else tuple(v)  # noqa: E731
     params = DescriptorParams(species=tuple(args.species), m=rep(args.m), k=rep(args.k), r_cut=args.r_cut)
     arch = Architecture(hidden=tuple(args.hidden))
-    cfg = TrainConfig(epochs=args.epochs, points_per_epoch=args.points_per_epoch, seed=args.seed)
+    cfg = TrainConfig(epochs=args.epochs, points_per_epoch=args.points_per_epoch, seed=args.seed, device=args.device)
     ft_cfg = TrainConfig(epochs=args.finetune_epochs, points_per_epoch=args.points_per_epoch, seed=args.seed,
-                         train_layers=2, lr=1e-3)
+                         train_layers=2, lr=1e-3, device=args.device)
     small = data.load(args.small)
     large = data.load(args.large)
     s_train, s_val = _split(small, "train"), _split(small, "validation") or _holdout(_split(small, "train"))[1]

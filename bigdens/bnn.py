@@ -43,7 +43,7 @@ import numpy as np
 
 from . import __version__
 from .descriptors import DescriptorParams
-from .errors import InputError
+from .errors import InputError, SetupError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -124,6 +124,19 @@ class Scaling:
             target_mean=float(np.mean(density, dtype=np.float64)),
             target_std=float(np.std(density, dtype=np.float64)) or 1.0,
         )
+
+
+def resolve_device(request: str) -> str:
+    """``"cuda"`` or ``"cpu"`` for a requested device (``"auto"`` uses CUDA when torch sees it)."""
+    if request == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if request == "cuda":
+        raise SetupError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    return "cpu"
 
 
 def _torch():

@@ -37,6 +37,7 @@ import numpy as np
 from . import __version__
 from . import store as zstore
 from .config import DEFAULT_SPACING, PredictConfig
+from .bnn import resolve_device
 from .errors import BigdensError, InputError, RunError, SetupError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,19 +90,6 @@ def _set_threads(n: int) -> None:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-
-
-def resolve_device(request: str) -> str:
-    """``"cuda"`` or ``"cpu"`` for a requested device (``"auto"`` uses CUDA when torch sees it)."""
-    if request == "cpu":
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if request == "cuda":
-        raise SetupError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
-    return "cpu"
 
 
 def _read_atoms(positions, numbers, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .bnn import Architecture, DensityModel, Scaling
+from .bnn import Architecture, DensityModel, Scaling, resolve_device
 from .descriptors import DescriptorParams, compute
 from .errors import InputError
 from . import metrics
@@ -49,6 +49,12 @@ class TrainConfig:
     nll_beta
         β of the β-NLL loss (0: the plain Gaussian NLL; 0.5 fits the mean
         harder where the data are hard, e.g. alloys).
+    device
+        Where the optimisation runs: ``"cpu"``, ``"cuda"`` or ``"auto"``
+        (CUDA when torch sees it).  The descriptors are computed on the CPU
+        either way, and the model returned lives on the CPU.  The same seed
+        gives the same model on the same device; CPU and GPU differ by
+        float32 rounding, which training amplifies.
     """
 
     epochs: int = 150
@@ -60,8 +66,13 @@ class TrainConfig:
     train_layers: int | None = None
     frozen_lr_scale: float = 0.0
     nll_beta: float = 0.0
+    device: str = "cpu"
 
     def __post_init__(self):
+        from .config import DEVICES
+
+        if self.device not in DEVICES:
+            raise InputError(f"device must be one of {DEVICES}, got {self.device!r}")
         for name in ("epochs", "points_per_epoch", "batch_size", "patience"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -132,9 +143,12 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
     """Bayes by backprop on scaled arrays; returns the training history."""
     import torch
 
+    dev = torch.device(resolve_device(config.device))
     torch.manual_seed(config.seed)
+    if dev.type == "cuda":
+        torch.cuda.manual_seed_all(config.seed)
     rng = np.random.default_rng(config.seed)
-    net = model.net
+    net = model.net.to(dev)
     layers = list(net.layers)
     n_train = len(layers) if config.train_layers is None else min(int(config.train_layers), len(layers))
     groups = []
@@ -146,8 +160,8 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
             groups.append({"params": list(layer.parameters()), "lr": config.lr * scale})
     opt = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(2, config.patience // 3))
-    Xt, yt = model.scale_features(X), model.scale_target(y)
-    Xvt = model.scale_features(Xv)
+    Xt, yt = model.scale_features(X).to(dev), model.scale_target(y).to(dev)
+    Xvt = model.scale_features(Xv).to(dev)
     n = len(Xt)
     kl_weight = 1.0 / n  # KL scaled per training point
     best = (math.inf, None, -1)
@@ -155,18 +169,20 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
     t0 = time.perf_counter()
     for epoch in range(config.epochs):
         net.train()
-        idx = torch.from_numpy(rng.choice(n, size=min(n, config.points_per_epoch), replace=False))
-        total = 0.0
+        idx = torch.from_numpy(rng.choice(n, size=min(n, config.points_per_epoch), replace=False)).to(dev)
+        total = torch.zeros((), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
         for a in range(0, len(idx), config.batch_size):
             b = idx[a : a + config.batch_size]
             loss = _nll(net(Xt[b]), yt[b], config.nll_beta) + kl_weight * net.kl()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(b)
+            total += loss.detach() * len(b)
+        total = float(total)
         net.eval()
         with torch.no_grad():
-            pv = net.forward_mean(Xvt)[:, 0].double().numpy() * model.scaling.target_std + model.scaling.target_mean
+            pv = net.forward_mean(Xvt)[:, 0].double().cpu().numpy() * model.scaling.target_std \
+                + model.scaling.target_mean
         val = metrics.nmae(pv, yv)
         sched.step(val)
         history.append({"epoch": epoch + 1, "loss": total / len(idx), "val_nmae_pct": val})
@@ -181,7 +197,8 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
     net.load_state_dict(best[1])
     for p in net.parameters():
         p.requires_grad_(True)
-    return {"best_epoch": best[2], "best_val_nmae_pct": best[0], "epochs": history,
+    model.net = net.cpu()
+    return {"device": dev.type, "best_epoch": best[2], "best_val_nmae_pct": best[0], "epochs": history,
             "train_seconds": time.perf_counter() - t0, "n_train_points": n}
 
 
@@ -262,6 +279,7 @@ def train(train_snapshots: Sequence, val_snapshots: Sequence, params: Descriptor
     """
     _check_snapshots(train_snapshots, params, "training")
     _check_snapshots(val_snapshots, params, "validation")
+    resolve_device(config.device)  # before the descriptors: a missing GPU is found at once
     X, y = _stack(train_snapshots, params)
     Xv, yv = _stack(val_snapshots, params)
     log(f"training on {len(train_snapshots)} snapshots ({len(X):,} points), validating on "
@@ -299,6 +317,7 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
 
     _check_snapshots(train_snapshots, model.params, "fine-tuning")
     _check_snapshots(val_snapshots, model.params, "validation")
+    resolve_device(config.device)
     new = DensityModel(params=model.params, arch=model.arch, scaling=model.scaling,
                        net=copy.deepcopy(model.net), info={})
     X, y = _stack(train_snapshots, model.params)

@@ -307,6 +307,11 @@ GROUPS: dict[str, list[Case]] = {
         case("train-epochs-zero", "--epochs 0", "train al4 --epochs 0 -o m.safetensors",
              "epochs must be >= 1, got 0"),
         case("train-lr-negative", "--lr -1", "train al4 --lr -1 -o m.safetensors", "lr must be > 0, got -1.0"),
+        case("train-device-unknown", "--device tpu", "train al4 --device tpu -o m.safetensors",
+             "device must be one of ('auto', 'cpu', 'cuda'), got 'tpu'"),
+        case("train-device-cuda-missing", "--device cuda without a GPU", "train al4 --device cuda --epochs 1 "
+             "-o m.safetensors", "device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto",
+             skip_with_cuda=True),
         case("train-hidden-zero", "--hidden 0", "train al4 --hidden 0 -o m.safetensors",
              "hidden layer widths must be positive integers, got (0,)"),
         case("train-unknown-species", "--species Xx", "train al4 --species Xx -o m.safetensors",

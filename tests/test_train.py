@@ -89,6 +89,35 @@ def test_bad_training_input(snaps):
         train([], va, PARAMS, config=FAST, log=lambda _: None)
     with pytest.raises(InputError, match="epochs must be >= 1"):
         TrainConfig(epochs=0)
+    with pytest.raises(InputError, match=r"device must be one of \('auto', 'cpu', 'cuda'\), got 'tpu'"):
+        TrainConfig(device="tpu")
+
+
+def test_same_seed_same_model_on_the_cpu(snaps):
+    tr, va = snaps
+    a, b = (train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
+            for _ in range(2))
+    assert a.info["training"]["device"] == "cpu"
+    for p, q in zip(a.net.state_dict().values(), b.net.state_dict().values()):
+        assert np.array_equal(p.numpy(), q.numpy())
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU that torch sees")
+def test_training_and_finetuning_on_the_gpu(snaps):
+    import dataclasses
+
+    tr, va = snaps
+    cfg = dataclasses.replace(FAST, device="cuda")
+    model = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=cfg, log=lambda _: None)
+    hist = model.info["history"]
+    assert model.info["training"]["device"] == "cuda" and hist[-1]["loss"] < hist[0]["loss"]
+    assert all(p.device.type == "cpu" for p in model.net.parameters())  # handed back on the CPU
+    cpu = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
+    # Same data and schedule on either device: validation errors of the same size.
+    assert model.info["training"]["best_val_nmae_pct"] < 1.5 * cpu.info["training"]["best_val_nmae_pct"]
+    new = finetune(model, va, tr, config=dataclasses.replace(cfg, epochs=2, train_layers=1), log=lambda _: None)
+    assert new.info["training"]["device"] == "cuda"
+    assert np.array_equal(new.net.layers[0].w_mu.detach().numpy(), model.net.layers[0].w_mu.detach().numpy())
 
 
 def test_cli_train_evaluate_and_refusals(tmp_path):

@@ -26,6 +26,8 @@ def add_optimiser_arguments(parser: argparse.ArgumentParser, *, epochs: int, lr:
                         help="β-NLL weight in [0, 1] (default 0: plain Gaussian NLL; 0.5 fits hard points harder)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch/numba threads (default: all cores)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the optimisation runs: cpu (default), cuda or auto (CUDA if torch sees it)")
     parser.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
 
 
@@ -91,7 +93,8 @@ def config_from_args(args, **extra):
     from ..train import TrainConfig
 
     return TrainConfig(epochs=args.epochs, points_per_epoch=args.points_per_epoch, batch_size=args.batch_size,
-                       lr=args.lr, patience=args.patience, seed=args.seed, nll_beta=args.nll_beta, **extra)
+                       lr=args.lr, patience=args.patience, seed=args.seed, nll_beta=args.nll_beta,
+                       device=args.device, **extra)
 
 
 def run(args: argparse.Namespace) -> int:
