@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="where the models train: cpu (default), cuda or auto")
+    ap.add_argument("--rows", nargs="+", default=list("abcde"), choices=list("abcde"),
+                    help="the rows to make and score (default all; e.g. split the training over processes "
+                         "with --save-models/--reuse-models DIR, then score all with --reuse-models DIR)")
     ap.add_argument("--budget-fraction", type=float, default=1 / 3,
                     help="(e)'s DFT budget as a fraction of (d)'s (default 1/3)")
     ap.add_argument("--out", default="benchmarks/results/transfer")
@@ -180,16 +183,20 @@ def main(argv: list[str] | None = None) -> dict:
         "e1": lambda: train(e_train, e_val, params, arch=arch, config=cfg, log=quiet),
         "e": lambda: finetune(models["e1"], l_train_all[:1], e_val, config=ft_cfg, recalibrate=False, log=quiet),
     }
-    models = {}
-    for key, make in makers.items():  # --reuse-models: load what is there, train what is not
-        path = saved / f"{key}.safetensors" if saved else None
-        models[key] = load(path) if path is not None and path.is_file() else make()
-    if args.stage1 and (models["a"].params != params or tuple(models["a"].arch.hidden) != arch.hidden):
-        ap.error(f"--stage1 {args.stage1}: its descriptor or architecture differs from the one given")
+    wanted = set(args.rows) | ({"e1"} if "e" in args.rows else set()) | ({"a"} if "b" in args.rows else set())
     if args.save_models:
         Path(args.save_models).mkdir(parents=True, exist_ok=True)
-        for key, model in models.items():
-            model.save(Path(args.save_models) / f"{key}.safetensors")
+    models = {}
+    for key, make in makers.items():  # --reuse-models: load what is there, train what is not
+        if key not in wanted:
+            continue
+        path = saved / f"{key}.safetensors" if saved else None
+        models[key] = load(path) if path is not None and path.is_file() else make()
+        if key == "a" and args.stage1 and (models["a"].params != params
+                                           or tuple(models["a"].arch.hidden) != arch.hidden):
+            ap.error(f"--stage1 {args.stage1}: its descriptor or architecture differs from the one given")
+        if args.save_models:  # each one as soon as it exists: a later failure keeps the earlier ones
+            models[key].save(Path(args.save_models) / f"{key}.safetensors")
     cost_small = core_seconds(s_train + s_val)
     cost_large = core_seconds(l_train_all)
     costs = {"a": cost_small, "b": cost_small + cost_large, "c": cost_large, "d": cost_d,
@@ -198,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
               "c": "scratch on large-cell data", "d": "scratch on everything",
               "e": f"transfer on {args.budget_fraction:.2g} of (d)'s DFT cost"}
     for key, model in models.items():
-        if key not in labels:  # e1: (e)'s stage 1, a means not a result
+        if key not in labels or key not in args.rows:  # e1: (e)'s stage 1, a means not a result
             continue
         ev = evaluate(model, l_test, samples=args.samples, seed=args.seed)
         results[key] = {"label": labels[key], "dft_core_seconds": costs[key],
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "large_train": [s.name for s in l_train_all[:1]]},
         "results": results,
     }
-    if args.defect:
+    if args.defect and "b" in models:
         defects = data.load(args.defect)
         report["figure"] = slice_figure(models["b"], defects[0], out / "sigma_vs_error.png", samples=args.samples)
     (out / "report.json").write_text(json.dumps(report, indent=1))
