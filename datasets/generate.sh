@@ -30,7 +30,8 @@ case "${1:-}" in
   nice -n 19 $PY -m bigdens datagen sige --x 0.5 --cells 2 2 2 --vacancies 1 --temperatures 300 600 900 \
     --snapshots-per-temperature 1 --all-test --seed 5 -o datasets/sige64-vacancy --log-dir $LOGS \
     --description "diamond Si0.5Ge0.5 2x2x2 with one vacancy (63 atoms), Tersoff Langevin MD; all test"
-  # Gamma-only 216-atom cells: several core-hours each, serial (GPAW's MPI here splits k-points only).
+  # Gamma-only 216-atom cells, serial (GPAW's MPI here splits k-points only): 3,984 core-s for the
+  # first (20 SCF iterations, ~3.3 min each on a quiet core); about 1.1 core-hours each.
   nice -n 19 $PY -m bigdens datagen sige --x 0.25 0.5 --cells 3 3 3 --temperatures 300 900 \
     --snapshots-per-temperature 1 --split 0.5 0 0.5 --seed 6 -o datasets/sige216 --log-dir $LOGS \
     --description "diamond Si(1-x)Ge(x) 3x3x3 (216 atoms), Tersoff Langevin MD; for transfer learning (train) and held-out test"
