@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budget-fraction", type=float, default=1 / 3,
                     help="(e)'s DFT budget as a fraction of (d)'s (default 1/3)")
     ap.add_argument("--out", default="benchmarks/results/transfer")
-    ap.add_argument("--save-models", help="folder to save the four models in (a.safetensors … d.safetensors)")
+    ap.add_argument("--save-models", help="folder to save the models in (a … e.safetensors, and e1: (e)'s stage 1)")
     ap.add_argument("--stage1", metavar="MODEL", help="use this trained stage-1 model as (a) instead of training it "
                     "(it must have the descriptor and architecture given)")
     ap.add_argument("--reuse-models", metavar="DIR",
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
             models[key].save(Path(args.save_models) / f"{key}.safetensors")
     cost_small = core_seconds(s_train + s_val)
     cost_large = core_seconds(l_train_all)
-    costs = {"a": cost_small, "b": cost_small + cost_large, "c": cost_large, "d": cost_d,
+    costs = {"a": cost_small, "b": cost_d, "c": cost_large, "d": cost_d,
              "e": core_seconds(e_train + e_val + l_train_all[:1])}
     labels = {"a": "stage 1 only (small cells)", "b": "stage 1 + stage 2 (transfer)",
               "c": "scratch on large-cell data", "d": "scratch on everything",

@@ -52,9 +52,10 @@ class TrainConfig:
     device
         Where the optimisation runs: ``"cpu"``, ``"cuda"`` or ``"auto"``
         (CUDA when torch sees it).  The descriptors are computed on the CPU
-        either way, and the model returned lives on the CPU.  The same seed
-        gives the same model on the same device; CPU and GPU differ by
-        float32 rounding, which training amplifies.
+        either way, and the model returned lives on the CPU.  On the CPU
+        the same seed and thread count give the same model bit for bit;
+        on a GPU that is not checked.  CPU and GPU differ by float32
+        rounding, which training amplifies.
     """
 
     epochs: int = 150

@@ -1,4 +1,4 @@
-"""Shared fixtures: each test gets its own temporary directory and seeded RNG."""
+"""Shared fixtures: each test gets its own temporary directory and seeded RNG; ``cuda`` tests skip without a GPU."""
 
 from __future__ import annotations
 
@@ -7,6 +7,18 @@ import zlib
 
 import numpy as np
 import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    # @pytest.mark.cuda: the test needs a CUDA GPU that torch sees (torch is imported only if one is marked).
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if marked:
+        import torch
+
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason="needs a CUDA GPU that torch sees")
+            for item in marked:
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -200,10 +200,7 @@ def test_fast_predict_equals_plain_per_sample_loop(rng, hidden, samples, batch):
         assert (got[1] > 0).all()
 
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU that torch sees")
-
-
-@requires_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("hidden, samples, batch", [((16, 16), 20, 65536), ((64, 64), 20, 1000), ((24, 8, 12), 1, 77)])
 def test_cuda_predict_equals_plain_per_sample_loop(rng, hidden, samples, batch):
     n = 5000

@@ -66,7 +66,7 @@ def test_local_cluster_equals_in_process_bit_for_bit(tmp_path, model, atoms):
     assert got.n_electrons_predicted == pytest.approx(ref.n_electrons_predicted, rel=0, abs=0)
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU that torch sees")
+@pytest.mark.cuda
 def test_cuda_local_cluster_equals_in_process_and_cpu(tmp_path, model, atoms):
     ref = engine.run(atoms, config(tmp_path / "ref.zarr", model, device="cuda"))
     got = engine.run(atoms, config(tmp_path / "dask.zarr", model, device="cuda", workers=2))

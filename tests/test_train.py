@@ -102,7 +102,7 @@ def test_same_seed_same_model_on_the_cpu(snaps):
         assert np.array_equal(p.numpy(), q.numpy())
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU that torch sees")
+@pytest.mark.cuda
 def test_training_and_finetuning_on_the_gpu(snaps):
     import dataclasses
 
