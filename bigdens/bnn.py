@@ -503,6 +503,19 @@ class DensityModel:
         return path
 
 
+#: Quantile of the validation data's epistemic σ above which a predicted point counts as
+#: unlike anything the model was checked on (stored in the model by :func:`bigdens.train.calibrate`).
+EPISTEMIC_QUANTILE = 0.999
+
+
+def epistemic_threshold(model: DensityModel) -> float | None:
+    """The epistemic σ (e/Å³) above which a point is unlike the model's validation data, or None."""
+    ref = model.info.get("epistemic_reference")
+    if not isinstance(ref, dict) or EPISTEMIC_QUANTILE not in ref.get("quantiles", ()):
+        return None
+    return float(ref["std"][ref["quantiles"].index(EPISTEMIC_QUANTILE)])
+
+
 def file_hash(path: str | Path) -> str:
     """sha256 of a file, hex."""
     h = hashlib.sha256()

@@ -37,7 +37,7 @@ import numpy as np
 from . import __version__
 from . import store as zstore
 from .config import DEFAULT_SPACING, PredictConfig
-from .bnn import resolve_device
+from .bnn import epistemic_threshold, resolve_device
 from .errors import BigdensError, InputError, RunError, SetupError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -207,6 +207,9 @@ def predict_block(index: int, *, job: dict) -> dict:
     sums = zstore.write_block(ctx.arrays, block, values, path=job["store"])
     std = values["density_std"]
     where = np.unravel_index(int(np.argmax(std)), block.shape)
+    std_epi = values["density_std_epistemic"]
+    where_epi = np.unravel_index(int(np.argmax(std_epi)), block.shape)
+    threshold = epistemic_threshold(ctx.model)
     entry = {
         "block": index,
         "start": list(block.start),
@@ -216,6 +219,10 @@ def predict_block(index: int, *, job: dict) -> dict:
         "density_sum": float(mean.sum(dtype=np.float64)),
         "max_std": float(std[where]),
         "max_std_index": [int(a + w) for a, w in zip(block.start, where)],
+        "max_std_epistemic": float(std_epi[where_epi]),
+        "max_std_epistemic_index": [int(a + w) for a, w in zip(block.start, where_epi)],
+        # Points unlike the model's validation data (None: the model has no epistemic reference).
+        "n_epistemic_high": None if threshold is None else int(np.count_nonzero(std_epi > np.float32(threshold))),
         "scale": 1.0,
     }
     zstore.write_ledger(job["store"], index, entry)
@@ -390,6 +397,14 @@ class RunSummary:
     max_std_position: list | None
     complete: bool
     device: str
+    #: Epistemic σ (e/Å³) above which a point is unlike the model's validation data
+    #: (its 99.9 % quantile there), and how many points of the grid exceed it (None: the
+    #: model has no epistemic reference, or blocks are missing).
+    epistemic_threshold: float | None = None
+    n_epistemic_high: int | None = None
+    max_std_epistemic: float | None = None
+    max_std_epistemic_index: list | None = None
+    max_std_epistemic_position: list | None = None
     stage_s: dict = field(default_factory=dict)
     max_rss_mb: dict = field(default_factory=dict)
     #: Peak RSS of each worker (pid -> MB) when its first block came back: with
@@ -432,6 +447,15 @@ class RunSummary:
         if self.max_std is not None:
             pos = ", ".join(f"{v:.3f}" for v in self.max_std_position)
             lines.append(f"max σ {self.max_std:.4g} e/Å³ at grid point {tuple(self.max_std_index)} = ({pos}) Å")
+        if self.max_std_epistemic is not None:
+            pos = ", ".join(f"{v:.3f}" for v in self.max_std_epistemic_position)
+            lines.append(f"max epistemic σ {self.max_std_epistemic:.4g} e/Å³ at grid point "
+                         f"{tuple(self.max_std_epistemic_index)} = ({pos}) Å")
+        if self.n_epistemic_high is not None:
+            share = 100.0 * self.n_epistemic_high / self.n_points
+            lines.append(f"epistemic σ above the model's validation 99.9 % quantile ({self.epistemic_threshold:.3g} "
+                         f"e/Å³) at {self.n_epistemic_high:,} points = {share:.3g} % (about 0.1 % where the structure "
+                         "is like the validation data; more marks new environments: density_std_epistemic shows where)")
         return "\n".join(lines)
 
 
@@ -632,6 +656,12 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
     wall = time.perf_counter() - t_start
 
     best = max(ledger.values(), key=lambda e: e["max_std"], default=None)
+    # Stores begun by an older bigdens lack the epistemic fields: leave them out then.
+    best_epi = max((e for e in ledger.values() if "max_std_epistemic" in e),
+                   key=lambda e: e["max_std_epistemic"], default=None) if done else None
+    threshold = epistemic_threshold(model)
+    highs = [e.get("n_epistemic_high") for e in ledger.values()]
+    n_high = sum(highs) if done and threshold is not None and None not in highs else None
     summary = RunSummary(
         path=Path(out), n_atoms=len(atoms), grid_shape=grid.shape, n_blocks=len(blocks), n_computed=len(todo),
         n_done=len(ledger), wall_s=wall, points_computed=computed, n_electrons_expected=n_expected,
@@ -640,12 +670,20 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         max_std_index=None if best is None else best["max_std_index"],
         max_std_position=None if best is None else grid.cartesian(*best["max_std_index"]).tolist(),
         complete=done, device=device, stage_s=stages, max_rss_mb=rss, first_rss_mb=first_rss, slurm_jobs=jobs,
-        startup_s=startup,
+        startup_s=startup, epistemic_threshold=threshold, n_epistemic_high=n_high,
+        max_std_epistemic=None if best_epi is None else best_epi["max_std_epistemic"],
+        max_std_epistemic_index=None if best_epi is None else best_epi["max_std_epistemic_index"],
+        max_std_epistemic_position=None if best_epi is None else
+        grid.cartesian(*best_epi["max_std_epistemic_index"]).tolist(),
     )
     final = {"complete": done, "n_electrons_predicted": n_pred, "renormalization_factor": factor,
              "n_electrons_renormalized": None if factor is None else n_expected,
              "max_std": summary.max_std, "max_std_index": summary.max_std_index,
-             "max_std_position": summary.max_std_position}
+             "max_std_position": summary.max_std_position,
+             "epistemic_threshold": threshold, "n_epistemic_high": n_high,
+             "max_std_epistemic": summary.max_std_epistemic,
+             "max_std_epistemic_index": summary.max_std_epistemic_index,
+             "max_std_epistemic_position": summary.max_std_epistemic_position}
     if done:
         final["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     zstore.update_attrs(out, **final)

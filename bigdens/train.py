@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .bnn import Architecture, DensityModel, Scaling, resolve_device
+from .bnn import EPISTEMIC_QUANTILE, Architecture, DensityModel, Scaling, epistemic_threshold, resolve_device
 from .descriptors import DescriptorParams, compute
 from .errors import InputError
 from . import metrics
@@ -203,12 +203,63 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
             "train_seconds": time.perf_counter() - t0, "n_train_points": n}
 
 
-def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int) -> float:
-    """Variance factor c² so that |ρ̂ − ρ| ≤ c·σ holds for 68.3 % of validation points."""
+def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int,
+               fit_variance: bool = True) -> tuple[float, dict]:
+    """Variance factor c² so that |ρ̂ − ρ| ≤ c·σ holds for 68.3 % of validation points, and the
+    epistemic reference: quantiles of the (rescaled) epistemic σ over those points.
+
+    The factor is absolute: ``model``'s own factor, already applied by
+    :meth:`DensityModel.predict`, is multiplied in (a fine-tuned model starts
+    with its parent's).  With ``fit_variance=False`` the model's factor is kept.
+    """
     mean, epi, ale = model.predict(Xv, samples=samples, seed=seed, block_index=0)
-    z = np.abs(mean.astype(np.float64) - yv) / np.sqrt(epi.astype(np.float64) + ale + 1e-30)
-    c = float(np.quantile(z, 0.683))
-    return c * c
+    old = model.scaling.variance_scale
+    if fit_variance:
+        z = np.abs(mean.astype(np.float64) - yv) / np.sqrt(epi.astype(np.float64) + ale + 1e-30)
+        c2 = float(np.quantile(z, 0.683)) ** 2
+    else:
+        c2 = 1.0
+    qs = (0.5, 0.9, 0.99, EPISTEMIC_QUANTILE)
+    values = np.quantile(np.sqrt(epi.astype(np.float64) * c2), qs)
+    reference = {"quantiles": list(qs), "std": [float(v) for v in values],
+                 "n_points": int(len(yv)), "samples": samples, "seed": seed}
+    return old * c2, reference
+
+
+def calibrate(model: DensityModel, val_snapshots: Sequence, *, samples: int = 20, seed: int = 0,
+              fit_variance: bool = True) -> DensityModel:
+    """Refit ``model``'s variance factor and epistemic reference on validation snapshots.
+
+    Parameters
+    ----------
+    model
+        A trained model (not changed).
+    val_snapshots
+        Snapshots never trained on, of the kind the model will be used for.
+    samples, seed
+        Monte Carlo samples and their seed (block index 0).
+    fit_variance
+        False keeps the model's variance factor and refits only the reference.
+
+    Returns
+    -------
+    DensityModel
+        A copy whose total σ covers |ρ̂ − ρ| at 68.3 % of the validation points
+        and whose ``info["epistemic_reference"]`` holds quantiles of the
+        epistemic σ there (e/Å³).  :func:`bigdens.engine.run` counts predicted
+        points above the 99.9 % quantile: places unlike the validation data,
+        e.g. defects, where the total σ (mostly aleatoric) barely moves.
+    """
+    _check_snapshots(val_snapshots, model.params, "calibration")
+    Xv, yv = _stack(val_snapshots, model.params)
+    scale, reference = _calibrate(model, Xv, yv, samples=samples, seed=seed, fit_variance=fit_variance)
+    reference["validation"] = [s.name for s in val_snapshots]
+    new = DensityModel(params=model.params, arch=model.arch, scaling=replace(model.scaling, variance_scale=scale),
+                       net=model.net, info={**model.info, "epistemic_reference": reference})
+    if fit_variance:
+        new.info["calibration"] = {"variance_scale_before": model.scaling.variance_scale,
+                                   "validation": reference["validation"], "samples": samples, "seed": seed}
+    return new
 
 
 def _provenance(snapshots) -> list[dict]:
@@ -287,7 +338,9 @@ def train(train_snapshots: Sequence, val_snapshots: Sequence, params: Descriptor
         f"{len(val_snapshots)} ({len(Xv):,} points), {params.n_features} features")
     model = DensityModel.new(params, arch, Scaling.fit(X, y), seed=config.seed)
     hist = _fit(model, X, y, Xv, yv, config, log)
-    model.scaling = replace(model.scaling, variance_scale=_calibrate(model, Xv, yv, samples=calibration_samples, seed=config.seed))
+    scale, reference = _calibrate(model, Xv, yv, samples=calibration_samples, seed=config.seed)
+    model.scaling = replace(model.scaling, variance_scale=scale)
+    reference["validation"] = [s.name for s in val_snapshots]
     model.info = {
         "stage": "scratch",
         "train_config": asdict(config),
@@ -296,6 +349,7 @@ def train(train_snapshots: Sequence, val_snapshots: Sequence, params: Descriptor
         "data": {"train": _provenance(train_snapshots), "validation": _provenance(val_snapshots)},
         "dft_settings": _dft_settings(train_snapshots),
         "grid_spacing": float(np.max(train_snapshots[0].grid().spacing)),
+        "epistemic_reference": reference,
     }
     return model
 
@@ -326,9 +380,11 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
     log(f"fine-tuning the last {config.train_layers or new.arch.n_layers} of {new.arch.n_layers} layers on "
         f"{len(train_snapshots)} snapshots ({len(X):,} points)")
     hist = _fit(new, X, y, Xv, yv, config, log)
-    if recalibrate:
-        new.scaling = replace(new.scaling, variance_scale=_calibrate(new, Xv, yv, samples=calibration_samples,
-                                                                     seed=config.seed))
+    # The reference is refitted either way: the retrained layers changed the epistemic spread.
+    scale, reference = _calibrate(new, Xv, yv, samples=calibration_samples, seed=config.seed,
+                                  fit_variance=recalibrate)
+    new.scaling = replace(new.scaling, variance_scale=scale)
+    reference["validation"] = [s.name for s in val_snapshots]
     new.info = {
         "stage": "finetune",
         "recalibrated": recalibrate,
@@ -339,6 +395,7 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
         "data": {"train": _provenance(train_snapshots), "validation": _provenance(val_snapshots)},
         "dft_settings": _dft_settings(train_snapshots) or model.info.get("dft_settings"),
         "grid_spacing": model.info.get("grid_spacing"),
+        "epistemic_reference": reference,
     }
     return new
 
@@ -352,9 +409,12 @@ def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, see
     -------
     dict
         ``{"snapshots": [{"name": ..., <metrics>}, ...], "overall": {<metrics>}}``;
-        metric names as in :func:`bigdens.metrics.summary`.
+        metric names as in :func:`bigdens.metrics.summary`, plus ``epistemic_high_pct``
+        (points whose epistemic σ exceeds the model's validation 99.9 % quantile, %;
+        only for models with an epistemic reference).
     """
     _check_snapshots(snapshots, model.params, "evaluation")
+    threshold = epistemic_threshold(model)
     rows, allp, allr, alls = [], [], [], []
     n_el = dv_sum = 0.0
     for i, s in enumerate(snapshots):
@@ -366,6 +426,9 @@ def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, see
         row = {"name": s.name, "split": s.split, "n_atoms": int(len(s.numbers))}
         row.update(metrics.summary(mean.reshape(shape), y.reshape(shape), sigma.reshape(shape),
                                    dv=grid.dv, n_electrons=s.n_electrons_expected))
+        if threshold is not None:
+            # 0.1 % on data like the validation data; more where the structure is new (defects).
+            row["epistemic_high_pct"] = 100.0 * float(np.mean(np.sqrt(epi.astype(np.float64)) > threshold))
         rows.append(row)
         allp.append(mean)
         allr.append(y)
@@ -383,4 +446,6 @@ def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, see
         "n_snapshots": len(rows),
         "n_points": int(len(p)),
     }
+    if threshold is not None:
+        overall["epistemic_high_pct"] = float(np.mean([row["epistemic_high_pct"] for row in rows]))
     return {"snapshots": rows, "overall": overall, "samples": samples, "seed": seed}

@@ -321,6 +321,12 @@ GROUPS: dict[str, list[Case]] = {
              "frozen_lr_scale must be within [0, 1], got 2.0"),
         case("evaluate-mc-samples-zero", "--mc-samples 0", "evaluate al.safetensors al4 --mc-samples 0",
              "the number of Monte Carlo samples must be >= 1, got 0"),
+        case("calibrate-on-training-data", "calibrating on snapshots the model was trained on",
+             "calibrate trained.safetensors al4 -o cal.safetensors",
+             "the model was trained on al4-T0300-00: calibrate on snapshots it has not seen (its errors there are "
+             "too small)"),
+        case("calibrate-output-is-folder", "-o names a folder", "calibrate al.safetensors al4 -o al4",
+             "-o 'al4' is a folder; give a model file, e.g. -o 'al4/model.safetensors'"),
     ],
     "Structure building": [
         case("build-sige-no-x", "sige without --x", "build sige -o b.xyz",
@@ -386,7 +392,7 @@ CASES: list[Case] = [c for cases in GROUPS.values() for c in cases]
 
 # -- the inputs -----------------------------------------------------------------------------
 
-def _make_model(path: Path, species=(13,)) -> Path:
+def _make_model(path: Path, species=(13,), info=None) -> Path:
     from bigdens import descriptors
     from bigdens.bnn import Architecture, DensityModel, Scaling
 
@@ -395,7 +401,7 @@ def _make_model(path: Path, species=(13,)) -> Path:
     rng = np.random.default_rng(1)
     X = rng.uniform(0.5, 4.0, size=(300, params.n_features)).astype(np.float32)
     y = rng.uniform(0.01, 0.05, size=300)
-    DensityModel.new(params, Architecture(hidden=(16, 16)), Scaling.fit(X, y), seed=1).save(path)
+    DensityModel.new(params, Architecture(hidden=(16, 16)), Scaling.fit(X, y), seed=1, info=info).save(path)
     return path
 
 
@@ -447,6 +453,7 @@ def inputs(tmp_path_factory) -> Path:
 
     model = _make_model(d / "al.safetensors")
     _make_model(d / "si.safetensors", species=(14,))
+    _make_model(d / "trained.safetensors", info={"data": {"train": [{"name": "al4-T0300-00"}]}})
     (d / "notmodel.safetensors").write_text("this is not a model\n")
     (d / "truncated.safetensors").write_bytes(model.read_bytes()[:200])
     (d / "model.pkl").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))

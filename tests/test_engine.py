@@ -99,6 +99,25 @@ def test_boundary_blocks_equal_brute_force(tmp_path, model, atoms):
         np.testing.assert_allclose(out["density_std"][b.slices].ravel() ** 2, epi.astype(float) + ale, rtol=1e-5)
 
 
+def test_epistemic_high_points_and_maximum_agree_with_the_store(tmp_path, model, atoms):
+    plain = engine.run(atoms, config(tmp_path / "plain.zarr", model))
+    assert plain.n_epistemic_high is None and "validation 99.9 %" not in plain.format()
+    epi = variables(tmp_path / "plain.zarr")["density_std_epistemic"]
+    threshold = float(np.quantile(epi, 0.9))
+    ref = {"quantiles": [0.5, 0.999], "std": [0.0, threshold]}
+    flagged = make_model(tmp_path / "ref.safetensors", info={"epistemic_reference": ref})  # same weights
+    part = engine.run(atoms, config(tmp_path / "o.zarr", flagged, max_blocks=5))
+    assert part.n_epistemic_high is None and part.max_std_epistemic is None  # not over the whole grid yet
+    got = engine.run(atoms, config(tmp_path / "o.zarr", flagged, resume=True))
+    epi = variables(tmp_path / "o.zarr")["density_std_epistemic"]
+    assert got.n_epistemic_high == np.count_nonzero(epi > np.float32(threshold)) > 0
+    assert got.max_std_epistemic == float(epi.max())
+    assert tuple(got.max_std_epistemic_index) == np.unravel_index(int(np.argmax(epi)), epi.shape)
+    attrs = store.read_attrs(tmp_path / "o.zarr")
+    assert attrs["n_epistemic_high"] == got.n_epistemic_high and attrs["epistemic_threshold"] == threshold
+    assert "validation 99.9 % quantile" in got.format()
+
+
 def test_interrupted_run_resumes_to_identical_store(tmp_path, model, atoms):
     ref = tmp_path / "ref.zarr"
     engine.run(atoms, config(ref, model))

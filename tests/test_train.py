@@ -14,7 +14,8 @@ from bigdens import data, metrics
 from bigdens.bnn import Architecture, DensityModel, Scaling, load
 from bigdens.descriptors import DescriptorParams
 from bigdens.errors import InputError
-from bigdens.train import TrainConfig, evaluate, finetune, snapshot_features, train
+from bigdens.bnn import epistemic_threshold
+from bigdens.train import TrainConfig, calibrate, evaluate, finetune, snapshot_features, train
 
 AL4 = Path(__file__).parent / "data" / "al4"
 PARAMS = DescriptorParams(species=(13,), m=(16,), k=(4,), r_cut=5.0)
@@ -52,6 +53,40 @@ def test_finetune_changes_only_last_layers(snaps):
     assert kept.scaling.variance_scale == base.scaling.variance_scale and not kept.info["recalibrated"]
 
 
+def _val_coverage_and_high(model, va, *, samples=20, seed=0):
+    """1σ coverage (%) and share of points above the epistemic threshold (%) on ``va`` as calibration saw it."""
+    from bigdens.train import _stack
+
+    X, y = _stack(va, model.params)
+    mean, epi, ale = model.predict(X, samples=samples, seed=seed, block_index=0)
+    cov = metrics.coverage(mean, y, np.sqrt(epi.astype(np.float64) + ale), 1.0)
+    return cov, 100 * np.mean(np.sqrt(epi.astype(np.float64)) > epistemic_threshold(model))
+
+
+def test_calibration_is_absolute_and_sets_the_epistemic_reference(snaps):
+    import dataclasses
+
+    tr, va = snaps
+    base = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
+    cov, high = _val_coverage_and_high(base, va, seed=FAST.seed)
+    assert abs(cov - 68.3) < 0.1 and 0.05 < high < 0.2
+    ref = base.info["epistemic_reference"]
+    assert ref["validation"] == [s.name for s in va] and ref["n_points"] == sum(s.density.size for s in va)
+    # A model that starts far off (a fine-tuned one starts with its parent's factor) ends at 68.3 % too.
+    off = DensityModel(params=base.params, arch=base.arch, net=base.net, info=base.info,
+                       scaling=dataclasses.replace(base.scaling, variance_scale=7.0 * base.scaling.variance_scale))
+    fixed = calibrate(off, va, samples=20, seed=3)
+    assert abs(_val_coverage_and_high(fixed, va, seed=3)[0] - 68.3) < 0.1
+    assert np.isclose(fixed.scaling.variance_scale, base.scaling.variance_scale, rtol=0.05)
+    assert off.scaling.variance_scale == 7.0 * base.scaling.variance_scale  # the input is not changed
+    kept = calibrate(off, va, fit_variance=False)
+    assert kept.scaling.variance_scale == off.scaling.variance_scale
+    assert np.isclose(epistemic_threshold(kept), np.sqrt(7.0) * epistemic_threshold(calibrate(base, va, fit_variance=False)))
+    tuned = finetune(off, va, tr, config=TrainConfig(epochs=2, points_per_epoch=4000, batch_size=512, seed=2,
+                                                    train_layers=1), log=lambda _: None)
+    assert abs(_val_coverage_and_high(tuned, tr, seed=2)[0] - 68.3) < 0.1
+
+
 def test_evaluate_matches_numpy(snaps, tmp_path):
     tr, va = snaps
     model = DensityModel.new(PARAMS, Architecture(hidden=(8,)), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0)
@@ -69,6 +104,11 @@ def test_evaluate_matches_numpy(snaps, tmp_path):
     assert np.isclose(row["coverage_1sigma_pct"], 100 * np.mean(np.abs(p - r) <= sig))
     assert np.isclose(row["coverage_2sigma_pct"], 100 * np.mean(np.abs(p - r) <= 2 * sig))
     assert row["n_atoms"] == 4
+    assert "epistemic_high_pct" not in row  # a model without an epistemic reference
+    ref = float(np.quantile(np.sqrt(epi.astype(np.float64)), 0.9))
+    model.info["epistemic_reference"] = {"quantiles": [0.5, 0.999], "std": [0.0, ref]}
+    row = evaluate(model, va, samples=4, seed=3)["snapshots"][0]
+    assert np.isclose(row["epistemic_high_pct"], 100 * np.mean(np.sqrt(epi.astype(np.float64)) > ref))
 
 
 def test_metrics_on_known_values():
@@ -138,6 +178,15 @@ def test_cli_train_evaluate_and_refusals(tmp_path):
     r = run("finetune", str(tmp_path / "m.safetensors"), str(AL4), "--layers", "9", "-o", str(tmp_path / "f.safetensors"))
     assert r.returncode == 2 and "--layers must be within 1..2" in r.stderr
     assert not (tmp_path / "f.safetensors").exists()
+    r = run("calibrate", str(tmp_path / "m.safetensors"), str(AL4), "-o", str(tmp_path / "c.safetensors"))
+    assert r.returncode == 2 and "was trained on al4-T0300-00, al4-T0900-00" in r.stderr
+    assert not (tmp_path / "c.safetensors").exists()
+    r = run("calibrate", str(tmp_path / "m.safetensors"), str(AL4), "--split", "validation", "--mc-samples", "5",
+            "-o", str(tmp_path / "c.safetensors"))
+    assert r.returncode == 0, r.stderr
+    cal = load(tmp_path / "c.safetensors")
+    assert cal.info["epistemic_reference"]["validation"] == ["al4-T0300-01", "al4-T0900-01"]
+    assert cal.info["calibration"]["samples"] == 5 and "epistemic σ 99.9 % quantile" in r.stdout
 
 
 def test_beta_nll_matches_numpy_and_only_reweights():

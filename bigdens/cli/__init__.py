@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "train": ".train",
     "finetune": ".finetune",
     "evaluate": ".evaluate",
+    "calibrate": ".calibrate",
     "clusters": ".clusters",
     "predict": ".predict",
     "verify": ".verify",

@@ -21,11 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def format_table(result: dict) -> str:
     cols = [("nmae_pct", "NMAE %"), ("nrmse_pct", "NRMSE %"), ("electron_count_error_pct", "ΔN %"),
             ("coverage_1sigma_pct", "cov1σ %"), ("coverage_2sigma_pct", "cov2σ %"), ("spearman_sigma_error", "Spearman")]
+    if "epistemic_high_pct" in result["overall"]:
+        cols.append(("epistemic_high_pct", "epi>q999 %"))  # 0.1 % where the data are like the validation data
     rows = result["snapshots"] + [dict(result["overall"], name="overall", split="")]
     width = max(len(r["name"]) for r in rows)
-    lines = [f"{'snapshot':<{width}}  {'split':<10}" + "".join(f"{h:>10}" for _, h in cols)]
+    lines = [f"{'snapshot':<{width}}  {'split':<10}" + "".join(f"{h:>11}" for _, h in cols)]
     for r in rows:
-        lines.append(f"{r['name']:<{width}}  {r['split']:<10}" + "".join(f"{r[k]:>10.3f}" for k, _ in cols))
+        lines.append(f"{r['name']:<{width}}  {r['split']:<10}" + "".join(f"{r[k]:>11.3f}" for k, _ in cols))
     return "\n".join(lines)
 
 
