@@ -99,7 +99,7 @@ def test_boundary_blocks_equal_brute_force(tmp_path, model, atoms):
         np.testing.assert_allclose(out["density_std"][b.slices].ravel() ** 2, epi.astype(float) + ale, rtol=1e-5)
 
 
-def test_epistemic_high_points_and_maximum_agree_with_the_store(tmp_path, model, atoms):
+def test_epistemic_high_points_and_maximum_agree_with_the_store(tmp_path, model, atoms, capsys):
     plain = engine.run(atoms, config(tmp_path / "plain.zarr", model))
     assert plain.n_epistemic_high is None and "validation 99.9 %" not in plain.format()
     epi = variables(tmp_path / "plain.zarr")["density_std_epistemic"]
@@ -116,6 +116,14 @@ def test_epistemic_high_points_and_maximum_agree_with_the_store(tmp_path, model,
     attrs = store.read_attrs(tmp_path / "o.zarr")
     assert attrs["n_epistemic_high"] == got.n_epistemic_high and attrs["epistemic_threshold"] == threshold
     assert "validation 99.9 % quantile" in got.format()
+    # `bigdens plot` outlines the same points on a plane and counts them.
+    from bigdens.cli import main
+
+    plane = int(np.argmax((epi > np.float32(threshold)).sum(axis=(0, 1))))
+    frac = plane / epi.shape[2]
+    assert main(["plot", str(tmp_path / "o.zarr"), "--plane", f"z={frac}", "-o", str(tmp_path / "p.png")]) == 0
+    n_plane = int(np.count_nonzero(epi[:, :, plane] > np.float32(threshold)))
+    assert f"{n_plane} points above the epistemic threshold" in capsys.readouterr().out and n_plane > 0
 
 
 def test_interrupted_run_resumes_to_identical_store(tmp_path, model, atoms):

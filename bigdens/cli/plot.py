@@ -1,4 +1,4 @@
-"""``bigdens plot``: a lattice plane of the density and its σ, side by side."""
+"""``bigdens plot``: a lattice plane of the density, its total σ and its epistemic σ, side by side."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-HELP = "plot the density and its total σ on a lattice plane (e.g. --plane z=0.5) to an image"
+HELP = ("plot the density, its total σ and its epistemic σ (points unlike the model's validation data outlined) on a lattice plane (e.g. --plane z=0.5) to an image")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     sel[axis] = index
     rho = np.asarray(root["density"][tuple(sel)], dtype=np.float64)
     std = np.asarray(root["density_std"][tuple(sel)], dtype=np.float64)
+    epi = np.asarray(root["density_std_epistemic"][tuple(sel)], dtype=np.float64)
+    threshold = attrs.get("epistemic_threshold")  # None for models without an epistemic reference
     # In-plane Cartesian coordinates: u along the first in-plane lattice vector, v orthogonal to it.
     a, b = [d for d in range(3) if d != axis]
     u = cell[a] / np.linalg.norm(cell[a])
@@ -91,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     df = (fpos[:, axis] - plane_f + 0.5) % 1.0 - 0.5
     near = np.abs(df) / plane_normals_norm(cell)[axis] <= args.atom_distance
     inplane = fpos[near][:, a, None] * cell[a] + fpos[near][:, b, None] * cell[b]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
-    for ax, data, title, cmap in ((axes[0], rho, "density", "viridis"), (axes[1], std, "total σ", "magma")):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
+    panels = ((axes[0], rho, "density", "viridis"), (axes[1], std, "total σ", "magma"),
+              (axes[2], epi, "epistemic σ", "magma"))
+    for ax, data, title, cmap in panels:
         mesh = ax.pcolormesh(X, Y, data, cmap=cmap, shading="flat")
         fig.colorbar(mesh, ax=ax, label=f"{title} (e/Å³)")
         if near.any():
@@ -102,10 +106,21 @@ def run(args: argparse.Namespace) -> int:
         ax.set_xlabel("Å (along a%d)" % (a + 1))
         ax.set_ylabel("Å")
         ax.set_title(f"{title}, plane {'xyz'[axis]}={plane_f:.3f} (grid index {index})")
+    n_high = 0
+    if threshold is not None:
+        high = epi > np.float32(threshold)  # as the run counted them (float32 store values)
+        n_high = int(high.sum())
+        if n_high:
+            centres = (np.arange(shape[a])[:, None, None] / shape[a]) * cell[a] + \
+                (np.arange(shape[b])[None, :, None] / shape[b]) * cell[b]
+            axes[2].contour(centres @ u, centres @ v, high.astype(float), levels=[0.5], colors="cyan",
+                            linewidths=1.0)
+        axes[2].set_title(f"epistemic σ; cyan: above {threshold:.2g} (validation 99.9 %)", fontsize=9)
     if near.any():
         axes[0].legend(loc="upper right", fontsize=7)
     fig.savefig(args.output, dpi=120)
     plt.close(fig)
+    flagged = "" if threshold is None else f", {n_high} points above the epistemic threshold"
     print(f"wrote {args.output}: plane {'xyz'[axis]}={plane_f:.3f}, {int(near.sum())} atoms marked "
-          f"(species {sorted(set(numbers[near].tolist()))})")
+          f"(species {sorted(set(numbers[near].tolist()))}){flagged}")
     return 0
