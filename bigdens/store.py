@@ -16,8 +16,10 @@ Layout (DESIGN §6)::
 The ledger is the truth about which blocks are done: a block's entry is
 written (temporary file + rename, so it is never half written) only after
 all four variables of the block are written, read back and checksummed.  An
-entry holds the checksums of the block's arrays, its raw electron sum and its
-largest σ, so ``--resume`` recomputes exactly the missing blocks and
+entry holds the checksums of the block's arrays, its raw electron sum, its
+largest total and epistemic σ and how many of its points exceed the model's
+epistemic threshold (summed into the attributes ``n_epistemic_high`` and
+``epistemic_threshold`` when the run completes), so ``--resume`` recomputes exactly the missing blocks and
 :func:`verify` can tell missing and corrupt chunks apart.  Unwritten regions
 read NaN (the fill value), never 0.  ``complete`` is true only after every
 block has its entry.
