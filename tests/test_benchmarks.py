@@ -150,3 +150,15 @@ def test_transfer_budget_subset_is_the_longest_prefix_within_budget():
     assert core_seconds(t + v + large) <= 5050.0
     t, v = budget_subset(small, val, large, 100.0)  # below one cell each: still one of each
     assert len(t) == 1 and len(v) == 1
+
+
+def test_vacancy_contrast_picks_the_deepest_points_and_the_interstitial_shell():
+    import numpy as np
+
+    from benchmarks.transfer_learning import vacancy_contrast
+
+    nearest = np.array([0.1, 1.0, 1.7, 1.8, 2.0, 2.4, 2.5, 2.6])  # Å; deepest 2.6 -> vacancy > 2.3
+    field = np.array([9.0, 9.0, 1.0, 1.0, 3.0, 4.0, 4.0, 4.0])
+    out = vacancy_contrast(nearest, {"f": field})
+    assert out["vacancy_points"] == 3 and out["reference_points"] == 3  # 1.6 < d <= 2.05
+    assert np.isclose(out["f_ratio"], 4.0 / (5.0 / 3.0))
