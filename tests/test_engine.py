@@ -257,7 +257,7 @@ def test_shipped_al_model_conserves_electrons(tmp_path):
 
 
 def test_shipped_sige_model_is_picked_and_conserves_electrons(tmp_path):
-    """The provisional Si-Ge model: a Si0.75Ge0.25 cell integrates to 4 electrons per atom within 1 %."""
+    """The shipped Si-Ge model: a Si0.75Ge0.25 cell integrates to 4 electrons per atom within 1 %."""
     import warnings
 
     from bigdens.models import shipped_model_for
