@@ -162,3 +162,35 @@ def test_vacancy_contrast_picks_the_deepest_points_and_the_interstitial_shell():
     out = vacancy_contrast(nearest, {"f": field})
     assert out["vacancy_points"] == 3 and out["reference_points"] == 3  # 1.6 < d <= 2.05
     assert np.isclose(out["f_ratio"], 4.0 / (5.0 / 3.0))
+
+
+def test_cross_calibration_smoke(tmp_path):
+    """The model's own fold reproduces its fitted factor; the written model carries the pooled one."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from benchmarks import cross_calibration
+    from bigdens import data
+    from bigdens.bnn import Architecture, load
+    from bigdens.descriptors import DescriptorParams
+    from bigdens.train import TrainConfig, finetune, train
+
+    al4 = Path(__file__).parent / "data" / "al4"
+    snaps = data.load([al4])
+    tr = [s for s in snaps if s.split == "train"]
+    va = [s for s in snaps if s.split == "validation"]
+    params = DescriptorParams(species=(13,), m=(8,), k=(2,), r_cut=4.0)
+    quick = TrainConfig(epochs=1, points_per_epoch=2000, batch_size=512, seed=0)
+    parent = train(tr, va, params, arch=Architecture(hidden=(8, 8)), config=quick, log=lambda _: None)
+    parent.save(tmp_path / "parent.safetensors")
+    model = finetune(parent, tr[1:], tr[:1], config=TrainConfig(epochs=1, points_per_epoch=2000, batch_size=512,
+                                                                 seed=0, train_layers=2), log=lambda _: None)
+    model.save(tmp_path / "model.safetensors")
+    report = cross_calibration.main([str(tmp_path / "model.safetensors"), str(tmp_path / "parent.safetensors"),
+                                     str(al4), "--epochs", "1", "--points-per-epoch", "2000",
+                                     "--out", str(tmp_path / "out"), "--write", str(tmp_path / "x.safetensors")])
+    own, other = report["folds"]
+    assert own["held_out"] == [tr[0].name] and other["held_out"] == [tr[1].name]
+    assert np.isclose(own["factor_alone"], model.scaling.variance_scale, rtol=1e-6)
+    assert load(tmp_path / "x.safetensors").scaling.variance_scale == report["variance_scale_cross"] > 0
