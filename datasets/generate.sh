@@ -3,7 +3,7 @@
 # Every command is resumable: rerunning it computes only the snapshots its
 # dataset.json does not list yet (plan.json fixes the configurations).
 #
-#   datasets/generate.sh 1   # stream 1: al32, al32-vacancy, sige216, sige64-vacancy, al108
+#   datasets/generate.sh 1   # stream 1: al32, al32-vacancy, al108, sige64-vacancy, sige216
 #   datasets/generate.sh 2   # stream 2: sige64
 #
 # Run both side by side in the background, e.g.
@@ -24,17 +24,17 @@ case "${1:-}" in
   nice -n 19 $PY -m bigdens datagen al --cells 2 2 2 --vacancies 1 --temperatures 300 400 500 600 \
     --snapshots-per-temperature 1 --all-test --seed 2 -o datasets/al32-vacancy --log-dir $LOGS \
     --description "FCC Al 2x2x2 with one vacancy (31 atoms), EMT Langevin MD; all test"
+  nice -n 19 $PY -m bigdens datagen al --cells 3 3 3 --temperatures 300 600 900 \
+    --snapshots-per-temperature 2 --split 0.5 0 0.5 --seed 3 -o datasets/al108 --log-dir $LOGS \
+    --description "FCC Al 3x3x3 (108 atoms), EMT Langevin MD; for transfer learning (train) and held-out test"
+  nice -n 19 $PY -m bigdens datagen sige --x 0.5 --cells 2 2 2 --vacancies 1 --temperatures 300 600 900 \
+    --snapshots-per-temperature 1 --all-test --seed 5 -o datasets/sige64-vacancy --log-dir $LOGS \
+    --description "diamond Si0.5Ge0.5 2x2x2 with one vacancy (63 atoms), Tersoff Langevin MD; all test"
   # Gamma-only 216-atom cells, serial (GPAW's MPI here splits k-points only): 3,984 core-s for the
   # first (20 SCF iterations, ~3.3 min each on a quiet core); about 1.1 core-hours each.
   nice -n 19 $PY -m bigdens datagen sige --x 0.25 0.5 --cells 3 3 3 --temperatures 300 900 \
     --snapshots-per-temperature 1 --split 0.5 0 0.5 --seed 6 -o datasets/sige216 --log-dir $LOGS \
     --description "diamond Si(1-x)Ge(x) 3x3x3 (216 atoms), Tersoff Langevin MD; for transfer learning (train) and held-out test"
-  nice -n 19 $PY -m bigdens datagen sige --x 0.5 --cells 2 2 2 --vacancies 1 --temperatures 300 600 900 \
-    --snapshots-per-temperature 1 --all-test --seed 5 -o datasets/sige64-vacancy --log-dir $LOGS \
-    --description "diamond Si0.5Ge0.5 2x2x2 with one vacancy (63 atoms), Tersoff Langevin MD; all test"
-  nice -n 19 $PY -m bigdens datagen al --cells 3 3 3 --temperatures 300 600 900 \
-    --snapshots-per-temperature 2 --split 0.5 0 0.5 --seed 3 -o datasets/al108 --log-dir $LOGS \
-    --description "FCC Al 3x3x3 (108 atoms), EMT Langevin MD; for transfer learning (train) and held-out test"
   ;;
 2)
   nice -n 19 $PY -m bigdens datagen sige --x 0 0.25 0.5 0.75 1 --cells 2 2 2 --temperatures 300 600 900 \
@@ -42,7 +42,7 @@ case "${1:-}" in
     --description "diamond Si(1-x)Ge(x) 2x2x2 (64 atoms), Tersoff (PRB 39, 5566) Langevin MD"
   ;;
 *)
-  echo "usage: $0 1|2   (stream 1: al32, al32-vacancy, sige216, sige64-vacancy, al108; stream 2: sige64)" >&2
+  echo "usage: $0 1|2   (stream 1: al32, al32-vacancy, al108, sige64-vacancy, sige216; stream 2: sige64)" >&2
   exit 2
   ;;
 esac
