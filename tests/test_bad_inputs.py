@@ -166,6 +166,14 @@ GROUPS: dict[str, list[Case]] = {
              "'missing-ds' does not exist (expected a data-set directory or a density file)"),
         case("data-no-such-split", "a split the data set does not have", "evaluate al.safetensors al4 --split test",
              "no snapshots of split 'test' in ['al4']"),
+        case("data-val-overlap", "a training snapshot also given as --val",
+             "train al4 --val al4/al4-T0300-00.npz -o m.safetensors",
+             "snapshot(s) al4-T0300-00 are in both the training data and --val: a model validated on what it "
+             "trains on stops and calibrates on its own training error; leave them out of one of the two"),
+        case("data-val-no-validation-split", "--val with a data set that has no validation split",
+             "train al4 --val trainonly-ds -o m.safetensors",
+             "--val trainonly-ds: the data set has no 'validation' split; name the snapshot files (.npz) to "
+             "validate on instead"),
         case("data-unknown-file", "a structure file as density file", "data import al.xyz -o imported",
              "cannot tell the format of 'al.xyz' from its name; density files must be Gaussian cube (*.cube), "
              "VASP CHGCAR (*CHGCAR*, *.vasp) or GPAW (*.gpw); or pass a bigdens data-set directory"),
@@ -491,6 +499,10 @@ def inputs(tmp_path_factory) -> Path:
     shutil.copytree(AL4, d / "truncated-ds")
     snap = d / "truncated-ds" / "al4-T0300-00.npz"
     snap.write_bytes(snap.read_bytes()[:500])
+    shutil.copytree(AL4, d / "trainonly-ds")
+    manifest = json.loads((d / "trainonly-ds" / "dataset.json").read_text())
+    manifest["snapshots"] = [e for e in manifest["snapshots"] if e["split"] == "train"]
+    (d / "trainonly-ds" / "dataset.json").write_text(json.dumps(manifest))
     (d / "damaged-ds").mkdir()
     (d / "damaged-ds" / "dataset.json").write_text("{not json")
     (d / "notes").mkdir()

@@ -164,10 +164,13 @@ def test_cli_train_evaluate_and_refusals(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "bigdens", *args], capture_output=True, text=True, timeout=600)
 
-    r = run("train", str(AL4), "--m", "8", "--k", "3", "--r-cut", "4.5", "--hidden", "8", "--epochs", "2",
-            "--points-per-epoch", "4000", "-o", str(tmp_path / "m.safetensors"))
+    # --val with a data-set folder validates on its validation split only (never its train or test).
+    r = run("train", str(AL4), "--val", str(AL4), "--m", "8", "--k", "3", "--r-cut", "4.5", "--hidden", "8",
+            "--epochs", "2", "--points-per-epoch", "4000", "-o", str(tmp_path / "m.safetensors"))
     assert r.returncode == 0, r.stderr
-    assert load(tmp_path / "m.safetensors").params.m == (8,)
+    trained = load(tmp_path / "m.safetensors")
+    assert trained.params.m == (8,)
+    assert [d["name"] for d in trained.info["data"]["validation"]] == ["al4-T0300-01", "al4-T0900-01"]
     r = run("evaluate", str(tmp_path / "m.safetensors"), str(AL4), "--split", "validation", "--mc-samples", "3", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

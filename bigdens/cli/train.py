@@ -51,8 +51,13 @@ def load_split(args) -> tuple[list, list]:
     if not snaps:
         raise InputError(f"no snapshots in {args.data}: the data sets are empty")
     if args.val:
-        val = load(args.val, allow_mixed_protocols=mixed)
+        val = _load_validation(args.val, mixed)
         train = [s for s in snaps if s.split == "train"] or snaps
+        both = sorted({s.name for s in train} & {s.name for s in val})
+        if both:
+            raise InputError(f"snapshot(s) {', '.join(both)} are in both the training data and --val: a model "
+                             "validated on what it trains on stops and calibrates on its own training error; "
+                             "leave them out of one of the two")
     else:
         train = [s for s in snaps if s.split == "train"]
         val = [s for s in snaps if s.split == "validation"]
@@ -63,6 +68,26 @@ def load_split(args) -> tuple[list, list]:
     if not val:
         raise InputError("no validation snapshot: give --val DATA or a data set with a 'validation' split")
     return train, val
+
+
+def _load_validation(paths: list[str], mixed: bool) -> list:
+    """``--val`` snapshots: a data-set directory gives its 'validation' split, a file itself."""
+    from pathlib import Path
+
+    from ..data import load
+    from ..errors import InputError
+
+    val = []
+    for path in paths:
+        if Path(path).is_dir():
+            got = load(path, split="validation", allow_mixed_protocols=mixed)
+            if not got:  # never fall back to its train or test snapshots
+                raise InputError(f"--val {path}: the data set has no 'validation' split; name the snapshot "
+                                 "files (.npz) to validate on instead")
+        else:
+            got = load(path, allow_mixed_protocols=mixed)
+        val.extend(got)
+    return val
 
 
 def check_output(path: str) -> None:
