@@ -287,13 +287,21 @@ def composition(numbers) -> dict[str, float]:
     return {sym: round(n / total, 4) for sym, n in counts.items()}
 
 
+def lineage(info: dict) -> list[dict]:
+    """A model's record and those of the models it was fine-tuned from, newest first."""
+    records = []
+    while info:
+        records.append(info)
+        info = info.get("parent") or {}
+    return records
+
+
 def training_compositions(info: dict) -> dict[str, tuple[float, float]]:
     """Smallest and largest atom fraction of each species in a model's training data (both stages).
 
     Empty when the model records no compositions (models trained before they were recorded).
     """
-    entries = list((info.get("data") or {}).get("train") or [])
-    entries += list(((info.get("parent") or {}).get("data") or {}).get("train") or [])
+    entries = [e for record in lineage(info) for e in (record.get("data") or {}).get("train") or []]
     comps = [e["composition"] for e in entries if isinstance(e.get("composition"), dict)]
     if not comps:
         return {}
@@ -388,7 +396,8 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
     new.info = {
         "stage": "finetune",
         "recalibrated": recalibrate,
-        "parent": {k: model.info.get(k) for k in ("stage", "data", "training")},
+        # The whole chain: a model fine-tuned more than once keeps every ancestor's record.
+        "parent": {k: model.info.get(k) for k in ("stage", "data", "training", "parent")},
         "train_config": asdict(config),
         "training": {k: v for k, v in hist.items() if k != "epochs"},
         "history": hist["epochs"],

@@ -15,7 +15,7 @@ from bigdens.bnn import Architecture, DensityModel, Scaling, load
 from bigdens.descriptors import DescriptorParams
 from bigdens.errors import InputError
 from bigdens.bnn import epistemic_threshold
-from bigdens.train import TrainConfig, calibrate, evaluate, finetune, snapshot_features, train
+from bigdens.train import TrainConfig, calibrate, evaluate, finetune, lineage, snapshot_features, train
 
 AL4 = Path(__file__).parent / "data" / "al4"
 PARAMS = DescriptorParams(species=(13,), m=(16,), k=(4,), r_cut=5.0)
@@ -51,6 +51,11 @@ def test_finetune_changes_only_last_layers(snaps):
     assert new.info["recalibrated"] and new.scaling.variance_scale != base.scaling.variance_scale
     kept = finetune(base, va, tr, config=cfg, recalibrate=False, log=lambda _: None)
     assert kept.scaling.variance_scale == base.scaling.variance_scale and not kept.info["recalibrated"]
+    # Fine-tuned twice: the record keeps the whole chain, and its training data count for calibrate.
+    again = finetune(new, tr, va, config=cfg, log=lambda _: None)
+    chain = lineage(again.info)
+    assert [r["stage"] for r in chain] == ["finetune", "finetune", base.info["stage"]]
+    assert chain[2]["data"] == base.info["data"] and chain[1]["data"]["train"] == new.info["data"]["train"]
 
 
 def _val_coverage_and_high(model, va, *, samples=20, seed=0):
