@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from bigdens import data
 from bigdens.bnn import DensityModel, load
-from bigdens.train import TrainConfig, _stack, finetune
+from bigdens.train import TrainConfig, _stack, finetune, with_variance_scale
 
 
 def raw_z(model: DensityModel, snapshots, *, samples: int, seed: int) -> np.ndarray:
@@ -93,12 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     if args.write:
-        info = {**model.info, "calibration": {"method": "cross-calibration over the large training cells",
-                                              "folds": report["folds"], "variance_scale_before":
-                                              model.scaling.variance_scale, "samples": args.samples,
-                                              "seed": args.seed}}
-        DensityModel(params=model.params, arch=model.arch, net=model.net, info=info,
-                     scaling=replace(model.scaling, variance_scale=factor)).save(args.write)
+        with_variance_scale(model, factor, calibration={
+            "method": "cross-calibration over the large training cells", "folds": report["folds"],
+            "samples": args.samples, "seed": args.seed}).save(args.write)
     return report
 
 

@@ -262,6 +262,24 @@ def calibrate(model: DensityModel, val_snapshots: Sequence, *, samples: int = 20
     return new
 
 
+def with_variance_scale(model: DensityModel, scale: float, *, calibration: dict) -> DensityModel:
+    """Copy of ``model`` with variance factor ``scale`` (fitted elsewhere, e.g. by cross-calibration).
+
+    The epistemic reference's σ quantiles are rescaled with it: predicted variances carry the
+    factor, so a threshold fitted under the old factor would flag a different share of points.
+    ``calibration`` (how ``scale`` was fitted) is recorded under ``info["calibration"]``.
+    """
+    if not np.isfinite(scale) or scale <= 0:
+        raise InputError(f"variance factor must be a finite number > 0, got {scale!r}")
+    ratio = float(np.sqrt(scale / model.scaling.variance_scale))
+    info = {**model.info, "calibration": {**calibration, "variance_scale_before": model.scaling.variance_scale}}
+    ref = model.info.get("epistemic_reference")
+    if isinstance(ref, dict) and "std" in ref:
+        info["epistemic_reference"] = {**ref, "std": [float(v) * ratio for v in ref["std"]]}
+    return DensityModel(params=model.params, arch=model.arch, net=model.net, info=info,
+                        scaling=replace(model.scaling, variance_scale=float(scale)))
+
+
 def _provenance(snapshots) -> list[dict]:
     out = []
     for s in snapshots:

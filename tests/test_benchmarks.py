@@ -193,7 +193,16 @@ def test_cross_calibration_smoke(tmp_path):
     own, other = report["folds"]
     assert own["held_out"] == [tr[0].name] and other["held_out"] == [tr[1].name]
     assert np.isclose(own["factor_alone"], model.scaling.variance_scale, rtol=1e-6)
-    assert load(tmp_path / "x.safetensors").scaling.variance_scale == report["variance_scale_cross"] > 0
+    written = load(tmp_path / "x.safetensors")
+    assert written.scaling.variance_scale == report["variance_scale_cross"] > 0
+    # The epistemic reference moves with the factor: the same points lie above each quantile as before.
+    from bigdens.train import _stack
+
+    X, _ = _stack(tr, model.params)
+    above = [np.sqrt(m.predict(X, samples=4, seed=0, block_index=0)[1])[:, None]
+             > np.array(m.info["epistemic_reference"]["std"]) for m in (model, written)]
+    assert np.array_equal(*above) and 0 < above[0][:, 0].sum() < len(X)  # column 0: the median
+    assert written.info["epistemic_reference"]["std"] != model.info["epistemic_reference"]["std"]
 
 
 def test_vacancy_contrast_rebuilds_the_removed_site(tmp_path):
