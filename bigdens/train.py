@@ -56,6 +56,10 @@ class TrainConfig:
         the same seed and thread count give the same model bit for bit;
         on a GPU that is not checked.  CPU and GPU differ by float32
         rounding, which training amplifies.
+    time_limit
+        Wall-clock seconds after which no new epoch starts (None: no limit);
+        the best epoch so far is kept, as on early stopping.  For jobs with
+        a wall-time limit (SLURM).
     """
 
     epochs: int = 150
@@ -68,6 +72,7 @@ class TrainConfig:
     frozen_lr_scale: float = 0.0
     nll_beta: float = 0.0
     device: str = "cpu"
+    time_limit: float | None = None
 
     def __post_init__(self):
         from .config import DEVICES
@@ -85,6 +90,8 @@ class TrainConfig:
             raise InputError(f"frozen_lr_scale must be within [0, 1], got {self.frozen_lr_scale!r}")
         if not 0 <= self.nll_beta <= 1:
             raise InputError(f"nll_beta must be within [0, 1], got {self.nll_beta!r}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise InputError(f"time_limit must be > 0 seconds (or None), got {self.time_limit!r}")
 
 
 def snapshot_features(snapshot, params: DescriptorParams) -> tuple[np.ndarray, np.ndarray]:
@@ -194,6 +201,9 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
             f"{'  *' if improved else ''}  ({time.perf_counter() - t0:.0f} s)")
         if epoch + 1 - best[2] >= config.patience:
             log(f"early stop: no better validation NMAE for {config.patience} epochs")
+            break
+        if config.time_limit is not None and time.perf_counter() - t0 >= config.time_limit:
+            log(f"time limit ({config.time_limit:g} s) reached after epoch {epoch + 1}")
             break
     net.load_state_dict(best[1])
     for p in net.parameters():

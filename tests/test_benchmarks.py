@@ -231,3 +231,22 @@ def test_vacancy_contrast_rebuilds_the_removed_site(tmp_path):
     assert row["vacancy_points"] > 0 and row["reference_points"] > 0
     assert row["vacancy_nearest_atom_A"][0] > 1.5  # within 1 Å of a site ~2.8 Å from its neighbours
     assert np.isclose(row["ratio"]["abs_error"], row["vacancy"]["abs_error"] / row["reference"]["abs_error"])
+
+
+def test_descriptor_convergence_side_by_side_matches_one_at_a_time(tmp_path):
+    """Settings trained in parallel processes give the rows a serial run gives, in the planned order."""
+    from pathlib import Path
+
+    from benchmarks import descriptor_convergence
+
+    al4 = str(Path(__file__).parent / "data" / "al4")
+    tiny = [al4, "--base", "8", "2", "4.0", "--m-values", "4", "--k-values", "0", "--r-values", "3.5",
+            "--hidden", "8", "8", "--epochs", "2", "--points-per-epoch", "2000", "--nll-beta", "0.5"]
+    serial = descriptor_convergence.main([*tiny, "--out", str(tmp_path / "serial.json")])
+    parallel = descriptor_convergence.main([*tiny, "--jobs", "2", "--out", str(tmp_path / "parallel.json")])
+    assert [(r["varied"], r["m"], r["k"], r["r_cut"]) for r in parallel["rows"]] == \
+        [("base", 8, 2, 4.0), ("m", 4, 2, 4.0), ("k", 8, 0, 4.0), ("r_cut", 8, 2, 3.5)]
+    key = ("val_nmae_mean_weights_pct", "val_nmae_mc_pct", "n_features", "best_epoch")
+    assert [[r[k] for k in key] for r in serial["rows"]] == [[r[k] for k in key] for r in parallel["rows"]]
+    assert all(r["val_nmae_mc_pct"] > 0 for r in serial["rows"])
+    assert json.loads((tmp_path / "parallel.json").read_text())["rows"] == parallel["rows"]

@@ -136,6 +136,19 @@ def test_bad_training_input(snaps):
         TrainConfig(epochs=0)
     with pytest.raises(InputError, match=r"device must be one of \('auto', 'cpu', 'cuda'\), got 'tpu'"):
         TrainConfig(device="tpu")
+    with pytest.raises(InputError, match=r"time_limit must be > 0 seconds \(or None\), got 0"):
+        TrainConfig(time_limit=0)
+
+
+def test_time_limit_stops_at_the_epoch_boundary_and_keeps_the_best(snaps):
+    tr, va = snaps
+    import dataclasses
+
+    lines = []
+    model = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)),
+                  config=dataclasses.replace(FAST, time_limit=1e-6), log=lines.append)
+    assert len(model.info["history"]) == 1 and model.info["training"]["best_epoch"] == 1
+    assert lines[-1] == "time limit (1e-06 s) reached after epoch 1"
 
 
 def test_same_seed_same_model_on_the_cpu(snaps):

@@ -24,6 +24,8 @@ def add_optimiser_arguments(parser: argparse.ArgumentParser, *, epochs: int, lr:
     parser.add_argument("--patience", type=int, default=25, help="early-stopping patience, epochs")
     parser.add_argument("--nll-beta", type=float, default=0.0,
                         help="β-NLL weight in [0, 1] (default 0: plain Gaussian NLL; 0.5 fits hard points harder)")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="start no new epoch after this many seconds of training; keep the best so far")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch/numba threads (default: all cores)")
     parser.add_argument("--device", default="cpu",
@@ -119,7 +121,7 @@ def config_from_args(args, **extra):
 
     return TrainConfig(epochs=args.epochs, points_per_epoch=args.points_per_epoch, batch_size=args.batch_size,
                        lr=args.lr, patience=args.patience, seed=args.seed, nll_beta=args.nll_beta,
-                       device=args.device, **extra)
+                       device=args.device, time_limit=args.time_limit, **extra)
 
 
 def run(args: argparse.Namespace) -> int:
