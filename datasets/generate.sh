@@ -3,7 +3,7 @@
 # Every command is resumable: rerunning it computes only the snapshots its
 # dataset.json does not list yet (plan.json fixes the configurations).
 #
-#   datasets/generate.sh 1   # stream 1: al32, al32-vacancy, al108, sige64-vacancy, sige216
+#   datasets/generate.sh 1   # stream 1: al32, al32-vacancy, al108, sige64-vacancy, sige216, sige216-900k
 #   datasets/generate.sh 2   # stream 2: sige64
 #
 # Run both side by side in the background, e.g.
@@ -35,6 +35,11 @@ case "${1:-}" in
   nice -n 19 $PY -m bigdens datagen sige --x 0.25 0.5 --cells 3 3 3 --temperatures 300 900 \
     --snapshots-per-temperature 1 --split 0.5 0 0.5 --seed 6 -o datasets/sige216 --log-dir $LOGS \
     --description "diamond Si(1-x)Ge(x) 3x3x3 (216 atoms), Tersoff Langevin MD; for transfer learning (train) and held-out test"
+  # A 900 K 216-atom training cell, added when the Si-Ge stage 2 trained on the two 300 K cells
+  # above did not carry over to the 900 K test cells; x = 0.75, a composition the others lack.
+  nice -n 19 $PY -m bigdens datagen sige --x 0.75 --cells 3 3 3 --temperatures 900 \
+    --snapshots-per-temperature 1 --split 1 0 0 --seed 7 -o datasets/sige216-900k --log-dir $LOGS \
+    --description "diamond Si0.25Ge0.75 3x3x3 (216 atoms) at 900 K, Tersoff Langevin MD; a stage-2 training cell"
   ;;
 2)
   nice -n 19 $PY -m bigdens datagen sige --x 0 0.25 0.5 0.75 1 --cells 2 2 2 --temperatures 300 600 900 \
@@ -42,7 +47,7 @@ case "${1:-}" in
     --description "diamond Si(1-x)Ge(x) 2x2x2 (64 atoms), Tersoff (PRB 39, 5566) Langevin MD"
   ;;
 *)
-  echo "usage: $0 1|2   (stream 1: al32, al32-vacancy, al108, sige64-vacancy, sige216; stream 2: sige64)" >&2
+  echo "usage: $0 1|2   (stream 1: al32, al32-vacancy, al108, sige64-vacancy, sige216, sige216-900k; stream 2: sige64)" >&2
   exit 2
   ;;
 esac
