@@ -9,6 +9,9 @@ against the exact cutoff.  Distances are sorted in place (no allocation per poin
 nearest of a species are kept by insertion into a K-long list, which rejects
 most candidates with one comparison.  The sort is a counting sort on
 (d/r_cut)^3 followed by an insertion sort: linear in the number of neighbours.
+The unit vectors of the K nearest atoms are kept per species, so that after
+the species loop the cross-species block (``u_i·u_j`` between the nearest
+atoms of two species) reuses them; without pairs that step is skipped.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def _sort_d2(d2, n, rc2, tmp, bucket, counts):
 
 @njit(cache=True, parallel=True)
 def descriptors(points, tile_starts, atom_pos, atom_species, bin_starts, bin_origin, bin_edge, bin_dims,
-                m, k, offsets, r_cut, n_features):
+                m, k, offsets, r_cut, n_features, cross):
     """Descriptor rows of ``points`` (float32, shape (n_points, n_features)).
 
     Parameters
@@ -81,10 +84,14 @@ def descriptors(points, tile_starts, atom_pos, atom_species, bin_starts, bin_ori
     offsets : (S,) int64, first feature column of each species block.
     r_cut : float, Å.
     n_features : int.
+    cross : (n_pairs, 3) int64, one row (s, t, first column) per cross-species block,
+        which gets the ``k[s]·k[t]`` products of the unit vectors to the nearest atoms
+        of s and of t, i-major; 0 rows: no cross block.
     """
     n_points = points.shape[0]
     n_tiles = tile_starts.shape[0] - 1
     n_species = m.shape[0]
+    n_pairs = cross.shape[0]
     out = np.zeros((n_points, n_features), dtype=np.float32)
     rc2 = r_cut * r_cut
     kmax = 1
@@ -162,7 +169,9 @@ def descriptors(points, tile_starts, atom_pos, atom_species, bin_starts, bin_ori
         bucket = np.empty(max(nk, 1), dtype=np.int64)
         counts = np.empty(max(nk, 1) + 1, dtype=np.int64)
         kd2 = np.empty(kmax)
-        kvec = np.empty((kmax, 3))
+        # Unit vectors to the K nearest atoms, kept per species for the cross block.
+        kvec = np.empty((n_species, kmax, 3))
+        nkept_s = np.zeros(n_species, dtype=np.int64)
         for p in range(p0, p1):
             px = points[p, 0]
             py = points[p, 1]
@@ -187,14 +196,14 @@ def descriptors(points, tile_starts, atom_pos, atom_species, bin_starts, bin_ori
                         j = nkept if nkept < ks else ks - 1
                         while j > 0 and kd2[j - 1] > d2:
                             kd2[j] = kd2[j - 1]
-                            kvec[j, 0] = kvec[j - 1, 0]
-                            kvec[j, 1] = kvec[j - 1, 1]
-                            kvec[j, 2] = kvec[j - 1, 2]
+                            kvec[s, j, 0] = kvec[s, j - 1, 0]
+                            kvec[s, j, 1] = kvec[s, j - 1, 1]
+                            kvec[s, j, 2] = kvec[s, j - 1, 2]
                             j -= 1
                         kd2[j] = d2
-                        kvec[j, 0] = dx
-                        kvec[j, 1] = dy
-                        kvec[j, 2] = dz
+                        kvec[s, j, 0] = dx
+                        kvec[s, j, 1] = dy
+                        kvec[s, j, 2] = dz
                         if nkept < ks:
                             nkept += 1
                 # Radial part: the M smallest distances, padded with r_cut.
@@ -208,21 +217,34 @@ def descriptors(points, tile_starts, atom_pos, atom_species, bin_starts, bin_ori
                 for i in range(nkept):
                     d = np.sqrt(kd2[i])
                     if d < ON_ATOM:
-                        kvec[i, 0] = 0.0
-                        kvec[i, 1] = 0.0
-                        kvec[i, 2] = 0.0
+                        kvec[s, i, 0] = 0.0
+                        kvec[s, i, 1] = 0.0
+                        kvec[s, i, 2] = 0.0
                     else:
-                        kvec[i, 0] /= d
-                        kvec[i, 1] /= d
-                        kvec[i, 2] /= d
+                        kvec[s, i, 0] /= d
+                        kvec[s, i, 1] /= d
+                        kvec[s, i, 2] /= d
                 col = off + ms
                 for i in range(ks):
                     for j in range(i + 1, ks):
                         if j < nkept:
-                            out[p, col] = kvec[i, 0] * kvec[j, 0] + kvec[i, 1] * kvec[j, 1] + kvec[i, 2] * kvec[j, 2]
+                            out[p, col] = (kvec[s, i, 0] * kvec[s, j, 0] + kvec[s, i, 1] * kvec[s, j, 1]
+                                           + kvec[s, i, 2] * kvec[s, j, 2])
                         col += 1
                 # Distances below ON_ATOM count as zero.
                 for i in range(min(ms, n)):
                     if out[p, off + i] < ON_ATOM:
                         out[p, off + i] = 0.0
+                nkept_s[s] = nkept
+            # Cross-species block: u_i (species s) · u_j (species t), i-major; missing ones stay 0.
+            for q in range(n_pairs):
+                sa = cross[q, 0]
+                sb = cross[q, 1]
+                col = cross[q, 2]
+                kb = k[sb]
+                for i in range(nkept_s[sa]):
+                    c0 = col + i * kb
+                    for j in range(nkept_s[sb]):
+                        out[p, c0 + j] = (kvec[sa, i, 0] * kvec[sb, j, 0] + kvec[sa, i, 1] * kvec[sb, j, 1]
+                                          + kvec[sa, i, 2] * kvec[sb, j, 2])
     return out

@@ -48,8 +48,19 @@ from .errors import InputError, SetupError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-#: Version of the model file layout; files with a larger number are refused.
-FORMAT_VERSION = 1
+#: Version of the model file layout; files with a larger number are refused.  Format 2 adds the
+#: network kind, the cross-species descriptor block and per-region variance factors; format-1
+#: files load as mean-field models without the cross block.
+FORMAT_VERSION = 2
+#: Network kinds (:class:`Architecture`).
+KINDS = ("mean-field", "last-layer")
+#: Salt of the Monte Carlo seed (:func:`sample_seed`); changing it changes every prediction.
+SAMPLE_SALT = 0xB16D
+#: Edges (Å, nearest-atom distance) of the region classes whose variance factors are fitted
+#: separately by calibration (format 2): nuclear cores, the bonding shell, open space.
+REGION_EDGES = (0.6, 1.4)
+#: A region class with fewer calibration points than this takes the global factor.
+REGION_MIN_POINTS = 2000
 #: Key of the JSON metadata in the safetensors header.
 METADATA_KEY = "bigdens"
 #: Log-variance of the aleatoric head is clipped to this range (scaled units).
@@ -63,6 +74,8 @@ CPU_CHUNK_BYTES = 2 << 20
 #: Points whose features are scaled, and whose samples are reduced, in one go
 #: (a multiple of the chunk); amortises the per-call overhead of small ops.
 GROUP_POINTS = 4096
+#: Points per pass of a format-2 (last-layer) prediction on the CPU.
+LAST_LAYER_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -77,11 +90,17 @@ class Architecture:
         Standard deviation of the Gaussian prior on every weight.
     init_rho : float
         Initial ρ of the posterior scales (σ = softplus(ρ)).
+    kind : {"mean-field", "last-layer"}
+        ``"mean-field"`` (model format 1): every weight Bayesian, linear output;
+        ``prior_sigma`` and ``init_rho`` apply.  ``"last-layer"`` (format 2): a
+        deterministic trunk and a softplus density head with a Gaussian
+        posterior over its last layer (see the module docstring).
     """
 
     hidden: tuple[int, ...] = (64, 64)
     prior_sigma: float = 1.0
     init_rho: float = -7.0
+    kind: str = "mean-field"
 
     def __post_init__(self):
         hidden = tuple(int(h) for h in self.hidden)
@@ -89,6 +108,8 @@ class Architecture:
             raise InputError(f"hidden layer widths must be positive integers, got {self.hidden!r}")
         if not self.prior_sigma > 0:
             raise InputError(f"prior_sigma must be > 0, got {self.prior_sigma!r}")
+        if self.kind not in KINDS:
+            raise InputError(f"network kind must be one of {KINDS}, got {self.kind!r}")
         object.__setattr__(self, "hidden", hidden)
 
     @property
@@ -111,17 +132,44 @@ class Scaling:
     target_mean: float
     target_std: float
     variance_scale: float = 1.0
+    region_edges: tuple[float, ...] = ()
+    region_scales: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        edges = tuple(float(v) for v in self.region_edges)
+        scales = tuple(float(v) for v in self.region_scales)
+        if scales and len(scales) != len(edges) + 1:
+            raise InputError(f"{len(edges)} region edges need {len(edges) + 1} region factors, got {len(scales)}")
+        if any(not (math.isfinite(v) and v > 0) for v in scales):
+            raise InputError(f"region variance factors must be finite and > 0, got {scales!r}")
+        object.__setattr__(self, "region_edges", edges)
+        object.__setattr__(self, "region_scales", scales)
+
+    def variance_factor(self, d_min: np.ndarray) -> np.ndarray:
+        """Variance factor of each point, shape like ``d_min`` (nearest-atom distance, Å), float64.
+
+        ``variance_scale`` times the factor of the point's region class (when fitted).
+        """
+        d_min = np.asarray(d_min)
+        if not self.region_scales:
+            return np.full(d_min.shape, self.variance_scale)
+        cls = np.searchsorted(np.asarray(self.region_edges), d_min, side="right")
+        return self.variance_scale * np.asarray(self.region_scales)[cls]
 
     @classmethod
-    def fit(cls, features: np.ndarray, density: np.ndarray) -> "Scaling":
-        """From training features (n, F) and densities (n,) e/Å³."""
+    def fit(cls, features: np.ndarray, density: np.ndarray, *, positive: bool = False) -> "Scaling":
+        """From training features (n, F) and densities (n,) e/Å³.
+
+        ``positive`` (format 2, softplus output): no target shift (``target_mean`` 0), so that
+        a non-negative scaled output is a non-negative density.
+        """
         mean = features.mean(axis=0, dtype=np.float64)
         std = features.std(axis=0, dtype=np.float64)
         std = np.where(std > 1e-6, std, 1.0)  # constant columns (padding) stay as they are
         return cls(
             feature_mean=tuple(float(v) for v in mean),
             feature_std=tuple(float(v) for v in std),
-            target_mean=float(np.mean(density, dtype=np.float64)),
+            target_mean=0.0 if positive else float(np.mean(density, dtype=np.float64)),
             target_std=float(np.std(density, dtype=np.float64)) or 1.0,
         )
 
@@ -150,83 +198,14 @@ def _softplus(x):
 
 
 def _make_net(n_in: int, arch: Architecture):
-    torch = _torch()
-    nn = torch.nn
+    from ._nets import make_net
 
-    class BayesLinear(nn.Module):
-        """Linear layer with a mean-field Gaussian posterior on weights and bias."""
-
-        def __init__(self, n_in: int, n_out: int):
-            super().__init__()
-            bound = 1.0 / math.sqrt(n_in)
-            self.w_mu = nn.Parameter(torch.empty(n_in, n_out).uniform_(-bound, bound))
-            self.w_rho = nn.Parameter(torch.full((n_in, n_out), arch.init_rho))
-            self.b_mu = nn.Parameter(torch.zeros(n_out))
-            self.b_rho = nn.Parameter(torch.full((n_out,), arch.init_rho))
-
-        def kl(self) -> "torch.Tensor":
-            ps = arch.prior_sigma
-            total = 0.0
-            for mu, rho in ((self.w_mu, self.w_rho), (self.b_mu, self.b_rho)):
-                s = _softplus(rho)
-                total = total + (math.log(ps) - torch.log(s) + (s * s + mu * mu) / (2 * ps * ps) - 0.5).sum()
-            return total
-
-        def forward_lrt(self, x):
-            # Local reparameterisation (training): sample pre-activations, not weights.
-            mean = x @ self.w_mu + self.b_mu
-            var = (x * x) @ _softplus(self.w_rho) ** 2 + _softplus(self.b_rho) ** 2
-            return mean + torch.sqrt(var + 1e-16) * torch.randn_like(mean)
-
-        def forward_samples(self, x, eps_w, eps_b):
-            # x: (S, N, in) or (N, in); eps_w: (S, in, out); eps_b: (S, 1, out).
-            w = self.w_mu + _softplus(self.w_rho) * eps_w
-            b = self.b_mu + _softplus(self.b_rho) * eps_b
-            if x.dim() == 2:
-                return torch.matmul(x, w) + b  # broadcasts to (S, N, out)
-            return torch.baddbmm(b, x, w)
-
-        def forward_mean(self, x):
-            return x @ self.w_mu + self.b_mu
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            widths = [n_in, *arch.hidden, 2]
-            self.layers = nn.ModuleList(BayesLinear(a, b) for a, b in zip(widths[:-1], widths[1:]))
-
-        def kl(self):
-            return sum(layer.kl() for layer in self.layers)
-
-        def forward(self, x):
-            # Training pass (one stochastic forward, local reparameterisation); (N, 2).
-            for i, layer in enumerate(self.layers):
-                x = layer.forward_lrt(x)
-                if i < len(self.layers) - 1:
-                    x = torch.nn.functional.silu(x)
-            return x
-
-        def forward_mean(self, x):
-            for i, layer in enumerate(self.layers):
-                x = layer.forward_mean(x)
-                if i < len(self.layers) - 1:
-                    x = torch.nn.functional.silu(x)
-            return x
-
-        def forward_samples(self, x, eps):
-            # eps: list of (eps_w, eps_b) per layer; returns (S, N, 2).
-            for i, (layer, (ew, eb)) in enumerate(zip(self.layers, eps)):
-                x = layer.forward_samples(x, ew, eb)
-                if i < len(self.layers) - 1:
-                    x = torch.nn.functional.silu(x)
-            return x
-
-    return Net()
+    return make_net(n_in, arch)
 
 
 def sample_seed(seed: int, block_index: int) -> int:
     """Seed of the weight samples of one block, from the run seed and the block index."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(block_index) & 0xFFFFFFFF, 0xB16D]).generate_state(1, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(block_index) & 0xFFFFFFFF, SAMPLE_SALT]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _cpu_chunk(samples: int, width: int) -> int:
@@ -420,6 +399,96 @@ class DensityModel:
                 f"features must have shape (n_points, {self.params.n_features}), got {features.shape}"
             )
         samples = int(samples)
+        if self.arch.kind == "last-layer":
+            mean, epi, ale = self._predict_last_layer(features, samples=samples, seed=seed,
+                                                      block_index=block_index, device=device, batch=int(batch))
+        else:
+            mean, epi, ale = self._predict_mean_field(features, samples=samples, seed=seed,
+                                                      block_index=block_index, device=device, batch=int(batch))
+        if self.scaling.region_scales and len(features):
+            # Per-region factors; the global factor is already in (it is part of variance_factor).
+            rel = self.scaling.variance_factor(self.nearest_distance(features)) / self.scaling.variance_scale
+            epi = (epi * rel).astype(np.float32)
+            ale = (ale * rel).astype(np.float32)
+        return mean, epi, ale
+
+    def nearest_distance(self, features: np.ndarray) -> np.ndarray:
+        """Distance (Å) from each point to its nearest atom, read off the raw descriptors (n_points,)."""
+        return np.min(np.asarray(features)[:, list(self.params.offsets)], axis=1)
+
+    def draw_head_eps(self, samples: int, *, seed: int, block_index: int = 0):
+        """Format-2 noise for ``samples`` samples, seeded by (seed, block_index).
+
+        Returns (S, H+1) for the last-layer posterior and two (S, F) for the extrapolation slopes
+        below and above the training range, standard normal, float32, on the CPU.
+        """
+        torch = _torch()
+        g = torch.Generator(device="cpu")
+        g.manual_seed(sample_seed(seed, block_index))
+        h1 = self.net.post_chol.shape[0]
+        f = self.params.n_features
+        return (torch.randn(samples, h1, generator=g), torch.randn(samples, f, generator=g),
+                torch.randn(samples, f, generator=g))
+
+    def _predict_last_layer(self, features: np.ndarray, *, samples: int, seed: int, block_index: int,
+                            device: str, batch: int):
+        """Format 2 (see the module docstring): trunk once per point, S samples of the head only.
+
+        For sample s with last-layer noise ε_s and slope noise η_s,
+        ``z_s = z̄ + [φ, 1]·(L ε_s) + e_lo·(g_lo ∘ η_lo,s) + e_hi·(g_hi ∘ η_hi,s)`` and
+        ``ρ_s = target_std · softplus(z_s)``; mean and epistemic variance over s (float64
+        reduction, divisor S), aleatoric ``target_std² · exp(clip(logvar))``.
+        """
+        torch = _torch()
+        n = len(features)
+        mean = np.empty(n, dtype=np.float32)
+        epi = np.empty(n, dtype=np.float32)
+        ale = np.empty(n, dtype=np.float32)
+        if n == 0:
+            return mean, epi, ale
+        dev = torch.device(device)
+        net = self.net.to(dev)
+        ts, tm = self.scaling.target_std, self.scaling.target_mean
+        vs = ts * ts * self.scaling.variance_scale
+        chunk = min(batch, LAST_LAYER_CHUNK if dev.type == "cpu" else batch, n)
+        with torch.inference_mode():
+            e_w, e_lo, e_hi = self.draw_head_eps(samples, seed=seed, block_index=block_index)
+            delta = (net.post_chol.double() @ e_w.double().T).float().to(dev)  # (H+1, S)
+            d_w, d_b = delta[:-1].contiguous(), delta[-1]
+            g_lo = (net.slope_lo[:, None] * e_lo.T.to(dev)).contiguous()  # (F, S)
+            g_hi = (net.slope_hi[:, None] * e_hi.T.to(dev)).contiguous()
+            f_mean = torch.tensor(self.scaling.feature_mean, dtype=torch.float32, device=dev)
+            f_std = torch.tensor(self.scaling.feature_std, dtype=torch.float32, device=dev)
+            if not features.flags.writeable:
+                features = features.copy()
+            feats = torch.from_numpy(features).to(dev)
+            res = torch.empty(3, n, dtype=torch.float64, device=dev)
+            head = net.layers[-1]
+            for a in range(0, n, chunk):
+                x = (feats[a : a + chunk] - f_mean) / f_std
+                phi = net.trunk(x)
+                out = head(phi)
+                z = torch.addmm(d_b, phi, d_w).add_(out[:, :1])  # (c, S)
+                lo, hi = net.excess(x)
+                rows = torch.nonzero((lo.amax(1) > 0) | (hi.amax(1) > 0)).flatten()
+                if len(rows):
+                    z[rows] += lo[rows] @ g_lo + hi[rows] @ g_hi
+                rho = torch.nn.functional.softplus(z).double()
+                r = res[:, a : a + chunk]
+                torch.mean(rho, 1, out=r[0])
+                torch.sum(rho.sub_(r[0][:, None]).square_(), 1, out=r[1]).div_(samples)
+                torch.exp(out[:, 1].double().clamp_(*LOGVAR_RANGE), out=r[2])
+            res[0].mul_(ts).add_(tm)
+            res[1:].mul_(vs)
+            res = res.cpu()
+            for arr, row in zip((mean, epi, ale), res):
+                torch.from_numpy(arr).copy_(row)
+        return mean, epi, ale
+
+    def _predict_mean_field(self, features: np.ndarray, *, samples: int, seed: int, block_index: int,
+                            device: str, batch: int):
+        """Format 1: every layer sampled (the transposed, cache-sized layout described in :meth:`predict`)."""
+        torch = _torch()
         n = len(features)
         mean = np.empty(n, dtype=np.float32)
         epi = np.empty(n, dtype=np.float32)
@@ -570,10 +639,14 @@ def load(path: str | Path) -> DensityModel:
     try:
         params = DescriptorParams.from_dict(meta["descriptor"])
         arch = Architecture(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["architecture"].items()})
+        if version < 2 and (arch.kind != "mean-field" or getattr(params, "cross", False)):
+            raise ValueError("a format-1 file can hold only a mean-field network without the cross-species block")
         sc = meta["scaling"]
         scaling = Scaling(feature_mean=tuple(sc["feature_mean"]), feature_std=tuple(sc["feature_std"]),
                           target_mean=float(sc["target_mean"]), target_std=float(sc["target_std"]),
-                          variance_scale=float(sc.get("variance_scale", 1.0)))
+                          variance_scale=float(sc.get("variance_scale", 1.0)),
+                          region_edges=tuple(sc.get("region_edges", ())),
+                          region_scales=tuple(sc.get("region_scales", ())))
         if len(scaling.feature_mean) != params.n_features or len(scaling.feature_std) != params.n_features:
             raise ValueError("feature scaling does not match the descriptor size")
         model = DensityModel(params=params, arch=arch, scaling=scaling,

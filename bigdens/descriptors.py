@@ -10,8 +10,20 @@ images of species s within ``r_cut`` of x, sorted by distance
   ``u_i·u_j`` (i < j, lexicographic order) of the unit vectors from x to
   them, ``K(K−1)/2`` values; missing ones are 0.
 
-An atom within 1e-6 Å of the point has d = 0 and u = 0.  The feature vector
-is the concatenation of the species blocks, radial part first.  It is
+With ``cross`` on (model format 2 on) and at least two species, a
+cross-species angular block follows the species blocks for each species pair
+s < t in the model's order, pairs in lexicographic order (0, 1), (0, 2), …,
+(1, 2), …: the ``K_s·K_t`` scalar products ``u_i·u_j`` of the unit vectors to
+the nearest K_s atoms of s and the nearest K_t atoms of t, i-major (i over
+s's atoms, j over t's); products with a missing atom (fewer within r_cut) are 0.
+It carries the angle of every heteronuclear bond, which the per-species blocks
+cannot see.
+
+An atom within 1e-6 Å of the point has d = 0 and u = 0, so its scalar products
+(in both angular parts) are 0, never NaN.  The feature vector is the
+concatenation of the species blocks, radial part first, then the cross
+blocks; distances are in Å, scalar products are dimensionless (−1..1), and
+:func:`compute` returns float32 rows of ``params.n_features`` values.  It is
 invariant to rotations, translations, permutations of the atoms and the
 choice of periodic images.  Exact distance ties (symmetric points of perfect
 crystals) are broken by the order in which candidate atoms are visited, so
@@ -59,12 +71,17 @@ class DescriptorParams:
         Angular count K_s per species (0..K_MAX); K_s(K_s−1)/2 scalar products.
     r_cut : float
         Cutoff radius, Å.
+    cross : bool
+        Append the cross-species angular blocks (``K_s·K_t`` products per
+        species pair s < t).  Model files written before this key existed
+        read as False.  With one species it adds nothing.
     """
 
     species: tuple[int, ...]
     m: tuple[int, ...]
     k: tuple[int, ...]
     r_cut: float
+    cross: bool = False
 
     def __post_init__(self):
         species = tuple(int(z) for z in self.species)
@@ -82,6 +99,10 @@ class DescriptorParams:
             raise InputError(f"each radial count M must be within 1..{M_MAX}, got m={m!r}")
         if any(not 0 <= v <= K_MAX for v in k):
             raise InputError(f"each angular count K must be within 0..{K_MAX}, got k={k!r}")
+        if not isinstance(self.cross, (bool, np.bool_)):
+            raise InputError(
+                f"cross must be True or False, got {self.cross!r}; e.g. DescriptorParams(..., cross=True)"
+            )
         r_cut = float(self.r_cut)
         if not (math.isfinite(r_cut) and r_cut > 0):
             raise InputError(f"r_cut must be a positive number of Å, got {self.r_cut!r}")
@@ -89,20 +110,45 @@ class DescriptorParams:
         object.__setattr__(self, "m", m)
         object.__setattr__(self, "k", k)
         object.__setattr__(self, "r_cut", r_cut)
+        object.__setattr__(self, "cross", bool(self.cross))
 
     @property
     def block_sizes(self) -> tuple[int, ...]:
-        """Number of features of each species block."""
+        """Number of features of each species block (the cross blocks not included)."""
         return tuple(m + k * (k - 1) // 2 for m, k in zip(self.m, self.k))
 
     @property
+    def cross_pairs(self) -> tuple[tuple[int, int], ...]:
+        """Species index pairs (s, t), s < t, of the cross blocks, in column order; () without ``cross``."""
+        if not self.cross:
+            return ()
+        n = len(self.species)
+        return tuple((s, t) for s in range(n) for t in range(s + 1, n))
+
+    @property
+    def cross_sizes(self) -> tuple[int, ...]:
+        """Number of features ``K_s·K_t`` of each cross block."""
+        return tuple(self.k[s] * self.k[t] for s, t in self.cross_pairs)
+
+    @property
     def n_features(self) -> int:
-        return sum(self.block_sizes)
+        return sum(self.block_sizes) + sum(self.cross_sizes)
 
     @property
     def offsets(self) -> tuple[int, ...]:
         """First column of each species block."""
         return tuple(int(v) for v in np.concatenate([[0], np.cumsum(self.block_sizes)[:-1]]))
+
+    @property
+    def cross_offset(self) -> int:
+        """First column of the cross blocks (= the number of per-species features)."""
+        return sum(self.block_sizes)
+
+    @property
+    def cross_offsets(self) -> tuple[int, ...]:
+        """First column of each cross block, one per :attr:`cross_pairs`."""
+        sizes = self.cross_sizes
+        return tuple(self.cross_offset + sum(sizes[:q]) for q in range(len(sizes)))
 
     def radial_mask(self) -> np.ndarray:
         """Boolean mask, shape (n_features,), true for distance columns (Å)."""
@@ -112,7 +158,7 @@ class DescriptorParams:
         return mask
 
     def feature_names(self) -> list[str]:
-        """Names such as ``Al:d3`` and ``Al:u1.u2``."""
+        """Names such as ``Al:d3``, ``Al:u1.u2`` and, for the cross blocks, ``Si.Ge:u1.u2`` (u1 of Si, u2 of Ge)."""
         from ase.data import chemical_symbols
 
         names = []
@@ -120,16 +166,22 @@ class DescriptorParams:
             sym = chemical_symbols[z]
             names += [f"{sym}:d{i + 1}" for i in range(m)]
             names += [f"{sym}:u{i + 1}.u{j + 1}" for i in range(k) for j in range(i + 1, k)]
+        for s, t in self.cross_pairs:
+            pair = f"{chemical_symbols[self.species[s]]}.{chemical_symbols[self.species[t]]}"
+            names += [f"{pair}:u{i + 1}.u{j + 1}" for i in range(self.k[s]) for j in range(self.k[t])]
         return names
 
     def to_dict(self) -> dict:
-        return {"species": list(self.species), "m": list(self.m), "k": list(self.k), "r_cut": self.r_cut}
+        return {"species": list(self.species), "m": list(self.m), "k": list(self.k), "r_cut": self.r_cut,
+                "cross": self.cross}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DescriptorParams":
+        """Inverse of :meth:`to_dict`; a dict without ``cross`` (older model files) gives ``cross=False``."""
         try:
-            return cls(species=tuple(d["species"]), m=tuple(d["m"]), k=tuple(d["k"]), r_cut=d["r_cut"])
-        except (KeyError, TypeError) as exc:
+            return cls(species=tuple(d["species"]), m=tuple(d["m"]), k=tuple(d["k"]), r_cut=d["r_cut"],
+                       cross=d.get("cross", False))
+        except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"descriptor parameters need species, m, k and r_cut; got {d!r} ({exc})") from None
 
 
@@ -244,6 +296,9 @@ def compute_points(
     order, tiles = tile_order(points)
     atom_positions = np.ascontiguousarray(atom_positions, dtype=np.float64).reshape(-1, 3)
     atom_species = np.ascontiguousarray(atom_species, dtype=np.int64)
+    # One row (s, t, first column) per cross block; no rows: the kernel skips that step.
+    cross = np.array([(s, t, off) for (s, t), off in zip(params.cross_pairs, params.cross_offsets)],
+                     dtype=np.int64).reshape(-1, 3)
     by_bin, bin_starts, origin, dims = atom_bins(atom_positions, BIN_EDGE)
     raw = kern.descriptors(
         np.ascontiguousarray(points[order]),
@@ -259,6 +314,7 @@ def compute_points(
         np.array(params.offsets, dtype=np.int64),
         params.r_cut,
         params.n_features,
+        cross,
     )
     out = np.empty_like(raw)
     out[order] = raw
@@ -337,7 +393,11 @@ DEFAULT_R_CUT = 6.0
 
 
 def default_params(species) -> DescriptorParams:
-    """Descriptor settings for ``species`` (atomic numbers, sorted) with the default M, K, r_cut."""
+    """Descriptor settings for ``species`` (atomic numbers, sorted) with the default M, K, r_cut.
+
+    The cross-species block is on (it adds nothing for one species).
+    """
     species = tuple(sorted(int(z) for z in set(species)))
     n = len(species)
-    return DescriptorParams(species=species, m=(DEFAULT_M,) * n, k=(DEFAULT_K,) * n, r_cut=DEFAULT_R_CUT)
+    return DescriptorParams(species=species, m=(DEFAULT_M,) * n, k=(DEFAULT_K,) * n, r_cut=DEFAULT_R_CUT,
+                            cross=True)

@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .bnn import EPISTEMIC_QUANTILE, Architecture, DensityModel, Scaling, epistemic_threshold, resolve_device
+from .bnn import (EPISTEMIC_QUANTILE, LOGVAR_RANGE, REGION_EDGES, REGION_MIN_POINTS, Architecture, DensityModel,
+                  Scaling, epistemic_threshold, resolve_device)
 from .descriptors import DescriptorParams, compute
 from .errors import InputError
 from . import metrics
@@ -213,27 +214,143 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
             "train_seconds": time.perf_counter() - t0, "n_train_points": n}
 
 
+#: Training points used to fit the last-layer posterior and the extrapolation slopes (format 2).
+POSTERIOR_POINTS = 200_000
+#: Share of each feature's training values, at either end, whose ∂z/∂x sets that end's slope.
+EDGE_SHARE = 0.01
+
+
+def fit_posterior(model: DensityModel, X: np.ndarray, *, seed: int = 0, prior_precision: float = 1.0,
+                  keep_range: bool = False) -> None:
+    """Fit a format-2 model's last-layer posterior and extrapolation terms, in place.
+
+    Parameters
+    ----------
+    model
+        A trained ``"last-layer"`` model.
+    X : ndarray, shape (n_points, n_features), float32
+        Raw descriptors of its training points.
+    seed
+        Seeds the subsample of at most :data:`POSTERIOR_POINTS` points.
+    prior_precision
+        Precision of the Gaussian prior on the head's (w_z, b_z), scaled units.
+    keep_range
+        Fine-tuning: the training range becomes the union of the model's and ``X``'s.
+
+    Notes
+    -----
+    The posterior is the Laplace (generalised Gauss-Newton) approximation for the Gaussian
+    likelihood of ``ρ = softplus(z)``: precision ``N/n Σ_i sig(z_i)² φ̃_i φ̃_iᵀ / v_i + λ I`` over
+    the subsample, φ̃ = [φ, 1], v_i the aleatoric variance.  The range is each scaled feature's
+    minimum and maximum over all of ``X``; the slope at each end is the RMS of ∂z/∂x_j over the
+    subsample's points in the :data:`EDGE_SHARE` nearest that end: beyond the range, the
+    prediction continues with an unknown slope of that size.
+    """
+    import torch
+
+    net = model.net
+    xs = model.scale_features(X)
+    lo, hi = xs.min(0).values, xs.max(0).values
+    if keep_range:
+        lo, hi = torch.minimum(lo, net.range_lo), torch.maximum(hi, net.range_hi)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(xs), size=min(len(xs), POSTERIOR_POINTS), replace=False))
+    xsub = xs[torch.from_numpy(pick)]
+    prec = torch.zeros(net.post_chol.shape, dtype=torch.float64)
+    grads = []
+    for a in range(0, len(xsub), 20_000):
+        x = xsub[a : a + 20_000].clone().requires_grad_(True)
+        phi = net.trunk(x)
+        out = net.head(phi)
+        (g,) = torch.autograd.grad(out[:, 0].sum(), x)
+        grads.append(g)
+        with torch.no_grad():
+            var = torch.exp(out[:, 1].clamp(*LOGVAR_RANGE)).double()
+            j = torch.sigmoid(out[:, 0]).double()[:, None] * torch.cat([phi, torch.ones(len(phi), 1)], 1).double()
+            prec += (j / var[:, None]).T @ j
+    prec *= len(xs) / len(xsub)
+    prec += prior_precision * torch.eye(len(prec), dtype=torch.float64)
+    cov = torch.cholesky_inverse(torch.linalg.cholesky(prec))
+    g = torch.cat(grads).double()
+    xsd = xsub.double()
+    slope_lo, slope_hi = torch.zeros(len(lo)), torch.zeros(len(hi))
+    for j in range(xs.shape[1]):
+        col = xsd[:, j]
+        for slope, mask in ((slope_lo, col <= torch.quantile(col, EDGE_SHARE)),
+                            (slope_hi, col >= torch.quantile(col, 1 - EDGE_SHARE))):
+            slope[j] = float(g[mask, j].square().mean().sqrt())
+    with torch.no_grad():
+        net.post_chol.copy_(torch.linalg.cholesky(cov).float())
+        net.range_lo.copy_(lo)
+        net.range_hi.copy_(hi)
+        net.slope_lo.copy_(slope_lo)
+        net.slope_hi.copy_(slope_hi)
+
+
+def _region_factors(model: DensityModel, Xv, z2: np.ndarray) -> tuple[tuple, tuple]:
+    """Per-region variance factors (relative to the global one) from squared z-scores, or ((), ())."""
+    d = model.nearest_distance(Xv)
+    cls = np.searchsorted(np.asarray(REGION_EDGES), d, side="right")
+    c2 = float(np.quantile(z2, 0.683))
+    rel = []
+    for k in range(len(REGION_EDGES) + 1):
+        sel = z2[cls == k]
+        rel.append(float(np.quantile(sel, 0.683)) / c2 if len(sel) >= REGION_MIN_POINTS else 1.0)
+    return REGION_EDGES, tuple(rel)
+
+
 def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int,
-               fit_variance: bool = True) -> tuple[float, dict]:
-    """Variance factor c² so that |ρ̂ − ρ| ≤ c·σ holds for 68.3 % of validation points, and the
+               fit_variance: bool = True) -> tuple[Scaling, dict]:
+    """Variance factors so that |ρ̂ − ρ| ≤ σ holds for 68.3 % of validation points, and the
     epistemic reference: quantiles of the (rescaled) epistemic σ over those points.
 
-    The factor is absolute: ``model``'s own factor, already applied by
+    The global factor is absolute: ``model``'s own factor, already applied by
     :meth:`DensityModel.predict`, is multiplied in (a fine-tuned model starts
-    with its parent's).  With ``fit_variance=False`` the model's factor is kept.
+    with its parent's).  A format-2 (``"last-layer"``) model also gets one
+    factor per region class (:data:`bigdens.bnn.REGION_EDGES`: cores, bonding
+    shell, open space), relative to the global one, each fitted to 68.3 % on
+    its own points.  With ``fit_variance=False`` the model's factors are kept.
+
+    Returns
+    -------
+    scaling : Scaling
+        ``model.scaling`` with the new factors.
+    reference : dict
     """
-    mean, epi, ale = model.predict(Xv, samples=samples, seed=seed, block_index=0)
-    old = model.scaling.variance_scale
     if fit_variance:
-        z = np.abs(mean.astype(np.float64) - yv) / np.sqrt(epi.astype(np.float64) + ale + 1e-30)
-        c2 = float(np.quantile(z, 0.683)) ** 2
+        base = replace(model.scaling, region_edges=(), region_scales=())
+        probe = DensityModel(params=model.params, arch=model.arch, scaling=base, net=model.net, info=model.info)
     else:
-        c2 = 1.0
+        probe, base = model, model.scaling
+    mean, epi, ale = probe.predict(Xv, samples=samples, seed=seed, block_index=0)
+    if fit_variance:
+        z2 = (mean.astype(np.float64) - yv) ** 2 / (epi.astype(np.float64) + ale + 1e-30)
+        c2 = float(np.quantile(z2, 0.683))
+        scaling = replace(base, variance_scale=base.variance_scale * c2)
+        if model.arch.kind == "last-layer":
+            edges, rel = _region_factors(model, Xv, z2)
+            scaling = replace(scaling, region_edges=edges, region_scales=rel)
+        factor = scaling.variance_factor(model.nearest_distance(Xv)) / base.variance_scale
+    else:
+        scaling, factor = model.scaling, 1.0
     qs = (0.5, 0.9, 0.99, EPISTEMIC_QUANTILE)
-    values = np.quantile(np.sqrt(epi.astype(np.float64) * c2), qs)
+    values = np.quantile(np.sqrt(epi.astype(np.float64) * factor), qs)
     reference = {"quantiles": list(qs), "std": [float(v) for v in values],
                  "n_points": int(len(yv)), "samples": samples, "seed": seed}
-    return old * c2, reference
+    return scaling, reference
+
+
+def _check_calibration_set(model: DensityModel, snapshots: Sequence) -> None:
+    """Refuse test-split snapshots and snapshots that any stage of ``model`` trained on."""
+    test = sorted(s.name for s in snapshots if s.split == "test")
+    if test:
+        raise InputError(f"{', '.join(test)} belong to the test split: calibrate on a calibration (validation) "
+                         "split, never on test data (e.g. --split validation)")
+    trained_on = {d["name"] for r in lineage(model.info) for d in (r.get("data") or {}).get("train", [])}
+    seen = sorted(s.name for s in snapshots if s.name in trained_on)
+    if seen:
+        raise InputError(f"the model was trained on {', '.join(seen)}: calibrate on snapshots it has not seen "
+                         "(its errors there are too small)")
 
 
 def calibrate(model: DensityModel, val_snapshots: Sequence, *, samples: int = 20, seed: int = 0,
@@ -261,10 +378,11 @@ def calibrate(model: DensityModel, val_snapshots: Sequence, *, samples: int = 20
         e.g. defects, where the total σ (mostly aleatoric) barely moves.
     """
     _check_snapshots(val_snapshots, model.params, "calibration")
+    _check_calibration_set(model, val_snapshots)
     Xv, yv = _stack(val_snapshots, model.params)
-    scale, reference = _calibrate(model, Xv, yv, samples=samples, seed=seed, fit_variance=fit_variance)
+    scaling, reference = _calibrate(model, Xv, yv, samples=samples, seed=seed, fit_variance=fit_variance)
     reference["validation"] = [s.name for s in val_snapshots]
-    new = DensityModel(params=model.params, arch=model.arch, scaling=replace(model.scaling, variance_scale=scale),
+    new = DensityModel(params=model.params, arch=model.arch, scaling=scaling,
                        net=model.net, info={**model.info, "epistemic_reference": reference})
     if fit_variance:
         new.info["calibration"] = {"variance_scale_before": model.scaling.variance_scale,
@@ -372,10 +490,11 @@ def train(train_snapshots: Sequence, val_snapshots: Sequence, params: Descriptor
     Xv, yv = _stack(val_snapshots, params)
     log(f"training on {len(train_snapshots)} snapshots ({len(X):,} points), validating on "
         f"{len(val_snapshots)} ({len(Xv):,} points), {params.n_features} features")
-    model = DensityModel.new(params, arch, Scaling.fit(X, y), seed=config.seed)
+    model = DensityModel.new(params, arch, Scaling.fit(X, y, positive=arch.kind == "last-layer"), seed=config.seed)
     hist = _fit(model, X, y, Xv, yv, config, log)
-    scale, reference = _calibrate(model, Xv, yv, samples=calibration_samples, seed=config.seed)
-    model.scaling = replace(model.scaling, variance_scale=scale)
+    if arch.kind == "last-layer":
+        fit_posterior(model, X, seed=config.seed)
+    model.scaling, reference = _calibrate(model, Xv, yv, samples=calibration_samples, seed=config.seed)
     reference["validation"] = [s.name for s in val_snapshots]
     model.info = {
         "stage": "scratch",
@@ -417,9 +536,10 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
         f"{len(train_snapshots)} snapshots ({len(X):,} points)")
     hist = _fit(new, X, y, Xv, yv, config, log)
     # The reference is refitted either way: the retrained layers changed the epistemic spread.
-    scale, reference = _calibrate(new, Xv, yv, samples=calibration_samples, seed=config.seed,
-                                  fit_variance=recalibrate)
-    new.scaling = replace(new.scaling, variance_scale=scale)
+    if new.arch.kind == "last-layer":
+        fit_posterior(new, X, seed=config.seed, keep_range=True)
+    new.scaling, reference = _calibrate(new, Xv, yv, samples=calibration_samples, seed=config.seed,
+                                        fit_variance=recalibrate)
     reference["validation"] = [s.name for s in val_snapshots]
     new.info = {
         "stage": "finetune",
@@ -437,10 +557,25 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
     return new
 
 
+def snapshot_block_index(snapshot) -> int:
+    """Block index that seeds a snapshot's Monte Carlo samples in :func:`evaluate`, from its identity.
+
+    A hash of the name, atomic numbers, positions and cell: the same snapshot reads the same
+    numbers in any list of snapshots.
+    """
+    import hashlib
+
+    h = hashlib.sha256(str(snapshot.name).encode())
+    for arr, dtype in ((snapshot.numbers, np.int64), (snapshot.positions, np.float64), (snapshot.cell, np.float64)):
+        h.update(np.ascontiguousarray(arr, dtype=dtype).tobytes())
+    return int.from_bytes(h.digest()[:4], "little")
+
+
 def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, seed: int = 0) -> dict:
     """Metrics of DESIGN §5 per snapshot and over all of them.
 
-    Each snapshot is predicted as one block (one set of S weight samples).
+    Each snapshot is predicted as one block (one set of S weight samples), seeded by
+    :func:`snapshot_block_index`: a snapshot reads the same in any list.
 
     Returns
     -------
@@ -454,9 +589,9 @@ def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, see
     threshold = epistemic_threshold(model)
     rows, allp, allr, alls = [], [], [], []
     n_el = dv_sum = 0.0
-    for i, s in enumerate(snapshots):
+    for s in snapshots:
         X, y = snapshot_features(s, model.params)
-        mean, epi, ale = model.predict(X, samples=samples, seed=seed, block_index=i)
+        mean, epi, ale = model.predict(X, samples=samples, seed=seed, block_index=snapshot_block_index(s))
         sigma = np.sqrt(epi.astype(np.float64) + ale)
         shape = s.density.shape
         grid = s.grid()

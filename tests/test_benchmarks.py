@@ -250,3 +250,49 @@ def test_descriptor_convergence_side_by_side_matches_one_at_a_time(tmp_path):
     assert [[r[k] for k in key] for r in serial["rows"]] == [[r[k] for k in key] for r in parallel["rows"]]
     assert all(r["val_nmae_mc_pct"] > 0 for r in serial["rows"])
     assert json.loads((tmp_path / "parallel.json").read_text())["rows"] == parallel["rows"]
+
+
+@pytest.mark.gpaw
+def test_label_noise_smoke(tmp_path, monkeypatch):
+    """A 4-atom cell again at Γ only (under a second): same grid, the comparison written, then skipped."""
+    from pathlib import Path
+
+    pytest.importorskip("gpaw", reason="GPAW (the dft extra) is not installed")
+    from benchmarks import label_noise
+    from bigdens import data, datagen
+
+    src = Path(__file__).parent / "data" / "al4" / "al4-T0300-00.npz"
+    est = label_noise.main([str(src), "--kpts", "2", "2", "2", "--estimate"])
+    # A thermalized cell has no point symmetry: time reversal halves the mesh.
+    assert est["irreducible_kpoints"] == {"protocol": 32, "dense": 4} and est["cost_factor"] == 0.125
+    out = tmp_path / "ln" / "al4.json"
+    result = label_noise.main([str(src), "--kpts", "1", "1", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["grid"] == [24, 24, 24] and result["protocol_kpts"] == [4, 4, 4] and result["kpts"] == [1, 1, 1]
+    assert result["split"] == "train" and result["core_s"]["dense"] > 0
+    assert all(abs(v - 12) < 1e-3 for v in result["electron_integral"].values())
+    assert 0 < result["nmae_pct"] < 10  # Γ only on 4 atoms moves the density by per cent, not more
+    dense = data.read_snapshot(out.parent / result["dense_density_file"])
+    assert dense.density.shape == (24, 24, 24) and dense.provenance["settings"]["kpts"]["size"] == [1, 1, 1]
+    # Resumable: an existing JSON is read back, no DFT.
+    monkeypatch.setattr(datagen, "dft_density", lambda *a, **k: pytest.fail("ran DFT again"))
+    assert label_noise.main([str(src), "--kpts", "1", "1", "1", "--out", str(out)]) == result
+
+
+def test_label_noise_refuses_other_protocols():
+    import numpy as np
+
+    from benchmarks import label_noise
+    from bigdens import data
+    from bigdens.errors import InputError
+
+    snap = data.Snapshot("x", np.eye(3) * 4.05, np.zeros((1, 3)), [13], np.ones((24, 24, 24)),
+                         provenance={"protocol": "custom-0123456789"})
+    with pytest.raises(InputError, match="recomputes 'bigdens-dft-v1' snapshots only"):
+        label_noise.protocol_settings(snap)
+    snap = data.Snapshot("x", np.eye(3) * 4.05, np.zeros((1, 3)), [13], np.ones((20, 20, 20)),
+                         provenance={"protocol": "bigdens-dft-v1", "settings": {"kpts": {"size": [4, 4, 4]}}})
+    with pytest.raises(InputError, match="not the protocol's"):
+        label_noise.protocol_settings(snap)
+    same = label_noise.compare(snap.density, snap.density, dv=0.01)
+    assert same["nmae_pct"] == 0 and same["max_abs_diff_e_per_A3"] == 0

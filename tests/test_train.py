@@ -15,7 +15,8 @@ from bigdens.bnn import Architecture, DensityModel, Scaling, load
 from bigdens.descriptors import DescriptorParams
 from bigdens.errors import InputError
 from bigdens.bnn import epistemic_threshold
-from bigdens.train import TrainConfig, calibrate, evaluate, finetune, lineage, snapshot_features, train
+from bigdens.train import (TrainConfig, calibrate, evaluate, finetune, lineage, snapshot_block_index,
+                           snapshot_features, train)
 
 AL4 = Path(__file__).parent / "data" / "al4"
 PARAMS = DescriptorParams(species=(13,), m=(16,), k=(4,), r_cut=5.0)
@@ -92,13 +93,22 @@ def test_calibration_is_absolute_and_sets_the_epistemic_reference(snaps):
     assert abs(_val_coverage_and_high(tuned, tr, seed=2)[0] - 68.3) < 0.1
 
 
+def test_evaluate_reads_a_snapshot_the_same_in_any_list(snaps):
+    tr, va = snaps
+    model = DensityModel.new(PARAMS, Architecture(hidden=(8,)), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0)
+    alone = evaluate(model, va[:1], samples=4, seed=3)["snapshots"][0]
+    listed = evaluate(model, [*tr, va[0]], samples=4, seed=3)["snapshots"][-1]
+    assert alone == listed
+    assert snapshot_block_index(va[0]) != snapshot_block_index(tr[0])
+
+
 def test_evaluate_matches_numpy(snaps, tmp_path):
     tr, va = snaps
     model = DensityModel.new(PARAMS, Architecture(hidden=(8,)), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0)
     res = evaluate(model, va, samples=4, seed=3)
     s = va[0]
     X, y = snapshot_features(s, PARAMS)
-    mean, epi, ale = model.predict(X, samples=4, seed=3, block_index=0)
+    mean, epi, ale = model.predict(X, samples=4, seed=3, block_index=snapshot_block_index(s))
     p, r = mean.astype(np.float64), y.astype(np.float64)
     sig = np.sqrt(epi.astype(np.float64) + ale)
     row = res["snapshots"][0]

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bnn import load
     from ..data import load as load_data
     from ..errors import InputError
-    from ..train import calibrate, epistemic_threshold, lineage
+    from ..train import calibrate, epistemic_threshold
     from .train import check_output, set_threads
 
     check_output(args.output)
@@ -35,12 +35,6 @@ def run(args: argparse.Namespace) -> int:
     snaps = load_data(args.data, split=args.split, allow_mixed_protocols=args.allow_mixed_protocols)
     if not snaps:
         raise InputError(f"no snapshots{' of split ' + repr(args.split) if args.split else ''} in {args.data}")
-    # Every stage's training data: a fine-tuned model keeps its ancestors' records under "parent".
-    trained_on = {d["name"] for r in lineage(model.info) for d in (r.get("data") or {}).get("train", [])}
-    seen = sorted(s.name for s in snaps if s.name in trained_on)
-    if seen:
-        raise InputError(f"the model was trained on {', '.join(seen)}: calibrate on snapshots it has not seen "
-                         "(its errors there are too small)")
     new = calibrate(model, snaps, samples=args.mc_samples, seed=args.seed, fit_variance=not args.keep_variance)
     new.save(args.output)
     print(f"wrote {args.output}: variance factor {model.scaling.variance_scale:.4g} -> "

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         m=(args.m,) * n if args.m else params.m,
         k=(args.k,) * n if args.k is not None else params.k,
         r_cut=args.r_cut if args.r_cut is not None else params.r_cut,
+        cross=params.cross,
     )
     grid = grid_from_args(atoms.cell[:], args)
     cl = build_cell_list(grid.cell, atoms.positions)

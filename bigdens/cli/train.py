@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+KINDS = ("last-layer", "mean-field")
+
 HELP = "train a Bayesian density model from scratch on DFT data sets (stage 1)"
 
 
@@ -39,7 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--m", type=int, nargs="+", default=[32], help="radial neighbours per species (one value or one per species)")
     parser.add_argument("--k", type=int, nargs="+", default=[6], help="angular neighbours per species")
     parser.add_argument("--species", nargs="+", help="chemical symbols in model order (default: those in the data, by Z)")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="hidden layer widths")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128], help="hidden layer widths (default 128 128)")
+    parser.add_argument("--kind", choices=KINDS, default="last-layer",
+                        help="network: last-layer (default; deterministic trunk, Bayesian last layer, format 2) "
+                             "or mean-field (every weight Bayesian, format 1's network)")
+    parser.add_argument("--no-cross", dest="cross", action="store_false",
+                        help="leave out the cross-species angular block of the descriptor (two or more species)")
     add_optimiser_arguments(parser, epochs=150, lr=2e-3)
 
 
@@ -152,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--{name} takes one value or one per species ({n}), got {values}")
         return tuple(values)
 
-    params = DescriptorParams(species=species, m=per_species(args.m, "m"), k=per_species(args.k, "k"), r_cut=args.r_cut)
-    model = train(train_s, val_s, params, arch=Architecture(hidden=tuple(args.hidden)), config=config_from_args(args))
+    params = DescriptorParams(species=species, m=per_species(args.m, "m"), k=per_species(args.k, "k"), r_cut=args.r_cut,
+                              cross=args.cross)
+    arch = Architecture(hidden=tuple(args.hidden), kind=args.kind)
+    model = train(train_s, val_s, params, arch=arch, config=config_from_args(args))
     model.save(args.output)
     t = model.info["training"]
     print(f"wrote {args.output}: best validation NMAE {t['best_val_nmae_pct']:.3f} % at epoch {t['best_epoch']}, "
