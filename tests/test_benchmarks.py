@@ -290,7 +290,8 @@ def test_label_noise_refuses_other_protocols():
                          provenance={"protocol": "custom-0123456789"})
     with pytest.raises(InputError, match="recomputes 'bigdens-dft-v1' snapshots only"):
         label_noise.protocol_settings(snap)
-    snap = data.Snapshot("x", np.eye(3) * 4.05, np.zeros((1, 3)), [13], np.ones((20, 20, 20)),
+    density = np.linspace(0.01, 0.1, 8000).reshape(20, 20, 20)
+    snap = data.Snapshot("x", np.eye(3) * 4.05, np.zeros((1, 3)), [13], density,
                          provenance={"protocol": "bigdens-dft-v1", "settings": {"kpts": {"size": [4, 4, 4]}}})
     with pytest.raises(InputError, match="not the protocol's"):
         label_noise.protocol_settings(snap)
