@@ -466,8 +466,11 @@ class DensityModel:
             head = net.layers[-1]
             for a in range(0, n, chunk):
                 x = (feats[a : a + chunk] - f_mean) / f_std
-                phi = net.trunk(x)
-                out = head(phi)
+                phi = x
+                for layer in net.layers[:-1]:
+                    phi = torch.addmm(layer.bias, phi, layer.weight.T)
+                    _silu_(phi)
+                out = torch.addmm(head.bias, phi, head.weight.T)
                 z = torch.addmm(d_b, phi, d_w).add_(out[:, :1])  # (c, S)
                 lo, hi = net.excess(x)
                 rows = torch.nonzero((lo.amax(1) > 0) | (hi.amax(1) > 0)).flatten()
