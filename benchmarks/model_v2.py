@@ -12,6 +12,7 @@ the variance of their means, the aleatoric variance their mean.
 
 Run:  python -m benchmarks.model_v2 MODEL [MODEL ...] --data datasets/al108 datasets/al32-vacancy \\
           --split test --out benchmarks/results/model_v2/al_scores.json
+      python -m benchmarks.model_v2 --table benchmarks/results/model_v2/al_scores.json
 """
 
 from __future__ import annotations
@@ -95,14 +96,37 @@ def score_snapshot(models: list, snapshot, *, samples: int) -> dict:
     return row
 
 
+def table(paths: list[str]) -> str:
+    """Markdown rows, one per model and snapshot group, from score files (mean ± half-spread over models
+    given as ``a|b`` seeds is done by the reader; here each model is one row per snapshot)."""
+    lines = ["| model | snapshot | NMAE % | ΔN % | 1σ / 2σ cov. % | Spearman | open space: cov1 % / rms(err/σ) | bonds Si-Si / Si-Ge / Ge-Ge % |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for path in paths:
+        for spec, res in json.loads(Path(path).read_text()).items():
+            for r in res["snapshots"]:
+                o = r.get("open_space")
+                b = r.get("bonds", {})
+                lines.append(
+                    f"| {spec} | {r['name']} | {r['nmae_pct']:.3f} | {r['electron_count_error_pct']:+.3f} | "
+                    f"{r['coverage_1sigma_pct']:.1f} / {r['coverage_2sigma_pct']:.1f} | {r['spearman_sigma_error']:.2f} | "
+                    + (f"{o['coverage_1sigma_pct']:.0f} / {o['rms_err_over_sigma']:.2f} |" if o else "— |")
+                    + (" " + " / ".join(f"{b[k]['rel_error_pct']:.2f}" if k in b else "—"
+                                        for k in ("Si-Si", "Si-Ge", "Ge-Ge")) + " |" if b else " — |"))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="model files; join ensemble members with '+'")
-    ap.add_argument("--data", nargs="+", required=True, help="data sets or snapshot files")
+    ap.add_argument("--data", nargs="+", help="data sets or snapshot files")
     ap.add_argument("--split", default="test", help="split to score (default test)")
     ap.add_argument("--samples", type=int, default=20)
-    ap.add_argument("--out", required=True, help="JSON file to write (rows are added to an existing one)")
+    ap.add_argument("--out", help="JSON file to write (rows are added to an existing one)")
+    ap.add_argument("--table", action="store_true", help="print the score files MODELS as a markdown table")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.models))
+        return 0
     snaps = data.load(args.data, split=args.split)
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if out_path.exists() else {}
