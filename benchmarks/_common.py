@@ -87,3 +87,12 @@ def fit_exponent(n, t) -> float | None:
     if len(set(n)) < 2:
         return None
     return float(np.polyfit(np.log(np.asarray(n, float)), np.log(np.asarray(t, float)), 1)[0])
+
+
+def best_of_rounds(timers: dict, rounds: int) -> dict:
+    """The smallest of ``rounds`` calls of each timer (a function returning seconds), interleaved round by round."""
+    best = {k: float("inf") for k in timers}
+    for _ in range(rounds):
+        for k, f in timers.items():
+            best[k] = min(best[k], f())
+    return best

@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from benchmarks._common import machine_info, write_result
+from benchmarks._common import best_of_rounds, machine_info, write_result
 from bigdens import bnn
 from bigdens.bnn import LOGVAR_RANGE, Architecture, DensityModel, Scaling
 from bigdens.descriptors import DescriptorParams, default_params
@@ -184,10 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         timers["predict"] = timed(lambda: model.predict(feats, **kw))
         timers["reference"] = timed(lambda: reference_predict(model, feats, **kw))
-        best = {k: float("inf") for k in timers}
-        for _ in range(rounds):
-            for k, f in timers.items():
-                best[k] = min(best[k], f())
+        best = best_of_rounds(timers, rounds)
     finally:
         torch.set_num_threads(threads)
 

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from benchmarks._common import machine_info, write_result
+from benchmarks._common import best_of_rounds, machine_info, write_result
 from bigdens import bnn, data
 from bigdens.train import snapshot_features
 
@@ -95,10 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
             chunk = bnn.LAST_LAYER_CHUNK if m.arch.kind == "last-layer" else bnn._cpu_chunk(SAMPLES, max(m.arch.hidden))
             for n in sorted({chunk, 1024, 4096}):
                 timers[(f"gemm_n{n}", name)] = gemm_timer(m, SAMPLES, n, points)
-        best = {k: float("inf") for k in timers}
-        for _ in range(rounds):
-            for k, f in timers.items():
-                best[k] = min(best[k], f())
+        best = best_of_rounds(timers, rounds)
     finally:
         torch.set_num_threads(threads)
     records = []

@@ -277,6 +277,11 @@ def _reduce_head(out, head, res) -> None:
     torch.sum(logvar.clamp_(*LOGVAR_RANGE).exp_(), 0, out=res[2]).div_(s)
 
 
+def _empty_results(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, epistemic and aleatoric variance buffers for ``n`` points, float32."""
+    return tuple(np.empty(n, dtype=np.float32) for _ in range(3))
+
+
 @dataclass
 class DensityModel:
     """A trained (or fresh) Bayesian density model and its metadata.
@@ -399,6 +404,8 @@ class DensityModel:
                 f"features must have shape (n_points, {self.params.n_features}), got {features.shape}"
             )
         samples = int(samples)
+        if len(features) == 0:
+            return _empty_results(0)
         if self.arch.kind == "last-layer":
             mean, epi, ale = self._predict_last_layer(features, samples=samples, seed=seed,
                                                       block_index=block_index, device=device, batch=int(batch))
@@ -441,11 +448,7 @@ class DensityModel:
         """
         torch = _torch()
         n = len(features)
-        mean = np.empty(n, dtype=np.float32)
-        epi = np.empty(n, dtype=np.float32)
-        ale = np.empty(n, dtype=np.float32)
-        if n == 0:
-            return mean, epi, ale
+        mean, epi, ale = _empty_results(n)
         dev = torch.device(device)
         net = self.net.to(dev)
         ts, tm = self.scaling.target_std, self.scaling.target_mean
@@ -493,11 +496,7 @@ class DensityModel:
         """Format 1: every layer sampled (the transposed, cache-sized layout described in :meth:`predict`)."""
         torch = _torch()
         n = len(features)
-        mean = np.empty(n, dtype=np.float32)
-        epi = np.empty(n, dtype=np.float32)
-        ale = np.empty(n, dtype=np.float32)
-        if n == 0:
-            return mean, epi, ale
+        mean, epi, ale = _empty_results(n)
         dev = torch.device(device)
         net = self.net.to(dev)
         widths = [layer.w_mu.shape[1] for layer in net.layers]

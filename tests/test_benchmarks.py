@@ -297,3 +297,16 @@ def test_label_noise_refuses_other_protocols():
         label_noise.protocol_settings(snap)
     same = label_noise.compare(snap.density, snap.density, dv=0.01)
     assert same["nmae_pct"] == 0 and same["max_abs_diff_e_per_A3"] == 0
+
+
+def test_network_cost_smoke(tmp_path):
+    """Both model formats timed on real Al descriptors; format 2's matmuls are a sixth of format 1's."""
+    from benchmarks import network_cost
+
+    res = network_cost.main(["--smoke", "--out", str(tmp_path / "nc.json")])
+    v1, v2 = res["records"]
+    assert (v1["kind"], v2["kind"]) == ("mean-field", "last-layer")
+    # 47-64-64-2 sampled 20 times, against 47-128-128-2 once plus (128 + 1) x 20 for the samples.
+    assert v1["flop_per_point"] == 2 * 20 * (47 * 64 + 64 * 64 + 64 * 2)
+    assert v2["flop_per_point"] == 2 * (47 * 128 + 128 * 128 + 128 * 2 + 129 * 20)
+    assert v1["us_per_point"] > 0 and v2["us_per_point"] > 0 and v2["torch_gemm_gflops_best"] > 0
