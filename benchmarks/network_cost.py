@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +27,8 @@ from bigdens.train import snapshot_features
 
 SAMPLES = 20
 #: The Al model bigdens 0.1 shipped (format 1).
-V1_MODEL = "benchmarks/results/model_v2/models/al_v1.safetensors"
+ROOT = Path(__file__).resolve().parents[1]
+V1_MODEL = ROOT / "benchmarks" / "results" / "model_v2" / "models" / "al_v1.safetensors"
 BATCH = 16384
 POINTS = 65536
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     points, rounds = (2048, 1) if args.smoke else (args.points, args.rounds)
     shipped = bnn.load(bnn_default_model())
-    snap = data.load("datasets/al108", split="test")[0]
+    snap = data.load(ROOT / "datasets" / "al108", split="test")[0]
     feats, _ = snapshot_features(snap, shipped.params)
     feats = np.ascontiguousarray(feats[:points])
     models = {p: bnn.load(p) for p in args.models} or {
@@ -119,8 +121,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def bnn_default_model():
-    from pathlib import Path
-
     import bigdens
 
     return Path(bigdens.__file__).parent / "models" / "al.safetensors"
