@@ -97,8 +97,7 @@ def score_snapshot(models: list, snapshot, *, samples: int) -> dict:
 
 
 def table(paths: list[str]) -> str:
-    """Markdown rows, one per model and snapshot group, from score files (mean ± half-spread over models
-    given as ``a|b`` seeds is done by the reader; here each model is one row per snapshot)."""
+    """A markdown table of score files: one row per model and snapshot."""
     lines = ["| model | snapshot | NMAE % | ΔN % | 1σ / 2σ cov. % | Spearman | open space: cov1 % / rms(err/σ) | bonds Si-Si / Si-Ge / Ge-Ge % |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for path in paths:

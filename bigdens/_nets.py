@@ -21,8 +21,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .bnn import LOGVAR_RANGE
-
 
 class BayesLinear(nn.Module):
     """Linear layer with a mean-field Gaussian posterior ``N(μ, softplus(ρ)²)`` on weights and bias.
@@ -38,10 +36,6 @@ class BayesLinear(nn.Module):
         self.w_rho = nn.Parameter(torch.full((n_in, n_out), init_rho))
         self.b_mu = nn.Parameter(torch.zeros(n_out))
         self.b_rho = nn.Parameter(torch.full((n_out,), init_rho))
-
-    @property
-    def n_out(self) -> int:
-        return self.w_mu.shape[1]
 
     def kl(self) -> torch.Tensor:
         ps = self.prior_sigma
@@ -82,8 +76,6 @@ def _chain(layers, x, step):
 class MeanFieldNet(nn.Module):
     """Format 1: a fully Bayesian MLP, output (mean, log-variance) in scaled units."""
 
-    kind = "mean-field"
-
     def __init__(self, n_in: int, hidden: tuple[int, ...], *, prior_sigma: float, init_rho: float):
         super().__init__()
         widths = [n_in, *hidden, 2]
@@ -116,13 +108,12 @@ class LastLayerNet(nn.Module):
         Lower Cholesky factor L of the posterior covariance of ``(w_z, b_z)``; a sample is
         ``(w_z, b_z) + L ε``.
     ``range_lo``, ``range_hi`` (F,)
-        Smallest and largest value of each scaled feature in the training data.
+        The training range of each scaled feature (its 0.1 % and 99.9 % quantiles over the
+        training points, :data:`bigdens.train.RANGE_QUANTILE`).
     ``slope_lo``, ``slope_hi`` (F,)
         RMS of ∂z/∂x_j over the training points in the lowest (highest) percent of feature j:
         the prior scale of the unknown slope beyond the range (see :mod:`bigdens.bnn`).
     """
-
-    kind = "last-layer"
 
     def __init__(self, n_in: int, hidden: tuple[int, ...]):
         super().__init__()
@@ -168,6 +159,3 @@ def make_net(n_in: int, arch) -> nn.Module:
         return LastLayerNet(n_in, arch.hidden)
     return MeanFieldNet(n_in, arch.hidden, prior_sigma=arch.prior_sigma, init_rho=arch.init_rho)
 
-
-def clip_logvar(logvar):
-    return logvar.clamp(*LOGVAR_RANGE)

@@ -641,7 +641,7 @@ def load(path: str | Path) -> DensityModel:
     try:
         params = DescriptorParams.from_dict(meta["descriptor"])
         arch = Architecture(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["architecture"].items()})
-        if version < 2 and (arch.kind != "mean-field" or getattr(params, "cross", False)):
+        if version < 2 and (arch.kind != "mean-field" or params.cross):
             raise ValueError("a format-1 file can hold only a mean-field network without the cross-species block")
         sc = meta["scaling"]
         scaling = Scaling(feature_mean=tuple(sc["feature_mean"]), feature_std=tuple(sc["feature_std"]),

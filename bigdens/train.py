@@ -247,7 +247,7 @@ def fit_posterior(model: DensityModel, X: np.ndarray, *, seed: int = 0, prior_pr
     The posterior is the Laplace (generalised Gauss-Newton) approximation for the Gaussian
     likelihood of ``ρ = softplus(z)``: precision ``N/n Σ_i sig(z_i)² φ̃_i φ̃_iᵀ / v_i + λ I`` over
     the subsample, φ̃ = [φ, 1], v_i the aleatoric variance.  The range is each scaled feature's
-    minimum and maximum over all of ``X``; the slope at each end is the RMS of ∂z/∂x_j over the
+    :data:`RANGE_QUANTILE` and 1 − :data:`RANGE_QUANTILE` quantiles over all of ``X``; the slope at each end is the RMS of ∂z/∂x_j over the
     subsample's points in the :data:`EDGE_SHARE` nearest that end: beyond the range, the
     prediction continues with an unknown slope of that size.
     """
@@ -294,7 +294,10 @@ def fit_posterior(model: DensityModel, X: np.ndarray, *, seed: int = 0, prior_pr
 
 
 def _region_factors(model: DensityModel, Xv, z2: np.ndarray) -> tuple[tuple, tuple]:
-    """Per-region variance factors (relative to the global one) from squared z-scores, or ((), ())."""
+    """Region edges and per-region variance factors (relative to the global one) from squared z-scores.
+
+    A class with fewer than :data:`bigdens.bnn.REGION_MIN_POINTS` points keeps factor 1.
+    """
     d = model.nearest_distance(Xv)
     cls = np.searchsorted(np.asarray(REGION_EDGES), d, side="right")
     c2 = float(np.quantile(z2, 0.683))
