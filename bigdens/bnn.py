@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -560,17 +559,13 @@ class DensityModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the model as one safetensors file (float32 weights, JSON metadata)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
+
+        from ._files import write_bytes
 
         path = Path(path)
         tensors = {k: v.detach().to("cpu", dtype=_torch().float32).contiguous() for k, v in self.net.state_dict().items()}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(self.metadata())})
-        # safetensors creates the file readable by its owner only; a model is meant to be shared.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        tmp.replace(path)
+        write_bytes(path, save(tensors, metadata={METADATA_KEY: json.dumps(self.metadata())}))
         return path
 
 

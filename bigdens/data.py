@@ -80,6 +80,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from ._files import atomic_write, write_bytes
 from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -246,22 +247,6 @@ def _recorded_temperature(provenance: dict) -> Any:
 
 
 # -- writing -----------------------------------------------------------------
-def _atomic_write_bytes(path: Path, writer) -> None:
-    # Write through a temporary file in the same directory, then rename: a
-    # reader never sees a partial file.  Temporary names start with "." and end
-    # with ".tmp" (ignored by datasets/.gitignore).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            writer(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_snapshot(path: str | Path, snapshot: Snapshot) -> Path:
     """Write one snapshot as a compressed ``.npz`` (atomically: temp file + rename)."""
     path = Path(path)
@@ -272,7 +257,8 @@ def write_snapshot(path: str | Path, snapshot: Snapshot) -> Path:
         density=snapshot.density.astype(np.float32),
         provenance=np.array(json.dumps(snapshot.provenance, sort_keys=True)),
     )
-    _atomic_write_bytes(path, lambda fh: np.savez_compressed(fh, **arrays))
+    with atomic_write(path) as fh:
+        np.savez_compressed(fh, **arrays)
     return path
 
 
@@ -316,7 +302,7 @@ def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
     """Write ``dataset.json`` atomically."""
     path = Path(directory) / MANIFEST
     text = json.dumps(manifest, indent=1, sort_keys=False).encode()
-    _atomic_write_bytes(path, lambda fh: fh.write(text))
+    write_bytes(path, text)
     return path
 
 

@@ -549,11 +549,10 @@ def make_plan(
 
 def save_plan(directory: Path, plan: list[PlannedSnapshot], *, request: dict[str, Any]) -> None:
     """Write ``plan.json`` (atomically)."""
-    from .data import _atomic_write_bytes
+    from ._files import write_text
 
-    text = json.dumps({"plan_version": PLAN_VERSION, "request": request,
-                       "snapshots": [p.to_json() for p in plan]}).encode()
-    _atomic_write_bytes(directory / PLAN_FILE, lambda fh: fh.write(text))
+    write_text(directory / PLAN_FILE, json.dumps({"plan_version": PLAN_VERSION, "request": request,
+                                                  "snapshots": [p.to_json() for p in plan]}))
 
 
 def _read_plan_file(path: Path) -> dict[str, Any]:

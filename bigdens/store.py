@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import __version__
+from ._files import write_text
 from .errors import RunError, SetupError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -278,12 +279,9 @@ def ledger_file(path: str | Path, index: int) -> Path:
 def write_ledger(path: str | Path, index: int, entry: dict) -> None:
     """Record a finished block (temporary file + rename: never half written)."""
     target = ledger_file(path, index)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(_jsonable(entry)))
-        os.replace(tmp, target)
+        write_text(target, json.dumps(_jsonable(entry)), fsync=False)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise RunError(f"cannot record block {index} in the ledger of {str(path)!r} ({exc.strerror or exc}); "
                        "free space and rerun with --resume") from None
 

@@ -175,15 +175,10 @@ def write_cube(
     if abs(np.linalg.det(cell)) < 1e-9:
         raise InputError("cannot write a cube file for a structure without a 3-D cell")
     if isinstance(path, (str, os.PathLike)):
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w") as fh:
-                _write_cube(fh, atoms, data_e_per_A3, shape, cell, comment)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        from .._files import atomic_write
+
+        with atomic_write(path, mode="w") as fh:
+            _write_cube(fh, atoms, data_e_per_A3, shape, cell, comment)
     else:
         _write_cube(path, atoms, data_e_per_A3, shape, cell, comment)
 
