@@ -90,6 +90,23 @@ class PredictConfig:
         incomplete store (for sampling benchmarks and tests; resume finishes it).
     progress : bool
         Show a progress bar on the terminal.
+    block_timeout : float or None
+        Seconds a block may run on a worker before the worker is restarted and
+        the block runs again (three timeouts of one block stop the run).  None
+        (the default) derives it from the run: 10 × the slowest block so far,
+        worker setup included, at least 120 s; 30 min before any block has
+        finished.  A number also bounds a worker's first block, which includes
+        its setup (reading the atoms, the model).
+    allow_out_of_domain : bool
+        Accept a structure or a prediction outside the model's domain
+        (:mod:`bigdens.domain`): predict it and record ``in_domain: false``
+        with the reasons instead of refusing (before) or failing (after).
+    domain_check : bool
+        Run the checks before the run (spacing, neighbour distances, a probe
+        of the grid); the exact checks after the run always run.
+    skip_size_check : bool
+        Start even when the estimated memory per worker, store size or block
+        count (:mod:`bigdens.resources`) exceeds what the machine offers.
     """
 
     out: Path
@@ -112,6 +129,10 @@ class PredictConfig:
     batch: int = 16384
     max_blocks: int | None = None
     progress: bool = True
+    block_timeout: float | None = None
+    allow_out_of_domain: bool = False
+    domain_check: bool = True
+    skip_size_check: bool = False
     #: The validated SLURM profile of ``cluster="slurm:NAME"`` (set here, not by the caller).
     profile: object = field(default=None, init=False, repr=False, compare=False)
 
@@ -170,6 +191,10 @@ class PredictConfig:
                 raise SetupError(f"{name} must be an integer >= {low}, got {v!r}")
         if self.seed >= 2**32:
             raise SetupError(f"seed must be below 2**32, got {self.seed!r}")
+        t = self.block_timeout
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0):
+            raise SetupError(f"block_timeout must be a positive number of seconds or None (automatic), got {t!r}; "
+                             "e.g. block_timeout=600 (--block-timeout 600)")
         if self.max_blocks is not None and (not isinstance(self.max_blocks, int) or self.max_blocks < 0):
             raise SetupError(f"max_blocks must be an integer >= 0 or None, got {self.max_blocks!r}")
         if self.resume and self.overwrite:

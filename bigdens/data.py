@@ -172,6 +172,7 @@ class Snapshot:
             )
         if dens.ndim != 3 or min(dens.shape) < 1:
             raise InputError(f"{where}: density must be a 3-D grid (n1, n2, n3), got shape {dens.shape}")
+        _check_volume(cell, where)
         if not np.isfinite(dens).all():
             n_bad = int(np.count_nonzero(~np.isfinite(dens)))
             raise InputError(
@@ -237,6 +238,91 @@ class Snapshot:
     def with_split(self, split: str) -> "Snapshot":
         """Copy with another split."""
         return Snapshot(self.name, self.cell, self.positions, self.numbers, self.density, split, self.provenance)
+
+
+#: Share of the electrons that may sit in negative density values by default (``check_physical``).
+NEGATIVE_TOLERANCE = 1e-3
+
+
+def _check_volume(cell: np.ndarray, where: str) -> None:
+    # A density grid needs a 3-D cell: linearly independent lattice vectors (for a cube file: voxel
+    # vectors × point counts), else Σρ·dV is 0 and every grid point sits on a plane.
+    with np.errstate(all="ignore"):
+        volume = abs(float(np.linalg.det(cell)))
+        if not volume > 1e-6 * max(float(np.linalg.norm(cell, axis=1).prod()), 1e-300):
+            raise InputError(
+                f"{where}: the cell is singular (volume {volume:.3g} Å³, lattice vectors "
+                f"{np.round(cell, 6).tolist()} Å; a cube file's are its voxel vectors × point counts): a "
+                "zero or degenerate vector means the file is damaged"
+            )
+
+
+def check_physical(cell, density, *, where: str, allow_negative: float = NEGATIVE_TOLERANCE) -> None:
+    """Refuse a density that cannot be a physical electron density.
+
+    Checks, in this order: the cell is not singular (no zero or linearly
+    dependent lattice/voxel vector); every value is finite; not every value
+    is ≤ 0; the electron integral Σρ·dV is > 0; and the electrons in negative
+    values, ``−Σ min(ρ, 0)·dV``, are at most ``allow_negative`` times the
+    integral.  PAW pseudo-densities (VASP CHGCAR) can dip below zero near the
+    cores; raise ``allow_negative`` to accept them.
+
+    Parameters
+    ----------
+    cell : array_like, shape (3, 3)
+        Lattice vectors as rows, Å.
+    density : array_like, shape (n1, n2, n3)
+        Electron density, e/Å³.
+    where
+        What the density is, for the messages (e.g. ``"density file 'CHGCAR'"``).
+    allow_negative
+        Largest accepted share of the electrons in negative values, within [0, 1).
+
+    Raises
+    ------
+    InputError
+        Naming the first failed check, the numbers, and what to do.
+    """
+    if isinstance(allow_negative, bool) or not (isinstance(allow_negative, (int, float, np.floating))
+                                                and 0.0 <= allow_negative < 1.0):
+        raise InputError(f"allow_negative must be a fraction of the electrons within [0, 1), got {allow_negative!r}; "
+                         f"e.g. {NEGATIVE_TOLERANCE}")
+    cell = np.asarray(cell, dtype=np.float64)
+    rho = np.asarray(density)
+    _check_volume(cell, where)
+    n_bad = int(np.count_nonzero(~np.isfinite(rho)))
+    if n_bad:
+        raise InputError(f"{where}: the density holds {n_bad} NaN or infinite value(s); the DFT run or the file is "
+                         "broken: regenerate or drop it")
+    dv = abs(float(np.linalg.det(cell))) / rho.size
+    if float(rho.max()) <= 0.0:
+        raise InputError(
+            f"{where}: every density value is <= 0 (max {float(rho.max()):.3g} e/Å³): not an electron density "
+            "(an orbital, a difference density, or a sign flip?); import total valence densities only"
+        )
+    total = float(rho.sum(dtype=np.float64)) * dv
+    negative = -float(np.minimum(rho, 0.0).sum(dtype=np.float64)) * dv
+    if not total > 0.0:
+        raise InputError(
+            f"{where}: the density integrates to {total:.4g} electrons (<= 0; its negative values hold "
+            f"{negative:.4g}): not an electron density (a difference density?); import total valence densities only"
+        )
+    if negative > allow_negative * total:
+        share = negative / total
+        suggest = _round_up(share)
+        todo = (f"a PAW pseudo-density can dip below zero: accept it with --allow-negative {suggest:g}"
+                if suggest < 1.0 else "far too much for a pseudo-density: the file is damaged")
+        raise InputError(
+            f"{where}: {negative:.4g} of its {total:.4g} electrons (a share of {share:.3g}) sit in negative "
+            f"density values (min {float(rho.min()):.3g} e/Å³), more than the accepted share {allow_negative:g}; "
+            f"{todo}"
+        )
+
+
+def _round_up(fraction: float) -> float:
+    # A tolerance just above `fraction` (> 0), one significant digit: 0.0123 -> 0.02, 0.1 -> 0.2.
+    digits = -int(math.floor(math.log10(fraction)))
+    return (math.floor(fraction * 10.0**digits) + 1) / 10.0**digits
 
 
 def _recorded_temperature(provenance: dict) -> Any:

@@ -36,14 +36,17 @@ import numpy as np
 
 from . import __version__
 from . import store as zstore
+from . import storelock
 from .config import DEFAULT_SPACING, PredictConfig
 from .bnn import epistemic_threshold, resolve_device
-from .errors import BigdensError, InputError, RunError, SetupError
+from .domain import DomainReport, OutOfDomainError, check_after, check_before, renormalization_refusal
+from .errors import BigdensError, InputError, Interrupted, RunError, SetupError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
 
     from .bnn import DensityModel
+    from .resources import Estimate
 
 
 # -- per-process caches (one worker process serves many tasks) ----------------------------
@@ -120,6 +123,22 @@ def _read_atoms(positions, numbers, cell: np.ndarray) -> tuple[np.ndarray, np.nd
     return frac, z, zstore.structure_hash_chunks(cell, position_chunks(), number_chunks())
 
 
+def _check_run(job: dict, what: str) -> None:
+    """Raise unless the store still belongs to this run (its ``run_id`` attribute; one small file read).
+
+    Called right before every write of a block and of a ledger entry, so a run
+    whose store was replaced by another run (``--overwrite`` after its lock was
+    judged stale or deleted) stops without writing into the new store.
+    """
+    attrs = zstore.read_attrs(job["store"])
+    now = None if attrs is None else attrs.get("run_id")
+    if now != job["run_id"]:
+        other = "removed" if attrs is None else f"now run {now}"
+        raise RunError(f"the store {job['store']!r} was replaced by another run while run {job['run_id']} was "
+                       f"writing it ({other}); this run stopped before {what} and wrote nothing more: let the "
+                       "other run finish, or start again with --overwrite")
+
+
 def _context(job: dict) -> _Context:
     from .blocks import make_blocks
     from .celllist import cell_list_from_fractional
@@ -130,9 +149,8 @@ def _context(job: dict) -> _Context:
         ctx = _CONTEXTS.get(key)
     if ctx is not None:
         return ctx
+    _check_run(job, "reading the atoms")
     attrs = zstore.read_attrs(job["store"])
-    if attrs is None or attrs.get("run_id") != job["run_id"]:
-        raise RunError(f"the store {job['store']!r} was replaced while this run was writing it")
     import zarr
 
     root = zarr.open_group(job["store"], mode="r")
@@ -204,6 +222,7 @@ def predict_block(index: int, *, job: dict) -> dict:
         "density_std": np.sqrt(epi64 + ale64).astype(np.float32),
     }
     values = {k: v.reshape(block.shape) for k, v in values.items()}
+    _check_run(job, f"writing block {index}")
     sums = zstore.write_block(ctx.arrays, block, values, path=job["store"])
     std = values["density_std"]
     where = np.unravel_index(int(np.argmax(std)), block.shape)
@@ -221,10 +240,13 @@ def predict_block(index: int, *, job: dict) -> dict:
         "max_std_index": [int(a + w) for a, w in zip(block.start, where)],
         "max_std_epistemic": float(std_epi[where_epi]),
         "max_std_epistemic_index": [int(a + w) for a, w in zip(block.start, where_epi)],
+        # Sum of the negative mean values (e/Å³; ≤ 0): the domain check's negative electrons.
+        "negative_sum": float(mean[mean < 0].sum(dtype=np.float64)),
         # Points unlike the model's validation data (None: the model has no epistemic reference).
         "n_epistemic_high": None if threshold is None else int(np.count_nonzero(std_epi > np.float32(threshold))),
         "scale": 1.0,
     }
+    _check_run(job, f"recording block {index} in the ledger")
     zstore.write_ledger(job["store"], index, entry)
     t3 = time.perf_counter()
     return {**entry, "t_setup": t0 - ts, "t_descriptors": t1 - t0, "t_bnn": t2 - t1, "t_write": t3 - t2, "n_points": block.n_points,
@@ -274,7 +296,9 @@ def scale_block(index: int, *, job: dict, factor: float) -> dict:
     elif have == entry["raw_checksum"]:
         scaled = (current.astype(np.float64) * factor).astype(np.float32)
         entry = {**entry, "pending": {"scale": factor, "checksum": zstore.checksum(scaled)}}
+        _check_run(job, f"recording block {index} in the ledger")
         zstore.write_ledger(job["store"], index, entry)
+        _check_run(job, f"writing block {index}")
         try:
             arr[block.slices] = scaled
         except OSError as exc:
@@ -288,6 +312,7 @@ def scale_block(index: int, *, job: dict, factor: float) -> dict:
     entry = {k: v for k, v in entry.items() if k != "pending"}
     entry["checksums"] = {**entry["checksums"], "density": zstore.checksum(scaled)}
     entry["scale"] = factor
+    _check_run(job, f"recording block {index} in the ledger")
     zstore.write_ledger(job["store"], index, entry)
     return entry
 
@@ -339,37 +364,206 @@ def make_client(config: PredictConfig, n_tasks: int = 1) -> Iterator[object]:
             yield client
         return
     t = str(config.threads_per_worker)
-    cluster = LocalCluster(
-        n_workers=config.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-        # CRITICAL: a task's failure reaches the user as one error through its future;
-        # at ERROR the workers also print tracebacks, e.g. a heartbeat racing the shutdown.
-        dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
-        env={"NUMBA_NUM_THREADS": t, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t},
-    )
-    with cluster, Client(cluster) as client:
-        yield client
+    with ExitStack() as stack:
+        with _stop_signals_blocked():  # in the threads that start (and restart) worker processes
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=config.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                # CRITICAL: a task's failure reaches the user as one error through its future;
+                # at ERROR the workers also print tracebacks, e.g. a heartbeat racing the shutdown.
+                dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
+                env={"NUMBA_NUM_THREADS": t, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t},
+            ))
+        yield stack.enter_context(Client(cluster))
 
 
-def _run_tasks(client, fn: Callable, indices: list[int], *, progress: bool, desc: str, **kwargs) -> Iterator[dict]:
-    """Run ``fn(index, **kwargs)`` for every index, yielding results as they finish."""
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block SIGINT and SIGTERM in this thread meanwhile, so that threads and processes started here inherit it.
+
+    Worker processes of a local cluster are started (and restarted) by threads
+    the cluster creates; with both signals blocked there, the workers never
+    see a terminal's Ctrl-C (sent to the whole process group) or a SIGTERM
+    sent to every process of a SLURM job: the driver alone handles them and
+    shuts the workers down through their nannies, so no worker prints a
+    traceback.  Python runs signal handlers in the main thread, so blocking
+    them in helper threads changes nothing for the driver.
+    """
+    import signal
+    from multiprocessing import resource_tracker
+
+    # Started first: starting it later (from a cluster thread) unblocks both signals in that thread.
+    resource_tracker.ensure_running()
+    stops = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        yield
+    finally:  # a signal that came meanwhile is delivered here, once the cluster can be closed
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+#: Automatic block timeout (``block_timeout=None``), s: never shorter than this ...
+BLOCK_TIMEOUT_FLOOR_S = 120.0
+#: ... nor than this many times the slowest block finished so far (its worker's setup included) ...
+BLOCK_TIMEOUT_FACTOR = 10.0
+#: ... and before any block has finished (workers importing, reading the atoms, building cell lists), this.
+BLOCK_TIMEOUT_SETUP_S = 1800.0
+#: Times one block may time out (its worker restarted each time) before the run stops.  A worker that
+#: dies under a block counts likewise, up to Dask's ``distributed.scheduler.allowed-failures`` + 1.
+BLOCK_ATTEMPTS = 3
+#: How often the driver looks for blocks running too long, s.
+STUCK_POLL_S = 2.0
+#: How long a restart of stuck workers may take, s (their nanny kills a worker that does not stop).
+RESTART_TIMEOUT_S = 60.0
+
+
+class BlockFailed(Exception):
+    """A block, or the cluster, failed for good (internal: :func:`run` turns it into a :class:`RunError`).
+
+    The message says what failed; :func:`run` adds the ledger state and the ``--resume`` hint.
+    """
+
+
+def block_timeout(slowest: float | None, fixed: float | None = None) -> float:
+    """Seconds a block may run before its worker is restarted and the block retried.
+
+    Parameters
+    ----------
+    slowest
+        Run time of the slowest block finished so far, s, its worker's setup
+        included (None: none finished yet).
+    fixed
+        ``PredictConfig.block_timeout``: when given, the timeout.
+    """
+    if fixed is not None:
+        return float(fixed)
+    if slowest is None:
+        return max(BLOCK_TIMEOUT_FLOOR_S, BLOCK_TIMEOUT_SETUP_S)
+    return max(BLOCK_TIMEOUT_FLOOR_S, BLOCK_TIMEOUT_FACTOR * slowest)
+
+
+def _block_error(index: int, exc: BaseException) -> BaseException:
+    """The exception to raise for block ``index`` whose task raised ``exc`` (BlockFailed, or ``exc`` itself)."""
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+    from distributed.utils import CancelledError
+
+    if isinstance(exc, (BigdensError, MemoryError)):
+        return exc
+    if isinstance(exc, KilledWorker):
+        last = getattr(exc.last_worker, "address", exc.last_worker)
+        return BlockFailed(f"block {index} failed: the worker computing it died {exc.allowed_failures + 1} times "
+                           f"(the last one {last}: killed, or out of memory?)")
+    if isinstance(exc, (CommClosedError, CancelledError)):  # the scheduler went away, or cancelled the block
+        return BlockFailed(f"block {index} failed: lost the Dask scheduler ({type(exc).__name__}: {exc})")
+    if isinstance(exc, OSError):
+        return exc  # the task's own I/O error: run() names the store
+    return BlockFailed(f"block {index} failed: {type(exc).__name__}: {exc}")
+
+
+def _processing_on_workers(dask_scheduler=None) -> dict:
+    """Runs in the scheduler: key -> (worker, seconds the task has been on it at least), for tasks on workers.
+
+    The time is the task's run time at its worker's last heartbeat (0 if not
+    yet reported as executing) plus the time since that heartbeat, so a
+    worker that hangs (or was stopped) and stops heartbeating counts too.
+    """
+    import time as _time
+
+    now = _time.time()
+    out = {}
+    for ws in dask_scheduler.workers.values():
+        silent = max(0.0, now - ws.last_seen)
+        for ts in ws.processing:
+            out[ts.key] = (ws.address, silent + ws.executing.get(ts, 0.0))
+    return out
+
+
+def _run_tasks(client, fn: Callable, indices: list[int], *, progress: bool, desc: str,
+               timeout: float | None = None, **kwargs) -> Iterator[dict]:
+    """Run ``fn(index, **kwargs)`` for every index, yielding results as they finish.
+
+    On a cluster, a block running longer than :func:`block_timeout` (``timeout``
+    if given) has its worker restarted and runs again; the :data:`BLOCK_ATTEMPTS`
+    th timeout of one block, a block whose workers kept dying (Dask's
+    ``KilledWorker``), a lost scheduler, or an exception of the task (other
+    than ``OSError`` and :class:`BigdensError`, which pass unchanged) raises
+    :class:`BlockFailed`.  Remaining blocks are cancelled however it ends.
+    """
     from tqdm import tqdm
 
     bar = tqdm(total=len(indices), unit="block", desc=desc, disable=None if progress else True, smoothing=0.1)
     with bar:
         if client is None:
             for i in indices:
-                yield fn(i, **kwargs)
+                try:
+                    res = fn(i, **kwargs)
+                except Exception as exc:
+                    raise _block_error(i, exc) from exc
+                yield res
                 bar.update()
             return
-        from distributed import as_completed
-
         futures = client.map(fn, indices, pure=False, **kwargs)
         try:
-            for fut in as_completed(futures):
-                yield fut.result()
-                bar.update()
+            yield from _gather(client, futures, dict(zip((f.key for f in futures), indices)), bar,
+                               timeout=timeout)
         finally:
             client.cancel([f for f in futures if not f.done()])
+
+
+def _gather(client, futures: list, index_of: dict, bar, *, timeout: float | None) -> Iterator[dict]:
+    # Results as they finish; every STUCK_POLL_S, restart the workers of blocks past the timeout.
+    import queue
+
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    for fut in futures:
+        fut.add_done_callback(finished.put)
+    slowest = None
+    timeouts: dict[int, int] = {}
+    left = len(futures)
+    check_at = time.monotonic() + STUCK_POLL_S
+    while left:
+        try:
+            fut = finished.get(timeout=max(0.0, check_at - time.monotonic()))
+        except queue.Empty:
+            fut = None
+        if fut is not None:
+            left -= 1
+            i = index_of[fut.key]
+            try:
+                res = fut.result()
+            except Exception as exc:
+                raise _block_error(i, exc) from exc
+            took = sum(res.get(k, 0.0) for k in ("t_setup", "t_descriptors", "t_bnn", "t_write"))
+            if took > 0:
+                slowest = max(slowest or 0.0, took)
+            yield res
+            bar.update()
+        if time.monotonic() >= check_at:
+            _restart_stuck(client, index_of, timeouts, block_timeout(slowest, timeout))
+            check_at = time.monotonic() + STUCK_POLL_S
+
+
+def _restart_stuck(client, index_of: dict, timeouts: dict[int, int], limit: float) -> None:
+    """Restart the workers of blocks that have run longer than ``limit`` s, so the blocks run again."""
+    try:
+        on_workers = client.run_on_scheduler(_processing_on_workers)
+    except (OSError, TimeoutError):
+        return  # the scheduler does not answer now: the futures will tell if it is gone
+    stuck = {}
+    for key, (worker, ran) in on_workers.items():
+        if key in index_of and ran > limit:
+            i = index_of[key]
+            timeouts[i] = timeouts.get(i, 0) + 1
+            if timeouts[i] >= BLOCK_ATTEMPTS:
+                raise BlockFailed(f"block {i} failed: no result within {limit:.0f} s, {timeouts[i]} times (its "
+                                  "worker was restarted each time; if blocks are this slow, give a longer "
+                                  "--block-timeout)")
+            stuck[worker] = i
+    if stuck:
+        warnings.warn(f"no result within {limit:.0f} s: restarting the worker of "
+                      + ", ".join(f"block {i} ({w})" for w, i in stuck.items()) + "; the blocks run again",
+                      stacklevel=2)
+        client.restart_workers(list(stuck), timeout=RESTART_TIMEOUT_S, raise_for_error=False)
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -414,6 +608,14 @@ class RunSummary:
     startup_s: float = 0.0
     #: Blocks computed in each SLURM job (job id -> count; None: outside SLURM).
     slurm_jobs: dict = field(default_factory=dict)
+    #: The domain checks (:mod:`bigdens.domain`): before the run, and after it once complete.
+    domain: DomainReport = field(default_factory=DomainReport)
+    #: True when ``allow_out_of_domain`` accepted a run outside the domain.
+    accepted_out_of_domain: bool = False
+
+    @property
+    def in_domain(self) -> bool:
+        return self.domain.in_domain
 
     @property
     def n_points(self) -> int:
@@ -456,6 +658,9 @@ class RunSummary:
             lines.append(f"epistemic σ above the model's validation 99.9 % quantile ({self.epistemic_threshold:.3g} "
                          f"e/Å³) at {self.n_epistemic_high:,} points = {share:.3g} % (about 0.1 % where the structure "
                          "is like the validation data; more marks new environments: density_std_epistemic shows where)")
+        if not self.domain.in_domain:
+            state = "accepted by --allow-out-of-domain" if self.accepted_out_of_domain else "store marked in_domain: false"
+            lines.append(f"OUT OF DOMAIN ({state}): {self.domain.message()}")
         return "\n".join(lines)
 
 
@@ -501,11 +706,75 @@ def predict(atoms: "Atoms | str | Path", config: PredictConfig | None = None, /,
         from . import structure
 
         atoms = structure.read(atoms)
-    return run(atoms, config).path
+    summary = run(atoms, config)
+    if summary.complete and not summary.in_domain and not config.allow_out_of_domain:
+        raise OutOfDomainError(out_of_domain_message(summary), summary.domain)
+    return summary.path
+
+
+def out_of_domain_message(summary: RunSummary) -> str:
+    """The one line for a finished run outside the model's domain."""
+    return (f"{summary.domain.message()}; the store {str(summary.path)!r} is written and marked in_domain: false: "
+            "check density_std_epistemic and the structure, or pass --allow-out-of-domain to accept it")
 
 
 #: Composition tolerance before predict warns that a structure lies outside the training data.
 COMPOSITION_TOLERANCE = 0.02
+
+
+def _check_size(atoms: "Atoms", model: "DensityModel", grid, block: tuple[int, int, int],
+                config: PredictConfig) -> "Estimate":
+    """Estimate memory per worker, store size, blocks and time; refuse what cannot fit (:mod:`bigdens.resources`)."""
+    from .resources import check, estimate_predict, memory_per_local_worker
+
+    estimate = estimate_predict(n_atoms=len(atoms), volume=grid.volume, grid_shape=grid.shape, block_shape=block,
+                                samples=config.mc_samples, n_features=model.params.n_features,
+                                r_cut=model.params.r_cut, hidden=tuple(model.arch.hidden), kind=model.arch.kind,
+                                batch=config.batch)
+    if config.scheduler_file is not None:
+        memory = None  # the workers of someone else's cluster: unknown
+    elif config.profile is not None:
+        from dask.utils import parse_bytes
+
+        jq = config.profile.jobqueue
+        memory = parse_bytes(str(jq["memory"])) // max(1, int(jq.get("processes") or 1))
+    else:
+        memory = memory_per_local_worker(config.workers)
+    check(estimate, what="the prediction", memory_per_worker=memory, disk_at=config.out,
+          skip=config.skip_size_check)
+    return estimate
+
+
+def _check_domain_before(atoms: "Atoms", model: "DensityModel", grid, config: PredictConfig,
+                         n_expected: float | None) -> DomainReport:
+    """The domain checks that need no block (:func:`bigdens.domain.check_before`); warns, or refuses.
+
+    Raises
+    ------
+    OutOfDomainError
+        If a check fails and ``config.allow_out_of_domain`` is False (nothing is written).
+    """
+    if not config.domain_check:
+        return DomainReport()
+    report = check_before(atoms, model, grid, n_expected=n_expected, seed=config.seed)
+    for text in report.warnings:
+        warnings.warn(text, stacklevel=3)
+    if not report.in_domain and not config.allow_out_of_domain:
+        raise OutOfDomainError(f"{report.message()}; nothing was computed: check the structure and its units, or "
+                               "pass --allow-out-of-domain to predict it anyway", report)
+    return report
+
+
+def _check_domain_after(ledger: dict, grid, model: "DensityModel", n_pred: float,
+                        n_expected: float | None) -> DomainReport:
+    """The exact domain checks of a finished run, from the ledger's per-block sums."""
+    threshold = epistemic_threshold(model)
+    highs = [e.get("n_epistemic_high") for e in ledger.values()]
+    negatives = [e.get("negative_sum") for e in ledger.values()]
+    return check_after(
+        n_points=grid.n_points, n_flagged=sum(highs) if threshold is not None and None not in highs else None,
+        n_electrons=n_pred, n_expected=n_expected,
+        negative_electrons=None if None in negatives else -sum(negatives) * grid.dv)
 
 
 def _warn_composition(numbers, info: dict) -> None:
@@ -526,15 +795,25 @@ def _warn_composition(numbers, info: dict) -> None:
 def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
     """:func:`predict`, returning a :class:`RunSummary` of what was done.
 
+    The run holds the output store's lock (:mod:`bigdens.storelock`) from
+    before it looks at the output path until it returns or raises.
+
     Raises
     ------
     SetupError
         Before anything is written: bad structure, model, grid, settings, an
-        existing output that the flags do not allow replacing or resuming.
+        existing output that the flags do not allow replacing or resuming, a
+        store that another run is writing (the message names it).
     RunError
         While running (e.g. disk full): the ledger stays consistent and
         ``resume=True`` continues the run.
     """
+    with ExitStack() as held:  # the store's lock, released however the run ends
+        return _run(atoms, config, held)
+
+
+def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
+    """:func:`run`; the store's lock goes onto ``held``."""
     import torch
 
     from . import structure
@@ -554,11 +833,6 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
     species_index(numbers, model.params)  # refuses species the model lacks
     cell = np.asarray(atoms.cell[:], dtype=np.float64)
     grid = run_grid(atoms, config, model)
-    trained = model.info.get("grid_spacing")
-    if trained is not None and float(np.max(grid.spacing)) > float(np.max(trained)) * (1 + 1e-6):
-        warnings.warn(f"the grid spacing {float(np.max(grid.spacing)):.3f} Å is coarser than the model's training "
-                      f"spacing {float(np.max(trained)):.3f} Å; the density is predicted on the coarser grid all "
-                      "the same", stacklevel=2)
     _warn_composition(numbers, model.info)
     if config.device == "cuda" and config.scheduler_file is None:
         resolve_device("cuda")
@@ -567,6 +841,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
 
     block = block_shape_for(grid.shape, config.block)
     chunk = block_shape_for(grid.shape, config.chunk)
+    estimate = _check_size(atoms, model, grid, block, config)
     blocks = make_blocks(grid.shape, block)
     try:
         from .data import hgh_valence
@@ -577,6 +852,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
     if config.renormalize and n_expected is None:
         raise SetupError("--renormalize needs the valence electron count, but an element has no HGH setup; "
                          "drop --renormalize")
+    before = _check_domain_before(atoms, model, grid, config, n_expected)
     identity = {
         "structure_hash": zstore.structure_hash(cell, atoms.positions, numbers),
         "grid_shape": list(grid.shape),
@@ -587,6 +863,10 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         "chunk": list(chunk),
     }
     out = config.out
+    zstore.check_folder(out)
+    # One writer per store: lock before the path is looked at, so a run that is refused touches nothing.
+    run_id = (zstore.read_attrs(out) or {}).get("run_id") if config.resume else uuid.uuid4().hex
+    held.enter_context(storelock.hold(out, run_id=run_id))
     mode = zstore.check_target(out, resume=config.resume, overwrite=config.overwrite)
     if mode == "resume":
         attrs = zstore.read_attrs(out)
@@ -607,9 +887,9 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         if mode != "resume":
             if mode == "overwrite":
                 zstore.remove(out)
-            run_id = uuid.uuid4().hex
             zstore.create(out, atoms=atoms, grid=grid, chunk=chunk, attrs=_attributes(
-                atoms, grid, model, model_path, identity, config, run_id=run_id, n_expected=n_expected))
+                atoms, grid, model, model_path, identity, config, run_id=run_id, n_expected=n_expected,
+                domain=before))
             ledger = {}
         if config.report is not None:
             from distributed import performance_report
@@ -626,7 +906,8 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         jobs: dict[str | None, int] = {}
         computed = 0
         try:
-            for res in _run_tasks(client, predict_block, todo, progress=config.progress, desc="predict", job=job):
+            for res in _run_tasks(client, predict_block, todo, progress=config.progress, desc="predict",
+                                  timeout=config.block_timeout, job=job):
                 stages["setup"] += res["t_setup"]
                 stages["descriptors"] += res["t_descriptors"]
                 stages["bnn"] += res["t_bnn"]
@@ -640,17 +921,28 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         except OSError as exc:
             raise RunError(f"block failed while writing {str(out)!r} ({exc}); the ledger is consistent: fix the "
                            "cause and rerun with --resume") from None
+        except (BlockFailed, KeyboardInterrupt) as exc:  # KeyboardInterrupt: Ctrl-C, or SIGTERM via bigdens.cli
+            raise _stopped(exc, stack, out, len(blocks)) from exc
         ledger = zstore.read_ledger(out)
         done = len(ledger) == len(blocks)
         factor = None
         raw_sum = sum(e["density_sum"] for e in ledger.values()) if done else None
         n_pred = raw_sum * grid.dv if done else None
+        domain = before.merge(_check_domain_after(ledger, grid, model, n_pred, n_expected)) if done else before
         if done and config.renormalize:
             factor = n_expected / n_pred
+            refusal = renormalization_refusal(factor, allow=config.allow_out_of_domain)
+            if refusal is not None:
+                domain.reasons.append(refusal)
+                factor = None
+        if factor is not None:
             rescale = [i for i, e in ledger.items() if e.get("scale") != factor or "pending" in e]
-            for _ in _run_tasks(client, scale_block, sorted(rescale), progress=config.progress,
-                                desc="renormalize", job=job, factor=factor):
-                pass
+            try:
+                for _ in _run_tasks(client, scale_block, sorted(rescale), progress=config.progress,
+                                    desc="renormalize", timeout=config.block_timeout, job=job, factor=factor):
+                    pass
+            except (BlockFailed, KeyboardInterrupt) as exc:
+                raise _stopped(exc, stack, out, len(blocks), renormalize=True) from exc
             ledger = zstore.read_ledger(out)
             done = all(e.get("scale") == factor and "pending" not in e for e in ledger.values())
     wall = time.perf_counter() - t_start
@@ -675,6 +967,7 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         max_std_epistemic_index=None if best_epi is None else best_epi["max_std_epistemic_index"],
         max_std_epistemic_position=None if best_epi is None else
         grid.cartesian(*best_epi["max_std_epistemic_index"]).tolist(),
+        domain=domain, accepted_out_of_domain=config.allow_out_of_domain,
     )
     final = {"complete": done, "n_electrons_predicted": n_pred, "renormalization_factor": factor,
              "n_electrons_renormalized": None if factor is None else n_expected,
@@ -686,12 +979,39 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
              "max_std_epistemic_position": summary.max_std_epistemic_position}
     if done:
         final["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        final.update(domain.to_attrs(accepted=config.allow_out_of_domain))
+    _check_run(job, "recording the run's result")
     zstore.update_attrs(out, **final)
     return summary
 
 
+def _stopped(exc: BaseException, stack: ExitStack, out: Path, n_blocks: int, *,
+             renormalize: bool = False) -> BaseException:
+    """The one-line error for a task loop that failed (:class:`BlockFailed`) or was interrupted.
+
+    Shuts the cluster down first (``stack``), so that no block is recorded
+    after the ledger is counted: a :class:`RunError`, or an
+    :class:`~bigdens.errors.Interrupted` carrying the count, with the
+    ``--resume`` hint.
+    """
+    try:
+        stack.close()
+    except Exception:  # already failing: the cluster's own trouble while closing adds nothing
+        pass
+    done = len(zstore.read_ledger(out))
+    if renormalize and done == n_blocks:
+        progress = (f"all {n_blocks} blocks are done but not all renormalized; rerun with --resume --renormalize "
+                    "to finish")
+    else:
+        progress = (f"{done} of {n_blocks} blocks are done; rerun with --resume"
+                    f"{' --renormalize' if renormalize else ''} to finish")
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(getattr(exc, "signal", "SIGINT"), progress)
+    return RunError(f"{exc}; {progress}")
+
+
 def _attributes(atoms, grid, model, model_path, identity: dict, config: PredictConfig, *, run_id: str,
-                n_expected: float | None) -> dict:
+                n_expected: float | None, domain: DomainReport) -> dict:
     """Global attributes of a new store (DESIGN §6)."""
     from . import structure
 
@@ -720,6 +1040,8 @@ def _attributes(atoms, grid, model, model_path, identity: dict, config: PredictC
         "chunk": identity["chunk"],
         "bigdens_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # The checks before the run; the exact ones after it replace them when the store completes.
+        **domain.to_attrs(accepted=config.allow_out_of_domain),
     }
 
 

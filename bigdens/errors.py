@@ -27,3 +27,27 @@ class MissingDependencyError(SetupError, ImportError):
 
 class RunError(BigdensError, RuntimeError):
     """Raised when work that was correctly set up fails while running."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised when a signal stops a command: SIGINT (Ctrl-C) or SIGTERM (``kill``, SLURM preemption).
+
+    The command line turns SIGTERM into this exception so that a run unwinds
+    as on Ctrl-C (locks released, the cluster shut down).  Like
+    :class:`KeyboardInterrupt` it is not a :class:`BigdensError`: ``except
+    Exception`` does not catch it.
+
+    Attributes
+    ----------
+    signal : str
+        ``"SIGINT"`` or ``"SIGTERM"``.
+    progress : str or None
+        What the interrupted work left and how to finish it, e.g. ``"3 of 27
+        blocks are done; rerun with --resume to finish"`` (set by the code that
+        knows; None if nothing was written).
+    """
+
+    def __init__(self, signal: str = "SIGINT", progress: str | None = None):
+        super().__init__(signal)
+        self.signal = signal
+        self.progress = progress

@@ -25,7 +25,17 @@ read NaN (the fill value), never 0.  ``complete`` is true only after every
 block has its entry.
 
 Blocks are boxes of whole chunks, so concurrent writers never share a chunk
-file; zarr writes each chunk file atomically.
+file; zarr writes each chunk file atomically.  One run writes a store at a
+time: its driver holds ``OUT.zarr.lock`` beside the store
+(:mod:`bigdens.storelock`), and every block and ledger write first checks the
+store's ``run_id``.
+
+Readers never trust the store blindly: ``bigdens export`` and ``bigdens plot``
+read through :class:`BlockReader`, which checks each block they read against
+its ledger checksum, after :func:`check_metadata` has compared every array's
+metadata, the coordinates and the atoms with what :func:`create` wrote.  Any
+damage stops them with one line naming it and the repair (``bigdens verify
+--repair``, then ``bigdens predict ... --resume``).
 """
 
 from __future__ import annotations
@@ -117,6 +127,15 @@ def read_attrs(path: str | Path) -> dict | None:
     return attrs if isinstance(attrs, dict) and attrs.get("format") == STORE_FORMAT else None
 
 
+def check_folder(path: str | Path) -> None:
+    """Refuse an output path whose folder does not exist or cannot be written (writes nothing)."""
+    parent = Path(path).absolute().parent
+    if not parent.is_dir():
+        raise SetupError(f"the output folder {str(parent)!r} does not exist (or is not a folder); create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SetupError(f"the output folder {str(parent)!r} is not writable; choose another --out")
+
+
 def check_target(path: str | Path, *, resume: bool, overwrite: bool) -> str:
     """Decide what to do with the output path, writing nothing.
 
@@ -133,11 +152,7 @@ def check_target(path: str | Path, *, resume: bool, overwrite: bool) -> str:
         finds no bigdens store, or if the parent folder cannot be written.
     """
     path = Path(path)
-    parent = path.absolute().parent
-    if not parent.is_dir():
-        raise SetupError(f"the output folder {str(parent)!r} does not exist (or is not a folder); create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SetupError(f"the output folder {str(parent)!r} is not writable; choose another --out")
+    check_folder(path)
     exists = path.exists() or path.is_symlink()
     attrs = read_attrs(path) if path.is_dir() else None
     if resume:
@@ -164,10 +179,16 @@ def check_target(path: str | Path, *, resume: bool, overwrite: bool) -> str:
 
 
 def remove(path: str | Path) -> None:
-    """Delete what :func:`check_target` agreed to overwrite."""
+    """Delete what :func:`check_target` agreed to overwrite.
+
+    A folder is first renamed aside (atomic), so a writer that still holds the
+    old path cannot race the deletion or mix files into a new store there.
+    """
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        aside = path.with_name(f".{path.name}.removing.{os.getpid()}")
+        os.rename(path, aside)
+        shutil.rmtree(aside)
     elif path.exists() or path.is_symlink():
         path.unlink()
 
@@ -220,15 +241,10 @@ def create(path: str | Path, *, atoms: "Atoms", grid: "Grid", chunk: tuple[int, 
              **attrs, "complete": False}
     try:
         root = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=_jsonable(attrs))
-        for name, long_name in VARIABLES.items():
-            root.create_array(name, shape=grid.shape, chunks=chunk, dtype="float32", fill_value=np.nan,
-                              dimension_names=("x", "y", "z"),
-                              attributes={"units": DENSITY_UNITS, "long_name": long_name})
-        for axis, (dim, coords) in enumerate(zip("xyz", grid.axis_coords())):
-            arr = root.create_array(dim, shape=coords.shape, dtype="float64", dimension_names=(dim,),
-                                    attributes={"units": "angstrom",
-                                                "long_name": f"distance along lattice vector a{axis + 1}"})
-            arr[:] = coords
+        for name in VARIABLES:
+            _create_variable(root, name, shape=grid.shape, chunk=chunk)
+        for axis, coords in enumerate(grid.axis_coords()):
+            _create_axis(root, axis, coords)
         n = len(atoms)
         pos = root.create_array("positions", shape=(n, 3), chunks=(min(n, 1 << 20), 3), dtype="float64",
                                 dimension_names=("atom", "xyz"),
@@ -244,6 +260,21 @@ def create(path: str | Path, *, atoms: "Atoms", grid: "Grid", chunk: tuple[int, 
     except OSError as exc:
         raise SetupError(f"cannot create the store {str(path)!r} ({exc.strerror or exc}); check the folder "
                          "and free space") from None
+
+
+def _create_variable(root, name: str, *, shape, chunk, overwrite: bool = False) -> None:
+    # A density variable as create() makes it (NaN until written); verify() checks against _expected_metadata.
+    root.create_array(name, shape=tuple(shape), chunks=tuple(chunk), dtype="float32", fill_value=np.nan,
+                      dimension_names=("x", "y", "z"), overwrite=overwrite,
+                      attributes={"units": DENSITY_UNITS, "long_name": VARIABLES[name]})
+
+
+def _create_axis(root, axis: int, coords: np.ndarray, *, overwrite: bool = False) -> None:
+    # The coordinate array of one lattice axis (x, y or z), Å.
+    dim = "xyz"[axis]
+    arr = root.create_array(dim, shape=coords.shape, dtype="float64", dimension_names=(dim,), overwrite=overwrite,
+                            attributes={"units": "angstrom", "long_name": f"distance along lattice vector a{axis + 1}"})
+    arr[:] = coords
 
 
 def _jsonable(obj):
@@ -364,15 +395,20 @@ class VerifyReport:
         Blocks without a ledger entry (never finished).
     corrupt : list of (int, str)
         Blocks whose data do not match their ledger entry, with the reason.
+    problems : list of (str, str)
+        Damage outside the blocks' data, as (array or file, reason): an array
+        missing or with other metadata than :func:`create` writes, coordinates
+        that are not the grid's, atoms that do not match the structure hash.
     """
 
     n_blocks: int
     missing: list = field(default_factory=list)
     corrupt: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.corrupt
+        return not self.missing and not self.corrupt and not self.problems
 
 
 def blocks_of(attrs: dict) -> list["Block"]:
@@ -383,9 +419,9 @@ def blocks_of(attrs: dict) -> list["Block"]:
 
 
 def verify(path: str | Path, *, progress: bool = False) -> VerifyReport:
-    """Re-read every block of a store and compare it with the ledger.
+    """Check a store: its arrays' metadata, coordinates and atoms, then every block against the ledger.
 
-    Memory: one block of one variable at a time.
+    Memory: one block of one variable at a time (and the atoms, in passes).
 
     Raises
     ------
@@ -396,32 +432,457 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyReport:
     attrs = read_attrs(path)
     if attrs is None:
         raise SetupError(f"{str(path)!r} is not a bigdens store (no zarr.json with format {STORE_FORMAT!r})")
-    blocks = blocks_of(attrs)
-    ledger = read_ledger(path)
-    arrays = open_variables(path, mode="r")
-    report = VerifyReport(n_blocks=len(blocks))
+    reader = BlockReader(path, attrs=attrs)
+    report = VerifyReport(n_blocks=len(reader.blocks), problems=check_metadata(path, attrs))
     from tqdm import tqdm
 
-    for b in tqdm(blocks, unit="block", disable=None if progress else True, desc="verify"):
-        entry = ledger.get(b.index)
+    for b in tqdm(reader.blocks, unit="block", disable=None if progress else True, desc="verify"):
+        entry = reader.ledger.get(b.index)
         if entry is None:
             report.missing.append(b.index)
             continue
         if "pending" in entry:
             report.corrupt.append((b.index, "renormalization interrupted (rerun predict with --resume)"))
             continue
-        for name, arr in arrays.items():
-            try:
-                got = checksum(arr[b.slices])
-            except Exception as exc:  # a truncated chunk fails in the codec with many error types
-                report.corrupt.append((b.index, f"{name}: unreadable chunk ({type(exc).__name__})"))
-                break
-            if got != entry["checksums"].get(name):
-                report.corrupt.append((b.index, f"{name}: checksum differs (chunk missing or changed)"))
+        for name in VARIABLES:
+            _, why = reader.read_block(name, b)
+            if why is not None:
+                report.corrupt.append((b.index, why))
                 break
     return report
 
 
-__all__ = ["DENSITY_UNITS", "STORE_FORMAT", "VARIABLES", "VerifyReport", "check_identity", "check_target",
-           "checksum", "create", "open_variables", "read_attrs", "read_ledger", "structure_hash", "structure_hash_chunks",
-           "update_attrs", "verify", "write_block", "write_ledger"]
+# -- reading with checks -------------------------------------------------------------------
+
+#: How many damaged blocks or problems an error message names.
+SHOWN = 5
+
+
+def repair_hint(path: str | Path) -> str:
+    """What to run to recompute damaged blocks of the store at ``path``."""
+    return f"repair it with `bigdens verify --repair {path}`, then `bigdens predict ... --resume`"
+
+
+def damage_error(path: str | Path, bad: list[tuple[int, str]], *, n_blocks: int) -> "InputError":
+    """One-line error naming damaged blocks (first :data:`SHOWN` and the count) and the repair."""
+    from .errors import InputError
+
+    first = {}
+    for index, why in sorted(bad, key=lambda b: b[0]):
+        first.setdefault(index, why)
+    items = list(first.items())
+    shown = "; ".join(f"block {i}: {why}" for i, why in items[:SHOWN]) + ("; ..." if len(items) > SHOWN else "")
+    return InputError(f"{str(path)!r} is damaged: {len(items)} of {n_blocks} blocks fail their ledger check "
+                      f"({shown}); {repair_hint(path)}")
+
+
+def problems_error(path: str | Path, problems: list[tuple[str, str]]) -> "InputError":
+    """One-line error for damage found by :func:`check_metadata`, with the repair."""
+    from .errors import InputError
+
+    shown = "; ".join(f"{name}: {why}" for name, why in problems[:SHOWN])
+    more = f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+    if all(repairable(name) for name, _ in problems):
+        hint = repair_hint(path)
+    else:
+        hint = ("its atoms cannot be rebuilt from the store: predict it again with `bigdens predict ... "
+                "--overwrite`")
+    return InputError(f"{str(path)!r} is damaged ({shown}{more}); {hint}")
+
+
+def repairable(name: str) -> bool:
+    """Whether :func:`repair_metadata` can rebuild the array (or file) ``name``."""
+    return name in VARIABLES or name in ("x", "y", "z", "zarr.json")
+
+
+def _expected_metadata(attrs: dict) -> dict[str, dict]:
+    # Array name -> the metadata fields create() writes (chunks None: zarr chooses; fill None: not checked).
+    shape = tuple(int(n) for n in attrs["grid_shape"])
+    chunk = tuple(min(int(c), n) for c, n in zip(attrs["run"]["chunk"], shape))
+    out = {name: {"shape": shape, "data_type": "float32", "chunks": chunk, "dimension_names": ("x", "y", "z"),
+                  "fill_value": "NaN", "units": DENSITY_UNITS} for name in VARIABLES}
+    for d, dim in enumerate("xyz"):
+        out[dim] = {"shape": (shape[d],), "data_type": "float64", "chunks": None, "dimension_names": (dim,),
+                    "fill_value": None, "units": "angstrom"}
+    n = attrs.get("n_atoms")
+    rows = None if n is None else min(int(n), 1 << 20)
+    out["positions"] = {"shape": None if n is None else (int(n), 3), "data_type": "float64",
+                        "chunks": None if n is None else (rows, 3), "dimension_names": ("atom", "xyz"),
+                        "fill_value": None, "units": "angstrom"}
+    out["numbers"] = {"shape": None if n is None else (int(n),), "data_type": "int32",
+                      "chunks": None if n is None else (rows,), "dimension_names": ("atom",),
+                      "fill_value": None, "units": "1"}
+    return out
+
+
+def _metadata_differences(meta, want: dict) -> list[str]:
+    # What differs between an array's zarr.json document and the fields create() writes.
+    if not isinstance(meta, dict) or meta.get("node_type") != "array":
+        return ["not an array's metadata"]
+    try:
+        have = {"shape": tuple(meta["shape"]), "data_type": meta["data_type"],
+                "chunks": tuple(meta["chunk_grid"]["configuration"]["chunk_shape"]),
+                "dimension_names": tuple(meta.get("dimension_names") or ()),
+                "fill_value": meta.get("fill_value"), "units": (meta.get("attributes") or {}).get("units")}
+    except (KeyError, TypeError, AttributeError):
+        return ["incomplete metadata (shape, data_type or chunk_grid missing)"]
+    return [f"{key} is {have[key]!r}, expected {value!r}" for key, value in want.items()
+            if value is not None and have[key] != value]
+
+
+def check_metadata(path: str | Path, attrs: dict, *, values: bool = True) -> list[tuple[str, str]]:
+    """Damage outside the blocks' data: every array's metadata, the coordinates and the atoms.
+
+    Checks each array's ``zarr.json`` (and its copy in the consolidated
+    metadata of the root ``zarr.json``) against what :func:`create` writes:
+    shape, dtype, chunks, dimension names, fill value and units.  With
+    ``values``, also that ``x``, ``y``, ``z`` are the grid's coordinates
+    (recomputed from the cell and grid shape) and that positions and numbers
+    hash to the stored ``run.structure_hash`` (read in passes of 2²⁰ atoms).
+
+    Returns
+    -------
+    list of (str, str)
+        (array or file, reason) for each problem; empty if none.
+    """
+    path = Path(path)
+    try:
+        want = _expected_metadata(attrs)
+    except (KeyError, TypeError, ValueError) as exc:
+        return [("zarr.json", f"attributes lack the grid or run settings ({exc!r})")]
+    problems = []
+    try:
+        consolidated = json.loads((path / "zarr.json").read_text()).get("consolidated_metadata")
+    except (OSError, ValueError, AttributeError):
+        consolidated = None
+    inline = consolidated.get("metadata") if isinstance(consolidated, dict) else None
+    for name, fields in want.items():
+        meta_file = path / name / "zarr.json"
+        if not meta_file.is_file():
+            what = "folder" if not (path / name).is_dir() else "zarr.json"
+            problems.append((name, f"array missing (no {what})"))
+        else:
+            try:
+                meta = json.loads(meta_file.read_text())
+            except (OSError, ValueError) as exc:
+                problems.append((name, f"unreadable zarr.json ({type(exc).__name__})"))
+            else:
+                problems += [(name, why) for why in _metadata_differences(meta, fields)]
+        if isinstance(inline, dict):
+            if name not in inline:
+                problems.append(("zarr.json", f"consolidated metadata lacks {name!r}"))
+            else:
+                problems += [("zarr.json", f"consolidated metadata of {name!r}: {why}")
+                             for why in _metadata_differences(inline[name], fields)]
+    if values:
+        bad = {name for name, _ in problems}
+        problems += _check_values(path, attrs, skip=bad)
+    return problems
+
+
+def _check_values(path: Path, attrs: dict, *, skip: set) -> list[tuple[str, str]]:
+    # Coordinates against the grid, atoms against the structure hash (arrays with bad metadata skipped).
+    from .grid import Grid
+
+    zarr = _zarr()
+    problems = []
+    try:
+        with _quiet():
+            root = zarr.open_group(str(path), mode="r", use_consolidated=False)
+        cell = np.asarray(attrs["cell"], dtype=np.float64)
+        coords = Grid(cell=cell, shape=tuple(attrs["grid_shape"])).axis_coords()
+    except Exception as exc:  # noqa: BLE001  (zarr raises many types on damaged metadata)
+        return [("zarr.json", f"cannot open the store ({type(exc).__name__}: {exc})")]
+    for dim, want in zip("xyz", coords):
+        if dim in skip:
+            continue
+        try:
+            have = np.asarray(root[dim][:])
+        except Exception as exc:  # noqa: BLE001
+            problems.append((dim, f"unreadable ({type(exc).__name__})"))
+            continue
+        if have.shape != want.shape or not np.allclose(have, want, rtol=1e-12, atol=0.0):
+            i = int(np.argmax(~np.isclose(have, want, rtol=1e-12, atol=0.0))) if have.shape == want.shape else 0
+            got = float(have.flat[i]) if have.size else None
+            problems.append((dim, f"coordinates are not the grid's (index {i}: {got!r}, expected {float(want[i])!r} "
+                                  "Å)"))
+    if "positions" in skip or "numbers" in skip:
+        return problems
+    try:
+        pos, num = root["positions"], root["numbers"]
+        n, rows = pos.shape[0], 1 << 20
+        digest = structure_hash_chunks(cell, (np.asarray(pos[s : s + rows]) for s in range(0, n, rows)),
+                                       (np.asarray(num[s : s + rows]) for s in range(0, n, rows)))
+    except Exception as exc:  # noqa: BLE001
+        return problems + [("positions/numbers", f"unreadable ({type(exc).__name__})")]
+    if digest != attrs.get("run", {}).get("structure_hash"):
+        problems.append(("positions/numbers", "the atoms do not match the store's structure hash"))
+    return problems
+
+
+class BlockReader:
+    """Read the density variables of a store block by block, each block checked against its ledger entry.
+
+    A block passes if its ledger entry holds the checksum of what is read.
+    In a store marked complete, a block without an entry fails; in an
+    incomplete one it is unwritten and reads NaN without being read.
+
+    Parameters
+    ----------
+    path
+        The store.
+    attrs
+        Its attributes (read if not given).
+    """
+
+    def __init__(self, path: str | Path, *, attrs: dict | None = None):
+        self.path = Path(path)
+        self.attrs = read_attrs(path) if attrs is None else attrs
+        if self.attrs is None:
+            raise SetupError(f"{str(path)!r} is not a bigdens store (no zarr.json with format {STORE_FORMAT!r})")
+        self.complete = bool(self.attrs.get("complete"))
+        try:
+            self.shape = tuple(int(n) for n in self.attrs["grid_shape"])
+            self.blocks = blocks_of(self.attrs)
+        except (KeyError, TypeError, ValueError) as exc:
+            from .errors import InputError
+
+            raise InputError(f"{str(path)!r} is damaged: its attributes lack the grid or run settings ({exc!r}); "
+                             "predict it again with `bigdens predict ... --overwrite`") from None
+        self.ledger = read_ledger(path)
+        self._arrays: dict = {}
+
+    def _array(self, name: str):
+        # The variable as its own zarr.json describes it (not the consolidated copy, which hides a deleted folder).
+        if name not in self._arrays:
+            zarr = _zarr()
+            try:
+                with _quiet():
+                    self._arrays[name] = zarr.open_array(str(self.path / name), mode="r")
+            except Exception as exc:  # noqa: BLE001  (missing folder, damaged zarr.json: many types)
+                self._arrays[name] = exc
+        return self._arrays[name]
+
+    def ledger_problem(self, block: "Block", name: str | None = None) -> str | None:
+        """Why ``block``'s ledger entry cannot vouch for it, or None (also None for unwritten blocks)."""
+        entry = self.ledger.get(block.index)
+        if entry is None:
+            return "no ledger entry although the store says complete" if self.complete else None
+        if "pending" in entry and self.complete:
+            return "renormalization interrupted (rerun predict with --resume)"
+        if name is not None and not isinstance((entry.get("checksums") or {}).get(name), str):
+            return f"its ledger entry has no checksum of {name!r}"
+        return None
+
+    def check_ledger(self) -> list[tuple[int, str]]:
+        """Blocks whose ledger entries are missing (complete store) or unusable, with the reason."""
+        out = []
+        for b in self.blocks:
+            why = self.ledger_problem(b)
+            if why is not None:
+                out.append((b.index, why))
+        return out
+
+    def check(self, name: str, block: "Block", values: np.ndarray) -> str | None:
+        """Why ``values`` (the block as read) are not what the ledger recorded, or None."""
+        why = self.ledger_problem(block, name)
+        if why is not None:
+            return why
+        entry = self.ledger[block.index]
+        have = checksum(values)
+        if have == entry["checksums"][name]:
+            return None
+        if name == "density" and have == (entry.get("pending") or {}).get("checksum"):
+            return None  # a run is renormalizing this block now: scaled, ledger not yet updated
+        return f"{name} checksum differs (chunk missing, changed or swapped)"
+
+    def _read(self, name: str, selection) -> tuple[np.ndarray | None, str | None]:
+        arr = self._array(name)
+        if isinstance(arr, Exception):
+            return None, f"{name} array unreadable ({type(arr).__name__}; folder or zarr.json missing or damaged)"
+        try:
+            return np.asarray(arr[selection]), None
+        except Exception as exc:  # noqa: BLE001  (a truncated chunk fails in the codec with many error types)
+            return None, f"{name} chunk unreadable ({type(exc).__name__})"
+
+    def read_block(self, name: str, block: "Block") -> tuple[np.ndarray | None, str | None]:
+        """``(values, None)`` for a block that passes, ``(None, reason)`` for one that fails.
+
+        An unwritten block of an incomplete store gives ``(None, None)``.
+        """
+        if block.index not in self.ledger:
+            return None, self.ledger_problem(block, name)
+        why = self.ledger_problem(block, name)
+        if why is not None:
+            return None, why
+        values, why = self._read(name, block.slices)
+        if why is None:
+            why = self.check(name, block, values)
+        return (values, None) if why is None else (None, why)
+
+    def slabs(self, name: str):
+        """Yield ``(start, values)``: block-thick slabs ``[start:stop, :, :]`` of a variable, every block checked.
+
+        Memory: one slab, ``block[0] · n2 · n3`` float32 values.  Unwritten
+        blocks of an incomplete store read NaN.
+
+        Raises
+        ------
+        InputError
+            At the first slab with a failing block, after checking the rest
+            of the variable, naming every failing block and the repair.
+        """
+        starts = sorted({b.start[0] for b in self.blocks})
+        for s in starts:
+            members = [b for b in self.blocks if b.start[0] == s]
+            stop = members[0].stop[0]
+            bad = []
+            values, why = self._read(name, slice(s, stop))
+            if why is not None:  # some chunk of the slab fails: find which blocks
+                bad = [(b.index, w) for b in members if (w := self.read_block(name, b)[1]) is not None]
+                bad = bad or [(members[0].index, why)]
+            else:
+                for b in members:
+                    local = (slice(None),) + b.slices[1:]
+                    if b.index not in self.ledger and not self.complete:
+                        values[local] = np.nan
+                        continue
+                    why = self.check(name, b, values[local])
+                    if why is not None:
+                        bad.append((b.index, why))
+            if bad:
+                rest = [b for b in self.blocks if b.start[0] > s]
+                for b in rest:
+                    _, why = self.read_block(name, b)
+                    if why is not None:
+                        bad.append((b.index, why))
+                raise damage_error(self.path, bad, n_blocks=len(self.blocks))
+            yield s, values
+
+    def plane(self, names, axis: int, index: int) -> dict[str, np.ndarray]:
+        """The lattice plane ``index`` along ``axis`` of each variable in ``names``, every block it cuts checked.
+
+        Returns
+        -------
+        dict
+            Name -> float32 array of the plane's shape; unwritten blocks of
+            an incomplete store read NaN.
+
+        Raises
+        ------
+        InputError
+            If a block the plane cuts fails, naming every such block and the repair.
+        """
+        keep = [d for d in range(3) if d != axis]
+        out = {name: np.full([self.shape[d] for d in keep], np.nan, dtype=np.float32) for name in names}
+        bad = []
+        for b in self.blocks:
+            if not b.start[axis] <= index < b.stop[axis]:
+                continue
+            for name in names:
+                values, why = self.read_block(name, b)
+                if why is not None:
+                    bad.append((b.index, why))
+                    break
+                if values is not None:
+                    sel = [slice(None)] * 3
+                    sel[axis] = index - b.start[axis]
+                    out[name][b.slices[keep[0]], b.slices[keep[1]]] = values[tuple(sel)]
+        if bad:
+            raise damage_error(self.path, bad, n_blocks=len(self.blocks))
+        return out
+
+
+class CheckedSlabs:
+    """``[i]`` -> the (n2, n3) slab ``i`` of a variable, read through :meth:`BlockReader.slabs` (for writers).
+
+    Slabs must be asked for in order (as :func:`bigdens.io.cube.write_cube`
+    does); memory is one block-thick slab.
+    """
+
+    def __init__(self, reader: BlockReader, name: str):
+        self.shape = reader.shape
+        self.dtype = np.dtype(np.float32)
+        self._slabs = reader.slabs(name)
+        self._lo = None
+        self._values = None
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        while self._values is None or not self._lo <= i < self._lo + len(self._values):
+            try:
+                self._lo, self._values = next(self._slabs)
+            except StopIteration:
+                raise IndexError(f"slab {i} asked for out of order or beyond {self.shape[0]}") from None
+        return self._values[i - self._lo]
+
+
+def open_checked(path: str | Path, *, attrs: dict | None = None, blocks: bool = True) -> BlockReader:
+    """A :class:`BlockReader` of a store whose metadata, coordinates and atoms pass :func:`check_metadata`.
+
+    With ``blocks`` and a store marked complete, every block must also have
+    a usable ledger entry.
+
+    Raises
+    ------
+    InputError
+        One line naming the damage and the repair.
+    """
+    reader = BlockReader(path, attrs=attrs)
+    problems = check_metadata(path, reader.attrs)
+    if problems:
+        raise problems_error(path, problems)
+    if blocks:
+        bad = reader.check_ledger()
+        if bad:
+            raise damage_error(path, bad, n_blocks=len(reader.blocks))
+    return reader
+
+
+def repair_metadata(path: str | Path, problems: list[tuple[str, str]]) -> list[str]:
+    """Rebuild what :func:`check_metadata` found damaged and :func:`repairable` can rebuild.
+
+    A density variable is made again empty (NaN) and every ledger entry is
+    dropped, so ``bigdens predict --resume`` recomputes every block;
+    coordinates are written again from the cell; the consolidated metadata
+    is rewritten.  The store is marked incomplete.
+
+    Returns
+    -------
+    list of str
+        Names of the arrays rebuilt.
+    """
+    from .grid import Grid
+
+    zarr = _zarr()
+    path = Path(path)
+    attrs = read_attrs(path)
+    names = sorted({name for name, _ in problems if repairable(name)})
+    if not names:
+        return []
+    shape = tuple(int(n) for n in attrs["grid_shape"])
+    chunk = tuple(min(int(c), n) for c, n in zip(attrs["run"]["chunk"], shape))
+    coords = Grid(cell=np.asarray(attrs["cell"], dtype=np.float64), shape=shape).axis_coords()
+    try:
+        with _quiet():
+            root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+            for name in names:
+                if name in VARIABLES:
+                    shutil.rmtree(path / name, ignore_errors=True)
+                    _create_variable(root, name, shape=shape, chunk=chunk, overwrite=True)
+                    for f in (path / LEDGER).glob("block-*.json"):
+                        f.unlink()
+                elif name in ("x", "y", "z"):
+                    shutil.rmtree(path / name, ignore_errors=True)
+                    _create_axis(root, "xyz".index(name), coords["xyz".index(name)], overwrite=True)
+            zarr.consolidate_metadata(str(path))
+    except OSError as exc:
+        raise RunError(f"cannot repair {str(path)!r} ({exc.strerror or exc}); check permissions and free "
+                       "space") from None
+    update_attrs(path, complete=False)
+    return [n for n in names if n != "zarr.json"]
+
+
+__all__ = ["DENSITY_UNITS", "STORE_FORMAT", "VARIABLES", "BlockReader", "CheckedSlabs", "VerifyReport",
+           "check_identity", "check_metadata", "check_target", "checksum", "create", "damage_error", "open_checked",
+           "open_variables", "problems_error", "read_attrs", "read_ledger", "repair_metadata", "structure_hash",
+           "structure_hash_chunks", "update_attrs", "verify", "write_block", "write_ledger"]

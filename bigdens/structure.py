@@ -30,6 +30,10 @@ _FCC_BASIS = np.array([[0.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 
 _DIAMOND_BASIS = np.concatenate([_FCC_BASIS, _FCC_BASIS + 0.25])
 
 
+#: Suffixes that several programs use for different formats: a failed read suggests --format.
+_GENERIC_SUFFIXES = frozenset({"data", "dat", "txt", "in", "out", "log", "inp", "input", "lmp", "lammps"})
+
+
 def read(path: str | Path, *, format: str | None = None, index: int | str = -1) -> "Atoms":
     """Read one periodic structure with ASE.
 
@@ -37,28 +41,128 @@ def read(path: str | Path, *, format: str | None = None, index: int | str = -1) 
     ``format`` is guessed from the file name when not given.  LAMMPS data
     files need ``format="lammps-data"`` (ASE cannot guess them).
 
+    A file of several frames (a trajectory) gives its last frame with the
+    default ``index=-1``, and a :class:`UserWarning` saying so.  Atoms outside
+    the cell (fractional coordinates outside [0, 1)) are kept where they are,
+    with a :class:`UserWarning` naming how many: every consumer wraps them
+    (the cell list bins fractional coordinates wrapped into [0, 1)), so they
+    stand for their periodic images inside the cell.
+
     Raises
     ------
     InputError
-        If the file is missing or ASE cannot parse it, naming the file.
+        If the path is missing or a directory, the format is unknown, or ASE
+        cannot parse the file, naming the file, the format tried and ASE's message.
     """
-    from ase.io import read as ase_read
+    import warnings
 
     path = Path(path)
+    where = f"structure file {str(path)!r}"
+    if path.is_dir():
+        raise InputError(f"{where} is a directory; give a structure file (extxyz, POSCAR, CIF, ...)")
     if not path.is_file():
-        raise InputError(f"structure file {str(path)!r} does not exist")
+        raise InputError(f"{where} does not exist")
     if path.stat().st_size == 0:
-        raise InputError(f"structure file {str(path)!r} is empty (0 bytes)")
-    try:
-        atoms = ase_read(path, format=format, index=index)
-    except Exception as exc:  # ASE raises many types; one message for the user
-        hint = "" if format else " Name the format explicitly, e.g. --format lammps-data."
+        raise InputError(f"{where} is empty (0 bytes)")
+    fmt, known = _structure_format(path, format)
+    if not known and format is not None:
+        raise InputError(f"--format {format!r} is not a format ASE reads; e.g. extxyz, vasp, cif, lammps-data "
+                         "(`ase info --formats` lists them)")
+    if not known:
         raise InputError(
-            f"cannot read structure {str(path)!r} with ASE ({type(exc).__name__}: {exc}).{hint}"
-        ) from None
+            f"cannot tell the format of {where} (ASE knows no format {fmt!r} for its name); name it with "
+            "--format, e.g. --format lammps-data"
+        )
+    n_frames = 0
+    try:
+        if index == -1:  # the last frame, counting the frames one at a time (memory of one frame)
+            from ase.io import iread
+
+            atoms = None
+            for atoms in iread(path, index=":", format=fmt):
+                n_frames += 1
+        else:
+            from ase.io import read as ase_read
+
+            atoms = ase_read(path, format=fmt, index=index)
+    except Exception as exc:  # ASE raises many types; one message for the user
+        raise InputError(_parse_error(where, fmt, format, path, exc)) from None
     if isinstance(atoms, list):  # index=":" was asked
         raise InputError(f"{str(path)!r} holds {len(atoms)} structures; choose one with index=")
+    if atoms is None:
+        hint = ("; name the format with --format, e.g. --format lammps-data"
+                if format is None and _generic_suffix(path) else "")
+        raise InputError(f"{where} holds no structure that ASE's {fmt!r} reader finds{hint}")
+    if n_frames > 1:
+        warnings.warn(f"{where} has {n_frames} frames; using the last (frame {n_frames - 1})", stacklevel=2)
+    n_out, first = _atoms_outside_cell(atoms)
+    if n_out:
+        warnings.warn(
+            f"{where}: {n_out} atom(s) lie outside the cell (fractional coordinates outside [0, 1), first: "
+            f"atom {first}); they are wrapped into it (each stands for its periodic image in the cell)",
+            stacklevel=2,
+        )
     return atoms
+
+
+def _structure_format(path: Path, format: str | None) -> tuple[str, bool]:
+    # (ASE format name, whether ASE has a reader of that name); guessed from the name/content when not given.
+    from ase.io.formats import UnknownFileTypeError, filetype, ioformats
+
+    if format is None:
+        try:
+            format = filetype(str(path), read=True)
+        except UnknownFileTypeError:
+            return path.suffix.lstrip(".") or path.name, False
+        except OSError as exc:
+            raise InputError(f"cannot read structure file {str(path)!r} ({type(exc).__name__}: {exc})") from None
+    fmt = ioformats.get(format)
+    return format, fmt is not None and fmt.can_read
+
+
+def _parse_error(where: str, fmt: str, asked: str | None, path: Path, exc: Exception) -> str:
+    # One line: the format tried, ASE's message, and what to do.
+    said = " ".join(f"{type(exc).__name__}: {exc}".split()).rstrip(":")
+    if len(said) > 200:
+        said = said[:197] + "..."
+    if isinstance(exc, (PermissionError, IsADirectoryError)):
+        return f"cannot read {where} ({said})"
+    if asked is not None:
+        return (f"cannot read {where} as --format {asked!r} ({said}); the file is damaged or not in that "
+                "format")
+    if _generic_suffix(path):  # a guess from a suffix many programs use
+        return (f"cannot read {where} as {fmt!r}, the format ASE guesses from its name ({said}); name the "
+                "format with --format, e.g. --format lammps-data")
+    return f"{where} is damaged: it does not parse as {fmt!r} ({said}); check or rewrite the file"
+
+
+def _generic_suffix(path: Path) -> bool:
+    return "." in path.name and path.name.lower().rsplit(".", 1)[-1] in _GENERIC_SUFFIXES
+
+
+def _atoms_outside_cell(atoms: "Atoms") -> tuple[int, int]:
+    # (number of atoms with a fractional coordinate outside [0, 1), index of the first); (0, -1) when
+    # the question does not apply (no 3-D cell, non-finite positions: validate() reports those).
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    pos = atoms.positions
+    if not np.all(atoms.pbc) or len(pos) == 0 or not np.isfinite(cell).all():
+        return 0, -1
+    with np.errstate(all="ignore"):
+        volume = abs(np.linalg.det(cell))
+        if not volume > 1e-6 * max(np.linalg.norm(cell, axis=1).prod(), 1e-300):
+            return 0, -1
+    tol = 1e-9
+    n_out, first = 0, -1
+    rows = 1 << 16
+    for s in range(0, len(pos), rows):
+        f = np.linalg.solve(cell.T, pos[s : s + rows].T).T
+        with np.errstate(invalid="ignore"):
+            out = ((f < -tol) | (f >= 1.0 + tol)).any(axis=1)
+        if out.any():
+            if first < 0:
+                first = s + int(np.argmax(out))
+            n_out += int(out.sum())
+    return n_out, first
 
 
 def validate(atoms: "Atoms", *, min_distance: float = MIN_DISTANCE) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from .bnn import (EPISTEMIC_QUANTILE, LOGVAR_RANGE, REGION_EDGES, REGION_MIN_POINTS, Architecture, DensityModel,
                   Scaling, epistemic_threshold, resolve_device)
 from .descriptors import DescriptorParams, compute
+from .domain import merge_references, training_reference
 from .errors import InputError
 from . import metrics
 
@@ -514,6 +515,7 @@ def train(train_snapshots: Sequence, val_snapshots: Sequence, params: Descriptor
         "dft_settings": _dft_settings(train_snapshots),
         "grid_spacing": float(np.max(train_snapshots[0].grid().spacing)),
         "epistemic_reference": reference,
+        "domain_reference": training_reference(train_snapshots),
     }
     return model
 
@@ -562,6 +564,7 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
         "dft_settings": _dft_settings(train_snapshots) or model.info.get("dft_settings"),
         "grid_spacing": model.info.get("grid_spacing"),
         "epistemic_reference": reference,
+        "domain_reference": merge_references(model.info.get("domain_reference"), training_reference(train_snapshots)),
     }
     return new
 

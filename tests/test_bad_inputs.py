@@ -67,11 +67,25 @@ GROUPS: dict[str, list[Case]] = {
         case("structure-empty-file", "empty structure file", "describe empty.xyz",
              "structure file 'empty.xyz' is empty (0 bytes)"),
         case("structure-unreadable", "text that is not XYZ", "describe garbage.xyz",
-             "cannot read structure 'garbage.xyz' with ASE (XYZError: …). Name the format explicitly, e.g. "
-             "--format lammps-data."),
+             "structure file 'garbage.xyz' is damaged: it does not parse as 'extxyz' (XYZError: …); check or "
+             "rewrite the file"),
         case("structure-unknown-extension", "a suffix ASE does not know", "predict al.weird " + PREDICT,
-             "cannot read structure 'al.weird' with ASE (UnknownFileTypeError: weird). Name the format "
-             "explicitly, e.g. --format lammps-data."),
+             "cannot tell the format of structure file 'al.weird' (ASE knows no format 'weird' for its name); "
+             "name it with --format, e.g. --format lammps-data"),
+        case("structure-damaged-poscar", "a POSCAR cut after its lattice vectors", "predict POSCAR " + PREDICT,
+             "structure file 'POSCAR' is damaged: it does not parse as 'vasp' (…); check or rewrite the file"),
+        case("structure-generic-suffix", "a LAMMPS data file named al.data (ASE guesses runnerdata)",
+             "describe al.data",
+             "structure file 'al.data' holds no structure that ASE's 'runnerdata' reader finds; name the format "
+             "with --format, e.g. --format lammps-data"),
+        case("structure-wrong-format", "--format vasp for an extxyz file", "describe al.xyz --format vasp",
+             "cannot read structure file 'al.xyz' as --format 'vasp' (…); the file is damaged or not in that "
+             "format"),
+        case("structure-format-unknown", "--format nosuch", "predict al.xyz --format nosuch " + PREDICT,
+             "--format 'nosuch' is not a format ASE reads; e.g. extxyz, vasp, cif, lammps-data (`ase info "
+             "--formats` lists them)"),
+        case("structure-directory", "a folder as structure file", "describe notes",
+             "structure file 'notes' is a directory; give a structure file (extxyz, POSCAR, CIF, ...)"),
         case("structure-missing", "structure file that does not exist", "predict missing.xyz " + PREDICT,
              "structure file 'missing.xyz' does not exist"),
         case("structure-no-atoms", "periodic cell with 0 atoms", "describe zero.xyz",
@@ -86,6 +100,22 @@ GROUPS: dict[str, list[Case]] = {
         case("structure-singular-cell", "two equal lattice vectors", "describe singular.xyz",
              "the cell is singular (volume 0 Å³, lattice vectors [[4.05, 0.0, 0.0], [0.0, 4.05, 0.0], "
              "[4.05, 0.0, 0.0]]); give three linearly independent lattice vectors"),
+    ],
+    "Descriptor settings (bigdens describe)": [
+        case("describe-m-zero", "--m 0 (not the default)", "describe al.xyz --grid 4 4 4 --m 0",
+             "each radial count M must be within 1..256, got m=(0,)"),
+        case("describe-m-too-large", "--m 1000", "describe al.xyz --grid 4 4 4 --m 1000",
+             "each radial count M must be within 1..256, got m=(1000,)"),
+        case("describe-k-negative", "--k -1", "describe al.xyz --grid 4 4 4 --k -1",
+             "each angular count K must be within 0..16, got k=(-1,)"),
+        case("describe-r-cut-zero", "--r-cut 0", "describe al.xyz --grid 4 4 4 --r-cut 0",
+             "r_cut must be a positive number of Å, got 0.0"),
+        case("describe-r-cut-nan", "--r-cut nan", "describe al.xyz --grid 4 4 4 --r-cut nan",
+             "r_cut must be a positive number of Å, got nan"),
+        case("describe-max-blocks-zero", "--max-blocks 0 (not all blocks)", "describe al.xyz --grid 4 4 4 "
+             "--max-blocks 0", "--max-blocks must be >= 1 (blocks to compute), got 0"),
+        case("describe-block-zero", "--block 0", "describe al.xyz --grid 4 4 4 --block 0",
+             "block edge must be a positive number of grid points, got 0"),
     ],
     "Grids": [
         case("grid-spacing-zero", "zero spacing", "describe al.xyz --spacing 0",
@@ -181,6 +211,48 @@ GROUPS: dict[str, list[Case]] = {
              "density file 'missing.cube' does not exist"),
         case("data-import-into-file", "import into an existing file", "data import missing.cube -o al.xyz",
              "'al.xyz' exists and is not a directory"),
+    ],
+    "Density files (bigdens data import refuses what cannot be physical)": [
+        case("density-all-negative", "a cube of -ρ (every value < 0)", "data import neg.cube -o imported",
+             "density file 'neg.cube': every density value is <= 0 (max -0.00112 e/Å³): not an electron density "
+             "(an orbital, a difference density, or a sign flip?); import total valence densities only"),
+        case("density-negative-integral", "a difference density (integral < 0)", "data import diff.cube -o imported",
+             "density file 'diff.cube': the density integrates to -0.12 electrons (<= 0; its negative values hold "
+             "0.8865): not an electron density (a difference density?); import total valence densities only"),
+        case("density-nan", "a NaN in a cube", "data import nan.cube -o imported",
+             "density file 'nan.cube': the density holds 1 NaN or infinite value(s); the DFT run or the file is "
+             "broken: regenerate or drop it"),
+        case("density-zero-voxel", "a cube whose second voxel vector is 0", "data import zerovox.cube -o imported",
+             "density file 'zerovox.cube': the cell is singular (volume 0 Å³, lattice vectors [[4.05, 0.0, 0.0], "
+             "[0.0, 0.0, 0.0], [0.0, 0.0, 4.05]] Å; a cube file's are its voxel vectors × point counts): a zero or "
+             "degenerate vector means the file is damaged"),
+        case("density-degenerate-voxels", "a cube with two equal voxel vectors", "data import flat.cube -o imported",
+             "density file 'flat.cube': the cell is singular (volume 0 Å³, lattice vectors [[4.05, 0.0, 0.0], "
+             "[4.05, 0.0, 0.0], [0.0, 0.0, 4.05]] Å; a cube file's are its voxel vectors × point counts): a zero or "
+             "degenerate vector means the file is damaged"),
+        case("density-negative-share", "a PAW-like CHGCAR with 1 % of its electrons in negative values",
+             "data import paw_CHGCAR -o imported",
+             "density file 'paw_CHGCAR': 0.12 of its 11.88 electrons (a share of 0.0101) sit in negative density "
+             "values (min -3.12 e/Å³), more than the accepted share 0.001; a PAW pseudo-density can dip below zero: "
+             "accept it with --allow-negative 0.02"),
+        case("density-allow-negative-one", "--allow-negative 1", "data import paw_CHGCAR -o imported "
+             "--allow-negative 1",
+             "--allow-negative must be a fraction of the electrons within [0, 1), got 1.0; e.g. --allow-negative 0.02"),
+        case("density-allow-negative-nan", "--allow-negative nan", "data import paw_CHGCAR -o imported "
+             "--allow-negative nan",
+             "--allow-negative must be a fraction of the electrons within [0, 1), got nan; e.g. --allow-negative 0.02"),
+        case("density-singular-chgcar", "a CHGCAR with two equal lattice vectors", "data import flat_CHGCAR -o imported",
+             "CHGCAR file 'flat_CHGCAR': the cell is singular (scale 1, lattice vectors [[4.05, 0.0, 0.0], [0.0, "
+             "4.05, 0.0], [0.0, 4.05, 0.0]] Å): a zero or degenerate lattice vector means the file is damaged"),
+        case("density-import-directory", "a data-set folder given to import", "data import al4 -o imported",
+             "'al4' is a directory: data import converts density files (cube, CHGCAR, .gpw); train, evaluate and "
+             "calibrate read data sets and snapshots as they are"),
+        case("density-import-snapshot", "a snapshot .npz given to import",
+             "data import al4/al4-T0300-00.npz -o imported",
+             "'al4/al4-T0300-00.npz' is a bigdens snapshot already: data import converts density files (cube, "
+             "CHGCAR, .gpw); train, evaluate and calibrate read data sets and snapshots as they are"),
+        case("density-temperature-nan", "--temperature nan", "data import neg.cube -o imported --temperature nan",
+             "--temperature must be > 0 K, got nan; e.g. --temperature 300"),
     ],
     "Cluster profiles": [
         case("profile-unknown-name", "a profile name not in cluster_configs/", "clusters nosuch",
@@ -335,6 +407,24 @@ GROUPS: dict[str, list[Case]] = {
              "too small)"),
         case("calibrate-output-is-folder", "-o names a folder", "calibrate al.safetensors al4 -o al4",
              "-o 'al4' is a folder; give a model file, e.g. -o 'al4/model.safetensors'"),
+        case("train-seed-negative", "--seed -1", "train al4 --seed -1 -o m.safetensors",
+             "--seed must be an integer >= 0, got -1"),
+        case("train-threads-negative", "--threads -2", "train al4 --threads -2 -o m.safetensors",
+             "--threads must be >= 1, got -2; leave it out to use every core"),
+        case("evaluate-threads-zero", "--threads 0 (not every core)", "evaluate al.safetensors al4 --threads 0",
+             "--threads must be >= 1, got 0; leave it out to use every core"),
+        case("calibrate-seed-negative", "--seed -1", "calibrate al.safetensors al4 --seed -1 -o cal.safetensors",
+             "--seed must be an integer >= 0, got -1"),
+        case("train-m-zero", "--m 0", "train al4 --m 0 -o m.safetensors",
+             "each radial count M must be within 1..256, got m=(0,)"),
+        case("train-r-cut-zero", "--r-cut 0", "train al4 --r-cut 0 -o m.safetensors",
+             "r_cut must be a positive number of Å, got 0.0"),
+        case("train-nll-beta-out-of-range", "--nll-beta 2", "train al4 --nll-beta 2 -o m.safetensors",
+             "nll_beta must be within [0, 1], got 2.0"),
+        case("train-batch-size-zero", "--batch-size 0", "train al4 --batch-size 0 -o m.safetensors",
+             "batch_size must be >= 1, got 0"),
+        case("finetune-layers-zero", "--layers 0", "finetune al.safetensors al4 --layers 0 -o ft.safetensors",
+             "--layers must be within 1..3 for this model, got 0"),
     ],
     "Structure building": [
         case("build-sige-no-x", "sige without --x", "build sige -o b.xyz",
@@ -363,6 +453,16 @@ GROUPS: dict[str, list[Case]] = {
              "cannot write 'b.weird' (UnknownFileTypeError: weird); choose a format ASE writes with --out-format"),
         case("build-folder-missing", "-o in a folder that does not exist", "build al -o nodir/b.xyz",
              "cannot write 'nodir/b.xyz': its folder does not exist; create it first"),
+        case("build-output-is-folder", "-o names a folder", "build al -o notes",
+             "-o 'notes' is a folder; give a structure file, e.g. -o 'notes/structure.xyz'"),
+        case("build-vacancies-negative", "--vacancies -1", "build al --vacancies -1 -o b.xyz",
+             "number of vacancies must be within [0, 3], got -1"),
+        case("build-void-zero", "--void 0", "build al --void 0 -o b.xyz", "void radius must be > 0 Å, got 0.0"),
+        case("build-rattle-nan", "--rattle nan", "build al --rattle nan -o b.xyz",
+             "rattle amplitude must be >= 0 Å, got nan"),
+        case("build-a-nan", "--a nan", "build al --a nan -o b.xyz", "lattice constant must be > 0 Å, got nan"),
+        case("build-out-format-unknown", "--out-format nosuch", "build al --out-format nosuch -o b.xyz",
+             "cannot write 'b.xyz' (UnknownFileTypeError: nosuch); choose a format ASE writes with --out-format"),
     ],
     "DFT data generation (refused before any MD or GPAW work)": [
         case("datagen-temperature-negative", "--temperatures -5", "datagen al --temperatures -5 -o ds",
@@ -388,6 +488,30 @@ GROUPS: dict[str, list[Case]] = {
              "DFTSettings.kpts (--kpts) must be three positive integers, got (0, 1, 1)"),
         case("datagen-output-is-file", "-o names a file", "datagen al --temperatures 300 -o al.xyz",
              "-o 'al.xyz': '…/al.xyz' exists and is not a folder; choose another -o"),
+        case("datagen-structure-directory", "a folder as the structure", "datagen notes --temperatures 300 -o ds",
+             "system 'notes' is a directory; give 'al', 'sige' or a structure file"),
+        case("datagen-structure-damaged", "a structure file that does not parse",
+             "datagen garbage.xyz --temperatures 300 -o ds",
+             "structure file 'garbage.xyz' is damaged: it does not parse as 'extxyz' (XYZError: …); check or "
+             "rewrite the file"),
+        case("datagen-seed-negative", "--seed -1", "datagen al --temperatures 300 --seed -1 -o ds",
+             "--seed must be an integer >= 0, got -1"),
+        case("datagen-max-snapshots-negative", "--max-snapshots -1 (was: all but one)",
+             "datagen al --temperatures 300 --max-snapshots -1 -o ds",
+             "--max-snapshots must be >= 0 (0: write the plan only), got -1"),
+        case("datagen-log-dir-is-file", "--log-dir names a file", "datagen al --temperatures 300 --log-dir al.xyz -o ds",
+             "--log-dir 'al.xyz' is not a folder; give an existing folder for GPAW's logs"),
+        case("datagen-log-dir-missing", "--log-dir that does not exist",
+             "datagen al --temperatures 300 --log-dir nodir -o ds",
+             "--log-dir 'nodir' does not exist; give an existing folder for GPAW's logs"),
+        case("datagen-all-test-and-split", "--all-test with --split", "datagen al --temperatures 300 --all-test "
+             "--split 0.5 0.5 0 -o ds",
+             "--all-test and --split exclude each other: --all-test puts every snapshot in the test split (the same "
+             "as --split 0 0 1)"),
+        case("datagen-temperature-nan", "--temperatures nan", "datagen al --temperatures nan -o ds",
+             "temperatures must be > 0 K, got nan; e.g. --temperatures 300 600 900"),
+        case("datagen-x-out-of-range", "--x 1.5", "datagen sige --x 1.5 --temperatures 300 -o ds",
+             "Ge fraction x must be within [0, 1], got 1.5"),
         case("datagen-resume-other-settings", "-o names a data set made with other settings",
              "datagen al --temperatures 300 -o al4",
              "'al4' was started with other settings (differing: seed, snapshots_per_temperature, split_fractions, "
@@ -411,6 +535,32 @@ def _make_model(path: Path, species=(13,), info=None) -> Path:
     y = rng.uniform(0.01, 0.05, size=300)
     DensityModel.new(params, Architecture(hidden=(16, 16)), Scaling.fit(X, y), seed=1, info=info).save(path)
     return path
+
+
+def _density_files(d: Path) -> None:
+    """Cube and CHGCAR files of densities that cannot be physical (from the first al4 snapshot)."""
+    from ase.calculators.vasp import VaspChargeDensity
+
+    from bigdens.data import load
+    from bigdens.io.cube import write_cube
+
+    snap = load([AL4])[0]
+    atoms, rho = snap.atoms(), snap.density.astype(np.float64)
+    write_cube(d / "neg.cube", atoms, -rho)
+    write_cube(d / "diff.cube", atoms, rho - 1.01 * rho.mean())
+    nan = rho.copy()
+    nan[1, 2, 3] = np.nan
+    write_cube(d / "nan.cube", atoms, nan)
+    lines = (d / "neg.cube").read_text().splitlines(True)  # line 5: the second axis' count and voxel vector
+    (d / "zerovox.cube").write_text("".join(lines[:4] + [f"{lines[4].split()[0]} 0.0 0.0 0.0\n"] + lines[5:]))
+    (d / "flat.cube").write_text("".join(lines[:4] + [lines[3]] + lines[5:]))
+    paw = rho.copy()  # 1 % of the electrons in negative values at 8 points, as a PAW pseudo-density may have
+    paw[:2, :2, :2] = -0.01 * rho.sum() / 8
+    chg = VaspChargeDensity(None)
+    chg.atoms, chg.chg = [atoms], [paw]
+    chg.write(str(d / "paw_CHGCAR"), format="chgcar")
+    lines = (d / "paw_CHGCAR").read_text().splitlines(True)  # lines 3-5: the lattice vectors
+    (d / "flat_CHGCAR").write_text("".join(lines[:4] + [lines[3]] + lines[5:]))
 
 
 def _rewrite_model(src: Path, dst: Path, *, meta=None, tensors=None) -> None:
@@ -458,6 +608,10 @@ def inputs(tmp_path_factory) -> Path:
     a = al.copy()
     a.numbers[:] = 94
     write(d / "pu.xyz", a)
+    write(d / "POSCAR", al, format="vasp")
+    (d / "POSCAR").write_text("".join((d / "POSCAR").read_text().splitlines(True)[:4]))  # cut after 2 vectors
+    write(d / "al.data", al, format="lammps-data", masses=True)
+    _density_files(d)
 
     model = _make_model(d / "al.safetensors")
     _make_model(d / "si.safetensors", species=(14,))
@@ -525,7 +679,9 @@ def inputs(tmp_path_factory) -> Path:
 
     (d / "file.zarr").write_text("precious\n")
     atoms = structure.read(d / "al.xyz")
-    settings = dict(model=model, grid=(4, 4, 4), block=4, mc_samples=1, workers=0, progress=False)
+    # The random model is no physical model: its stores are made past the domain checks (bigdens.domain).
+    settings = dict(model=model, grid=(4, 4, 4), block=4, mc_samples=1, workers=0, progress=False,
+                    allow_out_of_domain=True)
     engine.predict(atoms, out=d / "done.zarr", **settings)
     engine.predict(atoms, out=d / "partial.zarr", max_blocks=0, **settings)
     return d

@@ -34,7 +34,7 @@ def files(tmp_path):
 
 def predict_args(xyz, model, out, *extra):
     return ["predict", str(xyz), "--model", str(model), "--spacing", str(SPACING), "--block", str(BLOCK),
-            "--out", str(out), "--mc-samples", "5", "--seed", "3", *extra]
+            "--out", str(out), "--mc-samples", "5", "--seed", "3", "--allow-out-of-domain", *extra]  # untrained model
 
 
 def test_predict_verify_export_plot(files, tmp_path):

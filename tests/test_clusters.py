@@ -372,7 +372,7 @@ def test_ctrl_c_cancels_every_job(slurm_run, tmp_path):
     ase_write(tmp_path / "al.xyz", atoms)
     proc = subprocess.Popen([sys.executable, "-m", "bigdens", "predict", str(tmp_path / "al.xyz"), "--model",
                              str(c.model), "--spacing", "0.25", "--block", "4", "--mc-samples", "5",
-                             "--cluster", "slurm:local-slurm", "--out", str(c.out)],
+                             "--cluster", "slurm:local-slurm", "--out", str(c.out), "--allow-out-of-domain"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # A test run started in the background inherits SIGINT ignored; a terminal's is not.
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

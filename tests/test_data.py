@@ -260,3 +260,98 @@ def test_train_and_evaluate_take_cube_and_chgcar_files(tmp_path, capsys):
     # Cube and CHGCAR together are two sources: refused unless asked.
     assert main(["evaluate", str(model), str(tmp_path / "s2.cube"), str(tmp_path / "s3_CHGCAR")]) == 2
     assert "--allow-mixed-protocols" in capsys.readouterr().err
+
+
+def _one_line_refusal(capsys, argv, out_dir):
+    """Run ``bigdens ARGV``; it must fail with one error line and write nothing; return the message."""
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("bigdens data: error: ")
+    assert not out_dir.exists()
+    return err[len("bigdens data: error: "):].rstrip("\n")
+
+
+def test_import_refuses_densities_that_cannot_be_physical(tmp_path, capsys):
+    """Real cube and CHGCAR files: all-negative, negative integral, singular voxels, NaN; PAW dips need a flag."""
+    from pathlib import Path
+
+    s = load([Path(__file__).parent / "data" / "al4"])[0]
+    atoms, rho = s.atoms(), s.density.astype(np.float64)
+    out = tmp_path / "ds"
+
+    write_cube(tmp_path / "neg.cube", atoms, -rho)  # a sign flip
+    msg = _one_line_refusal(capsys, ["data", "import", str(tmp_path / "neg.cube"), "-o", str(out)], out)
+    assert msg.startswith(f"density file {str(tmp_path / 'neg.cube')!r}: every density value is <= 0 (max -0.00112")
+    write_cube(tmp_path / "diff.cube", atoms, rho - 1.01 * rho.mean())  # a difference density
+    msg = _one_line_refusal(capsys, ["data", "import", str(tmp_path / "diff.cube"), "-o", str(out)], out)
+    assert "the density integrates to -0.12 electrons (<= 0; its negative values hold" in msg
+    nan = rho.copy()
+    nan[1, 2, 3] = np.nan
+    write_cube(tmp_path / "nan.cube", atoms, nan)
+    msg = _one_line_refusal(capsys, ["data", "import", str(tmp_path / "nan.cube"), "-o", str(out)], out)
+    assert msg.endswith("the density holds 1 NaN or infinite value(s); the DFT run or the file is broken: "
+                        "regenerate or drop it")
+    # A zero voxel vector, and two equal ones (line 5 holds the second axis' count and voxel vector).
+    lines = (tmp_path / "diff.cube").read_text().splitlines(True)
+    (tmp_path / "zero.cube").write_text("".join(lines[:4] + [f"{lines[4].split()[0]} 0.0 0.0 0.0\n"] + lines[5:]))
+    (tmp_path / "flat.cube").write_text("".join(lines[:4] + [lines[3]] + lines[5:]))
+    for name in ("zero.cube", "flat.cube"):
+        msg = _one_line_refusal(capsys, ["data", "import", str(tmp_path / name), "-o", str(out)], out)
+        assert ": the cell is singular (volume 0 Å³," in msg and "voxel vectors × point counts" in msg
+
+    # A PAW-like pseudo-density: 1 % of its electrons in negative values near the cores.
+    paw = rho.copy()
+    near = np.zeros(paw.shape, dtype=bool)
+    near[:2, :2, :2] = True
+    paw[near] = -0.01 * rho.sum() / near.sum()
+    share = -paw[near].sum() / paw.sum()
+    assert 0.01 < share < 0.02
+    _write_chgcar(tmp_path / "CHGCAR", atoms, paw)
+    msg = _one_line_refusal(capsys, ["data", "import", str(tmp_path / "CHGCAR"), "-o", str(out)], out)
+    assert f"(a share of {share:.3g}) sit in negative density values" in msg
+    assert msg.endswith("more than the accepted share 0.001; a PAW pseudo-density can dip below zero: accept it "
+                        "with --allow-negative 0.02")
+    assert _one_line_refusal(capsys, ["data", "import", str(tmp_path / "CHGCAR"), "-o", str(out),
+                                      "--allow-negative", "0.01"], out).endswith("--allow-negative 0.02")
+    for bad in ("-0.1", "1", "nan"):
+        msg = _one_line_refusal(capsys, ["data", "import", str(tmp_path / "CHGCAR"), "-o", str(out),
+                                         "--allow-negative", bad], out)
+        assert msg.startswith("--allow-negative must be a fraction of the electrons within [0, 1), got ")
+    # With the suggested flag it imports, negative values and all.
+    assert main(["data", "import", str(tmp_path / "CHGCAR"), "-o", str(out), "--allow-negative", "0.02"]) == 0
+    (got,) = load([out])
+    np.testing.assert_allclose(got.density, paw, rtol=1e-5, atol=1e-7)
+    assert got.density.min() < 0 and got.electron_integral == pytest.approx(paw.sum() * s.grid().dv, rel=1e-5)
+
+
+def test_check_physical_and_singular_snapshots(rng):
+    from bigdens.data import NEGATIVE_TOLERANCE, check_physical
+    from bigdens.cli import data as cli_data
+
+    assert cli_data.NEGATIVE_TOLERANCE == NEGATIVE_TOLERANCE  # the --help default is the library's
+    s = make_snapshot(rng)
+    check_physical(s.cell, s.density, where="x")  # a real density passes
+    dip = s.density.copy()
+    dip[0, 0, 0] = -1e-4 * dip.sum()  # 1e-4 of the electrons: within the default tolerance
+    check_physical(s.cell, dip, where="x")
+    with pytest.raises(InputError, match="more than the accepted share 0;"):
+        check_physical(s.cell, dip, where="x", allow_negative=0.0)
+    for bad in (-0.1, 1.0, float("nan"), True):
+        with pytest.raises(InputError, match="allow_negative must be a fraction"):
+            check_physical(s.cell, s.density, where="x", allow_negative=bad)
+    flat = s.cell.copy()
+    flat[2] = 0.0
+    with pytest.raises(InputError, match="snapshot 'y': the cell is singular"):
+        Snapshot(name="y", cell=flat, positions=s.positions, numbers=s.numbers, density=s.density)
+
+
+def test_chgcar_with_a_singular_lattice_is_refused(tmp_path):
+    from bigdens.io.chgcar import read_chgcar
+
+    _write_chgcar(tmp_path / "CHGCAR", fcc_al((1, 1, 1)), np.full((4, 4, 4), 0.1))
+    lines = (tmp_path / "CHGCAR").read_text().splitlines(True)
+    (tmp_path / "flat_CHGCAR").write_text("".join(lines[:4] + [lines[3]] + lines[5:]))
+    (tmp_path / "zero_CHGCAR").write_text("".join(lines[:1] + ["0.0\n"] + lines[2:]))
+    for name in ("flat_CHGCAR", "zero_CHGCAR"):
+        with pytest.raises(InputError, match=f"CHGCAR file '.*{name}': the cell is singular"):
+            read_chgcar(tmp_path / name)

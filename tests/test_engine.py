@@ -38,7 +38,9 @@ def atoms():
 
 
 def config(out, model, **kw):
-    kw = {"spacing": SPACING, "block": BLOCK, "workers": 0, "mc_samples": 5, "seed": 3, "progress": False, **kw}
+    # An untrained model lies outside any domain (its electron count is far off): accepted explicitly.
+    kw = {"spacing": SPACING, "block": BLOCK, "workers": 0, "mc_samples": 5, "seed": 3, "progress": False,
+          "allow_out_of_domain": True, **kw}
     return PredictConfig(out=out, model=model, **kw)
 
 
@@ -232,7 +234,8 @@ def test_lazy_top_level_predict(tmp_path, model, atoms):
     assert path == tmp_path / "o.zarr" and store.read_attrs(path)["complete"] is False
     # keyword settings and a structure file do the same as a config object and an Atoms
     atoms.write(tmp_path / "al.xyz")
-    kw = dict(model=model, spacing=SPACING, block=BLOCK, workers=0, mc_samples=5, seed=3, progress=False)
+    kw = dict(model=model, spacing=SPACING, block=BLOCK, workers=0, mc_samples=5, seed=3, progress=False,
+              allow_out_of_domain=True)
     a = bigdens.predict(tmp_path / "al.xyz", out=tmp_path / "kw.zarr", **kw)
     b = bigdens.predict(structure.read(tmp_path / "al.xyz"), PredictConfig(out=tmp_path / "cfg.zarr", **kw))
     assert store.read_attrs(a)["complete"] is True

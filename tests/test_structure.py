@@ -60,6 +60,7 @@ def test_defects_and_rattle():
     assert np.allclose(structure.rattle(bulk, 0.1, seed=9).positions, r.positions)
 
 
+@pytest.mark.filterwarnings("ignore:structure file .* outside the cell")  # rattled atoms leave the cell
 @pytest.mark.parametrize("fmt, name", [("extxyz", "s.xyz"), ("vasp", "POSCAR"), ("cif", "s.cif"), ("lammps-data", "s.lmp")])
 def test_read_formats_roundtrip(fmt, name):
     atoms = structure.rattle(structure.diamond_sige((1, 1, 1), x=0.5, seed=1), 0.05)
@@ -81,8 +82,127 @@ def test_read_errors(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         structure.read("nope.xyz")
     (tmp_path / "bad.xyz").write_text("this is not\na structure\n")
-    with pytest.raises(InputError, match="cannot read structure 'bad.xyz'"):
+    with pytest.raises(InputError, match="structure file 'bad.xyz' is damaged: it does not parse as 'extxyz'"):
         structure.read("bad.xyz")
+
+
+def test_read_says_what_is_wrong_with_the_file(tmp_path):
+    """A folder, a damaged file of a known format, an unknown suffix and a generic one: four different messages."""
+    import re
+
+    al = structure.fcc_al((1, 1, 1))
+    (tmp_path / "folder.xyz").mkdir()
+    with pytest.raises(InputError, match=r"^structure file 'folder.xyz' is a directory; give a structure file"):
+        structure.read("folder.xyz")
+
+    def error(name, **kw):
+        with pytest.raises(InputError) as info:
+            structure.read(name, **kw)
+        text = str(info.value)
+        assert "\n" not in text
+        return text
+
+    # Known formats that fail to parse: damaged, which format, the parser's words; no --format advice.
+    write("good.xyz", [al, al])
+    (tmp_path / "cut.xyz").write_text("".join((tmp_path / "good.xyz").read_text().splitlines(True)[:-2]))
+    write("POSCAR", al, format="vasp")
+    (tmp_path / "POSCAR").write_text("\n".join((tmp_path / "POSCAR").read_text().splitlines()[:4]) + "\n")
+    for name, fmt in (("cut.xyz", "extxyz"), ("POSCAR", "vasp")):
+        msg = error(name)
+        assert msg.startswith(f"structure file {name!r} is damaged: it does not parse as {fmt!r} (")
+        assert "lammps-data" not in msg and "--format" not in msg
+    # An unknown suffix: ASE cannot guess, so name the format.
+    write("al.lmp", al, format="lammps-data", masses=True)
+    assert error("al.lmp") == ("cannot tell the format of structure file 'al.lmp' (ASE knows no format 'lmp' for "
+                               "its name); name it with --format, e.g. --format lammps-data")
+    # A generic suffix ASE maps to some exotic format: the guess failed, so name the format.
+    write("al.data", al, format="lammps-data", masses=True)
+    assert re.fullmatch(r"structure file 'al.data' holds no structure that ASE's 'runnerdata' reader finds; "
+                        r"name the format with --format, e.g. --format lammps-data", error("al.data"))
+    for name in ("al.lmp", "al.data"):  # and named, they read
+        assert len(structure.read(name, format="lammps-data")) == 4
+    # A named format that does not fit the file.
+    msg = error("cut.xyz", format="lammps-data")
+    assert msg.startswith("cannot read structure file 'cut.xyz' as --format 'lammps-data' (")
+    assert msg.endswith("); the file is damaged or not in that format")
+
+
+def test_multi_frame_file_gives_its_last_frame_and_says_so(tmp_path):
+    import warnings
+
+    frames = [structure.rattle(structure.fcc_al((1, 1, 1)), 0.05, seed=i) for i in range(3)]
+    for f in frames:
+        f.wrap()
+    write("traj.xyz", frames)
+    with pytest.warns(UserWarning) as record:
+        atoms = structure.read("traj.xyz")
+    assert [str(w.message) for w in record] == ["structure file 'traj.xyz' has 3 frames; using the last (frame 2)"]
+    np.testing.assert_allclose(atoms.positions, frames[2].positions, atol=1e-6)
+    assert not np.allclose(atoms.positions, frames[1].positions, atol=1e-3)
+    write("one.xyz", frames[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one frame: nothing to say
+        np.testing.assert_allclose(structure.read("one.xyz").positions, frames[0].positions, atol=1e-6)
+        assert len(structure.read("traj.xyz", index=0)) == 4  # an explicit frame: no note either
+
+
+def test_describe_shows_the_frame_note_as_one_line(tmp_path, capsys):
+    from bigdens.cli import main
+
+    frames = [structure.fcc_al((1, 1, 1)) for _ in range(2)]
+    frames[1].positions[0] -= [0.5, 0.0, 0.0]  # and one atom outside the cell
+    write("traj.xyz", frames)
+    assert main(["describe", "traj.xyz", "--grid", "4", "4", "4", "--m", "4", "--k", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "bigdens describe: warning: structure file 'traj.xyz' has 2 frames; using the last (frame 1)",
+        "bigdens describe: warning: structure file 'traj.xyz': 1 atom(s) lie outside the cell (fractional "
+        "coordinates outside [0, 1), first: atom 0); they are wrapped into it (each stands for its periodic image "
+        "in the cell)",
+    ]
+    assert "structure: 4 atoms" in out
+
+
+def test_atoms_outside_the_cell_are_noted_and_act_as_their_images_inside(tmp_path):
+    """Positions are kept as in the file; the note counts the atoms; every consumer wraps them (cell list)."""
+    from bigdens import descriptors
+    from bigdens.grid import make_grid
+
+    inside = structure.rattle(structure.diamond_sige((1, 1, 1), x=0.5, seed=1), 0.05, seed=2)
+    inside.wrap()
+    outside = inside.copy()
+    outside.positions[3] += inside.cell[0] * 2 - inside.cell[2]
+    outside.positions[5] -= inside.cell[1]
+    write("out.xyz", outside)
+    with pytest.warns(UserWarning, match=r"^structure file 'out.xyz': 2 atom\(s\) lie outside the cell "
+                                         r"\(fractional coordinates outside \[0, 1\), first: atom 3\); they are "
+                                         r"wrapped into it"):
+        got = structure.read("out.xyz")
+    np.testing.assert_allclose(got.positions, outside.positions, atol=1e-6)  # kept where they were
+    structure.validate(got)
+    params = descriptors.default_params(got.numbers)
+    points = make_grid(got.cell[:], shape=(6, 6, 6)).points((0, 0, 0), (6, 6, 6)).reshape(-1, 3)
+    a = descriptors.compute(got.positions, got.numbers, got.cell[:], points, params)
+    b = descriptors.compute(inside.positions, inside.numbers, inside.cell[:], points, params)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_describe_refuses_zero_and_negative_descriptor_settings(tmp_path, capsys):
+    from bigdens.cli import main
+
+    write("al.xyz", structure.fcc_al((1, 1, 1)))
+    for flags, want in ((["--m", "0"], "each radial count M must be within 1..256, got m=(0,)"),
+                        (["--m", "-2"], "each radial count M must be within 1..256, got m=(-2,)"),
+                        (["--k", "-1"], "each angular count K must be within 0..16, got k=(-1,)"),
+                        (["--r-cut", "0"], "r_cut must be a positive number of Å, got 0.0"),
+                        (["--r-cut", "nan"], "r_cut must be a positive number of Å, got nan"),
+                        (["--max-blocks", "0"], "--max-blocks must be >= 1 (blocks to compute), got 0")):
+        assert main(["describe", "al.xyz", "--grid", "8", "8", "8", "--block", "4", *flags]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"bigdens describe: error: {want}\n"
+    # --m 8 and --k 0 are honoured (not replaced by the defaults 32 and 6)
+    assert main(["describe", "al.xyz", "--grid", "8", "8", "8", "--block", "4", "--m", "8", "--k", "0"]) == 0
+    assert "M (8,), K (0,)" in capsys.readouterr().out
 
 
 def test_validate_errors():

@@ -38,6 +38,19 @@ def test_training_reduces_loss_on_real_snapshot(snaps):
     assert model.scaling.variance_scale > 0
     assert model.info["data"]["train"][0]["protocol"] == "bigdens-dft-v1"
     assert model.info["data"]["train"][0]["composition"] == {"Al": 1.0}
+    # The nearest-neighbour range of the training cells, measured by brute force here.
+    nn = np.concatenate([np.where(np.eye(len(s.positions), dtype=bool), np.inf, _pair_distances(s)).min(axis=1)
+                         for s in tr])
+    np.testing.assert_allclose(model.info["domain_reference"]["nn_distance"], [nn.min(), nn.max()], rtol=1e-5)
+
+
+def _pair_distances(snap) -> np.ndarray:
+    """Minimum-image distances between every pair of atoms of a snapshot (brute force over 27 images), Å."""
+    frac = np.linalg.solve(snap.cell.T, snap.positions.T).T
+    diff = frac[:, None, :] - frac[None, :, :]
+    shifts = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)])
+    cart = (diff[:, :, None, :] - np.round(diff)[:, :, None, :] + shifts) @ snap.cell
+    return np.linalg.norm(cart, axis=-1).min(axis=-1)
 
 
 def test_finetune_changes_only_last_layers(snaps):
@@ -49,6 +62,9 @@ def test_finetune_changes_only_last_layers(snaps):
         same = all(np.array_equal(p.detach().numpy(), q.detach().numpy()) for p, q in zip(a.parameters(), b.parameters()))
         assert same == (i < len(base.net.layers) - 1), i
     assert new.info["stage"] == "finetune" and new.scaling.feature_mean == base.scaling.feature_mean
+    # The domain's neighbour range is the union of both stages' training cells.
+    (lo, hi), (lo2, hi2) = base.info["domain_reference"]["nn_distance"], new.info["domain_reference"]["nn_distance"]
+    assert lo2 <= lo and hi2 >= hi
     assert new.info["recalibrated"] and new.scaling.variance_scale != base.scaling.variance_scale
     kept = finetune(base, va, tr, config=cfg, recalibrate=False, log=lambda _: None)
     assert kept.scaling.variance_scale == base.scaling.variance_scale and not kept.info["recalibrated"]

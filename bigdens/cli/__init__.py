@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from .. import __version__
-from ..errors import BigdensError
+from ..errors import BigdensError, Interrupted
 
 #: Sub-command name -> module (relative to this package).
 COMMANDS: dict[str, str] = {
@@ -58,6 +62,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Signals that stop a command like Ctrl-C: SIGTERM is what ``kill``, ``scancel`` and SLURM preemption send.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    # Once: a second signal while the command shuts down (Ctrl-C pressed again,
+    # SIGTERM after SIGINT) must not break the cleanup the first one started.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signal.Signals(signum).name)
+
+
+@contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`~bigdens.errors.Interrupted` in the main thread meanwhile.
+
+    The command then unwinds through its ``finally`` blocks and context
+    managers (store locks, temporary files, the Dask cluster) instead of dying
+    where it stands.  The previous handlers come back on exit; elsewhere than
+    in the main thread (where Python delivers signals) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _raise_interrupted)
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with stop_signals_raise():
+            return int(args._run(args) or 0)
     except BigdensError as exc:
         if args.debug:
             raise
@@ -74,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print(f"bigdens {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Interrupted, or Ctrl-C before the handlers were in place
+        name = getattr(exc, "signal", "SIGINT")
+        progress = getattr(exc, "progress", None)
+        print(f"bigdens {args.command}: interrupted ({name})" + (f": {progress}" if progress else ""),
+              file=sys.stderr)
+        return 128 + signal.Signals[name].value  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,12 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for alloy sites, vacancies and rattle")
     parser.add_argument("-o", "--output", required=True, help="output file; format from its name or --out-format")
     parser.add_argument("--out-format", help="ASE format name for the output (e.g. vasp, lammps-data)")
+    parser.add_argument("--skip-size-check", action="store_true",
+                        help="build even when the estimated memory or file size exceeds what the machine offers")
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import structure
     from ..errors import InputError
 
+    _check_size(args)
     if args.system == "al":
         if args.x is not None:
             raise InputError("--x is for sige only")
@@ -57,6 +60,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_size(args: argparse.Namespace) -> None:
+    """Refuse a structure too large for this machine's memory or the output's disk, before building it."""
+    import math
+
+    from ..resources import check, estimate_build, memory_per_local_worker
+    from ..structure import _check_cells
+
+    n_atoms = (4 if args.system == "al" else 8) * math.prod(_check_cells(args.cells))
+    check(estimate_build(n_atoms), what=f"a structure of {n_atoms:,} atoms", memory_per_worker=memory_per_local_worker(0),
+          disk_at=args.output, skip=args.skip_size_check, advice="build fewer --cells")
+
+
 def write_structure(atoms, path: str, *, format: str | None = None) -> None:
     """Write ``atoms`` to ``path`` with ASE, turning its errors into one clear message.
 
@@ -71,6 +86,9 @@ def write_structure(atoms, path: str, *, format: str | None = None) -> None:
 
     from ..errors import InputError
 
+    if Path(path).is_dir():
+        example = str(Path(path) / "structure.xyz")
+        raise InputError(f"-o {path!r} is a folder; give a structure file, e.g. -o {example!r}")
     if not Path(path).absolute().parent.is_dir():
         raise InputError(f"cannot write {path!r}: its folder does not exist; create it first")
     try:

@@ -27,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load as load_data
     from ..errors import InputError
     from ..train import calibrate, epistemic_threshold
-    from .train import check_output, set_threads
+    from .train import check_output, check_run_arguments, set_threads
 
+    check_run_arguments(args)
     check_output(args.output)
     set_threads(args.threads)
     model = load(args.model)

@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 
+#: Default of --allow-negative (bigdens.data.NEGATIVE_TOLERANCE, repeated so that --help imports no numpy).
+NEGATIVE_TOLERANCE = 1e-3
+
 HELP = "inspect a DFT density data set (info) or import cube/CHGCAR/.gpw files into one (import)"
 
 
@@ -34,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("--temperature", type=float, metavar="K", help="temperature to record, K")
     imp.add_argument("--allow-mixed-protocols", action="store_true",
                      help="accept files of different sources or settings in one data set")
+    imp.add_argument("--allow-negative", type=float, default=NEGATIVE_TOLERANCE, metavar="FRACTION",
+                     help="largest share of the electrons that may sit in negative density values, in [0, 1) "
+                          f"(default {NEGATIVE_TOLERANCE}). Densities that cannot be physical are refused: a "
+                          "singular cell (zero or degenerate voxel vectors), NaN/inf values, all values <= 0, or "
+                          "an electron integral <= 0. PAW pseudo-densities (VASP CHGCAR) can dip below zero near "
+                          "the cores: raise this, e.g. --allow-negative 0.02, to import them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,7 +156,7 @@ def _import(args: argparse.Namespace) -> int:
     import math
     from pathlib import Path
 
-    from ..data import MANIFEST, Snapshot, add_snapshot, new_manifest, read_manifest
+    from ..data import MANIFEST, Snapshot, add_snapshot, check_physical, new_manifest, read_manifest
     from ..errors import InputError
     from ..io import guess_format, read_density_file
 
@@ -157,10 +166,18 @@ def _import(args: argparse.Namespace) -> int:
     t = args.temperature
     if t is not None and not (math.isfinite(t) and t > 0):
         raise InputError(f"--temperature must be > 0 K, got {t!r}; e.g. --temperature 300")
+    neg = args.allow_negative
+    if not 0.0 <= neg < 1.0:  # also NaN
+        raise InputError(f"--allow-negative must be a fraction of the electrons within [0, 1), got {neg!r}; "
+                         f"e.g. --allow-negative 0.02")
     # Read (and check) every file before writing anything.
     snaps = []
     names = set()
     for f in args.files:
+        if Path(f).is_dir() or Path(f).suffix == ".npz":
+            what = "a directory" if Path(f).is_dir() else "a bigdens snapshot already"
+            raise InputError(f"{f!r} is {what}: data import converts density files (cube, CHGCAR, .gpw); train, "
+                             "evaluate and calibrate read data sets and snapshots as they are")
         fmt = guess_format(f)
         if fmt == "cube":
             from ..io.cube import read_cube
@@ -170,6 +187,7 @@ def _import(args: argparse.Namespace) -> int:
             dens = read_cube(f, density_units=args.cube_units)
         else:
             dens = read_density_file(f, format=fmt)
+        check_physical(dens.cell, dens.density, where=f"density file {f!r}", allow_negative=neg)
         name = Path(f).name.replace(".", "_")
         if name in names:  # e.g. run1/CHGCAR and run2/CHGCAR
             name = f"{Path(f).parent.name}_{name}"

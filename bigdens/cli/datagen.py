@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 
+#: Default split fractions (train, validation, test).
+SPLIT = (0.7, 0.15, 0.15)
+
 HELP = "make a DFT density data set: Langevin thermalization, snapshots, GPAW single points (resumable)"
 
 
@@ -29,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshots-per-temperature", type=int, default=1, metavar="N",
                         help="snapshots per structure and temperature (one MD trajectory each)")
     parser.add_argument("--seed", type=int, default=0, help="seed of alloy sites, vacancies, MD and splits")
-    parser.add_argument("--split", nargs=3, type=float, default=[0.7, 0.15, 0.15],
-                        metavar=("TRAIN", "VALIDATION", "TEST"), help="split fractions (default 0.7 0.15 0.15)")
+    parser.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VALIDATION", "TEST"),
+                        help=f"split fractions (default {' '.join(map(str, SPLIT))})")
     parser.add_argument("--all-test", action="store_true", help="put every snapshot in the test split")
     md = parser.add_argument_group("thermalization")
     md.add_argument("--timestep", type=float, default=1.0, metavar="FS", help="MD time step, fs (default 1)")
@@ -55,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+    import warnings
     from pathlib import Path
 
     from ..datagen import (DFTSettings, MDSettings, assign_splits, build_variants, check_requirements,
@@ -64,24 +69,41 @@ def run(args: argparse.Namespace) -> int:
     temps = check_temperatures(args.temperatures)
     if args.snapshots_per_temperature < 1:
         raise InputError(f"--snapshots-per-temperature must be >= 1, got {args.snapshots_per_temperature}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be an integer >= 0, got {args.seed}")
+    if args.max_snapshots is not None and args.max_snapshots < 0:
+        raise InputError(f"--max-snapshots must be >= 0 (0: write the plan only), got {args.max_snapshots}")
+    if args.all_test and args.split is not None:
+        raise InputError("--all-test and --split exclude each other: --all-test puts every snapshot in the test "
+                         "split (the same as --split 0 0 1)")
+    if args.log_dir is not None and not Path(args.log_dir).is_dir():
+        what = "is not a folder" if Path(args.log_dir).exists() else "does not exist"
+        raise InputError(f"--log-dir {args.log_dir!r} {what}; give an existing folder for GPAW's logs")
     system = args.system
     structure_file = None
     if system not in ("al", "sige"):
         structure_file, system = system, "file"
+        if Path(structure_file).is_dir():
+            raise InputError(f"system {args.system!r} is a directory; give 'al', 'sige' or a structure file")
         if not Path(structure_file).is_file():
             raise InputError(f"system must be 'al', 'sige' or an existing structure file, got {args.system!r}")
     md = MDSettings(timestep_fs=args.timestep, equilibration_ps=args.equilibration, interval_ps=args.interval,
                     melt_above_K=args.melt_above, melt_temperature_K=args.melt_temperature,
                     potential=args.potential)
     dft = DFTSettings(kpts=tuple(args.kpts) if args.kpts else None, gpts=tuple(args.gpts) if args.gpts else None)
-    fractions = (0.0, 0.0, 1.0) if args.all_test else tuple(args.split)
+    fractions = (0.0, 0.0, 1.0) if args.all_test else tuple(args.split or SPLIT)
     assign_splits([], fractions=fractions, seed=args.seed)  # fail now, not after the MD, on bad fractions
     out = Path(args.output).absolute()
     there = next(p for p in (out, *out.parents) if p.exists())
     if not there.is_dir():
         raise InputError(f"-o {args.output!r}: {str(there)!r} exists and is not a folder; choose another -o")
-    variants, info = build_variants(system, cells=args.cells, x_values=args.x, vacancies=args.vacancies,
-                                    seed=args.seed, structure_file=structure_file, structure_format=args.format)
+    with warnings.catch_warnings(record=True) as notes:  # one line each, as `bigdens predict` shows them
+        warnings.simplefilter("always")
+        variants, info = build_variants(system, cells=args.cells, x_values=args.x, vacancies=args.vacancies,
+                                        seed=args.seed, structure_file=structure_file,
+                                        structure_format=args.format)
+    for note in notes:
+        print(f"bigdens datagen: warning: {note.message}", file=sys.stderr)
     for atoms in variants.values():  # fail now, not after the MD or in a new -o folder, on bad structures
         from ..data import hgh_valence
         from ..structure import validate

@@ -17,32 +17,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--m", type=int, help="radial neighbours per species (default 32)")
     parser.add_argument("--k", type=int, help="angular neighbours per species (default 6)")
     parser.add_argument("--max-blocks", type=int, help="stop after this many blocks (a sample of a large grid)")
+    parser.add_argument("--skip-size-check", action="store_true",
+                        help="start even when the estimated memory or block count exceeds what the machine offers")
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     import time
+    import warnings
 
     import numpy as np
 
     from .. import descriptors, structure
     from ..blocks import block_halo, make_blocks
     from ..celllist import build_cell_list
+    from ..errors import InputError
 
-    atoms = structure.read(args.structure, format=args.format)
+    # Zero and negative settings are errors, never a silent default: --m, --k and --r-cut go to
+    # DescriptorParams as given (`is not None`: 0 is falsy), which refuses them as `bigdens train` does.
+    if args.max_blocks is not None and args.max_blocks < 1:
+        raise InputError(f"--max-blocks must be >= 1 (blocks to compute), got {args.max_blocks}")
+    with warnings.catch_warnings(record=True) as notes:  # one line each, as `bigdens predict` shows them
+        warnings.simplefilter("always")
+        atoms = structure.read(args.structure, format=args.format)
+    for note in notes:
+        print(f"bigdens describe: warning: {note.message}", file=sys.stderr)
     structure.validate(atoms)
     params = descriptors.default_params(atoms.numbers)
     n = len(params.species)
     params = descriptors.DescriptorParams(
         species=params.species,
-        m=(args.m,) * n if args.m else params.m,
+        m=(args.m,) * n if args.m is not None else params.m,
         k=(args.k,) * n if args.k is not None else params.k,
         r_cut=args.r_cut if args.r_cut is not None else params.r_cut,
         cross=params.cross,
     )
     grid = grid_from_args(atoms.cell[:], args)
+    from ..blocks import block_shape_for
+    from ..resources import check, estimate_describe, memory_per_local_worker
+
+    block = block_shape_for(grid.shape, args.block)
+    estimate = estimate_describe(n_atoms=len(atoms), volume=grid.volume, grid_shape=grid.shape, block_shape=block,
+                                 n_features=params.n_features, r_cut=params.r_cut)
+    check(estimate, what="describe", memory_per_worker=memory_per_local_worker(0), disk_at=None,
+          skip=args.skip_size_check, advice="lower --r-cut or --block")
     cl = build_cell_list(grid.cell, atoms.positions)
-    blocks = make_blocks(grid.shape, args.block)
-    todo = blocks[: args.max_blocks] if args.max_blocks else blocks
+    blocks = make_blocks(grid.shape, block)
+    todo = blocks[: args.max_blocks] if args.max_blocks is not None else blocks
     counts = ", ".join(f"{c} {s}" for s, c in structure.species_counts(atoms).items())
     print(f"structure: {len(atoms)} atoms ({counts}), volume {grid.volume:.2f} Å³")
     print(f"grid: {grid.shape} = {grid.n_points} points, spacing {np.round(grid.spacing, 4).tolist()} Å")

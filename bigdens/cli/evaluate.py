@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load as load_data
     from ..errors import InputError
     from ..train import evaluate
-    from .train import set_threads
+    from .train import check_run_arguments, set_threads
 
+    check_run_arguments(args)
     set_threads(args.threads)
     model = load(args.model)
     snaps = load_data(args.data, split=args.split, allow_mixed_protocols=args.allow_mixed_protocols)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-HELP = "write a variable of a predicted store as a Gaussian cube file (Bohr, e/Bohr³), slab by slab"
+HELP = ("write a variable of a predicted store as a Gaussian cube file (Bohr, e/Bohr³), slab by slab, each block "
+        "checked against its ledger checksum")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,28 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "density_std_aleatoric")
 
 
-class SlabReader:
-    """Serve ``[i]`` slabs (n2, n3) of a chunked 3-D array, reading one chunk-thick slab at a time.
-
-    Memory: ``chunk[0] · n2 · n3`` values; each chunk is decompressed once.
-    """
-
-    def __init__(self, array):
-        self.array = array
-        self.shape = tuple(array.shape)
-        self.step = int(array.chunks[0])
-        self._lo = -1
-        self._slab = None
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        lo = (i // self.step) * self.step
-        if lo != self._lo:
-            self._slab = np.asarray(self.array[lo : lo + self.step])
-            self._lo = lo
-        return self._slab[i - lo]
-
-
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ase import Atoms
 
     from .. import store
@@ -50,19 +30,26 @@ def run(args: argparse.Namespace) -> int:
         raise SetupError(f"{args.store!r} is not a bigdens store")
     if args.var not in store.VARIABLES:
         raise SetupError(f"unknown variable {args.var!r}; choose one of {', '.join(store.VARIABLES)}")
-    from pathlib import Path
-
     if not Path(args.cube).absolute().parent.is_dir():
         raise SetupError(f"cannot write {args.cube!r}: its folder does not exist; create it first")
+    if Path(args.cube).is_dir():
+        raise SetupError(f"cannot write {args.cube!r}: it is a folder; give a file name, e.g. --cube density.cube")
+    # Metadata, coordinates, atoms and ledger first (damage is not fixed by finishing the run); each block's
+    # checksum as its slab is written.
+    reader = store.open_checked(args.store, attrs=attrs)
     if not attrs.get("complete"):
         raise SetupError(f"{args.store!r} is incomplete (unwritten points read NaN); finish it with "
                          "`bigdens predict ... --resume` first")
     import zarr
 
-    root = zarr.open_group(args.store, mode="r")
+    root = zarr.open_group(args.store, mode="r", use_consolidated=False)
     atoms = Atoms(numbers=root["numbers"][:], positions=root["positions"][:], cell=attrs["cell"], pbc=True)
     label = store.VARIABLES[args.var]
-    write_cube(args.cube, atoms, SlabReader(root[args.var]),
-               comment=f"bigdens {args.var}: {label} (Bohr, e/Bohr^3)")
+    try:
+        write_cube(args.cube, atoms, store.CheckedSlabs(reader, args.var),
+                   comment=f"bigdens {args.var}: {label} (Bohr, e/Bohr^3)")
+    except OSError as exc:
+        raise SetupError(f"cannot write {args.cube!r} ({exc.strerror or exc}); choose a writable destination") \
+            from None
     print(f"wrote {args.cube}: {args.var}, grid {tuple(attrs['grid_shape'])}, {len(atoms)} atoms (Bohr, e/Bohr³)")
     return 0

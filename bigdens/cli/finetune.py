@@ -27,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from ..bnn import load
     from ..errors import InputError
     from ..train import finetune
-    from .train import check_output, config_from_args, load_split, set_threads
+    from .train import check_output, check_run_arguments, config_from_args, load_split, set_threads
 
+    check_run_arguments(args)
     check_output(args.output)
     set_threads(args.threads)
     model = load(args.model)

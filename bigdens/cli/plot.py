@@ -58,22 +58,23 @@ def run(args: argparse.Namespace) -> int:
                          f"use one of {', '.join(sorted(kinds))}, e.g. -o plane.png")
     if not Path(args.output).absolute().parent.is_dir():
         raise SetupError(f"cannot write {args.output!r}: its folder does not exist; create it first")
+    if Path(args.output).is_dir():
+        raise SetupError(f"cannot write {args.output!r}: it is a folder; give a file name, e.g. -o plane.png")
     attrs = store.read_attrs(args.store)
     if attrs is None:
         raise SetupError(f"{args.store!r} is not a bigdens store")
+    # Metadata, coordinates and atoms first; then the checksum of every written block the plane cuts.
+    reader = store.open_checked(args.store, attrs=attrs, blocks=False)
     if not attrs.get("complete"):
         # Still useful while a run goes on, but blank regions must not pass for zero density.
         print(f"warning: {args.store!r} is incomplete: regions not written yet read NaN and show blank; "
               "finish it with `bigdens predict ... --resume`", file=sys.stderr)
-    root = zarr.open_group(args.store, mode="r")
+    root = zarr.open_group(args.store, mode="r", use_consolidated=False)
     cell = np.asarray(attrs["cell"], dtype=np.float64)
     shape = tuple(attrs["grid_shape"])
     index = int(round(frac * shape[axis])) % shape[axis]
-    sel = [slice(None)] * 3
-    sel[axis] = index
-    rho = np.asarray(root["density"][tuple(sel)], dtype=np.float64)
-    std = np.asarray(root["density_std"][tuple(sel)], dtype=np.float64)
-    epi = np.asarray(root["density_std_epistemic"][tuple(sel)], dtype=np.float64)
+    planes = reader.plane(("density", "density_std", "density_std_epistemic"), axis, index)
+    rho, std, epi = (planes[name].astype(np.float64) for name in ("density", "density_std", "density_std_epistemic"))
     threshold = attrs.get("epistemic_threshold")  # None for models without an epistemic reference
     # In-plane Cartesian coordinates: u along the first in-plane lattice vector, v orthogonal to it.
     a, b = [d for d in range(3) if d != axis]
@@ -118,8 +119,16 @@ def run(args: argparse.Namespace) -> int:
         axes[2].set_title(f"epistemic σ; cyan: above {threshold:.2g} (validation 99.9 %)", fontsize=9)
     if near.any():
         axes[0].legend(loc="upper right", fontsize=7)
-    fig.savefig(args.output, dpi=120)
-    plt.close(fig)
+    from .._files import atomic_write
+
+    try:
+        with atomic_write(args.output) as fh:  # never a half-written image, no temporary left behind
+            fig.savefig(fh, format=suffix or matplotlib.rcParams["savefig.format"], dpi=120)
+    except OSError as exc:
+        raise SetupError(f"cannot write {args.output!r} ({exc.strerror or exc}); choose a writable destination") \
+            from None
+    finally:
+        plt.close(fig)
     flagged = "" if threshold is None else f", {n_high} points above the epistemic threshold"
     print(f"wrote {args.output}: plane {'xyz'[axis]}={plane_f:.3f}, {int(near.sum())} atoms marked "
           f"(species {sorted(set(numbers[near].tolist()))}){flagged}")

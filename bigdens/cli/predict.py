@@ -9,6 +9,9 @@ from ._common import add_grid_arguments, add_structure_arguments
 
 HELP = "predict the electron density and its uncertainty of a structure into a Zarr store"
 
+#: Exit status of a structure or a prediction outside the model's domain (bigdens.domain).
+OUT_OF_DOMAIN = 3
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..config import DEFAULT_BLOCK, DEFAULT_SPACING
@@ -42,6 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu or cuda")
     parser.add_argument("--report", metavar="FILE.html", help="write a Dask performance report")
+    parser.add_argument("--allow-out-of-domain", action="store_true",
+                        help="predict a structure outside the model's domain (vacuum, wrong units, a far too coarse "
+                             "grid, ...) and exit 0; the store still records in_domain: false and the reasons. "
+                             "Without it such a structure is refused (exit 3) before or after the run")
+    parser.add_argument("--block-timeout", type=float, metavar="SECONDS",
+                        help="restart a worker whose block runs longer than this and run the block again; three "
+                             "timeouts of one block stop the run (default: 10x the slowest block so far, at least "
+                             "120 s)")
+    parser.add_argument("--skip-size-check", action="store_true",
+                        help="start even when the estimated memory per worker, store size or block count exceeds "
+                             "what the machine offers (the estimate is refused otherwise)")
     parser.add_argument("--max-blocks", type=int, metavar="N",
                         help="compute at most N missing blocks, then stop (sampling; --resume finishes the store)")
 
@@ -52,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import structure
     from ..config import PredictConfig
-    from ..engine import run as run_engine
+    from ..domain import OutOfDomainError
+    from ..engine import out_of_domain_message, run as run_engine
 
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"bigdens predict: warning: {message}", file=sys.stderr)
@@ -63,13 +78,21 @@ def run(args: argparse.Namespace) -> int:
         mc_samples=args.mc_samples, block=args.block, chunk=args.chunk, cluster=args.cluster,
         scheduler_file=args.scheduler_file, workers=args.workers, threads_per_worker=args.threads_per_worker,
         seed=args.seed, resume=args.resume, renormalize=args.renormalize, overwrite=args.overwrite,
-        device=args.device, report=args.report, max_blocks=args.max_blocks,
+        device=args.device, report=args.report, max_blocks=args.max_blocks, block_timeout=args.block_timeout,
+        allow_out_of_domain=args.allow_out_of_domain, skip_size_check=args.skip_size_check,
     )
     atoms = structure.read(args.structure, format=args.format)
     if args.dry_run:
         return _dry_run(atoms, config)
-    summary = run_engine(atoms, config)
+    try:
+        summary = run_engine(atoms, config)
+    except OutOfDomainError as exc:  # before the run: nothing was computed
+        print(f"bigdens predict: out of domain: {exc}", file=sys.stderr)
+        return OUT_OF_DOMAIN
     print(summary.format())
+    if summary.complete and not summary.in_domain and not config.allow_out_of_domain:
+        print(f"bigdens predict: out of domain: {out_of_domain_message(summary)}", file=sys.stderr)
+        return OUT_OF_DOMAIN
     return 0 if summary.complete or args.max_blocks is not None else 1
 
 

@@ -112,6 +112,16 @@ def check_output(path: str) -> None:
         raise InputError(f"cannot write the model {path!r}: its folder does not exist; create it first")
 
 
+def check_run_arguments(args) -> None:
+    """Refuse a negative ``--seed`` and a ``--threads`` below 1 before any data is read."""
+    from ..errors import InputError
+
+    if args.seed < 0:
+        raise InputError(f"--seed must be an integer >= 0, got {args.seed}")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}; leave it out to use every core")
+
+
 def set_threads(n: int | None) -> None:
     import os
 
@@ -140,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..train import train
 
+    check_run_arguments(args)
     check_output(args.output)
     set_threads(args.threads)
     train_s, val_s = load_split(args)

@@ -1,10 +1,11 @@
-"""``bigdens verify``: re-read every block of a store and check it against the ledger."""
+"""``bigdens verify``: check a store's arrays' metadata, coordinates and atoms, and every block against the ledger."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "check that every block of a predicted store is written and intact (exit 1 if not)"
+HELP = ("check that every block of a predicted store is written and intact, and its metadata, coordinates and "
+        "atoms as written (exit 1 if not)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,23 +20,39 @@ def run(args: argparse.Namespace) -> int:
     report = store.verify(args.store, progress=True)
     done = report.n_blocks - len(report.missing)
     print(f"{args.store}: {done}/{report.n_blocks} blocks recorded, {len(report.missing)} missing, "
-          f"{len(report.corrupt)} corrupt")
+          f"{len(report.corrupt)} corrupt, {len(report.problems)} other problems")
+    for name, why in report.problems:
+        print(f"problem in {name}: {why}")
     if report.missing:
         shown = ", ".join(map(str, report.missing[:20])) + (" ..." if len(report.missing) > 20 else "")
         print(f"missing blocks: {shown}")
     for index, why in report.corrupt[:20]:
         print(f"corrupt block {index}: {why}")
     if report.ok:
-        print("ok: every block matches its checksum")
+        print("ok: every block matches its checksum; metadata, coordinates and atoms as written")
         return 0
     attrs = store.read_attrs(args.store) or {}
     if attrs.get("complete"):
         store.update_attrs(args.store, complete=False)  # a damaged store must not look complete
         print("marked the store incomplete")
-    if args.repair and report.corrupt:
-        for index, _ in report.corrupt:
-            store.ledger_file(args.store, index).unlink(missing_ok=True)
-        print(f"dropped {len(report.corrupt)} ledger entries: `bigdens predict ... --resume` recomputes those blocks")
+    fatal = [name for name, _ in report.problems if not store.repairable(name)]
+    if fatal:
+        print(f"cannot repair {', '.join(sorted(set(fatal)))}: predict the store again with "
+              "`bigdens predict ... --overwrite`")
+    elif args.repair and (report.corrupt or report.problems):
+        rebuilt = store.repair_metadata(args.store, report.problems)
+        if rebuilt:
+            print(f"rebuilt {', '.join(rebuilt)}")
+        if any(name in store.VARIABLES for name in rebuilt):
+            print("dropped every ledger entry: `bigdens predict ... --resume` recomputes every block")
+        elif report.corrupt:
+            for index, _ in report.corrupt:
+                store.ledger_file(args.store, index).unlink(missing_ok=True)
+            print(f"dropped {len(report.corrupt)} ledger entries: `bigdens predict ... --resume` recomputes those "
+                  "blocks")
+    elif report.problems:
+        print("rerun with --repair, then `bigdens predict ... --resume`, to rebuild the damaged arrays and "
+              "recompute what they held")
     elif report.corrupt:
         print("rerun with --repair, then `bigdens predict ... --resume`, to recompute the corrupt blocks")
     elif report.missing:

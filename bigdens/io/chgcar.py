@@ -67,6 +67,14 @@ def read_chgcar(path: str | Path) -> DensityFile:
     if not scale or any(v is None or len(v) != 3 for v in vectors):
         raise bad("malformed header (line 2: scale factor; lines 3-5: lattice vectors in Å)")
     cell = np.array(vectors, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        det = abs(float(np.linalg.det(cell)))
+        lengths = float(np.linalg.norm(cell, axis=1).prod())
+        if not (np.isfinite(scale[0]) and scale[0] != 0) or not det > 1e-6 * max(lengths, 1e-300):
+            raise bad(
+                f"the cell is singular (scale {scale[0]:g}, lattice vectors {cell.tolist()} Å): a zero or "
+                "degenerate lattice vector means the file is damaged"
+            )
     if scale[0] < 0:  # a negative scale is the cell volume
         cell *= (-scale[0] / abs(np.linalg.det(cell))) ** (1.0 / 3.0)
     else:

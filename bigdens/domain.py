@@ -1,0 +1,374 @@
+"""Is a structure inside the domain a model can answer?  Checked before and after a prediction.
+
+A model trained on bulk cells of one material at a 0.2 Å grid cannot answer
+for a slab in 20 Å of vacuum, a cell written in Bohr, one atom in a 40 Å box
+or a 50 Å grid: it returns numbers all the same.  This module measures, in
+this order:
+
+Before the run (:func:`check_before`, cheap: no block is computed)
+    * **grid spacing**: the electron count of a density summed on a coarse
+      grid is off by aliasing; :data:`SPACING_ERROR` is the worst case
+      measured on DFT densities (``benchmarks/grid_integration.py``).  A
+      spacing whose worst case exceeds :data:`ELECTRON_MAX` is out of domain;
+      one coarser than the model's training spacing warns with that number.
+    * **nearest-neighbour distances** of the atoms against the range in the
+      model's training cells (``info["domain_reference"]``): a cell in Bohr
+      has them 1.89× too long, an isolated atom has none within reach.
+    * **a probe**: the model predicts at :data:`PROBE_POINTS` grid points
+      drawn at random (seeded); the share of points flagged by the epistemic
+      σ, the share of negative electrons and the electron count estimated from
+      the probe (with its sampling error) are checked against twice the
+      limits below.
+
+After the run (:func:`check_after`, exact: from the ledger's per-block sums)
+    * the share of grid points whose epistemic σ exceeds the model's
+      threshold (its validation 99.9 % quantile) above :data:`FLAGGED_MAX`;
+    * the electron count against the valence count, off by more than
+      :data:`ELECTRON_MAX`;
+    * negative density integrating to more than :data:`NEGATIVE_MAX` of the
+      electrons;
+    * a ``--renormalize`` factor that is not positive or is off 1 by more than
+      :data:`ELECTRON_MAX` (it is then not applied).
+
+``bigdens predict`` refuses a structure that fails the first group (nothing
+is computed) and marks a store that fails the second (``in_domain: false``,
+``domain_reasons``; exit 3), unless ``--allow-out-of-domain``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import BigdensError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase import Atoms
+
+    from .bnn import DensityModel
+    from .grid import Grid
+
+#: Largest share of grid points with epistemic σ above the model's threshold: 100× its base rate
+#: (0.1 % in validation cells; up to 1.3 % in the 1400 K liquid training cells, 0.4 % in the Al vacancy
+#: example, 4.8 % in a 256-site Al cell with a 13-atom void).
+FLAGGED_MAX = 0.10
+#: Largest relative electron-count error, |N_predicted − N_valence| / N_valence.
+ELECTRON_MAX = 0.02
+#: Largest share of the electrons that negative density may hold (format-2 models: 0 by construction).
+NEGATIVE_MAX = 0.005
+#: Nearest-neighbour distances may lie this factor outside the training range (strain, temperature).
+NN_MARGIN = 1.25
+#: Largest share of atoms whose nearest-neighbour distance lies outside the widened range.
+NN_SHARE_MAX = 0.05
+#: Grid points the probe predicts before a run.
+PROBE_POINTS = 8192
+#: Grids with fewer points than this are not probed (too few points to judge a share).
+PROBE_MIN_POINTS = 1000
+#: Monte Carlo samples of the probe.
+PROBE_SAMPLES = 8
+#: The probe's limits are this factor looser than the exact ones after the run.
+PROBE_FACTOR = 2.0
+#: Atoms whose nearest-neighbour distance is measured (a random sample of larger structures).
+NN_SAMPLE = 20000
+#: Worst-case relative electron-count error of a density summed on a grid of this spacing (Å): the
+#: running maximum over spacings up to it, measured on DFT densities of Al and Si–Ge cells
+#: (``python -m benchmarks.grid_integration``, benchmarks/results/domain/grid_integration.json).
+SPACING_ERROR = ((0.4, 2.1e-6), (0.5, 3.1e-4), (0.6, 3.9e-4), (0.7, 0.0111), (1.1, 0.0435), (1.4, 0.5111))
+#: The probe's Monte Carlo samples are drawn as for this block index (no real block has it).
+PROBE_BLOCK = 2**31 - 1
+
+
+class OutOfDomainError(BigdensError):
+    """Raised when a structure or a prediction lies outside the model's domain.
+
+    Before a run nothing was computed; after one the store is written and
+    marked ``in_domain: false``.  ``bigdens predict`` exits 3 with its message.
+    """
+
+    def __init__(self, message: str, report: "DomainReport"):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class DomainReport:
+    """What the domain checks measured and which limits failed.
+
+    Attributes
+    ----------
+    reasons : list of str
+        One phrase per failed check (empty: in domain).
+    measured : dict
+        The measured values (shares, relative errors, distances in Å).
+    warnings : list of str
+        Checks that passed with a caveat (a coarse grid).
+    """
+
+    reasons: list[str] = field(default_factory=list)
+    measured: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def in_domain(self) -> bool:
+        return not self.reasons
+
+    def merge(self, other: "DomainReport") -> "DomainReport":
+        return DomainReport(reasons=self.reasons + [r for r in other.reasons if r not in self.reasons],
+                            measured={**self.measured, **other.measured},
+                            warnings=self.warnings + [w for w in other.warnings if w not in self.warnings])
+
+    def to_attrs(self, *, accepted: bool) -> dict:
+        """Store attributes: ``in_domain``, ``domain_reasons`` and ``domain`` (values and limits)."""
+        return {"in_domain": self.in_domain, "domain_reasons": list(self.reasons),
+                "domain": {"measured": self.measured, "accepted_out_of_domain": bool(accepted and self.reasons),
+                           "limits": limits()}}
+
+    def message(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def limits() -> dict:
+    """The documented thresholds (recorded in every store)."""
+    return {"flagged_share": FLAGGED_MAX, "electron_error": ELECTRON_MAX, "negative_share": NEGATIVE_MAX,
+            "nn_margin": NN_MARGIN, "nn_share": NN_SHARE_MAX, "probe_factor": PROBE_FACTOR,
+            "spacing_electron_error": ELECTRON_MAX}
+
+
+def spacing_error(spacing: float) -> float:
+    """Worst-case relative electron-count error of summing a density on a grid of ``spacing`` Å (see :data:`SPACING_ERROR`)."""
+    err = 0.0
+    for h, e in SPACING_ERROR:
+        if spacing >= h - 1e-9:
+            err = e
+    if spacing > SPACING_ERROR[-1][0]:
+        err = max(err, 1.0)  # unmeasured: anything
+    return err
+
+
+# -- nearest-neighbour distances -----------------------------------------------------------
+
+def nearest_neighbour_distances(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray, *,
+                                sample: int = NN_SAMPLE, seed: int = 0, reach: float = 8.0) -> np.ndarray:
+    """Distance from atoms to their nearest other atom (periodic images included), Å.
+
+    Parameters
+    ----------
+    positions : ndarray, shape (n_atoms, 3), Å
+    numbers : ndarray, shape (n_atoms,)
+    cell : ndarray, shape (3, 3), Å (rows are lattice vectors)
+    sample
+        At most this many atoms, drawn at random (seeded), are measured.
+    reach
+        Distances beyond ``reach`` Å read ``inf``.
+
+    Returns
+    -------
+    ndarray, shape (min(n_atoms, sample),), float64, Å
+    """
+    from .descriptors import DescriptorParams, compute
+
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    numbers = np.asarray(numbers)
+    n = len(positions)
+    rng = np.random.default_rng(seed)
+    pick = np.arange(n) if n <= sample else np.sort(rng.choice(n, size=sample, replace=False))
+    species = tuple(sorted({int(z) for z in numbers.tolist()}))
+    params = DescriptorParams(species=species, m=(2,) * len(species), k=(0,) * len(species), r_cut=reach)
+    feats = compute(positions, numbers, cell, positions[pick], params).astype(np.float64)
+    out = np.full(len(pick), np.inf)
+    for s, z in enumerate(species):
+        off = params.offsets[s]
+        own = numbers[pick] == z
+        # At an atom's own position its species' first distance is 0 (itself): take the second.
+        d = np.where(own, feats[:, off + 1], feats[:, off])
+        out = np.minimum(out, d)
+    out[out >= reach - 1e-6] = np.inf
+    return out
+
+
+def training_reference(snapshots) -> dict:
+    """``info["domain_reference"]`` of a model trained on ``snapshots``: the nearest-neighbour distance range, Å."""
+    lo, hi = math.inf, 0.0
+    for s in snapshots:
+        d = nearest_neighbour_distances(s.positions, s.numbers, s.cell)
+        d = d[np.isfinite(d)]
+        if len(d):
+            lo, hi = min(lo, float(d.min())), max(hi, float(d.max()))
+    return {"nn_distance": [lo, hi]} if hi > 0 else {}
+
+
+def merge_references(a: dict | None, b: dict | None) -> dict:
+    """The union of two ``domain_reference`` records (a fine-tuned model keeps its parent's range)."""
+    ranges = [r["nn_distance"] for r in (a, b) if isinstance(r, dict) and "nn_distance" in r]
+    if not ranges:
+        return {}
+    return {"nn_distance": [min(r[0] for r in ranges), max(r[1] for r in ranges)]}
+
+
+# -- before a run ----------------------------------------------------------------------------
+
+def check_before(atoms: "Atoms", model: "DensityModel", grid: "Grid", *, n_expected: float | None,
+                 seed: int = 0, device: str = "cpu") -> DomainReport:
+    """The checks that need no block computed: grid spacing, neighbour distances and a probe.
+
+    Parameters
+    ----------
+    atoms
+        The structure (Å), validated.
+    model
+        The model that will predict it.
+    grid
+        The run's grid.
+    n_expected
+        Valence electrons, or None when unknown (the count is then not checked).
+    """
+    report = DomainReport()
+    _check_spacing(report, model, grid)
+    _check_neighbours(report, atoms, model)
+    _probe(report, atoms, model, grid, n_expected=n_expected, seed=seed, device=device)
+    return report
+
+
+def _check_spacing(report: DomainReport, model: "DensityModel", grid: "Grid") -> None:
+    h = float(np.max(grid.spacing))
+    err = spacing_error(h)
+    report.measured["grid_spacing"] = h
+    report.measured["spacing_electron_error_worst"] = err
+    trained = model.info.get("grid_spacing")
+    if err > ELECTRON_MAX:
+        report.reasons.append(f"the grid spacing {h:.3g} Å is too coarse: summed on it, a density's electron count "
+                              f"can be off by {100 * err:.3g} % (use the model's spacing"
+                              + (f", {float(np.max(trained)):.3g} Å" if trained else "") + ")")
+    elif trained and h > float(np.max(trained)) * (1 + 1e-6):
+        report.warnings.append(f"the grid spacing {h:.3f} Å is coarser than the model's training spacing "
+                               f"{float(np.max(trained)):.3f} Å: the values at the grid points are as good, but the "
+                               f"electron count summed on this grid can be off by up to {100 * err:.2g} % "
+                               "(measured on DFT densities)")
+
+
+def _check_neighbours(report: DomainReport, atoms: "Atoms", model: "DensityModel") -> None:
+    ref = model.info.get("domain_reference")
+    if not isinstance(ref, dict) or "nn_distance" not in ref:
+        return
+    lo, hi = (float(v) for v in ref["nn_distance"])
+    d = nearest_neighbour_distances(atoms.positions, atoms.numbers, atoms.cell[:])
+    outside = (d < lo / NN_MARGIN) | (d > hi * NN_MARGIN)
+    share = float(np.mean(outside)) if len(d) else 0.0
+    finite = d[np.isfinite(d)]
+    median = float(np.median(finite)) if len(finite) else math.inf
+    report.measured.update(nn_distance_median=median, nn_outside_share=share, nn_training_range=[lo, hi])
+    if share > NN_SHARE_MAX:
+        if not len(finite):
+            what = "no atom has another within 8 Å"
+        else:
+            what = f"the median nearest-neighbour distance is {median:.3g} Å"
+        hint = ""
+        if len(finite) and 1.7 < median / hi < 2.1:
+            hint = " (about 1.89×: is the cell in Bohr? bigdens reads Å)"
+        report.reasons.append(f"{100 * share:.0f} % of the atoms have their nearest neighbour outside the training "
+                              f"cells' {lo:.2f}–{hi:.2f} Å (±{100 * (NN_MARGIN - 1):.0f} %): {what}{hint}")
+
+
+def _probe(report: DomainReport, atoms: "Atoms", model: "DensityModel", grid: "Grid", *,
+           n_expected: float | None, seed: int, device: str) -> None:
+    from .bnn import epistemic_threshold
+    from .descriptors import compute
+
+    if grid.n_points < PROBE_MIN_POINTS:
+        return
+    rng = np.random.default_rng([seed, 0x0D0A])
+    n = int(min(PROBE_POINTS, grid.n_points))
+    idx = np.stack([rng.integers(0, s, size=n) for s in grid.shape], axis=1)
+    points = (idx / np.asarray(grid.shape)) @ np.asarray(grid.cell)
+    feats = compute(atoms.positions, atoms.numbers, atoms.cell[:], points, model.params)
+    mean, epi, _ = model.predict(feats, samples=PROBE_SAMPLES, seed=seed, block_index=PROBE_BLOCK,
+                                 device=device)
+    mean = mean.astype(np.float64)
+    threshold = epistemic_threshold(model)
+    m = report.measured
+    if threshold is not None:
+        flagged = float(np.mean(np.sqrt(epi.astype(np.float64)) > threshold))
+        m["probe_flagged_share"] = flagged
+        if flagged > PROBE_FACTOR * FLAGGED_MAX:
+            report.reasons.append(f"the model is unsure at {100 * flagged:.0f} % of a {n}-point probe (epistemic σ "
+                                  f"above its validation 99.9 % quantile; at most {100 * FLAGGED_MAX:g} % allowed): "
+                                  "the structure is unlike its training cells (vacuum, other phase or units?)")
+    n_est = float(mean.mean() * grid.volume)
+    se = float(mean.std() / math.sqrt(n) * grid.volume)
+    m["probe_electrons"] = n_est
+    m["probe_electrons_error"] = se
+    neg = float(-mean[mean < 0].sum() * grid.volume / n)
+    if n_expected:
+        m["probe_negative_share"] = neg / n_expected
+        if neg / n_expected > PROBE_FACTOR * NEGATIVE_MAX:
+            report.reasons.append(f"negative density holds about {100 * neg / n_expected:.2g} % of the electrons in "
+                                  "a probe of the grid")
+        tol = max(PROBE_FACTOR * ELECTRON_MAX, 5 * se / n_expected)
+        if abs(n_est - n_expected) > tol * n_expected:
+            report.reasons.append(f"a probe of the grid integrates to about {n_est:.4g} ± {se:.2g} electrons for the "
+                                  f"{n_expected:g} valence electrons")
+
+
+# -- after a run -----------------------------------------------------------------------------
+
+def check_after(*, n_points: int, n_flagged: int | None, n_electrons: float, n_expected: float | None,
+                negative_electrons: float | None) -> DomainReport:
+    """The exact checks of a finished run, from the ledger's sums.
+
+    Parameters
+    ----------
+    n_points
+        Grid points.
+    n_flagged
+        Points whose epistemic σ exceeds the model's threshold (None: no threshold).
+    n_electrons
+        The raw integral of the mean density, electrons.
+    n_expected
+        Valence electrons, or None.
+    negative_electrons
+        Integral of the negative part of the mean density (≥ 0), or None when
+        the ledger does not record it.
+    """
+    report = DomainReport()
+    m = report.measured
+    if n_flagged is not None:
+        share = n_flagged / n_points
+        m["flagged_share"] = share
+        if share > FLAGGED_MAX:
+            report.reasons.append(f"the model is unsure at {100 * share:.3g} % of the grid points (epistemic σ above "
+                                  f"its validation 99.9 % quantile; at most {100 * FLAGGED_MAX:g} % allowed)")
+    if n_expected:
+        rel = (n_electrons - n_expected) / n_expected
+        m["electron_error"] = rel
+        if abs(rel) > ELECTRON_MAX:
+            report.reasons.append(f"the density integrates to {n_electrons:.5g} electrons for {n_expected:g} valence "
+                                  f"electrons ({100 * rel:+.3g} %; at most ±{100 * ELECTRON_MAX:g} % allowed)")
+        if negative_electrons is not None:
+            m["negative_share"] = negative_electrons / n_expected
+            if negative_electrons / n_expected > NEGATIVE_MAX:
+                report.reasons.append(f"negative density holds {100 * negative_electrons / n_expected:.3g} % of the "
+                                      f"electrons (at most {100 * NEGATIVE_MAX:g} % allowed)")
+    return report
+
+
+def renormalization_refusal(factor: float, *, allow: bool) -> str | None:
+    """Why ``--renormalize`` must not apply ``factor`` (None: apply it).
+
+    A factor ≤ 0 (or not finite) is never applied: it would flip or erase the
+    density.  One off 1 by more than :data:`ELECTRON_MAX` is applied only when
+    out-of-domain answers are accepted.
+    """
+    if not math.isfinite(factor) or factor <= 0:
+        return f"--renormalize would multiply the density by {factor:.4g}: not applied"
+    if abs(factor - 1) > ELECTRON_MAX and not allow:
+        return (f"--renormalize would multiply the density by {factor:.4g}, more than ±{100 * ELECTRON_MAX:g} % "
+                "from 1: not applied")
+    return None
+
+
+__all__ = ["ELECTRON_MAX", "FLAGGED_MAX", "NEGATIVE_MAX", "DomainReport", "OutOfDomainError", "check_after",
+           "check_before", "limits", "nearest_neighbour_distances", "renormalization_refusal", "spacing_error",
+           "training_reference"]
