@@ -300,7 +300,7 @@ def _probe(report: DomainReport, atoms: "Atoms", model: "DensityModel", grid: "G
     se = float(mean.std() / math.sqrt(n) * grid.volume)
     m["probe_electrons"] = n_est
     m["probe_electrons_error"] = se
-    neg = float(-mean[mean < 0].sum() * grid.volume / n)
+    neg = max(0.0, float(-mean[mean < 0].sum() * grid.volume / n))
     if n_expected:
         m["probe_negative_share"] = neg / n_expected
         if neg / n_expected > PROBE_FACTOR * NEGATIVE_MAX:

@@ -774,7 +774,7 @@ def _check_domain_after(ledger: dict, grid, model: "DensityModel", n_pred: float
     return check_after(
         n_points=grid.n_points, n_flagged=sum(highs) if threshold is not None and None not in highs else None,
         n_electrons=n_pred, n_expected=n_expected,
-        negative_electrons=None if None in negatives else -sum(negatives) * grid.dv)
+        negative_electrons=None if None in negatives else max(0.0, -sum(negatives) * grid.dv))
 
 
 def _warn_composition(numbers, info: dict) -> None:
@@ -852,7 +852,6 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
     if config.renormalize and n_expected is None:
         raise SetupError("--renormalize needs the valence electron count, but an element has no HGH setup; "
                          "drop --renormalize")
-    before = _check_domain_before(atoms, model, grid, config, n_expected)
     identity = {
         "structure_hash": zstore.structure_hash(cell, atoms.positions, numbers),
         "grid_shape": list(grid.shape),
@@ -875,6 +874,7 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
         if not config.renormalize and any(e.get("scale", 1.0) != 1.0 or "pending" in e for e in ledger.values()):
             raise SetupError(f"{str(out)!r} was renormalized; resume it with --renormalize")
         run_id = attrs["run_id"]
+    before = _check_domain_before(atoms, model, grid, config, n_expected)  # after the cheap checks of --out
 
     todo = [b.index for b in blocks if mode != "resume" or b.index not in ledger]
     if config.max_blocks is not None:

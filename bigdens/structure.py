@@ -151,7 +151,7 @@ def _atoms_outside_cell(atoms: "Atoms") -> tuple[int, int]:
         volume = abs(np.linalg.det(cell))
         if not volume > 1e-6 * max(np.linalg.norm(cell, axis=1).prod(), 1e-300):
             return 0, -1
-    tol = 1e-9
+    tol = 1e-6  # ASE's wrap() leaves fractions down to -1e-7
     n_out, first = 0, -1
     rows = 1 << 16
     for s in range(0, len(pos), rows):

@@ -332,6 +332,83 @@ GROUPS: dict[str, list[Case]] = {
         case("plot-folder-missing", "-o in a folder that does not exist", "plot done.zarr -o nodir/p.png",
              "cannot write 'nodir/p.png': its folder does not exist; create it first"),
     ],
+    "Damaged stores (export and plot check every block they read against the ledger)": [
+        case("export-chunk-deleted", "export a complete store whose chunk file was deleted",
+             "export chunk-deleted.zarr --cube d.cube",
+             "'chunk-deleted.zarr' is damaged: 1 of 1 blocks fail their ledger check (block 0: density checksum "
+             "differs (chunk missing, changed or swapped)); repair it with `bigdens verify --repair "
+             "chunk-deleted.zarr`, then `bigdens predict ... --resume`"),
+        case("export-chunk-truncated", "export a store with a truncated chunk file",
+             "export chunk-truncated.zarr --cube d.cube",
+             "'chunk-truncated.zarr' is damaged: 1 of 1 blocks fail their ledger check (block 0: density chunk "
+             "unreadable (…)); repair it with `bigdens verify --repair chunk-truncated.zarr`, then `bigdens "
+             "predict ... --resume`"),
+        case("export-variable-deleted", "export a store whose density_std folder was deleted",
+             "export var-deleted.zarr --cube d.cube",
+             "'var-deleted.zarr' is damaged (density_std: array missing (no folder)); repair it with `bigdens "
+             "verify --repair var-deleted.zarr`, then `bigdens predict ... --resume`"),
+        case("export-coords-edited", "export a store whose x coordinates were edited",
+             "export coords-edited.zarr --cube d.cube",
+             "'coords-edited.zarr' is damaged (x: coordinates are not the grid's (index 1: 1.1125, expected 1.0125 "
+             "Å)); repair it with `bigdens verify --repair coords-edited.zarr`, then `bigdens predict ... --resume`"),
+        case("export-ledger-deleted", "export a complete store missing a ledger entry",
+             "export ledger-deleted.zarr --cube d.cube",
+             "'ledger-deleted.zarr' is damaged: 1 of 1 blocks fail their ledger check (block 0: no ledger entry "
+             "although the store says complete); repair it with `bigdens verify --repair ledger-deleted.zarr`, then "
+             "`bigdens predict ... --resume`"),
+        case("plot-metadata-edited", "plot a store whose density zarr.json was edited", "plot meta-edited.zarr -o p.png",
+             "'meta-edited.zarr' is damaged (density: fill_value is 0.0, expected 'NaN'); repair it with `bigdens "
+             "verify --repair meta-edited.zarr`, then `bigdens predict ... --resume`"),
+        case("plot-atoms-moved", "plot a store whose atoms were moved", "plot atoms-moved.zarr -o p.png",
+             "'atoms-moved.zarr' is damaged (positions/numbers: the atoms do not match the store's structure hash); "
+             "its atoms cannot be rebuilt from the store: predict it again with `bigdens predict ... --overwrite`"),
+        case("plot-chunk-deleted", "plot through a deleted chunk", "plot chunk-deleted.zarr -o p.png",
+             "'chunk-deleted.zarr' is damaged: 1 of 1 blocks fail their ledger check (block 0: density checksum "
+             "differs (chunk missing, changed or swapped)); repair it with `bigdens verify --repair "
+             "chunk-deleted.zarr`, then `bigdens predict ... --resume`"),
+        case("export-cube-is-folder", "--cube names a folder", "export done.zarr --cube notes",
+             "cannot write 'notes': it is a folder; give a file name, e.g. --cube density.cube"),
+    ],
+    "Stores in use (one writer per store)": [
+        case("store-in-use-elsewhere", "--overwrite of a store a run on another host writes",
+             "predict al.xyz " + STORE + " --out busy.zarr --overwrite",
+             "'busy.zarr' is in use by bigdens predict (pid 4242 on host node7, run 5f0c6d2a9e8b4c1d8a7b6c5d4e3f2a1b, "
+             "since 2025-01-01T00:00:00+00:00); wait for it to finish or stop it on node7; a lock from another host "
+             "is not judged stale: if that run is gone, delete '…/busy.zarr.lock'"),
+        case("store-in-use-here", "--resume of a store a live process on this host writes",
+             "predict al.xyz " + STORE + " --out busy-here.zarr --resume",
+             "'busy-here.zarr' is in use by bigdens predict (pid 1 on host …, run 5f0c6d2a9e8b4c1d8a7b6c5d4e3f2a1b, "
+             "since 2025-01-01T00:00:00+00:00); wait for it to finish or stop it (kill 1); a lock left by a run that "
+             "died is removed automatically"),
+        case("store-lock-unreadable", "a damaged lock file beside the store",
+             "predict al.xyz " + STORE + " --out busy-bad.zarr",
+             "'busy-bad.zarr' is locked by '…/busy-bad.zarr.lock', which cannot be read (not a bigdens lock); if no "
+             "bigdens run uses the store, delete that file"),
+        case("verify-in-use", "verify --repair of a store another host's run writes", "verify busy.zarr --repair",
+             "'busy.zarr' is in use by bigdens predict (pid 4242 on host node7, run 5f0c6d2a9e8b4c1d8a7b6c5d4e3f2a1b, "
+             "since 2025-01-01T00:00:00+00:00); wait for it to finish or stop it on node7; a lock from another host "
+             "is not judged stale: if that run is gone, delete '…/busy.zarr.lock'"),
+    ],
+    "Sizes (estimated before anything starts; --skip-size-check forces them)": [
+        case("predict-store-too-large-for-disk", "--spacing 0.001: a 1 TB store",
+             "predict al.xyz --model al.safetensors --spacing 0.001 --workers 0 --out new.zarr",
+             "the prediction would write about … TB, but … is free at '…': free space, choose another output or a "
+             "coarser grid, or --skip-size-check to try anyway"),
+        case("predict-too-many-blocks", "--block 2 on a fine grid",
+             "predict al.xyz --model al.safetensors --spacing 0.01 --block 2 --workers 0 --out new.zarr",
+             "the prediction would need … blocks (at most 2,000,000): use a larger --block or a coarser "
+             "grid; --skip-size-check forces it"),
+        case("predict-samples-too-many", "--mc-samples 100000000",
+             "predict al.xyz --model al.safetensors --mc-samples 100000000 --workers 0 --out new.zarr",
+             "the prediction would need about … of memory per process, but … is available: lower --mc-samples, "
+             "--block or the cutoff, use fewer workers, or --skip-size-check to try anyway"),
+        case("describe-cutoff-too-large", "--r-cut 1000", "describe al.xyz --r-cut 1000 --m 4",
+             "describe would need about … of memory per process, but … is available: lower --r-cut or --block, or "
+             "--skip-size-check to try anyway"),
+        case("build-too-many-atoms", "--cells 1000 1000 1000", "build al --cells 1000 1000 1000 -o b.xyz",
+             "a structure of 4,000,000,000 atoms would need about 1.6 TB of memory per process, but … is "
+             "available: build fewer --cells, or --skip-size-check to try anyway"),
+    ],
     "Run settings": [
         case("predict-mc-samples-zero", "S = 0", "predict al.xyz " + PREDICT + " --mc-samples 0",
              "the number of Monte Carlo samples must be an integer >= 1, got 0; e.g. mc_samples=20 "
@@ -684,7 +761,49 @@ def inputs(tmp_path_factory) -> Path:
                     allow_out_of_domain=True)
     engine.predict(atoms, out=d / "done.zarr", **settings)
     engine.predict(atoms, out=d / "partial.zarr", max_blocks=0, **settings)
+    _damaged_stores(d)
+    _locked_stores(d)
     return d
+
+
+def _damaged_stores(d: Path) -> None:
+    """Copies of done.zarr, each damaged one way (as a disk, a user or a sync tool might)."""
+    import zarr
+
+    def copy(name):
+        shutil.copytree(d / "done.zarr", d / name)
+        return d / name
+
+    (copy("chunk-deleted.zarr") / "density" / "c" / "0" / "0" / "0").unlink()
+    chunk = copy("chunk-truncated.zarr") / "density" / "c" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    shutil.rmtree(copy("var-deleted.zarr") / "density_std")
+    zarr.open_array(str(copy("coords-edited.zarr") / "x"), mode="r+")[1] += 0.1
+    meta = copy("meta-edited.zarr") / "density" / "zarr.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "fill_value": 0.0}))
+    zarr.open_array(str(copy("atoms-moved.zarr") / "positions"), mode="r+")[1, 0] += 0.01
+    (copy("ledger-deleted.zarr") / "ledger" / "block-0000000.json").unlink()
+
+
+def _locked_stores(d: Path) -> None:
+    """Copies of done.zarr with the lock of a run elsewhere, of a live process here, and a damaged lock."""
+    import socket
+
+    from bigdens import storelock
+
+    def lock(name, **fields):
+        shutil.copytree(d / "done.zarr", d / name)
+        entry = {"command": "bigdens predict", "host": "node7", "pid": 4242, "pid_start": None, "boot_id": None,
+                 "run_id": "5f0c6d2a9e8b4c1d8a7b6c5d4e3f2a1b", "since": "2025-01-01T00:00:00+00:00",
+                 "store": str(d / name), "token": "t" * 32, **fields}
+        storelock.lock_path(d / name).write_text(json.dumps(entry))
+
+    lock("busy.zarr")
+    stat = Path("/proc/1/stat").read_text()
+    lock("busy-here.zarr", host=socket.gethostname(), pid=1, pid_start=int(stat[stat.rindex(")") + 2:].split()[19]),
+         boot_id=storelock._boot_id())
+    shutil.copytree(d / "done.zarr", d / "busy-bad.zarr")
+    storelock.lock_path(d / "busy-bad.zarr").write_text("{not json")
 
 
 def _tree(root: Path) -> dict[str, tuple]:

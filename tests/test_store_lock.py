@@ -254,6 +254,12 @@ def test_live_or_unknown_lock_refuses_before_anything_is_touched(tmp_path, model
                 engine.run(atoms, config(out, model, **flags))
             assert want in str(info.value) and "\n" not in str(info.value)
             assert snapshot(out) == before and storelock.lock_path(out).read_text() == lock_text
+        # verify (which marks a damaged store incomplete, and --repair) waits for the writer too.
+        for extra in ([], ["--repair"]):
+            r = subprocess.run([sys.executable, "-m", "bigdens", "verify", str(out), *extra], capture_output=True,
+                               text=True)
+            assert r.returncode == 2 and r.stderr.startswith("bigdens verify: error: ") and want in r.stderr
+            assert snapshot(out) == before
     finally:
         sleeper.kill()
         sleeper.wait()

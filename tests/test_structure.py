@@ -325,3 +325,18 @@ def test_check_cell():
             structure.check_cell(bad)
     with pytest.raises(InputError, match="3×3"):
         structure.check_cell(np.eye(2))
+
+
+def test_build_writes_rattled_atoms_inside_the_cell(tmp_path, capsys):
+    import warnings
+
+    from bigdens.cli import main
+
+    assert main(["build", "al", "--cells", "2", "2", "2", "--rattle", "0.1", "--seed", "3", "-o", "r.xyz"]) == 0
+    rattled = structure.rattle(structure.fcc_al((2, 2, 2)), 0.1, seed=3)
+    assert structure._atoms_outside_cell(rattled)[0] > 0  # the builder's atoms leave the cell ...
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ... the written file has them wrapped: no note
+        got = structure.read("r.xyz")
+    d = got.get_scaled_positions(wrap=False) - rattled.get_scaled_positions(wrap=False)
+    assert np.abs(d - np.round(d)).max() < 1e-6  # the same atoms, by whole lattice vectors

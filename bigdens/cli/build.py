@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rattle:
         atoms = structure.rattle(atoms, args.rattle, seed=args.seed)
     structure.validate(atoms)
+    atoms.wrap()  # rattled atoms back into the cell: readers note atoms outside it (structure.read)
     write_structure(atoms, args.output, format=args.out_format)
     counts = ", ".join(f"{n} {s}" for s, n in structure.species_counts(atoms).items())
     print(f"wrote {args.output}: {len(atoms)} atoms ({counts}), cell {atoms.cell.lengths().round(4).tolist()} Å")

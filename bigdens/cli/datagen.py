@@ -97,13 +97,18 @@ def run(args: argparse.Namespace) -> int:
     there = next(p for p in (out, *out.parents) if p.exists())
     if not there.is_dir():
         raise InputError(f"-o {args.output!r}: {str(there)!r} exists and is not a folder; choose another -o")
-    with warnings.catch_warnings(record=True) as notes:  # one line each, as `bigdens predict` shows them
+    with warnings.catch_warnings(record=True) as notes:  # shown with the first line of progress (say)
         warnings.simplefilter("always")
         variants, info = build_variants(system, cells=args.cells, x_values=args.x, vacancies=args.vacancies,
                                         seed=args.seed, structure_file=structure_file,
                                         structure_format=args.format)
-    for note in notes:
-        print(f"bigdens datagen: warning: {note.message}", file=sys.stderr)
+
+    def say(line: str) -> None:
+        # The notes on the structure (one line each, as `bigdens predict` shows them) come once the run
+        # is under way, so that a refused run shows only its error.
+        while notes:
+            print(f"bigdens datagen: warning: {notes.pop(0).message}", file=sys.stderr)
+        print(line, flush=True)
     for atoms in variants.values():  # fail now, not after the MD or in a new -o folder, on bad structures
         from ..data import hgh_valence
         from ..structure import validate
@@ -121,9 +126,9 @@ def run(args: argparse.Namespace) -> int:
 
     def plan():
         return make_plan(variants, temperatures=temps, snapshots_per_temperature=args.snapshots_per_temperature,
-                         md=md, seed=args.seed, split_fractions=fractions, variant_info=info, progress=print)
+                         md=md, seed=args.seed, split_fractions=fractions, variant_info=info, progress=say)
 
     out = generate(args.output, plan, request=request, dft=dft, description=args.description,
-                   max_snapshots=args.max_snapshots, log_dir=args.log_dir)
+                   max_snapshots=args.max_snapshots, log_dir=args.log_dir, progress=say)
     print(f"data set {str(out)!r} is up to date")
     return 0

@@ -37,11 +37,9 @@ def run(args: argparse.Namespace) -> int:
     # DescriptorParams as given (`is not None`: 0 is falsy), which refuses them as `bigdens train` does.
     if args.max_blocks is not None and args.max_blocks < 1:
         raise InputError(f"--max-blocks must be >= 1 (blocks to compute), got {args.max_blocks}")
-    with warnings.catch_warnings(record=True) as notes:  # one line each, as `bigdens predict` shows them
+    with warnings.catch_warnings(record=True) as notes:  # shown once every check has passed (below)
         warnings.simplefilter("always")
         atoms = structure.read(args.structure, format=args.format)
-    for note in notes:
-        print(f"bigdens describe: warning: {note.message}", file=sys.stderr)
     structure.validate(atoms)
     params = descriptors.default_params(atoms.numbers)
     n = len(params.species)
@@ -64,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     cl = build_cell_list(grid.cell, atoms.positions)
     blocks = make_blocks(grid.shape, block)
     todo = blocks[: args.max_blocks] if args.max_blocks is not None else blocks
+    for note in notes:  # one line each, as `bigdens predict` shows them; a refused run shows only its error
+        print(f"bigdens describe: warning: {note.message}", file=sys.stderr)
     counts = ", ".join(f"{c} {s}" for s, c in structure.species_counts(atoms).items())
     print(f"structure: {len(atoms)} atoms ({counts}), volume {grid.volume:.2f} Å³")
     print(f"grid: {grid.shape} = {grid.n_points} points, spacing {np.round(grid.spacing, 4).tolist()} Å")

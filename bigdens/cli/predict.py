@@ -64,15 +64,22 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import warnings
 
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"bigdens predict: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():  # one line per warning, for this command only
+        warnings.showwarning = show
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import sys
+
     from .. import structure
     from ..config import PredictConfig
     from ..domain import OutOfDomainError
     from ..engine import out_of_domain_message, run as run_engine
 
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"bigdens predict: warning: {message}", file=sys.stderr)
-
-    warnings.showwarning = show
     config = PredictConfig(
         out=args.out, model=args.model, spacing=args.spacing, grid=tuple(args.grid) if args.grid else None,
         mc_samples=args.mc_samples, block=args.block, chunk=args.chunk, cluster=args.cluster,

@@ -15,6 +15,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from .. import store, storelock
+
+    if store.read_attrs(args.store) is None or not os.access(Path(args.store).absolute().parent, os.W_OK):
+        return _verify(args)  # not a store (one clear line follows), or read-only: nobody writes it
+    # verify marks a damaged store incomplete and --repair drops entries: never under a running writer.
+    with storelock.hold(args.store, run_id=None, command="bigdens verify"):
+        return _verify(args)
+
+
+def _verify(args: argparse.Namespace) -> int:
     from .. import store
 
     report = store.verify(args.store, progress=True)
