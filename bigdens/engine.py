@@ -460,8 +460,8 @@ def _block_error(index: int, exc: BaseException) -> BaseException:
     return BlockFailed(f"block {index} failed: {type(exc).__name__}: {exc}")
 
 
-def _processing_on_workers(dask_scheduler=None) -> dict:
-    """Runs in the scheduler: key -> (worker, seconds the task has been on it at least), for tasks on workers.
+def _cluster_state(dask_scheduler=None) -> tuple[int, dict]:
+    """Runs in the scheduler: the number of workers, and key -> (worker, seconds on it at least) for tasks on workers.
 
     The time is the task's run time at its worker's last heartbeat (0 if not
     yet reported as executing) plus the time since that heartbeat, so a
@@ -470,12 +470,12 @@ def _processing_on_workers(dask_scheduler=None) -> dict:
     import time as _time
 
     now = _time.time()
-    out = {}
+    tasks = {}
     for ws in dask_scheduler.workers.values():
         silent = max(0.0, now - ws.last_seen)
         for ts in ws.processing:
-            out[ts.key] = (ws.address, silent + ws.executing.get(ts, 0.0))
-    return out
+            tasks[ts.key] = (ws.address, silent + ws.executing.get(ts, 0.0))
+    return len(dask_scheduler.workers), tasks
 
 
 def _run_tasks(client, fn: Callable, indices: list[int], *, progress: bool, desc: str,
@@ -483,10 +483,11 @@ def _run_tasks(client, fn: Callable, indices: list[int], *, progress: bool, desc
     """Run ``fn(index, **kwargs)`` for every index, yielding results as they finish.
 
     On a cluster, a block running longer than :func:`block_timeout` (``timeout``
-    if given) has its worker restarted and runs again; the :data:`BLOCK_ATTEMPTS`
-    th timeout of one block, a block whose workers kept dying (Dask's
-    ``KilledWorker``), a lost scheduler, or an exception of the task (other
-    than ``OSError`` and :class:`BigdensError`, which pass unchanged) raises
+    if given) has its worker restarted and runs again.  The
+    :data:`BLOCK_ATTEMPTS`-th timeout of one block, a block whose workers kept
+    dying (Dask's ``KilledWorker``), no worker at all for as long as the
+    timeout, a lost scheduler, or an exception of the task (other than
+    ``OSError`` and :class:`BigdensError`, which pass unchanged) raises
     :class:`BlockFailed`.  Remaining blocks are cancelled however it ends.
     """
     from tqdm import tqdm
@@ -511,14 +512,13 @@ def _run_tasks(client, fn: Callable, indices: list[int], *, progress: bool, desc
 
 
 def _gather(client, futures: list, index_of: dict, bar, *, timeout: float | None) -> Iterator[dict]:
-    # Results as they finish; every STUCK_POLL_S, restart the workers of blocks past the timeout.
+    # Results as they finish; every STUCK_POLL_S, a look for stuck blocks.
     import queue
 
     finished: queue.SimpleQueue = queue.SimpleQueue()
     for fut in futures:
         fut.add_done_callback(finished.put)
-    slowest = None
-    timeouts: dict[int, int] = {}
+    watch = _Watch(client, index_of, timeout)
     left = len(futures)
     check_at = time.monotonic() + STUCK_POLL_S
     while left:
@@ -526,44 +526,69 @@ def _gather(client, futures: list, index_of: dict, bar, *, timeout: float | None
             fut = finished.get(timeout=max(0.0, check_at - time.monotonic()))
         except queue.Empty:
             fut = None
-        if fut is not None:
+        if fut is not None and fut.status not in ("finished", "error", "cancelled"):
+            # Its result was lost with its worker after it finished: the block runs again.
+            fut.add_done_callback(finished.put)
+        elif fut is not None:
             left -= 1
             i = index_of[fut.key]
             try:
                 res = fut.result()
             except Exception as exc:
                 raise _block_error(i, exc) from exc
-            took = sum(res.get(k, 0.0) for k in ("t_setup", "t_descriptors", "t_bnn", "t_write"))
-            if took > 0:
-                slowest = max(slowest or 0.0, took)
+            watch.finished(res)
             yield res
             bar.update()
         if time.monotonic() >= check_at:
-            _restart_stuck(client, index_of, timeouts, block_timeout(slowest, timeout))
+            watch.check()
             check_at = time.monotonic() + STUCK_POLL_S
 
 
-def _restart_stuck(client, index_of: dict, timeouts: dict[int, int], limit: float) -> None:
-    """Restart the workers of blocks that have run longer than ``limit`` s, so the blocks run again."""
-    try:
-        on_workers = client.run_on_scheduler(_processing_on_workers)
-    except (OSError, TimeoutError):
-        return  # the scheduler does not answer now: the futures will tell if it is gone
-    stuck = {}
-    for key, (worker, ran) in on_workers.items():
-        if key in index_of and ran > limit:
-            i = index_of[key]
-            timeouts[i] = timeouts.get(i, 0) + 1
-            if timeouts[i] >= BLOCK_ATTEMPTS:
-                raise BlockFailed(f"block {i} failed: no result within {limit:.0f} s, {timeouts[i]} times (its "
-                                  "worker was restarted each time; if blocks are this slow, give a longer "
-                                  "--block-timeout)")
-            stuck[worker] = i
-    if stuck:
-        warnings.warn(f"no result within {limit:.0f} s: restarting the worker of "
-                      + ", ".join(f"block {i} ({w})" for w, i in stuck.items()) + "; the blocks run again",
-                      stacklevel=2)
-        client.restart_workers(list(stuck), timeout=RESTART_TIMEOUT_S, raise_for_error=False)
+class _Watch:
+    """Restarts the workers of blocks that run longer than the timeout; stops the run when that does not help."""
+
+    def __init__(self, client, index_of: dict, fixed: float | None):
+        self.client = client
+        self.index_of = index_of
+        self.fixed = fixed
+        self.slowest: float | None = None
+        self.timeouts: dict[int, int] = {}
+        self.no_worker_since: float | None = None
+
+    def finished(self, res: dict) -> None:
+        took = sum(res.get(k, 0.0) for k in ("t_setup", "t_descriptors", "t_bnn", "t_write"))
+        if took > 0:  # a block's own timing (scale_block reports none)
+            self.slowest = max(self.slowest or 0.0, took)
+
+    def check(self) -> None:
+        limit = block_timeout(self.slowest, self.fixed)
+        try:
+            n_workers, on_workers = self.client.run_on_scheduler(_cluster_state)
+        except (OSError, TimeoutError):
+            return  # the scheduler does not answer now: the futures tell if it is gone
+        now = time.monotonic()
+        if n_workers:
+            self.no_worker_since = None
+        elif self.no_worker_since is None:
+            self.no_worker_since = now
+        elif now - self.no_worker_since > limit:
+            raise BlockFailed(f"no Dask worker for {now - self.no_worker_since:.0f} s: the workers died and none "
+                              "came back")
+        stuck = {}
+        for key, (worker, ran) in on_workers.items():
+            if key in self.index_of and ran > limit:
+                i = self.index_of[key]
+                self.timeouts[i] = self.timeouts.get(i, 0) + 1
+                if self.timeouts[i] >= BLOCK_ATTEMPTS:
+                    raise BlockFailed(f"block {i} failed: no result within {limit:.0f} s, {self.timeouts[i]} times "
+                                      "(its worker was restarted each time; if blocks are this slow, give a longer "
+                                      "--block-timeout)")
+                stuck[worker] = i
+        if stuck:
+            warnings.warn(f"no result within {limit:.0f} s: restarting the worker of "
+                          + ", ".join(f"block {i} ({w})" for w, i in stuck.items()) + "; the blocks run again",
+                          stacklevel=2)
+            self.client.restart_workers(list(stuck), timeout=RESTART_TIMEOUT_S, raise_for_error=False)
 
 
 # -- the run -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from ase.units import Bohr
 
 from bigdens import engine, store, structure
 
-from test_engine import BLOCK, SPACING, assert_identical, config, make_model, variables
+from helpers import BLOCK, SPACING, assert_identical, config, make_model, variables
 
 
 def bigdens(*args, **kw):

@@ -117,7 +117,7 @@ def test_no_sbatch_is_one_clear_error_and_writes_nothing(tmp_path, monkeypatch, 
     from ase.io import write as ase_write
 
     from bigdens.cli import main
-    from test_engine import make_model
+    from helpers import make_model
 
     ase_write(tmp_path / "al.xyz", structure.fcc_al((1, 1, 1)))
     model = make_model(tmp_path / "al.safetensors")
@@ -148,7 +148,7 @@ def test_job_larger_than_any_node_refused(tmp_path, local_slurm, capsys):
     with pytest.raises(SetupError, match="largest node has"):
         clusters.check_node_fits(clusters.load_profile(big))
     # The same through the command line: one line, exit status 2, nothing submitted or written.
-    from test_engine import make_model
+    from helpers import make_model
 
     ase_write(tmp_path / "al.xyz", structure.fcc_al((1, 1, 1)))
     model = make_model(tmp_path / "al.safetensors")
@@ -198,7 +198,7 @@ def _wait_queue_empty(timeout=60.0) -> list[str]:
 @pytest.fixture
 def slurm_run(tmp_path, local_slurm):
     """(atoms, config maker) for engine runs on a small Al cell with an untrained model."""
-    from test_engine import config, make_model
+    from helpers import config, make_model
 
     assert _wait_queue_empty() == [], "jobs of an earlier run are still queued"
     model = make_model(tmp_path / "al.safetensors")
@@ -212,7 +212,7 @@ def slurm_run(tmp_path, local_slurm):
 
 @pytest.mark.slurm
 def test_slurm_run_equals_local_cluster_and_leaves_no_jobs(slurm_run):
-    from test_engine import assert_identical, variables
+    from helpers import assert_identical, variables
 
     atoms, cfg = slurm_run
     local = cfg("local.zarr", workers=2)
@@ -231,7 +231,7 @@ def test_slurm_run_equals_local_cluster_and_leaves_no_jobs(slurm_run):
 def test_killed_jobs_are_replaced_and_the_result_is_unchanged(slurm_run):
     import dask
 
-    from test_engine import assert_identical, variables
+    from helpers import assert_identical, variables
 
     atoms, cfg = slurm_run
     # More, smaller blocks so that the run is still going when its jobs are killed.
@@ -337,7 +337,7 @@ def test_scheduler_file_batch_script_on_slurm(slurm_run, tmp_path):
 
     from ase.io import write as ase_write
 
-    from test_engine import assert_identical, variables
+    from helpers import assert_identical, variables
 
     atoms, cfg = slurm_run
     ase_write(tmp_path / "al.xyz", atoms)
@@ -443,7 +443,7 @@ def test_dry_run_needs_a_slurm_cluster(tmp_path, capsys):
 
 
 def test_local_cluster_listens_on_loopback_only(tmp_path):
-    from test_engine import config, make_model
+    from helpers import config, make_model
 
     cfg = config(tmp_path / "o.zarr", make_model(tmp_path / "m.safetensors"), workers=2)
     with engine.make_client(cfg, 4) as client:
@@ -465,7 +465,7 @@ def _self_signed(tmp_path):
 def test_slurm_run_over_tls_from_the_profile(slurm_run, tmp_path):
     import yaml
 
-    from test_engine import assert_identical, variables
+    from helpers import assert_identical, variables
 
     atoms, cfg = slurm_run
     key, cert = _self_signed(tmp_path)

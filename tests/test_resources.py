@@ -12,7 +12,7 @@ from bigdens import engine, resources, structure
 from bigdens.cli import main
 from bigdens.config import PredictConfig
 
-from test_engine import BLOCK, SPACING, make_model
+from helpers import BLOCK, SPACING, make_model
 
 
 def _dir_bytes(path: Path) -> int:

@@ -17,7 +17,7 @@ from bigdens import engine, store, structure
 from bigdens.cli import main
 from bigdens.io import cube
 
-from test_engine import config as engine_config, make_model
+from helpers import config as engine_config, make_model
 
 REPAIR = "repair it with `bigdens verify --repair"
 

@@ -16,39 +16,13 @@ import pytest
 import zarr
 from ase.io import write
 
-from bigdens import descriptors, engine, store, storelock, structure
-from bigdens.bnn import Architecture, DensityModel, Scaling
-from bigdens.config import PredictConfig
+from bigdens import engine, store, storelock, structure
 from bigdens.errors import RunError, SetupError
 
-PARAMS = descriptors.DescriptorParams(species=(13,), m=(8,), k=(3,), r_cut=4.0)
-#: An 18³ grid in 27 blocks; many samples make a block slow enough to stop a run part way.
-SPACING, BLOCK, SLOW_SAMPLES = 0.45, 8, 2000
+from helpers import BLOCK, SPACING, assert_identical, config, make_model, variables  # noqa: E402
 
-
-def make_model(path, *, seed=1):
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(0.5, 4.0, size=(300, PARAMS.n_features)).astype(np.float32)
-    y = rng.uniform(0.01, 0.05, size=300)
-    DensityModel.new(PARAMS, Architecture(hidden=(16, 16)), Scaling.fit(X, y), seed=seed).save(path)
-    return path
-
-
-def config(out, model, **kw):
-    # The untrained model's density integrates to ~17 of 96 electrons: accept that (not what is tested here).
-    kw = {"spacing": SPACING, "block": BLOCK, "workers": 0, "mc_samples": 5, "seed": 3, "progress": False,
-          "allow_out_of_domain": True, **kw}
-    return PredictConfig(out=out, model=model, **kw)
-
-
-def variables(path):
-    root = zarr.open_group(str(path), mode="r")
-    return {name: root[name][:] for name in store.VARIABLES}
-
-
-def assert_identical(a, b):
-    for name in store.VARIABLES:
-        assert np.array_equal(a[name], b[name], equal_nan=True), name
+#: Many samples make a block slow enough to stop a run part way.
+SLOW_SAMPLES = 2000
 
 
 @pytest.fixture
