@@ -338,7 +338,11 @@ def make_client(config: PredictConfig, n_tasks: int = 1) -> Iterator[object]:
     import logging
 
     from distributed import Client, LocalCluster
+    from distributed.utils import silence_logging_cmgr
 
+    # As the local cluster's silence_logs does for its own: a failure reaches the user as one error of
+    # bigdens, not also as the client's log lines (e.g. "Failed to reconnect to scheduler").
+    quiet = silence_logging_cmgr(logging.CRITICAL)
     if config.scheduler_file is not None:
         if not config.scheduler_file.is_file():
             raise SetupError(f"scheduler file {str(config.scheduler_file)!r} does not exist; start the "
@@ -347,7 +351,7 @@ def make_client(config: PredictConfig, n_tasks: int = 1) -> Iterator[object]:
             client = Client(scheduler_file=str(config.scheduler_file), timeout="30s")
         except OSError as exc:
             raise SetupError(f"cannot reach the scheduler in {str(config.scheduler_file)!r} ({exc})") from None
-        with client:
+        with quiet, client:
             try:
                 # Tasks would wait silently for workers that never come: bound it.
                 client.wait_for_workers(1, timeout=SCHEDULER_FILE_WAIT_S)
@@ -360,7 +364,7 @@ def make_client(config: PredictConfig, n_tasks: int = 1) -> Iterator[object]:
     if config.profile is not None:
         from .clusters import slurm_client
 
-        with slurm_client(config.profile, n_tasks) as client:
+        with quiet, slurm_client(config.profile, n_tasks) as client:
             yield client
         return
     t = str(config.threads_per_worker)
@@ -447,17 +451,23 @@ def _block_error(index: int, exc: BaseException) -> BaseException:
     from distributed.scheduler import KilledWorker
     from distributed.utils import CancelledError
 
+    def text(e: BaseException) -> str:  # on one line
+        return " ".join(f"{type(e).__name__}: {e}".split())
+
     if isinstance(exc, (BigdensError, MemoryError)):
         return exc
     if isinstance(exc, KilledWorker):
         last = getattr(exc.last_worker, "address", exc.last_worker)
         return BlockFailed(f"block {index} failed: the worker computing it died {exc.allowed_failures + 1} times "
                            f"(the last one {last}: killed, or out of memory?)")
-    if isinstance(exc, (CommClosedError, CancelledError)):  # the scheduler went away, or cancelled the block
-        return BlockFailed(f"block {index} failed: lost the Dask scheduler ({type(exc).__name__}: {exc})")
+    if isinstance(exc, CancelledError):  # not by this run: the scheduler dropped the block
+        return BlockFailed(f"block {index} failed: the Dask scheduler dropped it "
+                           f"({getattr(exc, 'reason', None) or 'cancelled'}: did the scheduler stop?)")
+    if isinstance(exc, CommClosedError):
+        return BlockFailed(f"block {index} failed: lost the connection to the Dask scheduler ({text(exc)})")
     if isinstance(exc, OSError):
         return exc  # the task's own I/O error: run() names the store
-    return BlockFailed(f"block {index} failed: {type(exc).__name__}: {exc}")
+    return BlockFailed(f"block {index} failed: {text(exc)}")
 
 
 def _cluster_state(dask_scheduler=None) -> tuple[int, dict]:

@@ -80,16 +80,19 @@ def stop_signals_raise() -> Iterator[None]:
 
     The command then unwinds through its ``finally`` blocks and context
     managers (store locks, temporary files, the Dask cluster) instead of dying
-    where it stands.  The previous handlers come back on exit; elsewhere than
-    in the main thread (where Python delivers signals) this does nothing.
+    where it stands.  A signal ignored when this starts stays ignored (as for
+    a command started in the background with ``nohup`` or ``&``).  The
+    previous handlers come back on exit; elsewhere than in the main thread
+    (where Python delivers signals) this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, _raise_interrupted)
+        for sig, handler in before.items():
+            if handler is not signal.SIG_IGN:
+                signal.signal(sig, _raise_interrupted)
         yield
     finally:
         for sig, handler in before.items():
