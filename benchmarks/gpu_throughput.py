@@ -90,7 +90,7 @@ def whole_runs(cells: list[int], workers: int, batches: list[int]) -> list[dict]
             for device, batch in [*(("cuda", b) for b in batches), ("cpu", 16384)]:
                 cfg = PredictConfig(out=workdir / "al.zarr", spacing=0.8, mc_samples=SAMPLES, block=64,
                                     workers=workers, threads_per_worker=1, overwrite=True, progress=False,
-                                    device=device, batch=batch)
+                                    device=device, batch=batch, allow_out_of_domain=True)
                 rec = run_record(engine.run(atoms, cfg), workers=workers)
                 rec.update(device=device, batch=batch, workers=workers)
                 shutil.rmtree(cfg.out, ignore_errors=True)

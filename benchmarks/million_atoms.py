@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
     tmp = None if args.store else Path(tempfile.mkdtemp(prefix="bigdens-million-"))
     out = Path(args.store) if args.store else tmp / "al.zarr"
     cfg = PredictConfig(out=out, spacing=args.spacing, mc_samples=args.mc_samples, block=args.block,
-                        workers=args.workers, threads_per_worker=1, overwrite=True, device="cpu")
+                        workers=args.workers, threads_per_worker=1, overwrite=True, device="cpu",
+                        allow_out_of_domain=True)
     try:
         s = engine.run(atoms, cfg)
         print(s.format(), flush=True)

@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
             set_oversubscribe(partition, f"FORCE:{max(args.slurm_jobs)}")
         for kind, n in runs:
             common = dict(out=workdir / "al.zarr", spacing=args.spacing, mc_samples=args.mc_samples,
-                          block=args.block, threads_per_worker=1, overwrite=True, progress=False, device="cpu")
+                          block=args.block, threads_per_worker=1, overwrite=True, progress=False, device="cpu",
+                          allow_out_of_domain=True)
             if kind == "local":
                 cfg = PredictConfig(workers=n, **common)
             else:

@@ -122,7 +122,8 @@ def test_no_sbatch_is_one_clear_error_and_writes_nothing(tmp_path, monkeypatch, 
     ase_write(tmp_path / "al.xyz", structure.fcc_al((1, 1, 1)))
     model = make_model(tmp_path / "al.safetensors")
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, sinfo or squeue
-    assert main(["predict", "al.xyz", "--model", str(model), "--cluster", "slurm:local-slurm", "--out", "o.zarr"]) == 2
+    assert main(["predict", "al.xyz", "--model", str(model), "--cluster", "slurm:local-slurm", "--out", "o.zarr",
+                 "--allow-out-of-domain"]) == 2
     captured = capsys.readouterr()
     assert captured.err.splitlines() == ["bigdens predict: error: no 'sbatch' on PATH: this machine is not a SLURM "
                                          "submit host (run on a login node, or use --cluster local)"]
