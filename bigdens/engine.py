@@ -418,6 +418,8 @@ BLOCK_ATTEMPTS = 3
 STUCK_POLL_S = 2.0
 #: How long a restart of stuck workers may take, s (their nanny kills a worker that does not stop).
 RESTART_TIMEOUT_S = 60.0
+#: Longest wait for a finished block's result (a small dict) from its worker, s; the block timeout if shorter.
+RESULT_TIMEOUT_S = 120.0
 
 
 class BlockFailed(Exception):
@@ -470,22 +472,28 @@ def _block_error(index: int, exc: BaseException) -> BaseException:
     return BlockFailed(f"block {index} failed: {text(exc)}")
 
 
-def _cluster_state(dask_scheduler=None) -> tuple[int, dict]:
-    """Runs in the scheduler: the number of workers, and key -> (worker, seconds on it at least) for tasks on workers.
+def _cluster_state_function() -> Callable:
+    """A function for ``Client.run_on_scheduler``: the number of workers, and key -> (worker, seconds on it at
+    least) for the tasks on workers.
 
     The time is the task's run time at its worker's last heartbeat (0 if not
     yet reported as executing) plus the time since that heartbeat, so a
     worker that hangs (or was stopped) and stops heartbeating counts too.
+    Defined in here so that it travels by value: a scheduler started
+    elsewhere need not import bigdens.
     """
-    import time as _time
+    def cluster_state(dask_scheduler=None) -> tuple[int, dict]:
+        import time as _time
 
-    now = _time.time()
-    tasks = {}
-    for ws in dask_scheduler.workers.values():
-        silent = max(0.0, now - ws.last_seen)
-        for ts in ws.processing:
-            tasks[ts.key] = (ws.address, silent + ws.executing.get(ts, 0.0))
-    return len(dask_scheduler.workers), tasks
+        now = _time.time()
+        tasks = {}
+        for ws in dask_scheduler.workers.values():
+            silent = max(0.0, now - ws.last_seen)
+            for ts in ws.processing:
+                tasks[ts.key] = (ws.address, silent + ws.executing.get(ts, 0.0))
+        return len(dask_scheduler.workers), tasks
+
+    return cluster_state
 
 
 def _run_tasks(client, fn: Callable, indices: list[int], *, progress: bool, desc: str,
@@ -540,15 +548,22 @@ def _gather(client, futures: list, index_of: dict, bar, *, timeout: float | None
             # Its result was lost with its worker after it finished: the block runs again.
             fut.add_done_callback(finished.put)
         elif fut is not None:
-            left -= 1
             i = index_of[fut.key]
-            try:
-                res = fut.result()
+            res = None
+            try:  # a finished block's result is fetched from its worker, which may hang meanwhile
+                res = fut.result(timeout=watch.fetch_timeout() if fut.status == "finished" else None)
+            except TimeoutError as exc:
+                if fut.status != "finished":
+                    raise _block_error(i, exc) from exc
+                watch.unreachable(fut, i)
+                fut.add_done_callback(finished.put)  # fetched again once its worker is restarted
             except Exception as exc:
                 raise _block_error(i, exc) from exc
-            watch.finished(res)
-            yield res
-            bar.update()
+            if res is not None:
+                left -= 1
+                watch.finished(res)
+                yield res
+                bar.update()
         if time.monotonic() >= check_at:
             watch.check()
             check_at = time.monotonic() + STUCK_POLL_S
@@ -564,18 +579,43 @@ class _Watch:
         self.slowest: float | None = None
         self.timeouts: dict[int, int] = {}
         self.no_worker_since: float | None = None
+        self.state = _cluster_state_function()
 
     def finished(self, res: dict) -> None:
         took = sum(res.get(k, 0.0) for k in ("t_setup", "t_descriptors", "t_bnn", "t_write"))
         if took > 0:  # a block's own timing (scale_block reports none)
             self.slowest = max(self.slowest or 0.0, took)
 
+    def fetch_timeout(self) -> float:
+        """Seconds to wait for a finished block's result (a small dict) from its worker."""
+        return min(block_timeout(self.slowest, self.fixed), RESULT_TIMEOUT_S)
+
+    def unreachable(self, fut, i: int) -> None:
+        """Block ``i`` finished but its worker does not hand over the result: restart the worker."""
+        limit = self.fetch_timeout()
+        self.timeouts[i] = self.timeouts.get(i, 0) + 1
+        if self.timeouts[i] >= BLOCK_ATTEMPTS:
+            raise BlockFailed(f"block {i} failed: its result could not be fetched from its worker within "
+                              f"{limit:.0f} s, {self.timeouts[i]} times (the worker was restarted each time)")
+        holders = list(self.client.who_has([fut]).get(fut.key, ()))
+        warnings.warn(f"the worker holding the result of block {i} ({', '.join(holders) or '?'}) does not answer "
+                      f"within {limit:.0f} s: restarting it; the block runs again", stacklevel=2)
+        if holders:
+            self.client.restart_workers(holders, timeout=RESTART_TIMEOUT_S, raise_for_error=False)
+
     def check(self) -> None:
         limit = block_timeout(self.slowest, self.fixed)
+        if self.state is None:
+            return
         try:
-            n_workers, on_workers = self.client.run_on_scheduler(_cluster_state)
+            n_workers, on_workers = self.client.run_on_scheduler(self.state)
         except (OSError, TimeoutError):
             return  # the scheduler does not answer now: the futures tell if it is gone
+        except Exception as exc:  # e.g. a scheduler that refuses to run functions
+            self.state = None
+            warnings.warn(f"cannot watch for stuck blocks: the Dask scheduler does not answer ({type(exc).__name__}: "
+                          f"{exc}); a block that hangs is not restarted", stacklevel=2)
+            return
         now = time.monotonic()
         if n_workers:
             self.no_worker_since = None

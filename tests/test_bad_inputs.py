@@ -410,6 +410,12 @@ GROUPS: dict[str, list[Case]] = {
              "available: build fewer --cells, or --skip-size-check to try anyway"),
     ],
     "Run settings": [
+        case("block-timeout-zero", "--block-timeout 0", "predict al.xyz --block-timeout 0 " + PREDICT,
+             "block_timeout must be a positive number of seconds or None (automatic), got 0.0; e.g. "
+             "block_timeout=600 (--block-timeout 600)"),
+        case("block-timeout-nan", "--block-timeout nan", "predict al.xyz --block-timeout nan " + PREDICT,
+             "block_timeout must be a positive number of seconds or None (automatic), got nan; e.g. "
+             "block_timeout=600 (--block-timeout 600)"),
         case("predict-mc-samples-zero", "S = 0", "predict al.xyz " + PREDICT + " --mc-samples 0",
              "the number of Monte Carlo samples must be an integer >= 1, got 0; e.g. mc_samples=20 "
              "(--mc-samples 20)"),
