@@ -98,7 +98,8 @@ def read(path: str | Path, *, format: str | None = None, index: int | str = -1) 
     n_out, first = _atoms_outside_cell(atoms)
     if n_out:
         warnings.warn(
-            f"{where}: {n_out} atom(s) lie outside the cell (fractional coordinates outside [0, 1), first: "
+            f"{where}: {n_out} atom(s) lie far outside the cell (fractional coordinates outside "
+            f"[{-OUTSIDE_MARGIN:g}, {1 + OUTSIDE_MARGIN:g}), first: "
             f"atom {first}); they are wrapped into it (each stands for its periodic image in the cell)",
             stacklevel=2,
         )
@@ -140,6 +141,10 @@ def _generic_suffix(path: Path) -> bool:
     return "." in path.name and path.name.lower().rsplit(".", 1)[-1] in _GENERIC_SUFFIXES
 
 
+#: Fractional distance beyond the cell's faces from which an atom's wrapping gets a note.
+OUTSIDE_MARGIN = 0.5
+
+
 def _atoms_outside_cell(atoms: "Atoms") -> tuple[int, int]:
     # (number of atoms with a fractional coordinate outside [0, 1), index of the first); (0, -1) when
     # the question does not apply (no 3-D cell, non-finite positions: validate() reports those).
@@ -151,7 +156,8 @@ def _atoms_outside_cell(atoms: "Atoms") -> tuple[int, int]:
         volume = abs(np.linalg.det(cell))
         if not volume > 1e-6 * max(np.linalg.norm(cell, axis=1).prod(), 1e-300):
             return 0, -1
-    tol = 1e-6  # ASE's wrap() leaves fractions down to -1e-7
+    # Only atoms far outside earn a note: an atom a thermal displacement across a face (MD output) is normal.
+    tol = OUTSIDE_MARGIN
     n_out, first = 0, -1
     rows = 1 << 16
     for s in range(0, len(pos), rows):

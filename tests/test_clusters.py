@@ -351,7 +351,8 @@ def test_scheduler_file_batch_script_on_slurm(slurm_run, tmp_path):
     out = tmp_path / "sf.zarr"
     args = f"--model {ref.model} --spacing {ref.spacing} --block {ref.block[0]} --mc-samples {ref.mc_samples} --seed {ref.seed}"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "STRUCTURE": str(tmp_path / "al.xyz"), "OUT": str(out), "PREDICT_ARGS": args, "INTERFACE": "lo"}
+           "STRUCTURE": str(tmp_path / "al.xyz"), "OUT": str(out), "PREDICT_ARGS": args + " --allow-out-of-domain",
+               "INTERFACE": "lo"}
     proc = subprocess.run(["sbatch", "--wait", "--parsable", "-o", str(tmp_path / "job.out"), "-t", "10",
                            str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     log = (tmp_path / "job.out").read_text() if (tmp_path / "job.out").exists() else ""

@@ -150,15 +150,15 @@ def test_describe_shows_the_frame_note_as_one_line(tmp_path, capsys):
     from bigdens.cli import main
 
     frames = [structure.fcc_al((1, 1, 1)) for _ in range(2)]
-    frames[1].positions[0] -= [0.5, 0.0, 0.0]  # and one atom outside the cell
+    frames[1].positions[0] -= [4.05, 0.0, 0.0]  # and one atom a whole cell outside it
     write("traj.xyz", frames)
     assert main(["describe", "traj.xyz", "--grid", "4", "4", "4", "--m", "4", "--k", "2"]) == 0
     out, err = capsys.readouterr()
     assert err.splitlines() == [
         "bigdens describe: warning: structure file 'traj.xyz' has 2 frames; using the last (frame 1)",
-        "bigdens describe: warning: structure file 'traj.xyz': 1 atom(s) lie outside the cell (fractional "
-        "coordinates outside [0, 1), first: atom 0); they are wrapped into it (each stands for its periodic image "
-        "in the cell)",
+        "bigdens describe: warning: structure file 'traj.xyz': 1 atom(s) lie far outside the cell (fractional "
+        "coordinates outside [-0.5, 1.5), first: atom 0); they are wrapped into it (each stands for its periodic "
+        "image in the cell)",
     ]
     assert "structure: 4 atoms" in out
 
@@ -172,11 +172,11 @@ def test_atoms_outside_the_cell_are_noted_and_act_as_their_images_inside(tmp_pat
     inside.wrap()
     outside = inside.copy()
     outside.positions[3] += inside.cell[0] * 2 - inside.cell[2]
-    outside.positions[5] -= inside.cell[1]
+    outside.positions[5] -= 2 * inside.cell[1]
     write("out.xyz", outside)
-    with pytest.warns(UserWarning, match=r"^structure file 'out.xyz': 2 atom\(s\) lie outside the cell "
-                                         r"\(fractional coordinates outside \[0, 1\), first: atom 3\); they are "
-                                         r"wrapped into it"):
+    with pytest.warns(UserWarning, match=r"^structure file 'out.xyz': 2 atom\(s\) lie far outside the cell "
+                                         r"\(fractional coordinates outside \[-0.5, 1.5\), first: atom 3\); they "
+                                         r"are wrapped into it"):
         got = structure.read("out.xyz")
     np.testing.assert_allclose(got.positions, outside.positions, atol=1e-6)  # kept where they were
     structure.validate(got)
