@@ -843,13 +843,17 @@ def _check_domain_before(atoms: "Atoms", model: "DensityModel", grid, config: Pr
 def _check_domain_after(ledger: dict, grid, model: "DensityModel", n_pred: float,
                         n_expected: float | None) -> DomainReport:
     """The exact domain checks of a finished run, from the ledger's per-block sums."""
-    threshold = epistemic_threshold(model)
-    highs = [e.get("n_epistemic_high") for e in ledger.values()]
     negatives = [e.get("negative_sum") for e in ledger.values()]
     return check_after(
-        n_points=grid.n_points, n_flagged=sum(highs) if threshold is not None and None not in highs else None,
-        n_electrons=n_pred, n_expected=n_expected,
+        n_points=grid.n_points, n_flagged=_flagged_count(ledger, model), n_electrons=n_pred, n_expected=n_expected,
         negative_electrons=None if None in negatives else max(0.0, -sum(negatives) * grid.dv))
+
+
+def _flagged_count(ledger: dict, model: "DensityModel") -> int | None:
+    """Grid points above the model's epistemic threshold, summed over the ledger (None: no threshold, or a
+    block recorded by a bigdens that did not count them)."""
+    highs = [e.get("n_epistemic_high") for e in ledger.values()]
+    return sum(highs) if epistemic_threshold(model) is not None and None not in highs else None
 
 
 def _warn_composition(numbers, info: dict) -> None:
@@ -1027,8 +1031,7 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
     best_epi = max((e for e in ledger.values() if "max_std_epistemic" in e),
                    key=lambda e: e["max_std_epistemic"], default=None) if done else None
     threshold = epistemic_threshold(model)
-    highs = [e.get("n_epistemic_high") for e in ledger.values()]
-    n_high = sum(highs) if done and threshold is not None and None not in highs else None
+    n_high = _flagged_count(ledger, model) if done else None
     summary = RunSummary(
         path=Path(out), n_atoms=len(atoms), grid_shape=grid.shape, n_blocks=len(blocks), n_computed=len(todo),
         n_done=len(ledger), wall_s=wall, points_computed=computed, n_electrons_expected=n_expected,

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SetupError
@@ -83,9 +82,6 @@ class Estimate:
     def describe(self) -> str:
         return (f"{self.n_tasks:,} blocks, {_size(self.memory_per_worker)} per worker, {_size(self.disk)} on disk, "
                 f"about {_duration(self.core_seconds)} of CPU time")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _size(n: float) -> str:
@@ -211,10 +207,6 @@ def check(estimate: Estimate, *, what: str, memory_per_worker: int | None, disk_
 def memory_per_local_worker(workers: int) -> int:
     """Memory each of ``workers`` local processes may use (0 workers: this process alone)."""
     return available_memory() // max(1, workers)
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 __all__ = ["Estimate", "check", "estimate_build", "estimate_describe", "estimate_predict", "free_disk",

@@ -33,6 +33,22 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
+@pytest.fixture
+def model(tmp_path):
+    """An untrained Al model file (:func:`helpers.make_model`)."""
+    from helpers import make_model
+
+    return make_model(tmp_path / "al.safetensors")
+
+
+@pytest.fixture
+def atoms():
+    """A rattled 32-atom Al cell."""
+    from bigdens import structure
+
+    return structure.rattle(structure.fcc_al((2, 2, 2)), 0.05, seed=2)
+
+
 @pytest.fixture(scope="session")
 def local_slurm():
     """The single-node SLURM of cluster_configs/local-slurm/slurm.sh, running and answering.

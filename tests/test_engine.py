@@ -16,16 +16,6 @@ from bigdens.errors import BigdensError, InputError, RunError, SetupError
 from helpers import BLOCK, PARAMS, SPACING, assert_identical, config, make_model, variables  # noqa: F401 (re-exported)
 
 
-@pytest.fixture
-def model(tmp_path):
-    return make_model(tmp_path / "al.safetensors")
-
-
-@pytest.fixture
-def atoms():
-    return structure.rattle(structure.fcc_al((2, 2, 2)), 0.05, seed=2)
-
-
 def test_local_cluster_equals_in_process_bit_for_bit(tmp_path, model, atoms):
     ref = engine.run(atoms, config(tmp_path / "ref.zarr", model))
     assert ref.complete and ref.n_blocks == 27 and ref.n_computed == 27

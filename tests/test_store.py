@@ -9,7 +9,7 @@ import xarray as xr
 from bigdens import engine, store, structure
 from bigdens.errors import SetupError
 
-from test_engine import atoms, config, model  # noqa: F401  (fixtures)
+from helpers import config
 
 
 def test_open_zarr_dims_coords_units_and_nan_until_complete(tmp_path, model, atoms):  # noqa: F811

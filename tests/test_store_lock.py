@@ -25,16 +25,6 @@ from helpers import BLOCK, SPACING, assert_identical, config, make_model, variab
 SLOW_SAMPLES = 2000
 
 
-@pytest.fixture
-def model(tmp_path):
-    return make_model(tmp_path / "al.safetensors")
-
-
-@pytest.fixture
-def atoms():
-    return structure.rattle(structure.fcc_al((2, 2, 2)), 0.05, seed=2)
-
-
 @pytest.fixture(scope="module")
 def slow_run(tmp_path_factory):
     """Structure file, model, CLI arguments of a slow run, and its finished store computed in this process."""
