@@ -289,7 +289,7 @@ def time_mala_networks(features: np.ndarray, *, batches: list[int], repeats: int
 
 def time_bigdens(model, atoms, points: np.ndarray, *, repeats: int) -> tuple[dict, dict]:
     """bigdens' descriptor and network (S = SAMPLES) stages on ``points`` ((n, 3) Å)."""
-    from benchmarks.bnn_throughput import flops_per_point
+    from benchmarks.network_cost import flop_per_point
     from bigdens.descriptors import compute
 
     pos, nums, cell = atoms.positions, atoms.numbers, np.asarray(atoms.cell[:])
@@ -302,7 +302,7 @@ def time_bigdens(model, atoms, points: np.ndarray, *, repeats: int) -> tuple[dic
     model.predict(feats[:BATCH], **kw)  # warm up
     wall, cpu, _ = _timed(lambda: model.predict(feats, **kw), repeats)
     net = _stage(wall, cpu, len(points), repeats=repeats, mc_samples=SAMPLES, batch=BATCH,
-                 hidden=list(model.arch.hidden), flop_per_point=flops_per_point(model.params, model.arch, SAMPLES),
+                 hidden=list(model.arch.hidden), kind=model.arch.kind, flop_per_point=flop_per_point(model, SAMPLES),
                  how="DensityModel.predict(features, samples=20, batch=16384): mean, epistemic and aleatoric variance")
     return desc, net
 

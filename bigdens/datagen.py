@@ -285,18 +285,19 @@ def classical_calculator(atoms: "Atoms", *, potential: str = "auto"):
     return Manybody(**TersoffBrenner(Tersoff_PRB_39_5566_Si_Ge)), "tersoff-sige"
 
 
-def check_requirements(variants: dict[str, "Atoms"], *, md: MDSettings) -> None:
+def check_requirements(variants: dict[str, "Atoms"], *, md: MDSettings, dft: bool = True) -> None:
     """Fail before any MD or DFT if a package the run needs is missing.
 
-    GPAW for the DFT, and matscipy when a variant is thermalized with the
-    Tersoff Si-Ge potential.
+    GPAW for the DFT (unless ``dft`` is False: MD only), and matscipy when a
+    variant is thermalized with the Tersoff Si-Ge potential.
 
     Raises
     ------
     MissingDependencyError
         Naming the package and the command that installs the ``dft`` extra.
     """
-    attempt_import("gpaw", purpose="computing DFT densities (bigdens datagen)")
+    if dft:
+        attempt_import("gpaw", purpose="computing DFT densities (bigdens datagen)")
     if any(potential_name(atoms, potential=md.potential) == "tersoff-sige" for atoms in variants.values()):
         attempt_import("matscipy", purpose="thermalizing Si/Ge with the Tersoff potential")
 
@@ -882,6 +883,7 @@ def build_variants(
     cells: Sequence[int] = (1, 1, 1),
     x_values: Sequence[float] | None = None,
     vacancies: int = 0,
+    void: float | None = None,
     seed: int = 0,
     structure_file: str | Path | None = None,
     structure_format: str | None = None,
@@ -889,8 +891,10 @@ def build_variants(
     """Starting structures and their description, keyed by variant label.
 
     ``system`` is ``"al"`` (FCC Al), ``"sige"`` (one random alloy per value of
-    ``x_values``) or ``"file"`` (``structure_file`` read with ASE).  Labels are
-    e.g. ``"al32"``, ``"al32-vac1"``, ``"sige64-x0.25"``.
+    ``x_values``) or ``"file"`` (``structure_file`` read with ASE).  ``vacancies``
+    random atoms are removed (seeded), then, with ``void`` (Å), every atom within
+    that radius of the cell centre.  Labels are e.g. ``"al32"``, ``"al32-vac1"``,
+    ``"sige64-x0.25"``, ``"al108-void6"`` (the number of atoms the void removed).
     """
     from . import structure
 
@@ -926,6 +930,11 @@ def build_variants(
             atoms = structure.remove_vacancies(atoms, vacancies, seed=seed)
             label = f"{label}-vac{vacancies}"
             desc = dict(desc, vacancies=vacancies, vacancy_seed=seed)
+        if void:
+            n_before = len(atoms)
+            atoms = structure.carve_void(atoms, void)
+            label = f"{label}-void{n_before - len(atoms)}"
+            desc = dict(desc, void_radius_A=float(void), void_atoms_removed=n_before - len(atoms))
         atoms.pbc = True
         out[label] = atoms
         info[label] = desc

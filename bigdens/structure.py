@@ -34,6 +34,49 @@ _DIAMOND_BASIS = np.concatenate([_FCC_BASIS, _FCC_BASIS + 0.25])
 _GENERIC_SUFFIXES = frozenset({"data", "dat", "txt", "in", "out", "log", "inp", "input", "lmp", "lammps"})
 
 
+def _checked_format(path: Path, format: str | None) -> str:
+    """The ASE format of an existing, non-empty structure file, or InputError."""
+    where = f"structure file {str(path)!r}"
+    if path.is_dir():
+        raise InputError(f"{where} is a directory; give a structure file (extxyz, POSCAR, CIF, ...)")
+    if not path.is_file():
+        raise InputError(f"{where} does not exist")
+    if path.stat().st_size == 0:
+        raise InputError(f"{where} is empty (0 bytes)")
+    fmt, known = _structure_format(path, format)
+    if not known and format is not None:
+        raise InputError(f"--format {format!r} is not a format ASE reads; e.g. extxyz, vasp, cif, lammps-data "
+                         "(`ase info --formats` lists them)")
+    if not known:
+        raise InputError(
+            f"cannot tell the format of {where} (ASE knows no format {fmt!r} for its name); name it with "
+            "--format, e.g. --format lammps-data"
+        )
+    return fmt
+
+
+def read_frames(path: str | Path, *, format: str | None = None) -> list["Atoms"]:
+    """Every frame of a structure file (see :func:`read`; same errors), atoms outside the cell noted."""
+    import warnings
+
+    from ase.io import iread
+
+    path = Path(path)
+    fmt = _checked_format(path, format)
+    try:
+        frames = list(iread(path, index=":", format=fmt))
+    except Exception as exc:  # ASE raises many types; one message for the user
+        raise InputError(_parse_error(f"structure file {str(path)!r}", fmt, format, path, exc)) from None
+    if not frames:
+        raise InputError(f"structure file {str(path)!r} holds no structure that ASE's {fmt!r} reader finds")
+    for i, atoms in enumerate(frames):
+        n_out, first = _atoms_outside_cell(atoms)
+        if n_out:
+            warnings.warn(f"structure file {str(path)!r}, frame {i}: {n_out} atom(s) lie far outside the cell "
+                          f"(first: atom {first}); they are wrapped into it", stacklevel=2)
+    return frames
+
+
 def read(path: str | Path, *, format: str | None = None, index: int | str = -1) -> "Atoms":
     """Read one periodic structure with ASE.
 
@@ -58,21 +101,7 @@ def read(path: str | Path, *, format: str | None = None, index: int | str = -1) 
 
     path = Path(path)
     where = f"structure file {str(path)!r}"
-    if path.is_dir():
-        raise InputError(f"{where} is a directory; give a structure file (extxyz, POSCAR, CIF, ...)")
-    if not path.is_file():
-        raise InputError(f"{where} does not exist")
-    if path.stat().st_size == 0:
-        raise InputError(f"{where} is empty (0 bytes)")
-    fmt, known = _structure_format(path, format)
-    if not known and format is not None:
-        raise InputError(f"--format {format!r} is not a format ASE reads; e.g. extxyz, vasp, cif, lammps-data "
-                         "(`ase info --formats` lists them)")
-    if not known:
-        raise InputError(
-            f"cannot tell the format of {where} (ASE knows no format {fmt!r} for its name); name it with "
-            "--format, e.g. --format lammps-data"
-        )
+    fmt = _checked_format(path, format)
     n_frames = 0
     try:
         if index == -1:  # the last frame, counting the frames one at a time (memory of one frame)

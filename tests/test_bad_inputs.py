@@ -59,6 +59,10 @@ def case(id: str, what: str, cmdline: str, message: str, **kw) -> Case:
 PREDICT = "--model al.safetensors --grid 4 4 4 --block 4 --mc-samples 1 --workers 0 --out new.zarr"
 #: The same without a grid choice.
 PREDICT_NOGRID = "--model al.safetensors --block 4 --mc-samples 1 --workers 0 --out new.zarr"
+#: suggest with a calibrated model, one candidate, costs from the al4 data set, in this process.
+SUGGEST = "shipped-al.safetensors al.xyz --workers 0 --cost-data al4"
+#: learn's pool, calibration split and costs (hold-out and budget per case).
+LEARN = "--candidates al.xyz --val al4/al4-T0300-01.npz --cost-data al4 --workers 0 -o new.safetensors"
 #: The settings that made done.zarr (see `inputs`).
 STORE = "--model al.safetensors --grid 4 4 4 --block 4 --mc-samples 1 --workers 0"
 
@@ -600,6 +604,47 @@ GROUPS: dict[str, list[Case]] = {
              "'al4' was started with other settings (differing: seed, snapshots_per_temperature, split_fractions, "
              "temperatures); rerun with the same arguments to resume, or write to a new directory with -o"),
     ],
+    "Active learning (suggest, learn; refused before any scoring, MD or DFT)": [
+        case("suggest-no-budget", "neither --budget nor --count", "suggest " + SUGGEST,
+             "give --budget CORE_SECONDS or --count N"),
+        case("suggest-budget-zero", "--budget 0", "suggest " + SUGGEST + " --budget 0",
+             "--budget must be > 0 core-seconds, got 0.0"),
+        case("suggest-budget-too-small", "a budget below the cheapest candidate",
+             "suggest " + SUGGEST + " --budget 1",
+             "the budget of 1 core-seconds is smaller than the cheapest candidate (al: about … core-seconds of "
+             "DFT); raise --budget"),
+        case("suggest-species-unknown", "a candidate with a species the model lacks",
+             "suggest shipped-al.safetensors pu.xyz --count 1 --workers 0 --cost-data al4",
+             "candidate 'pu' contains Pu, which the model was not trained on (it knows Al); remove it from the pool"),
+        case("suggest-empty-pool", "a pool file without candidates",
+             "suggest shipped-al.safetensors empty-pool.json --count 1 --workers 0 --cost-data al4",
+             "the candidate pool is empty; give structure files or generators"),
+        case("suggest-candidate-missing", "a candidate that is neither a file nor a generator",
+             "suggest shipped-al.safetensors nosuch.xyz --count 1 --workers 0 --cost-data al4",
+             "candidate 'nosuch.xyz' is neither a file nor a generator ('al FLAGS' or 'sige FLAGS', with the flags "
+             "of `bigdens datagen`)"),
+        case("suggest-generator-bad", "a generator without temperatures",
+             "suggest shipped-al.safetensors 'al --cells 2 2 2' --count 1 --workers 0 --cost-data al4",
+             "candidate generator 'al --cells 2 2 2': the following arguments are required: --temperatures"),
+        case("suggest-uncalibrated", "a model without an epistemic reference",
+             "suggest al.safetensors al.xyz --count 1 --workers 0 --cost-data al4",
+             "the model has no epistemic reference to score candidates against; calibrate it first (bigdens "
+             "calibrate MODEL VALIDATION-DATA -o MODEL2)"),
+        case("suggest-cost-data-not-dataset", "--cost-data that is not a data set",
+             "suggest shipped-al.safetensors al.xyz --count 1 --workers 0 --cost-data notes",
+             "--cost-data 'notes' is not a bigdens data set (no dataset.json in it)"),
+        case("learn-holdout-overlaps", "a hold-out that is also training data",
+             "learn shipped-al.safetensors " + LEARN + " --budget 1000 --holdout al4 --train al4",
+             "hold-out cell 'al4-T0300-00' is also training or calibration data; a hold-out must be data the model "
+             "never sees"),
+        case("learn-budget-too-small", "a budget below the cheapest candidate",
+             "learn shipped-al.safetensors " + LEARN + " --budget 1 --holdout al4/al4-T0900-00.npz",
+             "the budget of 1 core-seconds is smaller than the cheapest candidate (al: about … core-seconds of "
+             "DFT); raise --budget"),
+        case("learn-rounds-zero", "--rounds 0",
+             "learn shipped-al.safetensors " + LEARN + " --budget 1000 --rounds 0 --holdout al4/al4-T0900-00.npz",
+             "--rounds must be >= 1, got 0"),
+    ],
 }
 
 CASES: list[Case] = [c for cases in GROUPS.values() for c in cases]
@@ -724,6 +769,10 @@ def inputs(tmp_path_factory) -> Path:
     _rewrite_model(model, d / "nanweights.safetensors", tensors=nan_weight)
 
     shutil.copytree(AL4, d / "al4")
+    shutil.copy(ROOT / "bigdens" / "models" / "al.safetensors", d / "shipped-al.safetensors")
+    from bigdens.active.candidates import save_pool
+
+    save_pool(d / "empty-pool.json", [])
     (d / "empty-ds").mkdir()
     (d / "empty-ds" / "dataset.json").write_text(json.dumps(
         {"format": "bigdens-dataset", "format_version": 1, "protocol": "bigdens-dft-v1", "snapshots": []}))

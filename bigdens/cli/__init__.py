@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "finetune": ".finetune",
     "evaluate": ".evaluate",
     "calibrate": ".calibrate",
+    "suggest": ".suggest",
+    "learn": ".learn",
     "clusters": ".clusters",
     "predict": ".predict",
     "verify": ".verify",

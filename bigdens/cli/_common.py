@@ -28,3 +28,95 @@ def grid_from_args(cell, args: argparse.Namespace):
     if args.grid is not None:
         return make_grid(cell, shape=args.grid)
     return make_grid(cell, spacing=DEFAULT_SPACING if args.spacing is None else args.spacing)
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser, *, what: str = "blocks") -> None:
+    """Where the Dask tasks run: ``--cluster``, ``--scheduler-file``, ``--workers``, ``--threads-per-worker``."""
+    parser.add_argument("--cluster", default="local",
+                        help="'local' (default: a Dask cluster of processes here) or 'slurm:NAME': SLURM jobs of the "
+                             "profile cluster_configs/NAME.yaml or a .yaml path (`bigdens clusters` lists them)")
+    parser.add_argument("--scheduler-file", help="join the existing Dask cluster described by this file")
+    parser.add_argument("--workers", type=int, default=2,
+                        help=f"worker processes of the local cluster (default 2; 0 runs the {what} in this process)")
+    parser.add_argument("--threads-per-worker", type=int, metavar="T",
+                        help="numba and torch threads per worker (default: the SLURM profile's, else 1)")
+
+
+def cluster_config(args: argparse.Namespace, *, model):
+    """A :class:`~bigdens.config.PredictConfig` naming the cluster of :func:`add_cluster_arguments` (no store)."""
+    from ..config import PredictConfig
+
+    return PredictConfig(out="unused.zarr", model=model, cluster=args.cluster, scheduler_file=args.scheduler_file,
+                         workers=args.workers, threads_per_worker=args.threads_per_worker,
+                         device=getattr(args, "device", "auto"))
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print the usage and exit
+        from ..errors import InputError
+
+        raise InputError(message)
+
+
+def read_candidates(specs: list[str], *, format: str | None = None) -> list:
+    """The candidate pool of ``bigdens suggest`` / ``learn``: structure files, pool files and generators.
+
+    A spec is an existing file (any ASE format, every frame; or a pool ``.json`` written by
+    ``--save-pool``) or a generator: ``"al|sige FLAGS"`` with the flags of ``bigdens datagen``
+    (e.g. ``"al --cells 2 2 2 --vacancies 1 --temperatures 300 900 --snapshots-per-temperature 10"``).
+    """
+    import shlex
+    from pathlib import Path
+
+    from ..active import candidates as C
+    from ..errors import InputError
+    from .datagen import add_generator_arguments, check_generator_arguments
+
+    pool = []
+    for spec in specs:
+        words = shlex.split(spec)
+        if Path(spec).is_file():
+            pool += C.load_pool(spec) if C.is_pool_file(spec) else C.from_file(spec, format=format)
+        elif words and words[0] in ("al", "sige"):
+            parser = _RaisingParser(prog=f"candidate generator {spec!r}", add_help=False)
+            add_generator_arguments(parser)
+            try:
+                g = parser.parse_args(words[1:])
+            except InputError as exc:
+                raise InputError(f"candidate generator {spec!r}: {exc}") from None
+            md = check_generator_arguments(g)
+            pool += C.from_generator(words[0], temperatures=g.temperatures, snapshots=g.snapshots_per_temperature,
+                                     md=md, cells=g.cells, x_values=g.x, vacancies=g.vacancies, void=g.void,
+                                     seed=g.seed, source=spec)
+        elif Path(spec).exists():
+            raise InputError(f"candidate {spec!r} is a folder; give structure files or generators")
+        else:
+            raise InputError(f"candidate {spec!r} is neither a file nor a generator ('al FLAGS' or 'sige FLAGS', "
+                             "with the flags of `bigdens datagen`)")
+    pool, dropped = C.unique(pool)
+    if dropped:
+        import warnings
+
+        warnings.warn(f"{len(dropped)} candidates are exact duplicates of others and were dropped "
+                      f"({', '.join(dropped[:5])}{' ...' if len(dropped) > 5 else ''})", stacklevel=2)
+    if not pool:
+        raise InputError("the candidate pool is empty; give structure files or generators")
+    return pool
+
+
+def cost_data_dirs(given: list[str] | None) -> list:
+    """Data-set folders whose recorded DFT timings fit the cost model: ``--cost-data``, else ./datasets/*."""
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    if given:
+        for d in given:
+            if not (Path(d) / "dataset.json").is_file():
+                raise InputError(f"--cost-data {d!r} is not a bigdens data set (no dataset.json in it)")
+        return [Path(d) for d in given]
+    found = sorted(p.parent for p in Path("datasets").glob("*/dataset.json"))
+    if not found:
+        raise InputError("no DFT timings to estimate costs from: give --cost-data DATA (data sets made by "
+                         "`bigdens datagen`, which record their DFT core-seconds)")
+    return found

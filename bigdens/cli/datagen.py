@@ -20,21 +20,18 @@ SPLIT = (0.7, 0.15, 0.15)
 HELP = "make a DFT density data set: Langevin thermalization, snapshots, GPAW single points (resumable)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("system", help="'al', 'sige', or a structure file in any format ASE reads")
-    parser.add_argument("--format", help="ASE format of the structure file when it cannot be guessed")
+def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    """The starting structures and their thermalization (shared with `bigdens suggest`'s generators)."""
     parser.add_argument("--cells", type=int, nargs=3, default=[1, 1, 1], metavar=("N1", "N2", "N3"),
                         help="conventional cubic cells along each axis (Al: 4 atoms each, SiGe: 8)")
     parser.add_argument("--x", type=float, nargs="+", metavar="X", help="Ge fraction(s) for sige, each in [0, 1]")
     parser.add_argument("--vacancies", type=int, default=0, metavar="K", help="remove K random atoms (seeded)")
+    parser.add_argument("--void", type=float, metavar="R", help="then remove the atoms within R Å of the cell centre")
     parser.add_argument("--temperatures", type=float, nargs="+", required=True, metavar="K",
                         help="thermostat temperatures, K (> 0)")
     parser.add_argument("--snapshots-per-temperature", type=int, default=1, metavar="N",
                         help="snapshots per structure and temperature (one MD trajectory each)")
     parser.add_argument("--seed", type=int, default=0, help="seed of alloy sites, vacancies, MD and splits")
-    parser.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VALIDATION", "TEST"),
-                        help=f"split fractions (default {' '.join(map(str, SPLIT))})")
-    parser.add_argument("--all-test", action="store_true", help="put every snapshot in the test split")
     md = parser.add_argument_group("thermalization")
     md.add_argument("--timestep", type=float, default=1.0, metavar="FS", help="MD time step, fs (default 1)")
     md.add_argument("--equilibration", type=float, default=2.0, metavar="PS",
@@ -46,6 +43,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     md.add_argument("--melt-temperature", type=float, default=2500.0, metavar="K", help="melt temperature, K")
     md.add_argument("--potential", choices=["auto", "emt", "tersoff-sige"], default="auto",
                     help="classical potential of the MD (auto: EMT for Al, Tersoff for Si/Ge)")
+
+
+def check_generator_arguments(args: argparse.Namespace):
+    """Validate the generator flags; returns the MD settings."""
+    from ..datagen import MDSettings, check_temperatures
+    from ..errors import InputError
+
+    check_temperatures(args.temperatures)
+    if args.snapshots_per_temperature < 1:
+        raise InputError(f"--snapshots-per-temperature must be >= 1, got {args.snapshots_per_temperature}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be an integer >= 0, got {args.seed}")
+    if args.void is not None and not args.void > 0:
+        raise InputError(f"--void must be a radius > 0 Å, got {args.void}")
+    return MDSettings(timestep_fs=args.timestep, equilibration_ps=args.equilibration, interval_ps=args.interval,
+                      melt_above_K=args.melt_above, melt_temperature_K=args.melt_temperature,
+                      potential=args.potential)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("system", help="'al', 'sige', or a structure file in any format ASE reads")
+    parser.add_argument("--format", help="ASE format of the structure file when it cannot be guessed")
+    add_generator_arguments(parser)
+    parser.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VALIDATION", "TEST"),
+                        help=f"split fractions (default {' '.join(map(str, SPLIT))})")
+    parser.add_argument("--all-test", action="store_true", help="put every snapshot in the test split")
     dft = parser.add_argument_group("DFT (defaults: protocol bigdens-dft-v1)")
     dft.add_argument("--kpts", type=int, nargs=3, metavar=("K1", "K2", "K3"),
                      help="fixed k-point mesh (changes the protocol; default ceil(16 Å/|a_i|))")
@@ -62,15 +85,12 @@ def run(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
 
-    from ..datagen import (DFTSettings, MDSettings, assign_splits, build_variants, check_requirements,
+    from ..datagen import (DFTSettings, assign_splits, build_variants, check_requirements,
                            check_temperatures, generate, make_plan)
     from ..errors import InputError
 
+    md = check_generator_arguments(args)
     temps = check_temperatures(args.temperatures)
-    if args.snapshots_per_temperature < 1:
-        raise InputError(f"--snapshots-per-temperature must be >= 1, got {args.snapshots_per_temperature}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be an integer >= 0, got {args.seed}")
     if args.max_snapshots is not None and args.max_snapshots < 0:
         raise InputError(f"--max-snapshots must be >= 0 (0: write the plan only), got {args.max_snapshots}")
     if args.all_test and args.split is not None:
@@ -87,9 +107,6 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"system {args.system!r} is a directory; give 'al', 'sige' or a structure file")
         if not Path(structure_file).is_file():
             raise InputError(f"system must be 'al', 'sige' or an existing structure file, got {args.system!r}")
-    md = MDSettings(timestep_fs=args.timestep, equilibration_ps=args.equilibration, interval_ps=args.interval,
-                    melt_above_K=args.melt_above, melt_temperature_K=args.melt_temperature,
-                    potential=args.potential)
     dft = DFTSettings(kpts=tuple(args.kpts) if args.kpts else None, gpts=tuple(args.gpts) if args.gpts else None)
     fractions = (0.0, 0.0, 1.0) if args.all_test else tuple(args.split or SPLIT)
     assign_splits([], fractions=fractions, seed=args.seed)  # fail now, not after the MD, on bad fractions
@@ -100,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as notes:  # shown with the first line of progress (say)
         warnings.simplefilter("always")
         variants, info = build_variants(system, cells=args.cells, x_values=args.x, vacancies=args.vacancies,
-                                        seed=args.seed, structure_file=structure_file,
+                                        void=args.void, seed=args.seed, structure_file=structure_file,
                                         structure_format=args.format)
 
     def say(line: str) -> None:
@@ -120,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     request = {
         "system": args.system, "cells": list(args.cells), "x": args.x, "vacancies": args.vacancies,
+        **({"void": args.void} if args.void else {}),
         "temperatures": list(temps), "snapshots_per_temperature": args.snapshots_per_temperature,
         "seed": args.seed, "split_fractions": list(fractions), "md": asdict(md),
     }

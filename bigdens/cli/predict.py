@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from ._common import add_grid_arguments, add_structure_arguments
+from ._common import add_cluster_arguments, add_grid_arguments, add_structure_arguments
 
 HELP = "predict the electron density and its uncertainty of a structure into a Zarr store"
 
@@ -27,17 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"else {DEFAULT_BLOCK}: 1 MB chunks)")
     parser.add_argument("--chunk", type=int, metavar="C",
                         help="Zarr chunk edge in grid points (default: the block; the block must be a multiple)")
-    parser.add_argument("--cluster", default="local",
-                        help="'local' (default: a Dask cluster of processes here) or 'slurm:NAME': SLURM jobs of the "
-                             "profile cluster_configs/NAME.yaml or a .yaml path (`bigdens clusters` lists them)")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --cluster slurm:NAME: validate everything, print the job script and the number "
                              "of jobs, submit nothing")
-    parser.add_argument("--scheduler-file", help="join the existing Dask cluster described by this file")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="worker processes of the local cluster (default 2; 0 runs in this process)")
-    parser.add_argument("--threads-per-worker", type=int, metavar="T",
-                        help="numba and torch threads per worker (default: the SLURM profile's, else 1)")
+    add_cluster_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo samples (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run into --out")
     parser.add_argument("--renormalize", action="store_true",

@@ -1,0 +1,221 @@
+"""``suggest``: score a pool, estimate each candidate's DFT cost, pick within a budget, write a plan.
+
+The plan (JSON) holds every candidate's score, cost and rank, the picks in order, the budget and
+what was spent, the model and the cost model; :func:`plot_plan` draws value against cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from ..errors import InputError
+from .acquisition import SCORE_SAMPLES, SCORE_SPACING, Score, check_model, check_species, score_pool, select
+
+if TYPE_CHECKING:
+    from .candidates import Candidate
+    from .cost import CostModel
+
+log = logging.getLogger(__name__)
+PLAN_FORMAT = "bigdens-suggestion"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to pick: a budget and/or a count, a strategy, how candidates are scored.
+
+    Attributes
+    ----------
+    budget : float or None
+        DFT core-seconds the picks may cost together.
+    count : int or None
+        Most picks.
+    strategy : str
+        ``uncertainty``, ``random`` or ``largest`` (:mod:`bigdens.active.acquisition`).
+    spacing : float
+        Scoring grid spacing, Å.
+    samples : int
+        Monte Carlo samples per candidate.
+    seed : int
+        Seeds the samples and the random strategy.
+    """
+
+    budget: float | None = None
+    count: int | None = None
+    strategy: str = "uncertainty"
+    spacing: float = SCORE_SPACING
+    samples: int = SCORE_SAMPLES
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.budget is None and self.count is None:
+            raise InputError("give --budget CORE_SECONDS or --count N")
+        if self.budget is not None and not self.budget > 0:
+            raise InputError(f"--budget must be > 0 core-seconds, got {self.budget!r}")
+        if self.count is not None and self.count < 1:
+            raise InputError(f"--count must be >= 1, got {self.count!r}")
+        if not self.spacing > 0:
+            raise InputError(f"--spacing must be > 0 Å, got {self.spacing!r}")
+        if self.samples < 2:
+            raise InputError(f"--mc-samples must be >= 2 (an epistemic spread needs two samples), got {self.samples!r}")
+
+
+def check_budget(costs: Sequence[float], names: Sequence[str], budget: float | None) -> None:
+    """InputError when not even the cheapest candidate fits the budget."""
+    if budget is None or not len(costs):
+        return
+    i = min(range(len(costs)), key=lambda j: costs[j])
+    if costs[i] > budget:
+        raise InputError(f"the budget of {budget:g} core-seconds is smaller than the cheapest candidate "
+                         f"({names[i]}: about {costs[i]:.0f} core-seconds of DFT); raise --budget")
+
+
+def suggest(model_path: str | Path, candidates: Sequence["Candidate"], *, cost: "CostModel", request: Request,
+            config, exclude: Sequence[str] = (), progress: bool = False) -> dict:
+    """Score ``candidates`` with the model at ``model_path`` and pick within ``request``.
+
+    Parameters
+    ----------
+    model_path
+        A calibrated model file.
+    candidates
+        The pool (unique structures: :func:`bigdens.active.candidates.unique`).
+    cost
+        DFT cost model.
+    request
+        Budget, count, strategy, scoring settings.
+    config
+        A :class:`~bigdens.config.PredictConfig` naming the Dask cluster to score on.
+    exclude
+        Structure hashes never to pick (hold-out cells, structures already computed).
+
+    Returns
+    -------
+    dict
+        The plan: ``candidates`` (one row each: name, source, hash, atoms, cost, score, rank or
+        None), ``picks`` (names in order), ``spent`` and ``budget`` (core-seconds), ``pool`` summary.
+    """
+    from ..bnn import EPISTEMIC_QUANTILE, file_hash, load
+
+    if not candidates:
+        raise InputError("the candidate pool is empty; give structure files or generators")
+    model = load(model_path)
+    check_model(model)
+    check_species(model, candidates)
+    costs = [cost.core_seconds(c.numbers, c.cell) for c in candidates]
+    excluded = set(exclude)
+    free = [i for i, c in enumerate(candidates) if c.hash not in excluded]
+    if not free:
+        raise InputError("every candidate is excluded (a hold-out cell or already computed); give new candidates")
+    check_budget([costs[i] for i in free], [candidates[i].name for i in free], request.budget)
+    log.info("scoring %d candidates on a %.2f Å grid, S = %d", len(candidates), request.spacing, request.samples)
+    scores = score_pool(candidates, model_path, config=config, spacing=request.spacing, samples=request.samples,
+                        seed=request.seed, progress=progress)
+    sub = select([scores[i] for i in free], [costs[i] for i in free], strategy=request.strategy,
+                 budget=request.budget, count=request.count, seed=request.seed)
+    picks = [free[j] for j in sub]
+    rank = {i: r + 1 for r, i in enumerate(picks)}
+    rows = [{"name": c.name, "source": c.source, "hash": c.hash, "n_atoms": c.n_atoms, "cost_core_s": costs[i],
+             "excluded": c.hash in excluded, "rank": rank.get(i), **_score_row(scores[i])}
+            for i, c in enumerate(candidates)]
+    base = 1.0 - EPISTEMIC_QUANTILE
+    return {
+        "format": PLAN_FORMAT,
+        "model": {"path": str(model_path), "sha256": file_hash(model_path)},
+        "request": request.__dict__,
+        "cost_model": cost.to_dict(),
+        "budget": request.budget,
+        "spent": float(sum(costs[i] for i in picks)),
+        "picks": [candidates[i].name for i in picks],
+        "pool": {"n_candidates": len(candidates), "n_excluded": len(candidates) - len(free),
+                 "flagged_share": float(sum(s.flagged_share * s.n_points for s in scores)
+                                        / max(1, sum(s.n_points for s in scores))),
+                 "base_rate": base},
+        "candidates": rows,
+    }
+
+
+def _score_row(s: Score) -> dict:
+    d = s.to_dict()
+    d.pop("name"), d.pop("hash"), d.pop("n_atoms")
+    return d
+
+
+def format_plan(plan: dict, *, limit: int = 40) -> str:
+    """The plan as a table: picks first (in order), then the best of the rest."""
+    rows = sorted(plan["candidates"], key=lambda r: (r["rank"] is None, r["rank"] or 0,
+                                                     -r["value"] / max(r["cost_core_s"], 1e-9)))
+    lines = [f"{'rank':>4}  {'candidate':<28} {'atoms':>6} {'DFT core-s':>10} {'unsure %':>8} "
+             f"{'value Å³':>9} {'value/kcore-s':>13}"]
+    for r in rows[:limit]:
+        tag = "held" if r["excluded"] else (str(r["rank"]) if r["rank"] else "-")
+        lines.append(f"{tag:>4}  {r['name'][:28]:<28} {r['n_atoms']:>6} {r['cost_core_s']:>10.0f} "
+                     f"{100 * r['flagged_share']:>8.2f} {r['value']:>9.2f} "
+                     f"{1000 * r['value'] / max(r['cost_core_s'], 1e-9):>13.3f}")
+    if len(rows) > limit:
+        lines.append(f"      ... {len(rows) - limit} more in the plan file")
+    budget = f" of {plan['budget']:.0f}" if plan["budget"] is not None else ""
+    lines.append(f"{len(plan['picks'])} picks, {plan['spent']:.0f}{budget} core-seconds of DFT; the pool is unsure "
+                 f"at {100 * plan['pool']['flagged_share']:.2f} % of its points "
+                 f"(validation base rate {100 * plan['pool']['base_rate']:.2g} %)")
+    return "\n".join(lines)
+
+
+def write_plan(path: str | Path, plan: dict) -> Path:
+    """Write the plan as JSON (atomically)."""
+    from .._files import write_text
+
+    write_text(Path(path), json.dumps(plan, indent=1))
+    return Path(path)
+
+
+def read_plan(path: str | Path) -> dict:
+    """A plan written by :func:`write_plan`."""
+    try:
+        plan = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the plan {str(path)!r} ({exc})") from None
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+        raise InputError(f"{str(path)!r} is not a plan written by bigdens suggest")
+    return plan
+
+
+def plot_plan(path: str | Path, plan: dict) -> Path:
+    """Scatter of each candidate's acquisition value against its DFT cost, picks numbered (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .._files import atomic_write
+
+    rows = plan["candidates"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for held, colour, label in ((False, "tab:blue", "candidates"), (True, "tab:grey", "excluded")):
+        sel = [r for r in rows if r["excluded"] == held and r["rank"] is None]
+        if sel:
+            ax.scatter([r["cost_core_s"] for r in sel], [r["value"] for r in sel], s=18, c=colour, label=label,
+                       alpha=0.7)
+    picked = sorted((r for r in rows if r["rank"]), key=lambda r: r["rank"])
+    if picked:
+        ax.scatter([r["cost_core_s"] for r in picked], [r["value"] for r in picked], s=60, facecolors="none",
+                   edgecolors="tab:red", linewidths=1.5, label="picks")
+        for r in picked:
+            ax.annotate(str(r["rank"]), (r["cost_core_s"], r["value"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8, color="tab:red")
+    ax.set_xscale("log")
+    ax.set_xlabel("estimated DFT cost (core-seconds)")
+    ax.set_ylabel("excess flagged volume (Å³)")
+    budget = f" of {plan['budget']:.0f}" if plan["budget"] is not None else ""
+    ax.set_title(f"{plan['request']['strategy']}: {len(plan['picks'])} picks, {plan['spent']:.0f}{budget} core-s",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png", dpi=120)
+    plt.close(fig)
+    return path

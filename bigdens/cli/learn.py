@@ -1,0 +1,84 @@
+"""``bigdens learn``: rounds of suggest → DFT → fine-tune → calibrate → evaluate, resumable."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = ("active learning: pick candidates by uncertainty, compute their DFT, fine-tune and recalibrate, round after "
+        "round, within a DFT budget (resumable)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .suggest import add_selection_arguments
+
+    parser.add_argument("model", help="calibrated starting model (.safetensors)")
+    parser.add_argument("--candidates", nargs="+", required=True, metavar="CANDIDATE",
+                        help="the pool, as for `bigdens suggest` (files, pool files, generators)")
+    parser.add_argument("--budget", type=float, required=True, metavar="CORE_SECONDS",
+                        help="DFT core-seconds all rounds may spend together (estimated)")
+    parser.add_argument("--rounds", type=int, default=3, help="most rounds (default 3)")
+    parser.add_argument("--round-budget", type=float, metavar="CORE_SECONDS",
+                        help="core-seconds per round (default: --budget / --rounds)")
+    parser.add_argument("--holdout", nargs="+", required=True, metavar="DATA",
+                        help="DFT data each round is evaluated on; never picked, never trained on")
+    parser.add_argument("--val", nargs="+", required=True, metavar="DATA",
+                        help="calibration data (never trained on): early stopping, σ and the epistemic threshold")
+    parser.add_argument("--train", nargs="+", metavar="DATA",
+                        help="data each round trains on besides the picks (default: the picks only)")
+    parser.add_argument("--cache", default="dft-cache", metavar="DIR",
+                        help="DFT cache, by structure and protocol, shared by runs (default ./dft-cache)")
+    parser.add_argument("-w", "--workdir", metavar="DIR",
+                        help="state, plans, round models and report (default: OUTPUT without suffix + '.learn')")
+    add_selection_arguments(parser)
+    ft = parser.add_argument_group("fine-tuning each round (from the starting model)")
+    ft.add_argument("--layers", type=int, default=2, help="last layers trained (default 2)")
+    ft.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40)")
+    ft.add_argument("--points-per-epoch", type=int, default=100_000, help="grid points per epoch (default 100000)")
+    ft.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    ft.add_argument("--patience", type=int, default=15, help="early-stopping patience, epochs (default 15)")
+    ft.add_argument("--threads", type=int, help="torch/numba threads of this process (default: all cores)")
+    parser.add_argument("-o", "--output", required=True, help="the last round's model (.safetensors)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from ..active import cost as cost_model
+    from ..active.cache import DFTCache
+    from ..active.loop import Data, LearnConfig, Loop
+    from ..data import load
+    from ..datagen import DFTSettings
+    from ..errors import InputError
+    from ._common import cluster_config, cost_data_dirs, read_candidates
+    from .train import check_output, check_run_arguments, set_threads
+
+    check_run_arguments(args)
+    check_output(args.output)
+    config = LearnConfig(budget=args.budget, rounds=args.rounds, round_budget=args.round_budget,
+                         strategy=args.strategy, spacing=args.spacing, samples=args.mc_samples, seed=args.seed,
+                         finetune={"train_layers": args.layers, "epochs": args.epochs,
+                                   "points_per_epoch": args.points_per_epoch, "lr": args.lr,
+                                   "patience": args.patience})
+    workdir = Path(args.workdir) if args.workdir else Path(args.output).with_suffix(".learn")
+    if workdir.exists() and not workdir.is_dir():
+        raise InputError(f"--workdir {str(workdir)!r} exists and is not a folder")
+    set_threads(args.threads)
+    dft = DFTSettings()
+    cost = cost_model.from_datasets(cost_data_dirs(args.cost_data), protocol=dft.protocol)
+    data = Data(train=load(args.train, allow_mixed_protocols=True) if args.train else [],
+                calibration=load(args.val, allow_mixed_protocols=True),
+                holdout=load(args.holdout, allow_mixed_protocols=True))
+    pool = read_candidates(args.candidates, format=args.format)
+    logging.getLogger("bigdens").setLevel(logging.INFO)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(message)s")
+    loop = Loop(args.model, pool, workdir=workdir, cache=DFTCache(args.cache, dft=dft), cost=cost, data=data,
+                config=config, cluster=cluster_config(args, model=args.model))
+    report = loop.run(progress=True)
+    loop.finish(args.output)
+    for r in report["rounds"]:
+        print(f"round {r['round']}: {len(r['picks'])} picks, {r['dft_core_s']:.0f} DFT core-s in all; hold-out "
+              f"NMAE {r['nmae_pct']:.3f} %, 1σ {r['coverage_1sigma_pct']:.1f} %, 2σ {r['coverage_2sigma_pct']:.1f} %")
+    print(f"stopped: {report['stopped']}\nwrote {args.output} (report: {workdir / 'report.json'})")
+    return 0

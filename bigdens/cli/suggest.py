@@ -1,0 +1,97 @@
+"""``bigdens suggest``: which candidate structures to compute with DFT, within a budget."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_cluster_arguments
+
+HELP = "rank candidate structures by what their DFT would teach the model per core-second, and pick within a budget"
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Scoring and picking flags shared with ``bigdens learn``."""
+    from ..active.acquisition import SCORE_SAMPLES, SCORE_SPACING, STRATEGIES
+
+    parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty",
+                        help="uncertainty (default): most excess flagged volume per core-second, diversified; "
+                             "random; largest: largest cells first (baselines)")
+    parser.add_argument("--spacing", type=float, default=SCORE_SPACING, metavar="H",
+                        help=f"grid spacing on which candidates are scored, Å (default {SCORE_SPACING})")
+    parser.add_argument("--mc-samples", type=int, default=SCORE_SAMPLES, metavar="S",
+                        help=f"Monte Carlo weight samples per candidate (default {SCORE_SAMPLES})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples and of the random strategy")
+    parser.add_argument("--cost-data", nargs="+", metavar="DATA",
+                        help="data sets whose recorded DFT core-seconds fit the cost model (default: datasets/*)")
+    parser.add_argument("--format", help="ASE format of candidate files when it cannot be guessed")
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu or cuda")
+    add_cluster_arguments(parser, what="scoring")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="calibrated model file (.safetensors)")
+    parser.add_argument("candidates", nargs="+", metavar="CANDIDATE",
+                        help="structure files (every frame), pool files (--save-pool), or generators: "
+                             "'al|sige FLAGS' with the flags of `bigdens datagen`, e.g. 'al --cells 2 2 2 "
+                             "--vacancies 1 --temperatures 300 900 --snapshots-per-temperature 10' (MD, no DFT)")
+    parser.add_argument("--budget", type=float, metavar="CORE_SECONDS",
+                        help="DFT core-seconds the picks may cost together (estimated)")
+    parser.add_argument("--count", type=int, metavar="N", help="pick at most N (with or without --budget)")
+    parser.add_argument("--exclude", nargs="+", metavar="DATA",
+                        help="data sets or structure files never to pick (hold-out cells, data already computed)")
+    add_selection_arguments(parser)
+    parser.add_argument("--save-pool", metavar="POOL.json", help="also write the candidates (e.g. after MD) here")
+    parser.add_argument("--plot", metavar="FILE.png", help="value against cost (default: next to -o, .png)")
+    parser.add_argument("-o", "--output", default="suggestion.json", help="plan file (default suggestion.json)")
+
+
+def exclude_hashes(paths: list[str] | None) -> list[str]:
+    """Structure hashes of the snapshots or structures in ``paths``."""
+    from pathlib import Path
+
+    from ..active.candidates import from_file
+    from ..data import load
+    from ..store import structure_hash
+
+    out = []
+    for p in paths or []:
+        if (Path(p) / "dataset.json").is_file() or Path(p).suffix == ".npz":
+            out += [structure_hash(s.cell, s.positions, s.numbers) for s in load([p], allow_mixed_protocols=True)]
+        else:
+            out += [c.hash for c in from_file(p)]
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..active import cost as cost_model
+    from ..active.suggest import Request, format_plan, plot_plan, suggest, write_plan
+    from ..bnn import load
+    from ..datagen import DFTSettings
+    from ..errors import InputError
+    from ._common import cluster_config, cost_data_dirs, read_candidates
+
+    request = Request(budget=args.budget, count=args.count, strategy=args.strategy, spacing=args.spacing,
+                      samples=args.mc_samples, seed=args.seed)
+    if args.seed < 0:
+        raise InputError(f"--seed must be an integer >= 0, got {args.seed}")
+    out = Path(args.output)
+    if out.is_dir() or not out.absolute().parent.is_dir():
+        raise InputError(f"-o {args.output!r}: give a file in an existing folder")
+    load(args.model)  # a clear error before any MD
+    config = cluster_config(args, model=args.model)
+    cost = cost_model.from_datasets(cost_data_dirs(args.cost_data), protocol=DFTSettings().protocol)
+    exclude = exclude_hashes(args.exclude)
+    pool = read_candidates(args.candidates, format=args.format)
+    if args.save_pool:
+        from ..active.candidates import save_pool
+
+        save_pool(args.save_pool, pool, request={"candidates": args.candidates})
+    plan = suggest(args.model, pool, cost=cost, request=request, config=config, exclude=exclude, progress=True)
+    write_plan(out, plan)
+    png = Path(args.plot) if args.plot else out.with_suffix(".png")
+    plot_plan(png, plan)
+    print(format_plan(plan))
+    print(f"wrote {out} and {png}")
+    return 0
