@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {"mc_samples": SAMPLES, "batch": BATCH, "threads": 1, "rounds": rounds,
                      "params": PARAMS.to_dict(), "hidden": list(ARCH.hidden), "smoke": args.smoke,
                      "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                     "note": "best of interleaved rounds; machine shared with DFT runs"},
+                     "note": "best of interleaved rounds"},
         "machine": machine_info(),
         "records": [rec],
     }

@@ -23,6 +23,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 from benchmarks._common import al_bulk, machine_info, run_record, write_result
 from benchmarks.network_cost import flop_per_point, gemm_timer
 from bigdens import bnn, engine
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {"spacing_A": SPACING, "mc_samples": SAMPLES, "workers": WORKERS, "threads_per_worker": 1,
                      "block": 64, "batch": BATCH, "model": model.name, "kind": net.arch.kind,
                      "params": net.params.to_dict(), "hidden": list(net.arch.hidden),
-                     "smoke": args.smoke, "note": "CPU with AVX2 only (no AVX-512)"},
+                     "smoke": args.smoke, "torch": torch.__version__,
+                     "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "machine": machine_info(),
         "records": records,
     }
