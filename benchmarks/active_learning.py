@@ -122,7 +122,7 @@ def run_strategy(strategy: str, seed: int, *, pool, cost, holdout) -> dict:
     return {"strategy": strategy, "seed": seed, "stopped": report["stopped"], "rounds": rows}
 
 
-def run_all() -> dict:
+def run_all(strategies=STRATEGIES, seeds=SEEDS) -> dict:
     from benchmarks._common import machine_info, write_result
     from bigdens.active import cost as cost_model
     from bigdens.active.loop import plot_report
@@ -131,7 +131,7 @@ def run_all() -> dict:
     cost = cost_model.from_datasets([ROOT / "datasets" / d for d in ("al32", "al108", "al32-vacancy")],
                                     protocol="bigdens-dft-v1")
     holdout = _holdout()
-    runs = [run_strategy(s, k, pool=pool, cost=cost, holdout=holdout) for s in STRATEGIES for k in SEEDS]
+    runs = [run_strategy(s, k, pool=pool, cost=cost, holdout=holdout) for s in strategies for k in seeds]
     result = {"benchmark": "active_learning",
               "settings": {"start_model": START_MODEL.name, "pool": len(pool), "round_budget": ROUND_BUDGET,
                            "rounds": ROUNDS, "base_train": BASE_TRAIN, "holdout": [s.name for s in holdout],
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("stage", choices=["pool", "dft", "run"])
     ap.add_argument("--only", choices=["32", "108"], help="dft: only the small or the large cells")
+    ap.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES), help="run: these only")
+    ap.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="run: these seeds only")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.stage == "pool":
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.stage == "dft":
         run_dft(args.only)
     else:
-        run_all()
+        run_all(args.strategies, args.seeds)
 
 
 if __name__ == "__main__":

@@ -206,7 +206,9 @@ def plot_plan(path: str | Path, plan: dict) -> Path:
         for r in picked:
             ax.annotate(str(r["rank"]), (r["cost_core_s"], r["value"]), textcoords="offset points", xytext=(4, 4),
                         fontsize=8, color="tab:red")
-    ax.set_xscale("log")
+    costs = [r["cost_core_s"] for r in rows]
+    if costs and max(costs) > 5 * min(costs):
+        ax.set_xscale("log")
     ax.set_xlabel("estimated DFT cost (core-seconds)")
     ax.set_ylabel("excess flagged volume (Å³)")
     budget = f" of {plan['budget']:.0f}" if plan["budget"] is not None else ""
