@@ -34,9 +34,8 @@ def test_million_atoms_smoke(tmp_path):
     from benchmarks import million_atoms
 
     out = tmp_path / "m.json"
-    with pytest.warns(UserWarning, match="coarser than the model's training spacing"):
-        result = million_atoms.main(["--cells", "2", "--spacing", "0.5", "--mc-samples", "2", "--workers", "1",
-                                     "--block", "16", "--out", str(out)])
+    result = million_atoms.main(["--cells", "2", "--spacing", "0.5", "--mc-samples", "2", "--workers", "1",
+                                 "--block", "16", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["n_atoms"] == 32 and result["complete"] and result["grid"] == [17, 17, 17]
     assert result["n_electrons_expected"] == 96 and result["peak_rss_mb_per_worker"]
