@@ -27,6 +27,10 @@ case "${1:-}" in
   nice -n 19 $PY -m bigdens datagen al --cells 3 3 3 --temperatures 300 600 900 \
     --snapshots-per-temperature 2 --split 0.5 0 0.5 --seed 3 -o datasets/al108 --log-dir $LOGS \
     --description "FCC Al 3x3x3 (108 atoms), EMT Langevin MD; for transfer learning (train) and held-out test"
+  # Active-learning hold-out (never in the pool of benchmarks/active_learning.py): ~2,500 core-s each.
+  nice -n 19 $PY -m bigdens datagen al --cells 3 3 3 --vacancies 1 --temperatures 300 900 \
+    --snapshots-per-temperature 1 --all-test --seed 7 -o datasets/al108-vacancy --log-dir $LOGS \
+    --description "FCC Al 3x3x3 with one vacancy (107 atoms), EMT Langevin MD; all test (active-learning hold-out)"
   nice -n 19 $PY -m bigdens datagen sige --x 0.5 --cells 2 2 2 --vacancies 1 --temperatures 300 600 900 \
     --snapshots-per-temperature 1 --all-test --seed 5 -o datasets/sige64-vacancy --log-dir $LOGS \
     --description "diamond Si0.5Ge0.5 2x2x2 with one vacancy (63 atoms), Tersoff Langevin MD; all test"
