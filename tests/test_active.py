@@ -305,7 +305,7 @@ def test_a_killed_learn_resumes_at_the_same_dft_and_gives_the_same_model(tmp_pat
 @pytest.mark.slurm
 def test_learn_runs_its_dft_as_slurm_jobs(tmp_path, local_slurm):
     pytest.importorskip("gpaw")
-    p = _cli(_learn_argv(tmp_path, "s", "--cluster", "slurm:local-slurm"), cwd=ROOT)
+    p = _cli(_learn_argv(tmp_path, "s", "--cluster", "slurm:local-slurm"), cwd=tmp_path)  # job logs land there
     out = p.communicate(timeout=1500)[0]
     assert p.returncode == 0, out
     st = json.loads((tmp_path / "s" / "state.json").read_text())
