@@ -60,9 +60,9 @@ def run_dft(only: str | None) -> None:
 
     cache = DFTCache(CACHE, dft=DFTSettings())
     pool = make_pool()
-    todo = [c for c in pool if c not in cache and (only is None or (c.n_atoms < 64) == (only == "32"))]
-    todo.sort(key=lambda c: c.n_atoms)
-    print(f"{len(pool) - len(todo)} of {len(pool)} in the cache; computing {len(todo)}", flush=True)
+    chosen = [c for c in pool if only is None or (c.n_atoms < 64) == (only == "32")]
+    todo = sorted((c for c in chosen if c not in cache), key=lambda c: c.n_atoms)
+    print(f"{len(chosen) - len(todo)} of {len(chosen)} in the cache; computing {len(todo)}", flush=True)
     for i, c in enumerate(todo):
         snap = compute(c, dft=DFTSettings())
         cache.put(c, snap)

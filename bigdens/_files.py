@@ -77,4 +77,16 @@ def write_text(path: str | Path, text: str, *, fsync: bool = True) -> None:
         fh.write(text)
 
 
-__all__ = ["atomic_write", "temporary_name", "write_bytes", "write_text"]
+def write_figure(path: str | Path, fig, *, format: str = "png", dpi: int = 120) -> Path:
+    """Save a matplotlib figure to ``path`` atomically (never a half-written image) and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_write(path) as fh:
+            fig.savefig(fh, format=format, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+__all__ = ["atomic_write", "temporary_name", "write_bytes", "write_figure", "write_text"]

@@ -313,5 +313,4 @@ def test_learn_runs_its_dft_as_slurm_jobs(tmp_path, local_slurm):
     snap = data.read_snapshot(snap_file)
     assert snap.provenance["code"] == "GPAW" and snap.protocol == PROTOCOL
     assert abs(snap.electron_integral - snap.n_electrons_expected) < 1e-3
-    # The DFT ran in a SLURM job's worker, not in this process: its host is the job's.
     assert st["rounds"][0]["dft_core_s"] == pytest.approx(snap.dft_core_seconds)

@@ -156,12 +156,12 @@ def score_pool(candidates: Sequence["Candidate"], model_path: str | Path, *, con
 
     ``config.workers = 0`` scores them in this process.
     """
-    from ..bnn import file_hash
+    from ..bnn import file_hash, resolve_device
     from ..engine import _run_tasks, make_client
 
     model_path = str(Path(model_path).resolve())
     kw = dict(pool=list(candidates), model_path=model_path, model_hash=file_hash(model_path), spacing=spacing,
-              samples=samples, seed=seed, device=config.device if config.device != "auto" else "cpu")
+              samples=samples, seed=seed, device=resolve_device(config.device))
     out: list[Score | None] = [None] * len(candidates)
     with make_client(config, len(candidates)) as client:
         for res in _run_tasks(client, _score_task, list(range(len(candidates))), progress=progress,

@@ -208,7 +208,7 @@ class Loop:
     # -- the loop -----------------------------------------------------------------------------
     def run(self, *, progress: bool = False) -> dict:
         """Run (or resume) rounds until a stopping rule holds; returns the report."""
-        if not self.state["rounds"] or "holdout" not in self.state.get("start", {}):
+        if "holdout" not in self.state.get("start", {}):
             self.state["start"] = {"holdout": self.evaluate(self.start)}
             self._save()
         while self.state["stopped"] is None:
@@ -269,7 +269,7 @@ class Loop:
         path = self.round_dir(rec["round"]) / "model.safetensors"
         model.info["active_learning"] = {"round": rec["round"], "strategy": self.config.strategy,
                                          "start_model_sha256": self.state["request"]["model_sha256"],
-                                         "rounds": [dict(r, model=r.get("model")) for r in self.state["rounds"]]}
+                                         "rounds": [dict(r) for r in self.state["rounds"]]}
         model.save(path)
         rec["model"] = str(path.relative_to(self.workdir))
         self._save()
@@ -363,7 +363,7 @@ def plot_report(path: str | Path, reports: Sequence[dict], *, labels: Sequence[s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .._files import atomic_write
+    from .._files import write_figure
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     for k, rep in enumerate(reports):
@@ -378,8 +378,4 @@ def plot_report(path: str | Path, reports: Sequence[dict], *, labels: Sequence[s
     a2.axhspan(63, 73, color="tab:green", alpha=0.1)
     a1.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as fh:
-        fig.savefig(fh, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return write_figure(path, fig)

@@ -139,9 +139,7 @@ def suggest(model_path: str | Path, candidates: Sequence["Candidate"], *, cost: 
 
 
 def _score_row(s: Score) -> dict:
-    d = s.to_dict()
-    d.pop("name"), d.pop("hash"), d.pop("n_atoms")
-    return d
+    return {k: v for k, v in s.to_dict().items() if k not in ("name", "hash", "n_atoms")}
 
 
 def format_plan(plan: dict, *, limit: int = 40) -> str:
@@ -190,7 +188,7 @@ def plot_plan(path: str | Path, plan: dict) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .._files import atomic_write
+    from .._files import write_figure
 
     rows = plan["candidates"]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -216,8 +214,4 @@ def plot_plan(path: str | Path, plan: dict) -> Path:
                  fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as fh:
-        fig.savefig(fh, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return write_figure(path, fig)

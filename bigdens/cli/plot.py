@@ -119,16 +119,13 @@ def run(args: argparse.Namespace) -> int:
         axes[2].set_title(f"epistemic σ; cyan: above {threshold:.2g} (validation 99.9 %)", fontsize=9)
     if near.any():
         axes[0].legend(loc="upper right", fontsize=7)
-    from .._files import atomic_write
+    from .._files import write_figure
 
-    try:
-        with atomic_write(args.output) as fh:  # never a half-written image, no temporary left behind
-            fig.savefig(fh, format=suffix or matplotlib.rcParams["savefig.format"], dpi=120)
+    try:  # never a half-written image, no temporary left behind
+        write_figure(args.output, fig, format=suffix or matplotlib.rcParams["savefig.format"])
     except OSError as exc:
         raise SetupError(f"cannot write {args.output!r} ({exc.strerror or exc}); choose a writable destination") \
             from None
-    finally:
-        plt.close(fig)
     flagged = "" if threshold is None else f", {n_high} points above the epistemic threshold"
     print(f"wrote {args.output}: plane {'xyz'[axis]}={plane_f:.3f}, {int(near.sum())} atoms marked "
           f"(species {sorted(set(numbers[near].tolist()))}){flagged}")
