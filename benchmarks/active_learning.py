@@ -64,6 +64,8 @@ def run_dft(only: str | None) -> None:
     todo = sorted((c for c in chosen if c not in cache), key=lambda c: c.n_atoms)
     print(f"{len(chosen) - len(todo)} of {len(chosen)} in the cache; computing {len(todo)}", flush=True)
     for i, c in enumerate(todo):
+        if c in cache:  # a `run` stage computed it meanwhile
+            continue
         snap = compute(c, dft=DFTSettings())
         cache.put(c, snap)
         t = snap.provenance["timing"]
