@@ -314,3 +314,15 @@ def test_learn_runs_its_dft_as_slurm_jobs(tmp_path, local_slurm):
     assert snap.provenance["code"] == "GPAW" and snap.protocol == PROTOCOL
     assert abs(snap.electron_integral - snap.n_electrons_expected) < 1e-3
     assert st["rounds"][0]["dft_core_s"] == pytest.approx(snap.dft_core_seconds)
+
+
+def test_a_share_of_the_picks_calibrates_instead_of_training():
+    """One pick in four (the 2nd, 6th, ...) joins the calibration split; share 0 keeps them all for training."""
+    from bigdens.active.loop import LearnConfig
+
+    config = LearnConfig(budget=100.0)
+    assert [i for i in range(10) if config.calibrates(i)] == [1, 5, 9]
+    assert not any(LearnConfig(budget=100.0, calibration_share=0).calibrates(i) for i in range(10))
+    assert [i for i in range(7) if LearnConfig(budget=1.0, calibration_share=0.5).calibrates(i)] == [1, 3, 5]
+    with pytest.raises(InputError, match="calibration-share"):
+        LearnConfig(budget=100.0, calibration_share=0.9)

@@ -2,7 +2,7 @@
 
 Every round fine-tunes the *starting* model on its training data plus every pick so far (so a
 round's model does not depend on how earlier rounds ended), recalibrates on the calibration
-split, and is evaluated on the hold-out cells, which can never be picked.  The loop stops when
+split (``--val`` plus a share of the picks, :attr:`LearnConfig.calibration_share`), and is evaluated on the hold-out cells, which can never be picked.  The loop stops when
 the pool's flagged share falls below the validation base rate (the model is sure where it will
 be used), when no candidate has anything left to teach, when the rounds are done or when the
 budget cannot pay for another pick.
@@ -67,6 +67,11 @@ class LearnConfig:
     finetune : dict
         :class:`~bigdens.train.TrainConfig` fields of the fine-tuning (e.g. ``train_layers``,
         ``epochs``, ``points_per_epoch``, ``lr``); its seed is ``seed``.
+    calibration_share : float
+        Share of the picks that join the calibration split instead of the training data: one in
+        ``round(1 / share)``, the 2nd, then every ``round(1 / share)``-th pick in picking order (0:
+        none).  Without it, early stopping and σ are fitted only on ``--val``, which rarely holds
+        the kind of structure the picks teach.
     """
 
     budget: float
@@ -77,10 +82,13 @@ class LearnConfig:
     samples: int = SCORE_SAMPLES
     seed: int = 0
     finetune: dict = field(default_factory=lambda: {"train_layers": 2, "epochs": 40, "lr": 1e-3})
+    calibration_share: float = 0.25
 
     def __post_init__(self):
         from .acquisition import STRATEGIES
 
+        if not 0 <= self.calibration_share <= 0.5:
+            raise InputError(f"--calibration-share must be within [0, 0.5], got {self.calibration_share!r}")
         if not self.budget > 0:
             raise InputError(f"--budget must be > 0 core-seconds, got {self.budget!r}")
         if self.rounds < 1:
@@ -99,6 +107,13 @@ class LearnConfig:
     @property
     def per_round(self) -> float:
         return self.round_budget if self.round_budget is not None else self.budget / self.rounds
+
+    def calibrates(self, index: int) -> bool:
+        """Whether the pick at ``index`` (0-based, in picking order over all rounds) is calibration data."""
+        if self.calibration_share == 0:
+            return False
+        every = round(1 / self.calibration_share)
+        return index % every == 1
 
 
 @dataclass
@@ -262,6 +277,8 @@ class Loop:
         by_name = {c.name: c for c in self.pool}
         picks = [by_name[n] for n in rec["picks"]]
         rec["dft_core_s"] = self.run_dft(picks, progress=progress)
+        first = len(self.picked()) - len(picks)
+        rec["calibration_picks"] = [c.name for i, c in enumerate(picks, first) if self.config.calibrates(i)]
         model = self.fit(rec["round"])
         rec["holdout"] = self.evaluate(model)
         rec["spent_core_s"] = self.spent
@@ -284,14 +301,22 @@ class Loop:
             run_dft(todo, cache=self.cache, cluster=self.cluster, cost=self.cost, progress=progress)
         return float(sum(self.cache.get(c).dft_core_seconds or 0.0 for c in picks))
 
+    def split_picks(self) -> tuple[list["Snapshot"], list["Snapshot"]]:
+        """The picks' DFT snapshots: (training, calibration), by :meth:`LearnConfig.calibrates`."""
+        train, calibration = [], []
+        for i, c in enumerate(self.picked()):
+            into = self.config.calibrates(i)
+            (calibration if into else train).append(self.cache.get(c, split="validation" if into else "train"))
+        return train, calibration
+
     def fit(self, r: int) -> "DensityModel":
         from ..train import finetune
 
-        picks = [self.cache.get(c) for c in self.picked()]
-        train = [*self.data.train, *picks]
-        log.info("round %d: fine-tuning on %d snapshots (%d picked)", r, len(train), len(picks))
-        return finetune(self.start, train, self.data.calibration, config=self.config.train_config(),
-                        log=log.info)
+        picks, held = self.split_picks()
+        train, calibration = [*self.data.train, *picks], [*self.data.calibration, *held]
+        log.info("round %d: fine-tuning on %d snapshots (%d picked), calibrating on %d (%d picked)", r, len(train),
+                 len(picks), len(calibration), len(held))
+        return finetune(self.start, train, calibration, config=self.config.train_config(), log=log.info)
 
     def evaluate(self, model: "DensityModel") -> dict:
         from ..train import evaluate
@@ -305,11 +330,13 @@ class Loop:
         """The loop's record: hold-out metrics against DFT core-seconds, per round (also report.json/.png)."""
         from .._files import write_text
 
-        rows = [{"round": 0, "spent_core_s": 0.0, "dft_core_s": 0.0, "picks": [], **self.state["start"]["holdout"]}]
+        rows = [{"round": 0, "spent_core_s": 0.0, "dft_core_s": 0.0, "picks": [], "calibration_picks": [],
+                 **self.state["start"]["holdout"]}]
         for r in self.state["rounds"]:
             if "holdout" in r:
                 rows.append({"round": r["round"], "spent_core_s": r["spent_core_s"], "dft_core_s": r["dft_core_s_total"],
-                             "picks": r["picks"], **r["holdout"]})
+                             "picks": r["picks"], "calibration_picks": r.get("calibration_picks", []),
+                             **r["holdout"]})
         report = {"strategy": self.config.strategy, "budget": self.config.budget, "stopped": self.state["stopped"],
                   "rounds": rows, "model": str(self.current_model())}
         write_text(self.workdir / "report.json", json.dumps(report, indent=1))

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibration data (never trained on): early stopping, σ and the epistemic threshold")
     parser.add_argument("--train", nargs="+", metavar="DATA",
                         help="data each round trains on besides the picks (default: the picks only)")
+    parser.add_argument("--calibration-share", type=float, default=0.25, metavar="SHARE",
+                        help="share of the picks that join --val instead of training (default 0.25: the 2nd, 6th, "
+                             "... pick), so early stopping and σ see the new kind of structure")
     parser.add_argument("--cache", default="dft-cache", metavar="DIR",
                         help="DFT cache, by structure and protocol, shared by runs (default ./dft-cache)")
     parser.add_argument("-w", "--workdir", metavar="DIR",
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                          strategy=args.strategy, spacing=args.spacing, samples=args.mc_samples, seed=args.seed,
                          finetune={"train_layers": args.layers, "epochs": args.epochs,
                                    "points_per_epoch": args.points_per_epoch, "lr": args.lr,
-                                   "patience": args.patience})
+                                   "patience": args.patience},
+                         calibration_share=args.calibration_share)
     workdir = Path(args.workdir) if args.workdir else Path(args.output).with_suffix(".learn")
     if workdir.exists() and not workdir.is_dir():
         raise InputError(f"--workdir {str(workdir)!r} exists and is not a folder")
