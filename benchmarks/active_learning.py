@@ -7,6 +7,9 @@ pool.  Strategies ``uncertainty``, ``random`` and ``largest`` run ``bigdens lear
 budget with two seeds each; every DFT is cached by structure and protocol, so strategies and
 seeds share it.
 
+**Al, rare defects** (``--system al-rare``): the same with a pool of the twelve 32-site bulk cells
+and four of the vacancy cells, so that random picks find the new structures only by chance.
+
 **Si–Ge** (``--system sige``).  Start: a stage-1 model trained on the sige64 cells of x = 0 and
 0.5 only (:data:`SIGE_START_TRAIN`, the shipped recipe's settings).  Pool: the other sige64
 training cells, of every x (x = 0 and 0.5 included, so that picking the missing compositions is a
@@ -182,9 +185,19 @@ def _sige_pool() -> list:
     return pool
 
 
+def _rare_pool() -> list:
+    """The Al pool's twelve 32-site bulk cells and one in six of its small vacancy cells (4): new structures
+    are a quarter of the pool, as in an MD run where a defect shows up now and then."""
+    pool = [c for c in make_pool() if c.n_atoms < 64]
+    vacancy = sorted((c for c in pool if "vac" in c.name), key=lambda c: c.name)[::6]
+    return [c for c in pool if "vac" not in c.name] + vacancy
+
+
 DEMOS = {
     "al": Demo("al", OUT, START_MODEL, CACHE, ("al32", "al108", "al32-vacancy"), ROUND_BUDGET, ROUNDS, FINETUNE,
                make_pool, _al_data),
+    "al-rare": Demo("al-rare", OUT / "rare", START_MODEL, CACHE, ("al32", "al108", "al32-vacancy"), ROUND_BUDGET,
+                    ROUNDS, FINETUNE, _rare_pool, _al_data, strategies=("uncertainty", "random")),
     "sige": Demo("sige", SIGE_OUT, SIGE_START, SIGE_OUT / "cache", ("sige64", "sige64-vacancy", "sige216"),
                  SIGE_ROUND_BUDGET, ROUNDS, SIGE_FINETUNE, _sige_pool, _sige_data, reference=SIGE_REFERENCE,
                  strategies=("uncertainty", "random")),
@@ -301,7 +314,7 @@ def summarize(result: dict) -> dict:
     """The numbers the issue's targets are judged on, from a demo result."""
     runs = result["runs"]
     summary: dict = {"dft_to_reach_random_final": {"nmae": dft_to_reach(runs, _nmae)}}
-    if result["system"] == "al":
+    if result["system"].startswith("al"):
         summary["dft_to_reach_random_final"]["open_space_worst_ratio"] = dft_to_reach(runs, _worst_open_space)
         summary["final"] = [{"strategy": r["strategy"], "seed": r["seed"],
                              "open_space_error_ratio": r["rounds"][-1]["open_space_error_ratio"],
@@ -326,7 +339,8 @@ def summarize(result: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=["pool", "dft", "start", "run"])
+    ap.add_argument("stage", choices=["pool", "dft", "start", "run", "summary"],
+                    help="summary: recompute the summary of the demo's recorded demo.json")
     ap.add_argument("--system", choices=sorted(DEMOS), default="al", help="which demonstration (default al)")
     ap.add_argument("--only", choices=["32", "108"], help="dft: only the small or the large cells")
     ap.add_argument("--strategies", nargs="+", choices=STRATEGIES, help="run: these only (default: the demo's)")
@@ -344,6 +358,12 @@ def main(argv: list[str] | None = None) -> None:
         run_dft(args.only)
     elif args.stage == "start":
         train_sige_start()
+    elif args.stage == "summary":
+        from benchmarks._common import write_result
+
+        result = json.loads((demo.out / "demo.json").read_text())
+        result = {"system": demo.name, **result, "summary": summarize({"system": demo.name, **result})}
+        print(json.dumps(write_result(demo.out / "demo.json", result)["summary"], indent=1))
     else:
         run_all(demo, args.strategies, args.seeds)
 

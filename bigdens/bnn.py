@@ -276,6 +276,19 @@ def _reduce_head(out, head, res) -> None:
     torch.sum(logvar.clamp_(*LOGVAR_RANGE).exp_(), 0, out=res[2]).div_(s)
 
 
+def _accumulate_deviations(dev, start: int, acc) -> None:
+    """Add one pass's per-sample deviations into the group sums of :meth:`DensityModel.predict_grouped`.
+
+    ``dev``: Tensor (S, c), float64, scaled units, points ``start .. start+c``;
+    ``acc``: (groups (n,), weights (n,), sums (K, S)) with the weights in e/Å³ per scaled unit.
+    """
+    from .charges import accumulate
+
+    groups, weights, sums = acc
+    c = dev.shape[1]
+    accumulate(dev.detach().cpu().numpy(), groups[start : start + c], weights[start : start + c], sums)
+
+
 def _empty_results(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, epistemic and aleatoric variance buffers for ``n`` points, float32."""
     return tuple(np.empty(n, dtype=np.float32) for _ in range(3))
@@ -392,7 +405,48 @@ class DensityModel:
             If ``samples`` < 1, ``batch`` < 1, or ``features`` does not have
             shape (n_points, n_features).
         """
-        torch = _torch()
+        mean, epi, ale, _ = self._predict(features, samples=samples, seed=seed, block_index=block_index,
+                                          device=device, batch=batch)
+        return mean, epi, ale
+
+    def predict_grouped(self, features: np.ndarray, groups: np.ndarray, n_groups: int, *, samples: int = 20,
+                        seed: int = 0, block_index: int = 0, device: str = "cpu",
+                        batch: int = 65536) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`predict`, plus per-sample deviations summed over groups of points (per-atom charges).
+
+        The mean, epistemic and aleatoric results are bit for bit those of
+        :meth:`predict` with the same arguments.
+
+        Parameters
+        ----------
+        groups : ndarray, shape (n_points,), integer
+            Group (e.g. the Voronoi cell's atom) of each point, in 0..n_groups−1.
+        n_groups
+            Number of groups K.
+
+        Returns
+        -------
+        mean, var_epistemic, var_aleatoric
+            As :meth:`predict`.
+        sums : ndarray, shape (n_groups, S), float64
+            ``Σ_{p in group} w(p)·(ρ_s(p) − ρ̄(p))``, e/Å³ summed over points,
+            where ``ρ_s`` is sample s's density, ``ρ̄`` their float64 mean
+            and ``w = sqrt(variance factor)`` (``Scaling.variance_factor``
+            of the point's nearest-atom distance): the calibrated per-sample
+            fields ``ρ̄ + w·(ρ_s − ρ̄)`` have the epistemic variance
+            :meth:`predict` returns.  Summed in float64 in point order.
+            With ``groups = arange(n_points)`` they are the per-sample
+            deviations of every point (a debugging aid).
+        """
+        groups = np.ascontiguousarray(groups, dtype=np.int32).reshape(-1)
+        if len(groups) != len(features):
+            raise InputError(f"groups must give one group per point ({len(features)}), got {len(groups)}")
+        if len(groups) and (groups.min() < 0 or groups.max() >= n_groups):
+            raise InputError(f"groups must lie in 0..{n_groups - 1}")
+        return self._predict(features, samples=samples, seed=seed, block_index=block_index, device=device,
+                             batch=batch, groups=(groups, int(n_groups)))
+
+    def _predict(self, features, *, samples, seed, block_index, device, batch, groups=None):
         if int(samples) < 1:
             raise InputError(f"the number of Monte Carlo samples must be >= 1, got {samples!r}")
         if int(batch) < 1:
@@ -403,20 +457,30 @@ class DensityModel:
                 f"features must have shape (n_points, {self.params.n_features}), got {features.shape}"
             )
         samples = int(samples)
+        sums = None
+        acc = None
+        if groups is not None:
+            sums = np.zeros((groups[1], samples))
+            if len(features):
+                # w = target_std · sqrt(variance factor): deviations in scaled units -> calibrated e/Å³.
+                w = self.scaling.target_std * np.sqrt(self.scaling.variance_factor(self.nearest_distance(features)))
+                acc = (groups[0], np.ascontiguousarray(w, dtype=np.float64), sums)
         if len(features) == 0:
-            return _empty_results(0)
+            return (*_empty_results(0), sums)
         if self.arch.kind == "last-layer":
             mean, epi, ale = self._predict_last_layer(features, samples=samples, seed=seed,
-                                                      block_index=block_index, device=device, batch=int(batch))
+                                                      block_index=block_index, device=device, batch=int(batch),
+                                                      acc=acc)
         else:
             mean, epi, ale = self._predict_mean_field(features, samples=samples, seed=seed,
-                                                      block_index=block_index, device=device, batch=int(batch))
+                                                      block_index=block_index, device=device, batch=int(batch),
+                                                      acc=acc)
         if self.scaling.region_scales and len(features):
             # Per-region factors; the global factor is already in (it is part of variance_factor).
             rel = self.scaling.variance_factor(self.nearest_distance(features)) / self.scaling.variance_scale
             epi = (epi * rel).astype(np.float32)
             ale = (ale * rel).astype(np.float32)
-        return mean, epi, ale
+        return mean, epi, ale, sums
 
     def nearest_distance(self, features: np.ndarray) -> np.ndarray:
         """Distance (Å) from each point to its nearest atom, read off the raw descriptors (n_points,)."""
@@ -437,7 +501,7 @@ class DensityModel:
                 torch.randn(samples, f, generator=g))
 
     def _predict_last_layer(self, features: np.ndarray, *, samples: int, seed: int, block_index: int,
-                            device: str, batch: int):
+                            device: str, batch: int, acc=None):
         """Format 2 (see the module docstring): trunk once per point, S samples of the head only.
 
         For sample s with last-layer noise ε_s and slope noise η_s,
@@ -481,7 +545,10 @@ class DensityModel:
                 rho = torch.nn.functional.softplus(z).double()
                 r = res[:, a : a + chunk]
                 torch.mean(rho, 1, out=r[0])
-                torch.sum(rho.sub_(r[0][:, None]).square_(), 1, out=r[1]).div_(samples)
+                rho.sub_(r[0][:, None])
+                if acc is not None:
+                    _accumulate_deviations(rho.T, a, acc)
+                torch.sum(rho.square_(), 1, out=r[1]).div_(samples)
                 torch.exp(out[:, 1].double().clamp_(*LOGVAR_RANGE), out=r[2])
             res[0].mul_(ts).add_(tm)
             res[1:].mul_(vs)
@@ -491,7 +558,7 @@ class DensityModel:
         return mean, epi, ale
 
     def _predict_mean_field(self, features: np.ndarray, *, samples: int, seed: int, block_index: int,
-                            device: str, batch: int):
+                            device: str, batch: int, acc=None):
         """Format 1: every layer sampled (the transposed, cache-sized layout described in :meth:`predict`)."""
         torch = _torch()
         n = len(features)
@@ -538,6 +605,9 @@ class DensityModel:
                                           out=bufs[i][: samples * widths[i] * c].view(samples, widths[i], c))
                     out_buf[:, :, a : a + c] = h
                 _reduce_head(out_buf[:, :, :gc], head[:, :, :gc], res[:, g : g + gc])
+                if acc is not None:  # the samples' deviations from the mean (float64, scaled units)
+                    dev = torch.sub(out_buf[:, 0, :gc], res[0, g : g + gc], out=head[:, 0, :gc])
+                    _accumulate_deviations(dev, g, acc)
             res[0].mul_(ts).add_(tm)
             res[1:].mul_(vs)
             res = res.cpu()

@@ -4,7 +4,9 @@ Data flow (DESIGN §8)::
 
     structure → grid → chunk-aligned blocks → per block, one task:
         halo atoms → numba descriptors → BNN with S samples seeded by (seed, block)
-        → write its region of every variable → record the block in the ledger
+        → write its region of every variable and its per-atom sums (Voronoi cells,
+          per sample: bigdens.charges) → record the block in the ledger
+    → on completion: per-atom ``charge`` and ``charge_std`` from the blocks' sums
 
 The driver writes the structure into the store first; a task receives only the
 store path, its block index and a small dict of run settings.  Each worker
@@ -194,10 +196,14 @@ def predict_block(index: int, *, job: dict) -> dict:
     dict
         The block's ledger entry plus stage timings (s): ``t_setup`` (imports,
         atoms, cell list and model, once per process), ``t_descriptors``,
-        ``t_bnn``, ``t_write``, and ``n_points``, ``pid``, ``max_rss_mb``,
+        ``t_charges`` (the Voronoi assignment of the points), ``t_bnn`` (the
+        network, with the per-atom sums of the samples), ``t_write`` (the
+        variables, the block's charges file and its ledger entry), and
+        ``n_points``, ``n_halo``, ``pid``, ``max_rss_mb``,
         ``slurm_job_id`` (the SLURM job the worker runs in, or None).
     """
     from .blocks import block_halo
+    from .charges import assign_block, block_sums
     from .descriptors import compute_block
 
     ts = time.perf_counter()
@@ -208,9 +214,15 @@ def predict_block(index: int, *, job: dict) -> dict:
     params = ctx.model.params
     halo = block_halo(ctx.cell_list, ctx.numbers, ctx.grid, block, params.r_cut)
     feats = compute_block(halo, ctx.grid, block, params).reshape(-1, params.n_features)
+    n_halo = len(halo.numbers)
+    del halo
     t1 = time.perf_counter()
-    mean, epi, ale = ctx.model.predict(feats, samples=job["samples"], seed=job["seed"], block_index=index,
-                                       device=ctx.device, batch=job["batch"])
+    # Each point's Voronoi owner (nearest atom), for the per-atom charges (bigdens.charges).
+    owners, labels = assign_block(ctx.cell_list, ctx.numbers, ctx.grid, block)
+    t_assign = time.perf_counter() - t1
+    mean, epi, ale, deviations = ctx.model.predict_grouped(
+        feats, labels, len(owners), samples=job["samples"], seed=job["seed"], block_index=index,
+        device=ctx.device, batch=job["batch"])
     del feats
     t2 = time.perf_counter()
     epi64 = epi.astype(np.float64)
@@ -224,6 +236,9 @@ def predict_block(index: int, *, job: dict) -> dict:
     values = {k: v.reshape(block.shape) for k, v in values.items()}
     _check_run(job, f"writing block {index}")
     sums = zstore.write_block(ctx.arrays, block, values, path=job["store"])
+    _check_run(job, f"writing block {index}'s charges")
+    charges = zstore.write_block_charges(job["store"], index, owners, block_sums(mean, labels, len(owners)),
+                                         deviations)
     std = values["density_std"]
     where = np.unravel_index(int(np.argmax(std)), block.shape)
     std_epi = values["density_std_epistemic"]
@@ -245,12 +260,14 @@ def predict_block(index: int, *, job: dict) -> dict:
         # Points unlike the model's validation data (None: the model has no epistemic reference).
         "n_epistemic_high": None if threshold is None else int(np.count_nonzero(std_epi > np.float32(threshold))),
         "scale": 1.0,
+        # The block's per-atom sums (bigdens.charges): atoms owning its points, digest of their file.
+        "charges": charges,
     }
     _check_run(job, f"recording block {index} in the ledger")
     zstore.write_ledger(job["store"], index, entry)
     t3 = time.perf_counter()
-    return {**entry, "t_setup": t0 - ts, "t_descriptors": t1 - t0, "t_bnn": t2 - t1, "t_write": t3 - t2, "n_points": block.n_points,
-            "n_halo": len(halo.numbers), "pid": os.getpid(),
+    return {**entry, "t_setup": t0 - ts, "t_descriptors": t1 - t0, "t_bnn": t2 - t1 - t_assign, "t_write": t3 - t2,
+            "t_charges": t_assign, "n_points": block.n_points, "n_halo": n_halo, "pid": os.getpid(),
             "max_rss_mb": peak_rss_mb(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
 
@@ -582,7 +599,7 @@ class _Watch:
         self.state = _cluster_state_function()
 
     def finished(self, res: dict) -> None:
-        took = sum(res.get(k, 0.0) for k in ("t_setup", "t_descriptors", "t_bnn", "t_write"))
+        took = sum(res.get(k, 0.0) for k in ("t_setup", "t_descriptors", "t_charges", "t_bnn", "t_write"))
         if took > 0:  # a block's own timing (scale_block reports none)
             self.slowest = max(self.slowest or 0.0, took)
 
@@ -687,6 +704,8 @@ class RunSummary:
     domain: DomainReport = field(default_factory=DomainReport)
     #: True when ``allow_out_of_domain`` accepted a run outside the domain.
     accepted_out_of_domain: bool = False
+    #: The store's ``charges`` attribute once complete (sum of the per-atom charges, largest σ; e), else None.
+    charges: dict | None = None
 
     @property
     def in_domain(self) -> bool:
@@ -733,6 +752,9 @@ class RunSummary:
             lines.append(f"epistemic σ above the model's validation 99.9 % quantile ({self.epistemic_threshold:.3g} "
                          f"e/Å³) at {self.n_epistemic_high:,} points = {share:.3g} % (about 0.1 % where the structure "
                          "is like the validation data; more marks new environments: density_std_epistemic shows where)")
+        if self.charges is not None:
+            lines.append(f"per-atom charges (Voronoi): sum {self.charges['n_electrons']:.4f} e, largest σ "
+                         f"{self.charges['max_charge_std']:.3g} e (`bigdens charges {self.path}` lists them)")
         if not self.domain.in_domain:
             state = "accepted by --allow-out-of-domain" if self.accepted_out_of_domain else "store marked in_domain: false"
             lines.append(f"OUT OF DOMAIN ({state}): {self.domain.message()}")
@@ -979,7 +1001,7 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
         job = {"store": str(Path(out).absolute()), "run_id": run_id, "model": str(Path(model_path).absolute()),
                "model_hash": model_hash, "samples": config.mc_samples, "seed": config.seed,
                "device": config.device, "batch": config.batch, "threads": config.threads_per_worker}
-        stages = {"setup": 0.0, "descriptors": 0.0, "bnn": 0.0, "write": 0.0}
+        stages = {"setup": 0.0, "descriptors": 0.0, "charges": 0.0, "bnn": 0.0, "write": 0.0}
         rss: dict[int, float] = {}
         first_rss: dict[int, float] = {}
         jobs: dict[str | None, int] = {}
@@ -989,6 +1011,7 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
                                   timeout=config.block_timeout, job=job):
                 stages["setup"] += res["t_setup"]
                 stages["descriptors"] += res["t_descriptors"]
+                stages["charges"] += res["t_charges"]
                 stages["bnn"] += res["t_bnn"]
                 stages["write"] += res["t_write"]
                 rss[res["pid"]] = max(rss.get(res["pid"], 0.0), res["max_rss_mb"])
@@ -1024,6 +1047,8 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
                 raise _stopped(exc, stack, out, len(blocks), renormalize=True) from exc
             ledger = zstore.read_ledger(out)
             done = all(e.get("scale") == factor and "pending" not in e for e in ledger.values())
+        charges = _write_charges(out, ledger, blocks, grid, n_atoms=len(atoms), samples=config.mc_samples) \
+            if done else None
     wall = time.perf_counter() - t_start
 
     best = max(ledger.values(), key=lambda e: e["max_std"], default=None)
@@ -1045,7 +1070,7 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
         max_std_epistemic_index=None if best_epi is None else best_epi["max_std_epistemic_index"],
         max_std_epistemic_position=None if best_epi is None else
         grid.cartesian(*best_epi["max_std_epistemic_index"]).tolist(),
-        domain=domain, accepted_out_of_domain=config.allow_out_of_domain,
+        domain=domain, accepted_out_of_domain=config.allow_out_of_domain, charges=charges,
     )
     final = {"complete": done, "n_electrons_predicted": n_pred, "renormalization_factor": factor,
              "n_electrons_renormalized": None if factor is None else n_expected,
@@ -1054,13 +1079,42 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
              "epistemic_threshold": threshold, "n_epistemic_high": n_high,
              "max_std_epistemic": summary.max_std_epistemic,
              "max_std_epistemic_index": summary.max_std_epistemic_index,
-             "max_std_epistemic_position": summary.max_std_epistemic_position}
+             "max_std_epistemic_position": summary.max_std_epistemic_position, "charges": charges}
     if done:
         final["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         final.update(domain.to_attrs(accepted=config.allow_out_of_domain))
     _check_run(job, "recording the run's result")
     zstore.update_attrs(out, **final)
     return summary
+
+
+def _write_charges(out: Path, ledger: dict, blocks: list, grid, *, n_atoms: int, samples: int) -> dict | None:
+    """Sum the blocks' per-atom sums into ``charge`` and ``charge_std`` (:mod:`bigdens.charges`); their attribute.
+
+    Reads each block's charges file (checked against its ledger entry) in
+    block order, so a resumed run writes bit for bit the charges of an
+    uninterrupted one.  Returns the store's ``charges`` attribute, or None
+    when a block was recorded by a bigdens that did not compute charges.
+    """
+    from .charges import METHOD, combine
+
+    if any("charges" not in ledger[b.index] for b in blocks):
+        return None
+
+    def parts():
+        for b in blocks:
+            entry = ledger[b.index]
+            owners, m, d = zstore.read_block_charges(out, b.index, entry)
+            yield owners, m, d, float(entry.get("scale", 1.0))
+
+    try:
+        result = combine(parts(), n_atoms=n_atoms, samples=samples, dv=grid.dv)
+    except InputError as exc:
+        raise RunError(f"{exc}") from None
+    zstore.write_charges(out, result.charge, result.charge_std)
+    return {"method": METHOD, "units": "electron", "n_electrons": float(result.charge.sum()),
+            "uncertainty": "epistemic: standard deviation over the Monte Carlo samples (aleatoric not included)",
+            "max_charge_std": float(result.charge_std.max()) if n_atoms else None}
 
 
 def _stopped(exc: BaseException, stack: ExitStack, out: Path, n_blocks: int, *,

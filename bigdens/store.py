@@ -11,7 +11,9 @@ Layout (DESIGN §6)::
       x/, y/, z/                float64 coordinates, i·|a_i|/n_i, Å
       positions/                float64 (n_atoms, 3), dims ("atom", "xyz"), Å
       numbers/                  int32 (n_atoms,), dims ("atom",)
-      ledger/                   a Zarr group holding one ``block-NNNNNNN.json`` per finished block
+      charge/, charge_std/      float64 (n_atoms,), dims ("atom",), e: per-atom charges (written on completion)
+      ledger/                   a Zarr group holding one ``block-NNNNNNN.json`` per finished block, and
+                                ``charges-NNNNNNN.npy``: the block's per-atom sums (:mod:`bigdens.charges`)
 
 The ledger is the truth about which blocks are done: a block's entry is
 written (temporary file + rename, so it is never half written) only after
@@ -76,6 +78,12 @@ VARIABLES = {
     "density_std": "total standard deviation of the density, sqrt(epistemic^2 + aleatoric^2)",
 }
 DENSITY_UNITS = "electron/angstrom^3"
+#: Per-atom variables written when a run completes (:mod:`bigdens.charges`): name -> long name (float64, dims atom).
+CHARGE_VARIABLES = {
+    "charge": "electrons in the atom's Voronoi cell (grid points nearest to it) of the mean density",
+    "charge_std": "epistemic standard deviation of charge over the Monte Carlo samples",
+}
+CHARGE_UNITS = "electron"
 
 
 def structure_hash(cell, positions, numbers) -> str:
@@ -317,6 +325,82 @@ def write_ledger(path: str | Path, index: int, entry: dict) -> None:
                        "free space and rerun with --resume") from None
 
 
+def charges_file(path: str | Path, index: int) -> Path:
+    """The file of block ``index``'s per-atom sums (beside its ledger entry)."""
+    return Path(path) / LEDGER / f"charges-{index:07d}.npy"
+
+
+def write_block_charges(path: str | Path, index: int, owners: np.ndarray, sums: np.ndarray,
+                        deviations: np.ndarray) -> dict:
+    """Write one block's per-atom sums (:mod:`bigdens.charges`) atomically; returns the ledger's ``charges`` field.
+
+    The file is one float64 ``.npy`` table of shape (K, 2 + S): the atom
+    index, ``M`` and the S values of ``D`` per owning atom.  Its blake2b
+    digest goes into the block's ledger entry, written after it.
+    """
+    import io
+
+    from ._files import write_bytes
+
+    owners = np.asarray(owners, dtype=np.int64)
+    table = np.empty((len(owners), 2 + deviations.shape[1]))
+    table[:, 0] = owners
+    table[:, 1] = sums
+    table[:, 2:] = deviations
+    buf = io.BytesIO()
+    np.save(buf, table, allow_pickle=False)
+    data = buf.getvalue()
+    try:
+        write_bytes(charges_file(path, index), data, fsync=False)
+    except OSError as exc:
+        raise RunError(f"cannot write the charges of block {index} to {str(path)!r} ({exc.strerror or exc}); "
+                       "free space and rerun with --resume") from None
+    return {"n_atoms": len(owners), "checksum": hashlib.blake2b(data, digest_size=16).hexdigest()}
+
+
+def read_block_charges(path: str | Path, index: int, entry: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block ``index``'s per-atom sums ``(owners (K,), M (K,), D (K, S))``, checked against its ledger entry.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, unreadable or differs from what the ledger recorded.
+    """
+    import io
+
+    from .errors import InputError
+
+    want = (entry.get("charges") or {}).get("checksum")
+    try:
+        data = charges_file(path, index).read_bytes()
+    except OSError as exc:
+        raise InputError(f"the charges of block {index} of {str(path)!r} are unreadable ({exc.strerror or exc}); "
+                         f"{repair_hint(path)}") from None
+    if hashlib.blake2b(data, digest_size=16).hexdigest() != want:
+        raise InputError(f"the charges of block {index} of {str(path)!r} differ from its ledger entry; "
+                         f"{repair_hint(path)}")
+    table = np.load(io.BytesIO(data), allow_pickle=False)
+    return table[:, 0].astype(np.int64), table[:, 1].copy(), table[:, 2:].copy()
+
+
+def write_charges(path: str | Path, charge: np.ndarray, charge_std: np.ndarray) -> None:
+    """Write (or replace) the per-atom variables ``charge`` and ``charge_std`` (float64, e, dims atom)."""
+    zarr = _zarr()
+    n = len(charge)
+    try:
+        with _quiet():
+            root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+            for name, values in (("charge", charge), ("charge_std", charge_std)):
+                arr = root.create_array(name, shape=(n,), chunks=(min(max(n, 1), 1 << 20),), dtype="float64",
+                                        dimension_names=("atom",), overwrite=True,
+                                        attributes={"units": CHARGE_UNITS, "long_name": CHARGE_VARIABLES[name]})
+                arr[:] = np.asarray(values, dtype=np.float64)
+            zarr.consolidate_metadata(str(path))
+    except OSError as exc:
+        raise RunError(f"cannot write the charges to {str(path)!r} ({exc.strerror or exc}); free space and rerun "
+                       "with --resume") from None
+
+
 def read_ledger(path: str | Path) -> dict[int, dict]:
     """Finished blocks: index -> ledger entry (unreadable entries count as missing)."""
     out = {}
@@ -449,6 +533,12 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyReport:
             if why is not None:
                 report.corrupt.append((b.index, why))
                 break
+        else:
+            if "charges" in entry:
+                try:
+                    read_block_charges(path, b.index, entry)
+                except SetupError:
+                    report.corrupt.append((b.index, "its charges file is missing or differs from the ledger"))
     return report
 
 
@@ -882,7 +972,8 @@ def repair_metadata(path: str | Path, problems: list[tuple[str, str]]) -> list[s
     return [n for n in names if n != "zarr.json"]
 
 
-__all__ = ["DENSITY_UNITS", "STORE_FORMAT", "VARIABLES", "BlockReader", "CheckedSlabs", "VerifyReport",
-           "check_identity", "check_metadata", "check_target", "checksum", "create", "damage_error", "open_checked",
-           "open_variables", "problems_error", "read_attrs", "read_ledger", "repair_metadata", "structure_hash",
-           "structure_hash_chunks", "update_attrs", "verify", "write_block", "write_ledger"]
+__all__ = ["CHARGE_UNITS", "CHARGE_VARIABLES", "DENSITY_UNITS", "STORE_FORMAT", "VARIABLES", "BlockReader",
+           "CheckedSlabs", "VerifyReport", "charges_file", "check_identity", "check_metadata", "check_target",
+           "checksum", "create", "damage_error", "open_checked", "open_variables", "problems_error", "read_attrs",
+           "read_block_charges", "read_ledger", "repair_metadata", "structure_hash", "structure_hash_chunks",
+           "update_attrs", "verify", "write_block", "write_block_charges", "write_charges", "write_ledger"]

@@ -327,6 +327,17 @@ GROUPS: dict[str, list[Case]] = {
         case("export-folder-missing", "--cube in a folder that does not exist",
              "export done.zarr --cube nodir/d.cube",
              "cannot write 'nodir/d.cube': its folder does not exist; create it first"),
+        case("charges-not-store", "charges of a folder of other files", "charges notes",
+             "'notes' is not a bigdens store (no zarr.json with format 'bigdens-density'); give a store written by "
+             "`bigdens predict`"),
+        case("charges-old-store", "charges of a store made before bigdens computed them", "charges old.zarr",
+             "'old.zarr' was made before bigdens computed per-atom charges; rerun `bigdens predict ... --overwrite` "
+             "to get them"),
+        case("charges-incomplete", "charges of an unfinished store", "charges partial.zarr",
+             "'partial.zarr' is incomplete: its charges are written when the last block is done; finish it with "
+             "`bigdens predict ... --resume`"),
+        case("charges-output-format", "-o with a suffix other than .csv or .extxyz", "charges done.zarr -o q.txt",
+             "cannot tell the format of 'q.txt': name it FILE.csv or FILE.extxyz"),
         case("plot-not-store", "plot a folder of other files", "plot notes -o p.png",
              "'notes' is not a bigdens store"),
         case("plot-bad-plane", "--plane w=0.5", "plot done.zarr --plane w=0.5 -o p.png",
@@ -818,7 +829,25 @@ def inputs(tmp_path_factory) -> Path:
     engine.predict(atoms, out=d / "partial.zarr", max_blocks=0, **settings)
     _damaged_stores(d)
     _locked_stores(d)
+    _old_store(d)
     return d
+
+
+def _old_store(d: Path) -> None:
+    """A copy of done.zarr as a bigdens without per-atom charges wrote it (no charges, no per-block sums)."""
+    old = d / "old.zarr"
+    shutil.copytree(d / "done.zarr", old)
+    for name in ("charge", "charge_std"):
+        shutil.rmtree(old / name)
+    for f in (old / "ledger").glob("charges-*.npy"):
+        f.unlink()
+    for f in (old / "ledger").glob("block-*.json"):
+        f.write_text(json.dumps({k: v for k, v in json.loads(f.read_text()).items() if k != "charges"}))
+    meta = json.loads((old / "zarr.json").read_text())
+    meta["attributes"].pop("charges")
+    for name in ("charge", "charge_std"):
+        meta["consolidated_metadata"]["metadata"].pop(name)
+    (old / "zarr.json").write_text(json.dumps(meta))
 
 
 def _damaged_stores(d: Path) -> None:

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "predict": ".predict",
     "verify": ".verify",
     "export": ".export",
+    "charges": ".charges",
     "plot": ".plot",
 }
 
