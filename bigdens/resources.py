@@ -44,8 +44,10 @@ BYTES_PER_ATOM = 32
 BUILD_BYTES_PER_ATOM = 400
 #: Store bytes per grid point: four float32 variables.
 STORE_BYTES_PER_POINT = 16
-#: Ledger bytes per block.
+#: Ledger bytes per block (its entry, and its charges file's header).
 LEDGER_BYTES_PER_BLOCK = 1024
+#: Reach beyond a block within which its points' nearest atoms lie (Å): the atoms a charges file holds.
+CHARGES_REACH = 3.0
 #: More tasks than this overwhelm a Dask scheduler and the ledger's folder: use larger blocks.
 MAX_BLOCKS = 2_000_000
 #: End-to-end core-seconds per grid point at S = 20 (descriptors + network + write), a rough upper figure.
@@ -128,7 +130,12 @@ def estimate_predict(*, n_atoms: int, volume: float, grid_shape, block_shape, sa
     memory = (WORKER_BASE_BYTES + BYTES_PER_ATOM * n_atoms + 64 * halo_atoms
               + block_points * (4 * n_features + BYTES_PER_BLOCK_POINT)
               + network_bytes(samples=samples, n_features=n_features, hidden=hidden, kind=kind, batch=batch))
-    disk = STORE_BYTES_PER_POINT * n_points + BYTES_PER_ATOM * n_atoms + LEDGER_BYTES_PER_BLOCK * n_blocks
+    # Per block, the per-atom sums of its owning atoms: index + mean + S samples, 8 bytes each (bigdens.charges);
+    # per atom, charge and charge_std.
+    owners = min(n_atoms, n_atoms / volume * math.prod(b * spacing + 2 * CHARGES_REACH for b in block_shape))
+    charges = 8 * (samples + 2) * owners * n_blocks + 16 * n_atoms
+    disk = (STORE_BYTES_PER_POINT * n_points + BYTES_PER_ATOM * n_atoms + LEDGER_BYTES_PER_BLOCK * 2 * n_blocks
+            + charges)
     cost = CORE_S_PER_POINT * ((1 - SAMPLE_SHARE) + SAMPLE_SHARE * samples / 20)
     return Estimate(memory_per_worker=int(memory), disk=int(disk), n_tasks=n_blocks, core_seconds=n_points * cost)
 

@@ -66,3 +66,21 @@ def local_slurm():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(why + "; with CI=true the SLURM tests must run")
         pytest.skip(why)
+
+
+@pytest.fixture(autouse=True)
+def _stop_signals_as_a_terminal_sends_them():
+    """Each test starts with SIGINT and SIGTERM unblocked and not ignored (children inherit both states).
+
+    In one full run of the suite a test left SIGINT ignored or blocked in the pytest process, and the
+    Ctrl-C tests that ran later failed; the culprit is not found yet (see the session notes).
+    """
+    import signal
+
+    stops = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
