@@ -115,8 +115,7 @@ SIGE_START_ARGS = ["--m", "24", "24", "--k", "5", "5", "--r-cut", "6.5", "--hidd
                    "--points-per-epoch", "250000", "--patience", "60", "--nll-beta", "0.5", "--seed", "0",
                    "--threads", "1", "--time-limit", "1500"]
 #: About two 64-atom cells a round; every layer is fine-tuned (a new composition, not a new defect), at the
-#: stage-1 recipe's points per epoch (60 epochs at 150,000 points and lr 5e-4 plateaued at 3.5 % validation
-#: NMAE within 10 epochs).
+#: stage-1 recipe's points per epoch.
 SIGE_ROUND_BUDGET = 2500.0
 SIGE_FINETUNE = {"train_layers": 3, "epochs": 150, "points_per_epoch": 250_000, "lr": 1e-3, "patience": 40,
                  "nll_beta": 0.5}

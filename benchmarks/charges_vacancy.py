@@ -13,7 +13,7 @@ Run:  python -m benchmarks.charges_vacancy datasets/al32-vacancy --out benchmark
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from ase.geometry import find_mic
 
-from benchmarks._common import machine_info
+from benchmarks._common import machine_info, write_result
 from benchmarks.vacancy_contrast import removed_sites
 from bigdens import charges, data, engine, store
 from bigdens.blocks import make_blocks
@@ -47,9 +47,7 @@ def cell_sums(owner: np.ndarray, values: np.ndarray, n: int, dv: float) -> np.nd
 def per_sample(out: Path) -> np.ndarray:
     """Per-sample charges (n_atoms, S), e, from the store's per-block sums."""
     attrs = store.read_attrs(out)
-    ledger = store.read_ledger(out)
-    parts = ((*store.read_block_charges(out, b.index, ledger[b.index]), ledger[b.index].get("scale", 1.0))
-             for b in store.blocks_of(attrs))
+    parts = charges.block_parts(out, store.read_ledger(out), store.blocks_of(attrs))
     return charges.combine(parts, n_atoms=attrs["n_atoms"], samples=attrs["mc_samples"],
                            dv=attrs["volume_element"], keep_samples=True).samples
 
@@ -191,12 +189,10 @@ def main(argv=None) -> dict:
     snaps = data.load([Path(args.dataset)])
     with tempfile.TemporaryDirectory() as tmp:
         rows = [one(s, samples=args.samples, shell=args.shell, workdir=Path(tmp)) for s in snaps]
-    import sys
-
     result = {"benchmark": "charges_vacancy", "command": " ".join(["python", *sys.argv]), "dataset": args.dataset, "model": "bigdens/models/al.safetensors",
               "samples": args.samples, "shell_A": args.shell, "machine": machine_info(), "snapshots": rows}
     result["overhead_per_block"] = block_overhead()
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.out, result)
     for r in rows:
         pr, df = r["predicted"], r["dft"]
         print(f"{r['snapshot']}: neighbours − others {pr['difference_e']:+.4f} ± {pr['difference_std_e']:.4f} e "

@@ -249,28 +249,6 @@ def assign_block(cell_list: "CellList", numbers: np.ndarray, grid: "Grid", block
     return owners.astype(np.int64), labels.astype(np.int32).reshape(-1)
 
 
-def brute_force_owner(points: np.ndarray, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest atom of each point by brute force over the 27 (more if needed) images (tests; O(n·N)).
-
-    Returns the atom index (n,) and the distance (n,), Å.
-    """
-    cell = np.asarray(cell, dtype=np.float64)
-    frac = np.linalg.solve(cell.T, np.asarray(positions, dtype=np.float64).T).T
-    frac -= np.floor(frac)
-    pos = frac @ cell
-    span = 2
-    shifts = np.array([(i, j, k) for i in range(-span, span + 1) for j in range(-span, span + 1)
-                       for k in range(-span, span + 1)], dtype=np.float64) @ cell
-    best = np.full(len(points), np.inf)
-    owner = np.full(len(points), -1, dtype=np.int64)
-    for a, p in enumerate(pos):
-        d = np.min(np.linalg.norm(points[:, None, :] - (p + shifts)[None], axis=2), axis=1)
-        better = d < best
-        best[better] = d[better]
-        owner[better] = a
-    return owner, best
-
-
 # -- per block -------------------------------------------------------------------------------
 
 def block_sums(mean: np.ndarray, labels: np.ndarray, n_owners: int) -> np.ndarray:
@@ -287,6 +265,20 @@ def accumulate(dev, labels: np.ndarray, weights: np.ndarray, acc: np.ndarray) ->
 
 
 # -- over the blocks ---------------------------------------------------------------------------
+
+def block_parts(path: str | Path, ledger: dict, blocks):
+    """The per-block parts :func:`combine` takes, read from the store at ``path`` in ``blocks``' order.
+
+    Each file is checked against its ledger entry (:func:`bigdens.store.read_block_charges`); the
+    part's scale is the entry's ``--renormalize`` factor (1 without it).
+    """
+    from . import store
+
+    for b in blocks:
+        entry = ledger[b.index]
+        owners, m, d = store.read_block_charges(path, b.index, entry)
+        yield owners, m, d, float(entry.get("scale", 1.0))
+
 
 @dataclass
 class Charges:
@@ -464,5 +456,5 @@ def write_extxyz(path: str | Path, c: StoreCharges) -> None:
     write_text(path, buf.getvalue())
 
 
-__all__ = ["METHOD", "Charges", "StoreCharges", "accumulate", "assign_block", "block_sums", "brute_force_owner",
+__all__ = ["METHOD", "Charges", "StoreCharges", "accumulate", "assign_block", "block_parts", "block_sums",
            "combine", "nearest_in_block", "read", "start_radius", "write_csv", "write_extxyz"]

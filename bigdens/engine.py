@@ -1096,19 +1096,12 @@ def _write_charges(out: Path, ledger: dict, blocks: list, grid, *, n_atoms: int,
     uninterrupted one.  Returns the store's ``charges`` attribute, or None
     when a block was recorded by a bigdens that did not compute charges.
     """
-    from .charges import METHOD, combine
+    from .charges import METHOD, block_parts, combine
 
     if any("charges" not in ledger[b.index] for b in blocks):
         return None
-
-    def parts():
-        for b in blocks:
-            entry = ledger[b.index]
-            owners, m, d = zstore.read_block_charges(out, b.index, entry)
-            yield owners, m, d, float(entry.get("scale", 1.0))
-
     try:
-        result = combine(parts(), n_atoms=n_atoms, samples=samples, dv=grid.dv)
+        result = combine(block_parts(out, ledger, blocks), n_atoms=n_atoms, samples=samples, dv=grid.dv)
     except InputError as exc:
         raise RunError(f"{exc}") from None
     zstore.write_charges(out, result.charge, result.charge_std)

@@ -44,3 +44,25 @@ def descriptor(positions, numbers, cell, point, species, m, k, r_cut):
         ang = [u[i] @ u[j] for i in range(ks) for j in range(i + 1, ks)]
         feats += list(radial) + ang
     return np.array(feats)
+
+
+def voronoi_owner(points: np.ndarray, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest atom of each point by brute force over the 125 periodic images within two cells (O(n·N)).
+
+    Returns the atom index (n,) and the distance (n,), Å.
+    """
+    cell = np.asarray(cell, dtype=np.float64)
+    frac = np.linalg.solve(cell.T, np.asarray(positions, dtype=np.float64).T).T
+    frac -= np.floor(frac)
+    pos = frac @ cell
+    span = 2
+    shifts = np.array([(i, j, k) for i in range(-span, span + 1) for j in range(-span, span + 1)
+                       for k in range(-span, span + 1)], dtype=np.float64) @ cell
+    best = np.full(len(points), np.inf)
+    owner = np.full(len(points), -1, dtype=np.int64)
+    for a, p in enumerate(pos):
+        d = np.min(np.linalg.norm(points[:, None, :] - (p + shifts)[None], axis=2), axis=1)
+        better = d < best
+        best[better] = d[better]
+        owner[better] = a
+    return owner, best

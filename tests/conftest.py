@@ -68,19 +68,15 @@ def local_slurm():
         pytest.skip(why)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _stop_signals_as_a_terminal_sends_them():
-    """Each test starts with SIGINT and SIGTERM unblocked and not ignored (children inherit both states).
+    """The suite runs with SIGINT handled as in a terminal, also when started in the background.
 
-    In one full run of the suite a test left SIGINT ignored or blocked in the pytest process, and the
-    Ctrl-C tests that ran later failed; the culprit is not found yet (see the session notes).
+    A shell starts a background command (``cmd &``, ``nohup cmd &``) with SIGINT ignored, and the
+    commands the Ctrl-C tests start inherit that: they would never see their Ctrl-C.
     """
     import signal
 
-    stops = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     yield

@@ -13,6 +13,7 @@ from bigdens import charges, descriptors, engine, store, structure
 from bigdens.bnn import load
 from bigdens.config import PredictConfig
 
+from bruteforce import voronoi_owner
 from helpers import config, make_model, variables
 
 SHIPPED = Path(charges.__file__).parent / "models" / "al.safetensors"
@@ -69,8 +70,8 @@ def test_voronoi_assignment_equals_brute_force_on_a_triclinic_cell(rng):
     grid = Grid(cell=cell, shape=(13, 11, 12))
     cl = cell_list_from_fractional(cell, fractional(cell, positions))
     points = grid.points()
-    want, dist = charges.brute_force_owner(points, positions, cell)
-    d_all = np.stack([charges.brute_force_owner(points, positions[[a]], cell)[1] for a in range(9)], axis=1)
+    want, dist = voronoi_owner(points, positions, cell)
+    d_all = np.stack([voronoi_owner(points, positions[[a]], cell)[1] for a in range(9)], axis=1)
     second = np.sort(d_all, axis=1)[:, 1]
     got = np.empty(grid.n_points, dtype=np.int64)
     for radius in (None, 0.3):  # 0.3 Å: the halo must widen several times
@@ -113,7 +114,7 @@ def test_charge_std_equals_spread_of_per_sample_field_charges(tmp_path, kind):
         np.testing.assert_allclose(np.mean(dev ** 2, axis=1), stored["density_std_epistemic"][b.slices].ravel() ** 2,
                                    rtol=2e-5, atol=1e-14)
         samples[(slice(None),) + b.slices] = (mean.astype(np.float64)[:, None] + dev).T.reshape((-1,) + b.shape)
-    owner, _ = charges.brute_force_owner(grid.points(), atoms.positions, atoms.cell[:])
+    owner, _ = voronoi_owner(grid.points(), atoms.positions, atoms.cell[:])
     per_sample = np.stack([np.bincount(owner, weights=f.ravel(), minlength=len(atoms)) for f in samples],
                           axis=1) * grid.dv
     mean_q = np.bincount(owner, weights=stored["density"].astype(np.float64).ravel(), minlength=len(atoms)) * grid.dv
