@@ -25,6 +25,7 @@ import numpy as np
 
 from bigdens import data, metrics
 from bigdens.bnn import load
+from bigdens.thermal import bond_spread
 from bigdens.train import snapshot_block_index, snapshot_features
 
 #: Points at least this far (Å) from every atom count as open space (the model issue's definition).
@@ -34,9 +35,12 @@ BOND_RANGE = (0.8, 1.6)
 BOND_TOLERANCE = 0.3
 
 
-def predict_members(models: list, X: np.ndarray, *, samples: int, block_index: int):
-    """Mean, epistemic and aleatoric variance of one model or an ensemble (see the module docstring)."""
-    outs = [m.predict(X, samples=samples, seed=0, block_index=block_index) for m in models]
+def predict_members(models: list, X: np.ndarray, *, samples: int, block_index: int, disorder: float | None = None):
+    """Mean, epistemic and aleatoric variance of one model or an ensemble (see the module docstring).
+
+    ``disorder``: the structure's bond spread, Å (:func:`bigdens.thermal.bond_spread`).
+    """
+    outs = [m.predict(X, samples=samples, seed=0, block_index=block_index, disorder=disorder) for m in models]
     means = np.stack([o[0] for o in outs]).astype(np.float64)
     epi = np.mean([o[1] for o in outs], axis=0) + means.var(axis=0)
     ale = np.mean([o[2] for o in outs], axis=0)
@@ -71,10 +75,13 @@ def score_snapshot(models: list, snapshot, *, samples: int) -> dict:
     """Every column of the ablation table for one snapshot."""
     model = models[0]
     X, y = snapshot_features(snapshot, model.params)
-    mean, epi, ale = predict_members(models, X, samples=samples, block_index=snapshot_block_index(snapshot))
+    spread = bond_spread(snapshot.positions, snapshot.numbers, snapshot.cell)
+    mean, epi, ale = predict_members(models, X, samples=samples, block_index=snapshot_block_index(snapshot),
+                                     disorder=spread)
     sigma = np.sqrt(epi + ale)
     shape = snapshot.density.shape
-    row = {"name": snapshot.name, "n_atoms": int(len(snapshot.numbers))}
+    row = {"name": snapshot.name, "n_atoms": int(len(snapshot.numbers)), "bond_spread_A": spread,
+           "aleatoric_disorder_factor": model.scaling.aleatoric_factor(spread)}
     row.update(metrics.summary(mean.reshape(shape), y.reshape(shape), sigma.reshape(shape),
                                dv=snapshot.grid().dv, n_electrons=snapshot.n_electrons_expected))
     err = np.abs(mean - y.astype(np.float64))

@@ -60,6 +60,8 @@ SAMPLE_SALT = 0xB16D
 REGION_EDGES = (0.6, 1.4)
 #: A region class with fewer calibration points than this takes the global factor.
 REGION_MIN_POINTS = 2000
+#: The disorder factor on the aleatoric variance (:meth:`Scaling.aleatoric_factor`) never falls below this.
+DISORDER_FACTOR_MIN = 0.1
 #: Key of the JSON metadata in the safetensors header.
 METADATA_KEY = "bigdens"
 #: Log-variance of the aleatoric head is clipped to this range (scaled units).
@@ -133,8 +135,17 @@ class Scaling:
     variance_scale: float = 1.0
     region_edges: tuple[float, ...] = ()
     region_scales: tuple[float, ...] = ()
+    #: The aleatoric variance of a structure whose bond spread (:func:`bigdens.thermal.bond_spread`) is
+    #: ``u`` Å is multiplied by ``max(DISORDER_FACTOR_MIN, 1 + disorder_slope · (u² − disorder_reference²))``
+    #: (slope in 1/Å², reference in Å; slope 0: no dependence).  Fitted by :func:`bigdens.train.calibrate`.
+    disorder_reference: float = 0.0
+    disorder_slope: float = 0.0
 
     def __post_init__(self):
+        if not (math.isfinite(self.disorder_slope) and self.disorder_slope >= 0
+                and math.isfinite(self.disorder_reference) and self.disorder_reference >= 0):
+            raise InputError(f"the disorder factor needs a slope >= 0 and a reference >= 0, got "
+                             f"{self.disorder_slope!r} and {self.disorder_reference!r}")
         edges = tuple(float(v) for v in self.region_edges)
         scales = tuple(float(v) for v in self.region_scales)
         if scales and len(scales) != len(edges) + 1:
@@ -154,6 +165,16 @@ class Scaling:
             return np.full(d_min.shape, self.variance_scale)
         cls = np.searchsorted(np.asarray(self.region_edges), d_min, side="right")
         return self.variance_scale * np.asarray(self.region_scales)[cls]
+
+    def aleatoric_factor(self, disorder: float | None) -> float:
+        """Factor on the aleatoric variance of a structure of bond spread ``disorder`` (Å).
+
+        1 when the model has no disorder dependence or ``disorder`` is None or NaN (unknown).
+        """
+        if not self.disorder_slope or disorder is None or not math.isfinite(disorder):
+            return 1.0
+        u2, r2 = float(disorder) ** 2, self.disorder_reference ** 2
+        return max(DISORDER_FACTOR_MIN, 1.0 + self.disorder_slope * (u2 - r2))
 
     @classmethod
     def fit(cls, features: np.ndarray, density: np.ndarray, *, positive: bool = False) -> "Scaling":
@@ -349,7 +370,8 @@ class DensityModel:
         return eps
 
     def predict(self, features: np.ndarray, *, samples: int = 20, seed: int = 0, block_index: int = 0,
-                device: str = "cpu", batch: int = 65536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                device: str = "cpu", batch: int = 65536,
+                disorder: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Monte Carlo prediction for the points of one block.
 
         All points share the same S weight samples, drawn by :meth:`draw_eps`
@@ -391,6 +413,10 @@ class DensityModel:
             which is what makes it fast; on other devices ``batch`` is
             used as given.  The thread count is torch's
             (:func:`torch.get_num_threads`); it is not changed here.
+        disorder
+            Bond spread of the structure the points belong to, Å
+            (:func:`bigdens.thermal.bond_spread`): the aleatoric variance is
+            multiplied by :meth:`Scaling.aleatoric_factor` of it.  None: factor 1.
 
         Returns
         -------
@@ -406,12 +432,12 @@ class DensityModel:
             shape (n_points, n_features).
         """
         mean, epi, ale, _ = self._predict(features, samples=samples, seed=seed, block_index=block_index,
-                                          device=device, batch=batch)
+                                          device=device, batch=batch, disorder=disorder)
         return mean, epi, ale
 
     def predict_grouped(self, features: np.ndarray, groups: np.ndarray, n_groups: int, *, samples: int = 20,
-                        seed: int = 0, block_index: int = 0, device: str = "cpu",
-                        batch: int = 65536) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                        seed: int = 0, block_index: int = 0, device: str = "cpu", batch: int = 65536,
+                        disorder: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`predict`, plus per-sample deviations summed over groups of points (per-atom charges).
 
         The mean, epistemic and aleatoric results are bit for bit those of
@@ -444,9 +470,9 @@ class DensityModel:
         if len(groups) and (groups.min() < 0 or groups.max() >= n_groups):
             raise InputError(f"groups must lie in 0..{n_groups - 1}")
         return self._predict(features, samples=samples, seed=seed, block_index=block_index, device=device,
-                             batch=batch, groups=(groups, int(n_groups)))
+                             batch=batch, groups=(groups, int(n_groups)), disorder=disorder)
 
-    def _predict(self, features, *, samples, seed, block_index, device, batch, groups=None):
+    def _predict(self, features, *, samples, seed, block_index, device, batch, groups=None, disorder=None):
         if int(samples) < 1:
             raise InputError(f"the number of Monte Carlo samples must be >= 1, got {samples!r}")
         if int(batch) < 1:
@@ -480,6 +506,9 @@ class DensityModel:
             rel = self.scaling.variance_factor(self.nearest_distance(features)) / self.scaling.variance_scale
             epi = (epi * rel).astype(np.float32)
             ale = (ale * rel).astype(np.float32)
+        g = self.scaling.aleatoric_factor(disorder)
+        if g != 1.0:
+            ale = (ale * g).astype(np.float32)
         return mean, epi, ale, sums
 
     def nearest_distance(self, features: np.ndarray) -> np.ndarray:
@@ -713,7 +742,9 @@ def load(path: str | Path) -> DensityModel:
                           target_mean=float(sc["target_mean"]), target_std=float(sc["target_std"]),
                           variance_scale=float(sc.get("variance_scale", 1.0)),
                           region_edges=tuple(sc.get("region_edges", ())),
-                          region_scales=tuple(sc.get("region_scales", ())))
+                          region_scales=tuple(sc.get("region_scales", ())),
+                          disorder_reference=float(sc.get("disorder_reference", 0.0)),
+                          disorder_slope=float(sc.get("disorder_slope", 0.0)))
         if len(scaling.feature_mean) != params.n_features or len(scaling.feature_std) != params.n_features:
             raise ValueError("feature scaling does not match the descriptor size")
         model = DensityModel(params=params, arch=arch, scaling=scaling,

@@ -171,25 +171,10 @@ def nearest_neighbour_distances(positions: np.ndarray, numbers: np.ndarray, cell
     -------
     ndarray, shape (min(n_atoms, sample),), float64, Å
     """
-    from .descriptors import DescriptorParams, compute
+    from .thermal import neighbour_distances
 
-    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-    numbers = np.asarray(numbers)
-    n = len(positions)
-    rng = np.random.default_rng(seed)
-    pick = np.arange(n) if n <= sample else np.sort(rng.choice(n, size=sample, replace=False))
-    species = tuple(sorted({int(z) for z in numbers.tolist()}))
-    params = DescriptorParams(species=species, m=(2,) * len(species), k=(0,) * len(species), r_cut=reach)
-    feats = compute(positions, numbers, cell, positions[pick], params).astype(np.float64)
-    out = np.full(len(pick), np.inf)
-    for s, z in enumerate(species):
-        off = params.offsets[s]
-        own = numbers[pick] == z
-        # At an atom's own position its species' first distance is 0 (itself): take the second.
-        d = np.where(own, feats[:, off + 1], feats[:, off])
-        out = np.minimum(out, d)
-    out[out >= reach - 1e-6] = np.inf
-    return out
+    _, _, dist = neighbour_distances(positions, numbers, cell, neighbours=1, sample=sample, seed=seed, reach=reach)
+    return np.min(np.stack([d[:, 0] for d in dist]), axis=0)
 
 
 def training_reference(snapshots) -> dict:

@@ -25,6 +25,9 @@ from .domain import merge_references, training_reference
 from .errors import InputError
 from . import metrics
 
+#: Calibration cells whose bond spreads differ by less than this ratio fit no disorder dependence.
+DISORDER_MIN_SPREAD = 1.1
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -309,8 +312,66 @@ def _region_factors(model: DensityModel, Xv, z2: np.ndarray) -> tuple[tuple, tup
     return REGION_EDGES, tuple(rel)
 
 
-def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int,
-               fit_variance: bool = True) -> tuple[Scaling, dict]:
+def _cells(snapshots) -> tuple[list[int], list[float]]:
+    """Grid points and bond spread (Å, :func:`bigdens.thermal.bond_spread`) of each snapshot, in order."""
+    from .thermal import bond_spread
+
+    return ([int(np.prod(s.density.shape)) for s in snapshots],
+            [bond_spread(s.positions, s.numbers, s.cell) for s in snapshots])
+
+
+def _cell_factor(e2: np.ndarray, epi: np.ndarray, ale: np.ndarray) -> float:
+    """The factor m on the aleatoric variance with which |err| ≤ σ holds at 68.3 % of one cell's points."""
+    lo, hi = math.log(1e-3), math.log(1e3)
+
+    def excess(log_m: float) -> float:
+        return float(np.quantile(e2 / (epi + math.exp(log_m) * ale + 1e-30), 0.683)) - 1.0
+
+    if excess(lo) <= 0:
+        return math.exp(lo)
+    if excess(hi) >= 0:
+        return math.exp(hi)
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+    return math.exp(0.5 * (lo + hi))
+
+
+def _disorder_fit(e2: np.ndarray, epi: np.ndarray, ale: np.ndarray, sizes: Sequence[int],
+                  spreads: Sequence[float]) -> tuple[float, float, list[float]]:
+    """The aleatoric factor's dependence on the bond spread u, from calibration cells.
+
+    Each cell c gets the factor m_c on its aleatoric variance that makes its own 1σ coverage
+    68.3 %; ``m = α + β u²`` is fitted to them (least squares, one weight per cell) and
+    normalised at the cells' mean u² (``reference``): ``g(u) = 1 + slope · (u² − reference²)``.
+    Fewer than two cells with a known spread, spreads within :data:`DISORDER_MIN_SPREAD` of each
+    other or a fit that does not grow with u give no dependence (slope 0).
+
+    Returns
+    -------
+    reference : float, Å
+    slope : float, 1/Å²
+    factors : list of float
+        m_c of each cell (NaN where its spread is unknown).
+    """
+    bounds = np.cumsum([0, *sizes])
+    factors = [(_cell_factor(e2[a:b], epi[a:b], ale[a:b]) if math.isfinite(u) else math.nan)
+               for a, b, u in zip(bounds[:-1], bounds[1:], spreads)]
+    u = np.asarray(spreads, dtype=np.float64)
+    ok = np.isfinite(u)
+    if ok.sum() < 2 or u[ok].max() < DISORDER_MIN_SPREAD * u[ok].min():
+        return 0.0, 0.0, factors
+    u2 = u[ok] ** 2
+    beta, alpha = np.polyfit(u2, np.asarray(factors)[ok], 1)
+    ref2 = float(u2.mean())
+    level = alpha + beta * ref2
+    if beta <= 0 or level <= 0:
+        return 0.0, 0.0, factors
+    return math.sqrt(ref2), float(beta / level), factors
+
+
+def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int, fit_variance: bool = True,
+               cells: tuple[Sequence[int], Sequence[float]] | None = None) -> tuple[Scaling, dict]:
     """Variance factors so that |ρ̂ − ρ| ≤ σ holds for 68.3 % of validation points, and the
     epistemic reference: quantiles of the (rescaled) epistemic σ over those points.
 
@@ -319,22 +380,38 @@ def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int,
     with its parent's).  A format-2 (``"last-layer"``) model also gets one
     factor per region class (:data:`bigdens.bnn.REGION_EDGES`: cores, bonding
     shell, open space), relative to the global one, each fitted to 68.3 % on
-    its own points.  With ``fit_variance=False`` the model's factors are kept.
+    its own points.  With ``cells`` (each validation snapshot's number of
+    points and bond spread, :func:`_cells`), the aleatoric variance also gets
+    a factor growing with the structure's bond spread (:func:`_disorder_fit`),
+    fitted before the global factor.  With ``fit_variance=False`` the model's
+    factors are kept.
 
     Returns
     -------
     scaling : Scaling
         ``model.scaling`` with the new factors.
     reference : dict
+        The epistemic reference; with ``cells``, also ``disorder``: each cell's
+        bond spread and fitted aleatoric factor.
     """
     if fit_variance:
-        base = replace(model.scaling, region_edges=(), region_scales=())
+        base = replace(model.scaling, region_edges=(), region_scales=(), disorder_reference=0.0, disorder_slope=0.0)
         probe = DensityModel(params=model.params, arch=model.arch, scaling=base, net=model.net, info=model.info)
     else:
         probe, base = model, model.scaling
     mean, epi, ale = probe.predict(Xv, samples=samples, seed=seed, block_index=0)
+    disorder = None
     if fit_variance:
-        z2 = (mean.astype(np.float64) - yv) ** 2 / (epi.astype(np.float64) + ale + 1e-30)
+        e2 = (mean.astype(np.float64) - yv) ** 2
+        epi64, ale64 = epi.astype(np.float64), ale.astype(np.float64)
+        if cells is not None:
+            ref, slope, factors = _disorder_fit(e2, epi64, ale64, *cells)
+            base = replace(base, disorder_reference=ref, disorder_slope=slope)
+            g = np.repeat([base.aleatoric_factor(u) for u in cells[1]], cells[0])
+            ale64 = ale64 * g
+            disorder = {"bond_spread": [float(u) for u in cells[1]], "cell_factor": factors,
+                        "reference": ref, "slope": slope}
+        z2 = e2 / (epi64 + ale64 + 1e-30)
         c2 = float(np.quantile(z2, 0.683))
         scaling = replace(base, variance_scale=base.variance_scale * c2)
         if model.arch.kind == "last-layer":
@@ -347,6 +424,8 @@ def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int,
     values = np.quantile(np.sqrt(epi.astype(np.float64) * factor), qs)
     reference = {"quantiles": list(qs), "std": [float(v) for v in values],
                  "n_points": int(len(yv)), "samples": samples, "seed": seed}
+    if disorder is not None:
+        reference["disorder"] = disorder
     return scaling, reference
 
 
@@ -356,8 +435,11 @@ def _check_calibration_set(model: DensityModel, snapshots: Sequence) -> None:
     if test:
         raise InputError(f"{', '.join(test)} belong to the test split: calibrate on a calibration (validation) "
                          "split, never on test data (e.g. --split validation)")
-    trained_on = {d["name"] for r in lineage(model.info) for d in (r.get("data") or {}).get("train", [])}
-    seen = sorted(s.name for s in snapshots if s.name in trained_on)
+    records = [d for r in lineage(model.info) for d in (r.get("data") or {}).get("train", [])]
+    # By content where the model recorded it (two data sets may name different cells alike), else by name.
+    digests = {d["digest"] for d in records if "digest" in d}
+    names = {d["name"] for d in records if "digest" not in d}
+    seen = sorted(s.name for s in snapshots if snapshot_digest(s) in digests or s.name in names)
     if seen:
         raise InputError(f"the model was trained on {', '.join(seen)}: calibrate on snapshots it has not seen "
                          "(its errors there are too small)")
@@ -390,7 +472,8 @@ def calibrate(model: DensityModel, val_snapshots: Sequence, *, samples: int = 20
     _check_snapshots(val_snapshots, model.params, "calibration")
     _check_calibration_set(model, val_snapshots)
     Xv, yv = _stack(val_snapshots, model.params)
-    scaling, reference = _calibrate(model, Xv, yv, samples=samples, seed=seed, fit_variance=fit_variance)
+    scaling, reference = _calibrate(model, Xv, yv, samples=samples, seed=seed, fit_variance=fit_variance,
+                                    cells=_cells(val_snapshots))
     reference["validation"] = [s.name for s in val_snapshots]
     new = DensityModel(params=model.params, arch=model.arch, scaling=scaling,
                        net=model.net, info={**model.info, "epistemic_reference": reference})
@@ -423,6 +506,7 @@ def _provenance(snapshots) -> list[dict]:
     for s in snapshots:
         out.append({
             "name": s.name,
+            "digest": snapshot_digest(s),
             "split": s.split,
             "n_atoms": int(len(s.numbers)),
             "grid": list(s.density.shape),
@@ -504,7 +588,8 @@ def train(train_snapshots: Sequence, val_snapshots: Sequence, params: Descriptor
     hist = _fit(model, X, y, Xv, yv, config, log)
     if arch.kind == "last-layer":
         fit_posterior(model, X, seed=config.seed)
-    model.scaling, reference = _calibrate(model, Xv, yv, samples=calibration_samples, seed=config.seed)
+    model.scaling, reference = _calibrate(model, Xv, yv, samples=calibration_samples, seed=config.seed,
+                                          cells=_cells(val_snapshots))
     reference["validation"] = [s.name for s in val_snapshots]
     model.info = {
         "stage": "scratch",
@@ -550,7 +635,7 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
     if new.arch.kind == "last-layer":
         fit_posterior(new, X, seed=config.seed, keep_range=True)
     new.scaling, reference = _calibrate(new, Xv, yv, samples=calibration_samples, seed=config.seed,
-                                        fit_variance=recalibrate)
+                                        fit_variance=recalibrate, cells=_cells(val_snapshots))
     reference["validation"] = [s.name for s in val_snapshots]
     new.info = {
         "stage": "finetune",
@@ -569,25 +654,36 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
     return new
 
 
+def _identity_hash(snapshot):
+    import hashlib
+
+    h = hashlib.sha256(str(snapshot.name).encode())
+    for arr, dtype in ((snapshot.numbers, np.int64), (snapshot.positions, np.float64), (snapshot.cell, np.float64)):
+        h.update(np.ascontiguousarray(arr, dtype=dtype).tobytes())
+    return h
+
+
+def snapshot_digest(snapshot) -> str:
+    """A snapshot's identity (name, atomic numbers, positions, cell) as 16 hex digits; recorded in a
+    model's training data so that calibration can tell a cell it trained on from one named alike."""
+    return _identity_hash(snapshot).hexdigest()[:16]
+
+
 def snapshot_block_index(snapshot) -> int:
     """Block index that seeds a snapshot's Monte Carlo samples in :func:`evaluate`, from its identity.
 
     A hash of the name, atomic numbers, positions and cell: the same snapshot reads the same
     numbers in any list of snapshots.
     """
-    import hashlib
-
-    h = hashlib.sha256(str(snapshot.name).encode())
-    for arr, dtype in ((snapshot.numbers, np.int64), (snapshot.positions, np.float64), (snapshot.cell, np.float64)):
-        h.update(np.ascontiguousarray(arr, dtype=dtype).tobytes())
-    return int.from_bytes(h.digest()[:4], "little")
+    return int.from_bytes(_identity_hash(snapshot).digest()[:4], "little")
 
 
 def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, seed: int = 0) -> dict:
     """Metrics of DESIGN §5 per snapshot and over all of them.
 
     Each snapshot is predicted as one block (one set of S weight samples), seeded by
-    :func:`snapshot_block_index`: a snapshot reads the same in any list.
+    :func:`snapshot_block_index`: a snapshot reads the same in any list.  Its aleatoric
+    variance takes the model's factor of the snapshot's bond spread, as in ``bigdens predict``.
 
     Returns
     -------
@@ -597,13 +693,16 @@ def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, see
         (points whose epistemic σ exceeds the model's validation 99.9 % quantile, %;
         only for models with an epistemic reference).
     """
+    from .thermal import bond_spread
+
     _check_snapshots(snapshots, model.params, "evaluation")
     threshold = epistemic_threshold(model)
     rows, allp, allr, alls = [], [], [], []
     n_el = dv_sum = 0.0
     for s in snapshots:
         X, y = snapshot_features(s, model.params)
-        mean, epi, ale = model.predict(X, samples=samples, seed=seed, block_index=snapshot_block_index(s))
+        mean, epi, ale = model.predict(X, samples=samples, seed=seed, block_index=snapshot_block_index(s),
+                                       disorder=bond_spread(s.positions, s.numbers, s.cell))
         sigma = np.sqrt(epi.astype(np.float64) + ale)
         shape = s.density.shape
         grid = s.grid()

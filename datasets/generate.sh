@@ -5,6 +5,7 @@
 #
 #   datasets/generate.sh 1   # stream 1: al32, al32-vacancy, al108, sige64-vacancy, sige216, sige216-900k
 #   datasets/generate.sh 2   # stream 2: sige64
+#   datasets/generate.sh 3   # stream 3: al108-cal600, al108-cal900 (two processes)
 #
 # Run both side by side in the background, e.g.
 #   nohup setsid datasets/generate.sh 1 > /tmp/bigdens_runs/stream1.log 2>&1 < /dev/null &
@@ -50,8 +51,20 @@ case "${1:-}" in
     --snapshots-per-temperature 2 --seed 4 -o datasets/sige64 --log-dir $LOGS \
     --description "diamond Si(1-x)Ge(x) 2x2x2 (64 atoms), Tersoff (PRB 39, 5566) Langevin MD"
   ;;
+3)
+  # Calibration cells for the temperature dependence of the Al model's sigma (model v2: the 108-atom
+  # calibration split had only a 300 K cell, and 1 sigma covered 57 / 50 % at 600 / 900 K).
+  # Two serial GPAW processes side by side, ~3,900 core-s each.
+  for T in 600 900; do
+    # (FCC Al 3x3x3 from a file, so that the snapshot names, al108cal-T..., differ from al108's)
+    nice -n 19 $PY -m bigdens datagen datasets/structures/al108cal.xyz --temperatures $T --snapshots-per-temperature 1 \
+      --split 0 1 0 --seed $((8 + T / 300)) -o datasets/al108-cal$T --log-dir $LOGS \
+      --description "FCC Al 3x3x3 (108 atoms) at $T K, EMT Langevin MD; calibration split (never trained on)" &
+  done
+  wait
+  ;;
 *)
-  echo "usage: $0 1|2   (stream 1: al32, al32-vacancy, al108, sige64-vacancy, sige216, sige216-900k; stream 2: sige64)" >&2
+  echo "usage: $0 1|2|3   (stream 1: al32, al32-vacancy, al108, sige64-vacancy, sige216, sige216-900k; stream 2: sige64; stream 3: al108-cal600/900)" >&2
   exit 2
   ;;
 esac

@@ -77,10 +77,14 @@ def test_finetune_changes_only_last_layers(snaps):
 
 def _val_coverage_and_high(model, va, *, samples=20, seed=0):
     """1σ coverage (%) and share of points above the epistemic threshold (%) on ``va`` as calibration saw it."""
-    from bigdens.train import _stack
+    from bigdens.thermal import bond_spread
 
-    X, y = _stack(va, model.params)
-    mean, epi, ale = model.predict(X, samples=samples, seed=seed, block_index=0)
+    parts = []
+    for s in va:  # one block index for all points, each cell with its own bond spread, as calibration saw them
+        X, y = snapshot_features(s, model.params)
+        parts.append((*model.predict(X, samples=samples, seed=seed, block_index=0,
+                                     disorder=bond_spread(s.positions, s.numbers, s.cell)), y))
+    mean, epi, ale, y = (np.concatenate(a) for a in zip(*parts))
     cov = metrics.coverage(mean, y, np.sqrt(epi.astype(np.float64) + ale), 1.0)
     return cov, 100 * np.mean(np.sqrt(epi.astype(np.float64)) > epistemic_threshold(model))
 
@@ -253,3 +257,23 @@ def test_beta_nll_matches_numpy_and_only_reweights():
     np.testing.assert_allclose(out.grad[:, 0].numpy(), -(y - mu) * np.exp(-0.5 * logvar) / len(y), rtol=1e-10)
     with pytest.raises(InputError, match="nll_beta must be within"):
         TrainConfig(nll_beta=2.0)
+
+
+def test_calibration_tells_a_trained_cell_from_another_named_alike(snaps):
+    import dataclasses
+
+    from bigdens.train import _check_calibration_set, _provenance
+
+    tr, va = snaps
+    model = DensityModel.new(PARAMS, Architecture(hidden=(8,)), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0,
+                             info={"data": {"train": _provenance(tr)}})
+    with pytest.raises(InputError, match=f"was trained on {tr[0].name}"):
+        _check_calibration_set(model, [dataclasses.replace(tr[0], split="validation")])
+    # Another data set's cell that happens to carry a training cell's name is not the training cell.
+    twin = dataclasses.replace(va[0], name=tr[0].name)
+    _check_calibration_set(model, [twin])
+    # Models that recorded names only (before digests) still refuse it: they cannot tell.
+    named = [{k: v for k, v in d.items() if k != "digest"} for d in model.info["data"]["train"]]
+    old = dataclasses.replace(model, info={"data": {"train": named}})
+    with pytest.raises(InputError, match=f"was trained on {tr[0].name}"):
+        _check_calibration_set(old, [twin])
