@@ -266,17 +266,19 @@ def accumulate(dev, labels: np.ndarray, weights: np.ndarray, acc: np.ndarray) ->
 
 # -- over the blocks ---------------------------------------------------------------------------
 
-def block_parts(path: str | Path, ledger: dict, blocks):
+def block_parts(path: str | Path, ledger: dict, blocks, *, offset: int = 0):
     """The per-block parts :func:`combine` takes, read from the store at ``path`` in ``blocks``' order.
 
     Each file is checked against its ledger entry (:func:`bigdens.store.read_block_charges`); the
-    part's scale is the entry's ``--renormalize`` factor (1 without it).
+    part's scale is the entry's ``--renormalize`` factor (1 without it).  ``offset``: the first unit of
+    the frame in a trajectory store (``frame · n_blocks``; the ledger is keyed by unit).
     """
     from . import store
 
     for b in blocks:
-        entry = ledger[b.index]
-        owners, m, d = store.read_block_charges(path, b.index, entry)
+        unit = offset + b.index
+        entry = ledger[unit]
+        owners, m, d = store.read_block_charges(path, unit, entry)
         yield owners, m, d, float(entry.get("scale", 1.0))
 
 
@@ -340,6 +342,8 @@ class StoreCharges:
     cell: np.ndarray
     valence: np.ndarray | None
     attrs: dict
+    #: The frame (position on a trajectory store's frame axis), None for a single structure's store.
+    frame: int | None = None
 
     @property
     def net(self) -> np.ndarray | None:
@@ -350,10 +354,15 @@ class StoreCharges:
         from ase.data import chemical_symbols
 
         n_pred = float(self.charge.sum())
-        lines = [f"charges: {path}: {len(self.charge)} atoms, Voronoi cells (nearest atom), "
+        total = self.attrs.get("charges", {}).get("n_electrons", float("nan"))
+        which = ""
+        if self.frame is not None:
+            total = total[self.frame]
+            index = (self.attrs.get("frames") or {}).get("index") or []
+            which = f" frame {self.frame}" + (f" (file frame {index[self.frame]})" if index else "") + ","
+        lines = [f"charges: {path}:{which} {len(self.charge)} atoms, Voronoi cells (nearest atom), "
                  f"{self.attrs.get('mc_samples', '?')} Monte Carlo samples; σ is epistemic only",
-                 f"sum of charges {n_pred:.6f} e (the stored density integrates to "
-                 f"{self.attrs.get('charges', {}).get('n_electrons', float('nan')):.6f} e)"]
+                 f"sum of charges {n_pred:.6f} e (the stored density integrates to {total:.6f} e)"]
         for z in np.unique(self.numbers):
             sel = self.numbers == z
             q, s = self.charge[sel], self.charge_std[sel]
@@ -365,14 +374,16 @@ class StoreCharges:
         return "\n".join(lines)
 
 
-def read(path: str | Path) -> StoreCharges:
-    """The charges of the store at ``path``.
+def read(path: str | Path, *, frame: int | None = None) -> StoreCharges:
+    """The charges of the store at ``path`` (of ``frame``, its position on the frame axis, in a trajectory store).
 
     Raises
     ------
     InputError
         If ``path`` is not a bigdens store, the store is incomplete, or it
         was made before bigdens wrote charges (rerun ``bigdens predict``).
+    SetupError
+        A trajectory store without ``frame``, a frame out of range, or a frame of a single structure's store.
     """
     import zarr
 
@@ -383,6 +394,8 @@ def read(path: str | Path) -> StoreCharges:
     if attrs is None:
         raise InputError(f"{str(path)!r} is not a bigdens store (no zarr.json with format "
                          f"{store.STORE_FORMAT!r}); give a store written by `bigdens predict`")
+    frame = store.check_frame(path, attrs, frame)
+    sel = () if frame is None else (frame,)
     if not attrs.get("complete"):
         raise InputError(f"{str(path)!r} is incomplete: its charges are written when the last block is done; "
                          "finish it with `bigdens predict ... --resume`")
@@ -392,9 +405,9 @@ def read(path: str | Path) -> StoreCharges:
     try:
         with store._quiet():
             root = zarr.open_group(str(path), mode="r", use_consolidated=False)
-            charge = np.asarray(root["charge"][:], dtype=np.float64)
-            std = np.asarray(root["charge_std"][:], dtype=np.float64)
-            pos = np.asarray(root["positions"][:], dtype=np.float64)
+            charge = np.asarray(root["charge"][sel], dtype=np.float64)
+            std = np.asarray(root["charge_std"][sel], dtype=np.float64)
+            pos = np.asarray(root["positions"][sel], dtype=np.float64)
             num = np.asarray(root["numbers"][:], dtype=np.int64)
     except Exception as exc:  # noqa: BLE001  (zarr raises many types on damaged arrays)
         raise InputError(f"{str(path)!r} is damaged: its charges or atoms cannot be read ({type(exc).__name__}); "
@@ -408,7 +421,7 @@ def read(path: str | Path) -> StoreCharges:
     valence = (np.array([HGH_VALENCE[s] for s in symbols], dtype=np.float64)
                if all(s in HGH_VALENCE for s in symbols) else None)
     return StoreCharges(charge=charge, charge_std=std, positions=pos, numbers=num,
-                        cell=np.asarray(attrs["cell"], dtype=np.float64), valence=valence, attrs=attrs)
+                        cell=np.asarray(attrs["cell"], dtype=np.float64), valence=valence, attrs=attrs, frame=frame)
 
 
 def write_csv(path: str | Path, c: StoreCharges) -> None:

@@ -23,6 +23,7 @@ are bit for bit the same).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -43,6 +44,7 @@ from .config import DEFAULT_SPACING, PredictConfig
 from .bnn import epistemic_threshold, resolve_device
 from .domain import DomainReport, OutOfDomainError, check_after, check_before, renormalization_refusal
 from .errors import BigdensError, InputError, Interrupted, RunError, SetupError
+from .thermal import bond_spread
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -55,7 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str], "DensityModel"] = {}
-_CONTEXTS: dict[tuple[str, str], "_Context"] = {}
+_CONTEXTS: dict[tuple[str, str, int | None], "_Context"] = {}
 #: Contexts kept per process (a long-lived worker may serve several runs).
 _MAX_CONTEXTS = 4
 
@@ -106,7 +108,7 @@ def _read_atoms(positions, numbers, cell: np.ndarray) -> tuple[np.ndarray, np.nd
     """
     from .celllist import ROWS, fractional
 
-    n = positions.shape[0]
+    n = numbers.shape[0]
     frac = np.empty((n, 3))
     z = np.empty(n, dtype=np.uint8)
 
@@ -141,12 +143,27 @@ def _check_run(job: dict, what: str) -> None:
                        "other run finish, or start again with --overwrite")
 
 
-def _context(job: dict) -> _Context:
+def _unit(index: int, job: dict) -> tuple[int | None, int]:
+    """(frame, block) of work unit ``index``: frame None for a single structure (the unit is the block)."""
+    if job.get("n_frames") is None:
+        return None, index
+    frame, block = divmod(index, job["n_blocks"])
+    return frame, block
+
+
+def _frame_disorder(job: dict, frame: int | None) -> float | None:
+    """The bond spread (Å) the network gets for ``frame``: per frame for a trajectory, else the structure's."""
+    disorder = job.get("disorder")
+    return disorder[frame] if frame is not None and isinstance(disorder, list) else disorder
+
+
+def _context(job: dict, frame: int | None = None) -> _Context:
+    """The worker's context of one run and frame (None: a single structure), built once per process."""
     from .blocks import make_blocks
     from .celllist import cell_list_from_fractional
     from .grid import Grid
 
-    key = (job["store"], job["run_id"])
+    key = (job["store"], job["run_id"], frame)
     with _LOCK:
         ctx = _CONTEXTS.get(key)
     if ctx is not None:
@@ -157,9 +174,12 @@ def _context(job: dict) -> _Context:
 
     root = zarr.open_group(job["store"], mode="r")
     cell = np.asarray(attrs["cell"], dtype=np.float64)
-    frac, numbers, digest = _read_atoms(root["positions"], root["numbers"], cell)
-    if digest != attrs["run"]["structure_hash"]:
-        raise RunError(f"the atoms stored in {job['store']!r} do not match its structure hash; start again "
+    positions = root["positions"] if frame is None else zstore._Frame(root["positions"], frame)
+    frac, numbers, digest = _read_atoms(positions, root["numbers"], cell)
+    want = attrs["run"]["structure_hash"] if frame is None else attrs["frames"]["structure_hash"][frame]
+    if digest != want:
+        where = "" if frame is None else f" (frame {frame})"
+        raise RunError(f"the atoms stored in {job['store']!r}{where} do not match its structure hash; start again "
                        "with --overwrite")
     grid = Grid(cell=cell, shape=tuple(attrs["grid_shape"]))
     ctx = _Context(
@@ -186,10 +206,12 @@ def predict_block(index: int, *, job: dict) -> dict:
     Parameters
     ----------
     index
-        Block index (C order of block positions).
+        Work unit: the block index (C order of block positions); in a trajectory
+        store ``frame · n_blocks + block`` (:func:`bigdens.store.unit_index`).
     job
         Run settings: store path, run id, model path and hash, samples, seed,
-        device, batch, threads (see :func:`predict`).
+        device, batch, threads, the bond spread ``disorder`` (a list per frame
+        for a trajectory), ``n_frames`` and ``n_blocks`` (see :func:`predict`).
 
     Returns
     -------
@@ -208,7 +230,9 @@ def predict_block(index: int, *, job: dict) -> dict:
 
     ts = time.perf_counter()
     _set_threads(job["threads"])
-    ctx = _context(job)
+    unit = index
+    frame, index = _unit(unit, job)
+    ctx = _context(job, frame)
     t0 = time.perf_counter()
     block = ctx.blocks[index]
     params = ctx.model.params
@@ -222,7 +246,7 @@ def predict_block(index: int, *, job: dict) -> dict:
     t_assign = time.perf_counter() - t1
     mean, epi, ale, deviations = ctx.model.predict_grouped(
         feats, labels, len(owners), samples=job["samples"], seed=job["seed"], block_index=index,
-        device=ctx.device, batch=job["batch"])
+        device=ctx.device, batch=job["batch"], disorder=_frame_disorder(job, frame))
     del feats
     t2 = time.perf_counter()
     epi64 = epi.astype(np.float64)
@@ -234,10 +258,11 @@ def predict_block(index: int, *, job: dict) -> dict:
         "density_std": np.sqrt(epi64 + ale64).astype(np.float32),
     }
     values = {k: v.reshape(block.shape) for k, v in values.items()}
-    _check_run(job, f"writing block {index}")
-    sums = zstore.write_block(ctx.arrays, block, values, path=job["store"])
-    _check_run(job, f"writing block {index}'s charges")
-    charges = zstore.write_block_charges(job["store"], index, owners, block_sums(mean, labels, len(owners)),
+    what = f"block {index}" if frame is None else f"block {index} of frame {frame}"
+    _check_run(job, f"writing {what}")
+    sums = zstore.write_block(ctx.arrays, block, values, path=job["store"], frame=frame)
+    _check_run(job, f"writing {what}'s charges")
+    charges = zstore.write_block_charges(job["store"], unit, owners, block_sums(mean, labels, len(owners)),
                                          deviations)
     std = values["density_std"]
     where = np.unravel_index(int(np.argmax(std)), block.shape)
@@ -263,8 +288,10 @@ def predict_block(index: int, *, job: dict) -> dict:
         # The block's per-atom sums (bigdens.charges): atoms owning its points, digest of their file.
         "charges": charges,
     }
-    _check_run(job, f"recording block {index} in the ledger")
-    zstore.write_ledger(job["store"], index, entry)
+    if frame is not None:
+        entry.update(unit=unit, frame=frame)
+    _check_run(job, f"recording {what} in the ledger")
+    zstore.write_ledger(job["store"], unit, entry)
     t3 = time.perf_counter()
     return {**entry, "t_setup": t0 - ts, "t_descriptors": t1 - t0, "t_bnn": t2 - t1 - t_assign, "t_write": t3 - t2,
             "t_charges": t_assign, "n_points": block.n_points, "n_halo": n_halo, "pid": os.getpid(),
@@ -706,6 +733,12 @@ class RunSummary:
     accepted_out_of_domain: bool = False
     #: The store's ``charges`` attribute once complete (sum of the per-atom charges, largest σ; e), else None.
     charges: dict | None = None
+    #: A trajectory's frames (None: one structure), one dict each: ``frame`` (position in the store),
+    #: ``index`` (in the input file), ``time``, ``step``, ``bond_spread`` (Å), ``n_electrons_predicted``
+    #: and ``charge_sum`` (e; None until complete).  ``n_blocks``/``n_done`` then count (frame, block) units.
+    frames: list | None = None
+    #: The frame (position in the store) holding ``max_std`` (trajectories only).
+    max_std_frame: int | None = None
 
     @property
     def in_domain(self) -> bool:
@@ -713,18 +746,39 @@ class RunSummary:
 
     @property
     def n_points(self) -> int:
+        """Grid points of the store (every frame's, for a trajectory)."""
         g = self.grid_shape
-        return g[0] * g[1] * g[2]
+        return g[0] * g[1] * g[2] * (1 if self.frames is None else len(self.frames))
 
     @property
     def points_per_s(self) -> float:
         return self.points_computed / max(self.wall_s, 1e-9)
 
+    def _frame_lines(self) -> list[str]:
+        # A trajectory: one line per frame with its electrons (at most 20 frames shown, then the range).
+        if self.frames is None:
+            return []
+        exp = "?" if self.n_electrons_expected is None else f"{self.n_electrons_expected:g}"
+        out = [f"frames: {len(self.frames)}; electrons expected {exp} per frame"]
+        for f in self.frames[:20]:
+            when = "".join(f", {k} {f[k]:g}" for k in ("time", "step") if f[k] is not None)
+            n = f["n_electrons_predicted"]
+            out.append(f"  frame {f['frame']} (file frame {f['index']}{when}): electrons predicted "
+                       + ("-" if n is None else f"{n:.4f}"))
+        if len(self.frames) > 20:
+            got = [f["n_electrons_predicted"] for f in self.frames if f["n_electrons_predicted"] is not None]
+            span = f": electrons {min(got):.4f} to {max(got):.4f}" if got else ""
+            out.append(f"  ... {len(self.frames) - 20} more frames (all in the store's attributes){span}")
+        return out
+
     def format(self) -> str:
+        units = "blocks" if self.frames is None else f"(frame, block) units of {len(self.frames)} frames"
+        per = "" if self.frames is None else " per frame"
+        g = self.grid_shape
         lines = [
             f"store: {self.path} ({'complete' if self.complete else 'INCOMPLETE'}: "
-            f"{self.n_done}/{self.n_blocks} blocks, {self.n_computed} computed now)",
-            f"atoms: {self.n_atoms}; grid {self.grid_shape} = {self.n_points:,} points; device {self.device}",
+            f"{self.n_done}/{self.n_blocks} {units}, {self.n_computed} computed now)",
+            f"atoms: {self.n_atoms}; grid {g} = {g[0] * g[1] * g[2]:,} points{per}; device {self.device}",
             f"wall time {self.wall_s:.2f} s = {self.points_per_s:,.0f} points/s "
             f"(descriptors {self.stage_s.get('descriptors', 0):.2f} s, network {self.stage_s.get('bnn', 0):.2f} s, "
             f"write {self.stage_s.get('write', 0):.2f} s, worker setup {self.stage_s.get('setup', 0):.2f} s; "
@@ -740,9 +794,12 @@ class RunSummary:
             if self.renormalization_factor is not None:
                 line += f" (renormalized by a factor {self.renormalization_factor:.6f})"
             lines.append(line)
+        lines += self._frame_lines()
         if self.max_std is not None:
             pos = ", ".join(f"{v:.3f}" for v in self.max_std_position)
-            lines.append(f"max σ {self.max_std:.4g} e/Å³ at grid point {tuple(self.max_std_index)} = ({pos}) Å")
+            where = "" if self.max_std_frame is None else f" of frame {self.max_std_frame}"
+            lines.append(f"max σ {self.max_std:.4g} e/Å³ at grid point {tuple(self.max_std_index)}{where} = "
+                         f"({pos}) Å")
         if self.max_std_epistemic is not None:
             pos = ", ".join(f"{v:.3f}" for v in self.max_std_epistemic_position)
             lines.append(f"max epistemic σ {self.max_std_epistemic:.4g} e/Å³ at grid point "
@@ -752,9 +809,13 @@ class RunSummary:
             lines.append(f"epistemic σ above the model's validation 99.9 % quantile ({self.epistemic_threshold:.3g} "
                          f"e/Å³) at {self.n_epistemic_high:,} points = {share:.3g} % (about 0.1 % where the structure "
                          "is like the validation data; more marks new environments: density_std_epistemic shows where)")
-        if self.charges is not None:
+        if self.charges is not None and self.frames is None:
             lines.append(f"per-atom charges (Voronoi): sum {self.charges['n_electrons']:.4f} e, largest σ "
                          f"{self.charges['max_charge_std']:.3g} e (`bigdens charges {self.path}` lists them)")
+        elif self.charges is not None:
+            lines.append(f"per-atom charges (Voronoi) of every frame, largest σ "
+                         f"{max(v for v in self.charges['max_charge_std'] if v is not None):.3g} e "
+                         f"(`bigdens charges {self.path} --frame K` lists them)")
         if not self.domain.in_domain:
             state = "accepted by --allow-out-of-domain" if self.accepted_out_of_domain else "store marked in_domain: false"
             lines.append(f"OUT OF DOMAIN ({state}): {self.domain.message()}")
@@ -820,14 +881,20 @@ COMPOSITION_TOLERANCE = 0.02
 
 
 def _check_size(atoms: "Atoms", model: "DensityModel", grid, block: tuple[int, int, int],
-                config: PredictConfig) -> "Estimate":
-    """Estimate memory per worker, store size, blocks and time; refuse what cannot fit (:mod:`bigdens.resources`)."""
+                config: PredictConfig, *, frames: int = 1) -> "Estimate":
+    """Estimate memory per worker, store size, blocks and time (all ``frames``); refuse what cannot fit
+    (:mod:`bigdens.resources`)."""
+    from dataclasses import replace
+
     from .resources import check, estimate_predict, memory_per_local_worker
 
     estimate = estimate_predict(n_atoms=len(atoms), volume=grid.volume, grid_shape=grid.shape, block_shape=block,
                                 samples=config.mc_samples, n_features=model.params.n_features,
                                 r_cut=model.params.r_cut, hidden=tuple(model.arch.hidden), kind=model.arch.kind,
                                 batch=config.batch)
+    if frames > 1:  # memory per worker is one frame's; disk, tasks and time scale with the frames
+        estimate = replace(estimate, disk=estimate.disk * frames, n_tasks=estimate.n_tasks * frames,
+                           core_seconds=estimate.core_seconds * frames)
     if config.scheduler_file is not None:
         memory = None  # the workers of someone else's cluster: unknown
     elif config.profile is not None:
@@ -896,6 +963,14 @@ def _warn_composition(numbers, info: dict) -> None:
 def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
     """:func:`predict`, returning a :class:`RunSummary` of what was done.
 
+    ``atoms`` is one structure, or a :class:`bigdens.structure.Trajectory` of
+    frames with one cell (:func:`bigdens.structure.read_trajectory`): the store
+    then has a ``frame`` dimension and the work units are (frame, block)
+    pairs (see :mod:`bigdens.store`).  Frame k of a trajectory store equals,
+    bit for bit, a prediction of frame k alone with the same settings: the
+    Monte Carlo samples are seeded by (seed, block) in every frame, and the
+    bond spread the network gets is the frame's own.
+
     The run holds the output store's lock (:mod:`bigdens.storelock`) from
     before it looks at the output path until it returns or raises.
 
@@ -913,15 +988,127 @@ def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
         return _run(atoms, config, held)
 
 
-def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
+@dataclass
+class _Plan:
+    """The frames of a run and its work units (internal).
+
+    ``trajectory`` is None for a single structure (units are its blocks, the
+    store has no frame dimension); else units are (frame, block) pairs
+    numbered ``frame · n_blocks + block``.
+    """
+
+    frames: list
+    trajectory: object
+    n_blocks: int = 0
+
+    @property
+    def n_frames(self) -> int | None:
+        return None if self.trajectory is None else len(self.frames)
+
+    @property
+    def n_units(self) -> int:
+        return len(self.frames) * self.n_blocks
+
+    def frame_ledgers(self, ledger: dict) -> list[dict]:
+        """The ledger of each frame, keyed by block index (one for a single structure)."""
+        nb = self.n_blocks
+        return [{u - k * nb: e for u, e in ledger.items() if u // nb == k} for k in range(len(self.frames))]
+
+
+def _plan(atoms, config: PredictConfig) -> _Plan:
+    """Validate a structure or :class:`~bigdens.structure.Trajectory` and what a trajectory run allows."""
+    from . import structure
+
+    if isinstance(atoms, structure.Trajectory):
+        if len(atoms) == 0:
+            raise InputError("the trajectory holds no frames (an empty trajectory)")
+        structure.check_frames(atoms.frames, atoms.index)
+        if config.renormalize:
+            raise SetupError("--renormalize is not supported with --frames yet: predict without it (the store "
+                             "records each frame's electron count)")
+        plan = _Plan(frames=list(atoms.frames), trajectory=atoms)
+    else:
+        plan = _Plan(frames=[atoms], trajectory=None)
+    for k, frame in enumerate(plan.frames):
+        try:
+            structure.validate(frame)
+        except InputError as exc:
+            if plan.trajectory is None:
+                raise
+            raise InputError(f"frame {plan.trajectory.index[k]}: {exc}") from None
+    return plan
+
+
+def _disorders(plan: _Plan) -> list[float | None]:
+    """Each frame's first-shell bond spread (Å, :func:`bigdens.thermal.bond_spread`); None where undefined."""
+    out = []
+    for atoms in plan.frames:
+        spread = bond_spread(atoms.positions, atoms.numbers, np.asarray(atoms.cell[:], dtype=np.float64))
+        out.append(spread if math.isfinite(spread) else None)  # NaN: no atom has a neighbour in reach
+    return out
+
+
+def _frame_attributes(plan: _Plan, cell: np.ndarray, model: "DensityModel", disorders: list) -> dict:
+    """The attributes a trajectory store adds (none for a single structure)."""
+    if plan.trajectory is None:
+        return {}
+    t = plan.trajectory
+    numbers = np.asarray(plan.frames[0].numbers)
+    return {
+        "frames": {"index": list(t.index), "time": t.time, "step": t.step,
+                   "structure_hash": [zstore.structure_hash(cell, a.positions, numbers) for a in plan.frames]},
+        "bond_spread": disorders,
+        "aleatoric_disorder_factor": [model.scaling.aleatoric_factor(d) for d in disorders],
+    }
+
+
+def _identity(plan: _Plan, cell: np.ndarray, grid, config: PredictConfig, *, model_hash: str, block, chunk) -> dict:
+    """The store's ``run`` attribute: what fixes every unit's numbers (``--resume`` must match it)."""
+    numbers = np.asarray(plan.frames[0].numbers)
+    identity = {
+        "structure_hash": zstore.trajectory_hash(cell, (a.positions for a in plan.frames), numbers),
+        "grid_shape": list(grid.shape),
+        "model_hash": model_hash,
+        "seed": config.seed,
+        "mc_samples": config.mc_samples,
+        "block": list(block),
+        "chunk": list(chunk),
+    }
+    if plan.trajectory is not None:
+        identity["frames"] = list(plan.trajectory.index)
+    return identity
+
+
+def _open_target(out: Path, identity: dict, config: PredictConfig, held: ExitStack) -> tuple[str, str, dict]:
+    """Lock the output store (onto ``held``) and decide what to do with it: (mode, run id, ledger).
+
+    Mode as :func:`bigdens.store.check_target`; the ledger is the store's when resuming, else empty.
+    """
+    zstore.check_folder(out)
+    # One writer per store: lock before the path is looked at, so a run that is refused touches nothing.
+    run_id = (zstore.read_attrs(out) or {}).get("run_id") if config.resume else uuid.uuid4().hex
+    held.enter_context(storelock.hold(out, run_id=run_id))
+    mode = zstore.check_target(out, resume=config.resume, overwrite=config.overwrite)
+    ledger: dict = {}
+    if mode == "resume":
+        attrs = zstore.read_attrs(out)
+        zstore.check_identity(attrs, identity)
+        ledger = zstore.read_ledger(out)
+        if not config.renormalize and any(e.get("scale", 1.0) != 1.0 or "pending" in e for e in ledger.values()):
+            raise SetupError(f"{str(out)!r} was renormalized; resume it with --renormalize")
+        run_id = attrs["run_id"]
+    return mode, run_id, ledger
+
+
+def _run(atoms, config: PredictConfig, held: ExitStack) -> RunSummary:
     """:func:`run`; the store's lock goes onto ``held``."""
     import torch
 
-    from . import structure
     from .bnn import file_hash
     from .descriptors import species_index
 
-    structure.validate(atoms)
+    plan = _plan(atoms, config)
+    atoms = plan.frames[0]  # cell and numbers are every frame's
     numbers = np.asarray(atoms.numbers)
     if config.model is None:
         from .models import shipped_model_for
@@ -942,8 +1129,9 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
 
     block = block_shape_for(grid.shape, config.block)
     chunk = block_shape_for(grid.shape, config.chunk)
-    estimate = _check_size(atoms, model, grid, block, config)
+    _check_size(atoms, model, grid, block, config, frames=len(plan.frames))
     blocks = make_blocks(grid.shape, block)
+    plan.n_blocks = len(blocks)
     try:
         from .data import hgh_valence
 
@@ -953,31 +1141,16 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
     if config.renormalize and n_expected is None:
         raise SetupError("--renormalize needs the valence electron count, but an element has no HGH setup; "
                          "drop --renormalize")
-    identity = {
-        "structure_hash": zstore.structure_hash(cell, atoms.positions, numbers),
-        "grid_shape": list(grid.shape),
-        "model_hash": model_hash,
-        "seed": config.seed,
-        "mc_samples": config.mc_samples,
-        "block": list(block),
-        "chunk": list(chunk),
-    }
+    identity = _identity(plan, cell, grid, config, model_hash=model_hash, block=block, chunk=chunk)
     out = config.out
-    zstore.check_folder(out)
-    # One writer per store: lock before the path is looked at, so a run that is refused touches nothing.
-    run_id = (zstore.read_attrs(out) or {}).get("run_id") if config.resume else uuid.uuid4().hex
-    held.enter_context(storelock.hold(out, run_id=run_id))
-    mode = zstore.check_target(out, resume=config.resume, overwrite=config.overwrite)
-    if mode == "resume":
-        attrs = zstore.read_attrs(out)
-        zstore.check_identity(attrs, identity)
-        ledger = zstore.read_ledger(out)
-        if not config.renormalize and any(e.get("scale", 1.0) != 1.0 or "pending" in e for e in ledger.values()):
-            raise SetupError(f"{str(out)!r} was renormalized; resume it with --renormalize")
-        run_id = attrs["run_id"]
-    before = _check_domain_before(atoms, model, grid, config, n_expected)  # after the cheap checks of --out
+    mode, run_id, ledger = _open_target(out, identity, config, held)
+    # After the cheap checks of --out; on a trajectory, its first frame (the electron counts of every
+    # frame are checked after the run).
+    before = _check_domain_before(atoms, model, grid, config, n_expected)
+    disorders = _disorders(plan)
+    disorder = disorders if plan.trajectory is not None else disorders[0]
 
-    todo = [b.index for b in blocks if mode != "resume" or b.index not in ledger]
+    todo = [u for u in range(plan.n_units) if mode != "resume" or u not in ledger]
     if config.max_blocks is not None:
         todo = todo[: config.max_blocks]
     t_start = time.perf_counter()
@@ -988,9 +1161,10 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
         if mode != "resume":
             if mode == "overwrite":
                 zstore.remove(out)
-            zstore.create(out, atoms=atoms, grid=grid, chunk=chunk, attrs=_attributes(
-                atoms, grid, model, model_path, identity, config, run_id=run_id, n_expected=n_expected,
-                domain=before))
+            attrs = _attributes(atoms, grid, model, model_path, identity, config, run_id=run_id,
+                                n_expected=n_expected, domain=before, disorder=disorders[0])
+            zstore.create(out, atoms=atoms, grid=grid, chunk=chunk, trajectory=plan.trajectory,
+                          attrs={**attrs, **_frame_attributes(plan, cell, model, disorders)})
             ledger = {}
         if config.report is not None:
             from distributed import performance_report
@@ -1000,39 +1174,31 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
             stack.callback(torch.set_num_threads, torch_threads)
         job = {"store": str(Path(out).absolute()), "run_id": run_id, "model": str(Path(model_path).absolute()),
                "model_hash": model_hash, "samples": config.mc_samples, "seed": config.seed,
-               "device": config.device, "batch": config.batch, "threads": config.threads_per_worker}
-        stages = {"setup": 0.0, "descriptors": 0.0, "charges": 0.0, "bnn": 0.0, "write": 0.0}
-        rss: dict[int, float] = {}
-        first_rss: dict[int, float] = {}
-        jobs: dict[str | None, int] = {}
-        computed = 0
+               "device": config.device, "batch": config.batch, "threads": config.threads_per_worker,
+               "disorder": disorder, "n_frames": plan.n_frames, "n_blocks": plan.n_blocks}
+        tally = _Tally()
         try:
             for res in _run_tasks(client, predict_block, todo, progress=config.progress, desc="predict",
                                   timeout=config.block_timeout, job=job):
-                stages["setup"] += res["t_setup"]
-                stages["descriptors"] += res["t_descriptors"]
-                stages["charges"] += res["t_charges"]
-                stages["bnn"] += res["t_bnn"]
-                stages["write"] += res["t_write"]
-                rss[res["pid"]] = max(rss.get(res["pid"], 0.0), res["max_rss_mb"])
-                first_rss.setdefault(res["pid"], res["max_rss_mb"])
-                computed += res["n_points"]
-                jobs[res["slurm_job_id"]] = jobs.get(res["slurm_job_id"], 0) + 1
+                tally.add(res)
         except BigdensError:
             raise
         except OSError as exc:
             raise RunError(f"block failed while writing {str(out)!r} ({exc}); the ledger is consistent: fix the "
                            "cause and rerun with --resume") from None
         except (BlockFailed, KeyboardInterrupt) as exc:  # KeyboardInterrupt: Ctrl-C, or SIGTERM via bigdens.cli
-            raise _stopped(exc, stack, out, len(blocks)) from exc
+            raise _stopped(exc, stack, out, plan.n_units,
+                           what="blocks" if plan.trajectory is None else "(frame, block) units") from exc
         ledger = zstore.read_ledger(out)
-        done = len(ledger) == len(blocks)
+        done = len(ledger) == plan.n_units
         factor = None
-        raw_sum = sum(e["density_sum"] for e in ledger.values()) if done else None
-        n_pred = raw_sum * grid.dv if done else None
-        domain = before.merge(_check_domain_after(ledger, grid, model, n_pred, n_expected)) if done else before
+        n_pred = _frame_electrons(plan, ledger, grid) if done else None
+        domain = before
+        if done:
+            for k, frame_ledger in enumerate(plan.frame_ledgers(ledger)):
+                domain = domain.merge(_check_domain_after(frame_ledger, grid, model, n_pred[k], n_expected))
         if done and config.renormalize:
-            factor = n_expected / n_pred
+            factor = n_expected / n_pred[0]
             refusal = renormalization_refusal(factor, allow=config.allow_out_of_domain)
             if refusal is not None:
                 domain.reasons.append(refusal)
@@ -1047,71 +1213,135 @@ def _run(atoms: "Atoms", config: PredictConfig, held: ExitStack) -> RunSummary:
                 raise _stopped(exc, stack, out, len(blocks), renormalize=True) from exc
             ledger = zstore.read_ledger(out)
             done = all(e.get("scale") == factor and "pending" not in e for e in ledger.values())
-        charges = _write_charges(out, ledger, blocks, grid, n_atoms=len(atoms), samples=config.mc_samples) \
-            if done else None
+        charges = _write_charges(out, ledger, blocks, grid, n_atoms=len(atoms), samples=config.mc_samples,
+                                 n_frames=plan.n_frames) if done else None
     wall = time.perf_counter() - t_start
+    summary = _summary(plan, ledger, grid, model, config, out=out, todo=todo, wall=wall, tally=tally, done=done,
+                       n_expected=n_expected, n_pred=n_pred, factor=factor, device=device, startup=startup,
+                       domain=domain, charges=charges, disorders=disorders)
+    _record_result(summary, job, out, config, done=done, n_expected=n_expected, factor=factor)
+    return summary
 
+
+@dataclass
+class _Tally:
+    """What the finished tasks of a run report: stage times (s, summed), peak RSS per worker (MB), points."""
+
+    stages: dict = field(default_factory=lambda: {"setup": 0.0, "descriptors": 0.0, "charges": 0.0, "bnn": 0.0,
+                                                  "write": 0.0})
+    rss: dict = field(default_factory=dict)
+    first_rss: dict = field(default_factory=dict)
+    jobs: dict = field(default_factory=dict)
+    computed: int = 0
+
+    def add(self, res: dict) -> None:
+        for stage in self.stages:
+            self.stages[stage] += res[f"t_{stage}"]
+        self.rss[res["pid"]] = max(self.rss.get(res["pid"], 0.0), res["max_rss_mb"])
+        self.first_rss.setdefault(res["pid"], res["max_rss_mb"])
+        self.computed += res["n_points"]
+        self.jobs[res["slurm_job_id"]] = self.jobs.get(res["slurm_job_id"], 0) + 1
+
+
+def _frame_electrons(plan: _Plan, ledger: dict, grid) -> list[float]:
+    """Each frame's predicted electrons (raw density summed in block order × dV), e."""
+    return [sum(fl[b]["density_sum"] for b in range(plan.n_blocks)) * grid.dv for fl in plan.frame_ledgers(ledger)]
+
+
+def _summary(plan: _Plan, ledger: dict, grid, model, config: PredictConfig, *, out, todo, wall, tally: _Tally,
+             done: bool, n_expected, n_pred, factor, device, startup, domain, charges, disorders) -> RunSummary:
+    """The :class:`RunSummary` of a finished (or stopped) run."""
     best = max(ledger.values(), key=lambda e: e["max_std"], default=None)
     # Stores begun by an older bigdens lack the epistemic fields: leave them out then.
     best_epi = max((e for e in ledger.values() if "max_std_epistemic" in e),
                    key=lambda e: e["max_std_epistemic"], default=None) if done else None
-    threshold = epistemic_threshold(model)
-    n_high = _flagged_count(ledger, model) if done else None
-    summary = RunSummary(
-        path=Path(out), n_atoms=len(atoms), grid_shape=grid.shape, n_blocks=len(blocks), n_computed=len(todo),
-        n_done=len(ledger), wall_s=wall, points_computed=computed, n_electrons_expected=n_expected,
-        n_electrons_predicted=n_pred, renormalization_factor=factor,
+    frames = None
+    if plan.trajectory is not None:
+        t = plan.trajectory
+        frames = [{"frame": k, "index": t.index[k], "time": None if t.time is None else t.time[k],
+                   "step": None if t.step is None else t.step[k], "bond_spread": disorders[k],
+                   "n_electrons_predicted": None if n_pred is None else n_pred[k],
+                   "charge_sum": None if charges is None else charges["n_electrons"][k]} for k in range(len(t))]
+    return RunSummary(
+        path=Path(out), n_atoms=len(plan.frames[0]), grid_shape=grid.shape, n_blocks=plan.n_units,
+        n_computed=len(todo), n_done=len(ledger), wall_s=wall, points_computed=tally.computed,
+        n_electrons_expected=n_expected,
+        n_electrons_predicted=None if n_pred is None or frames is not None else n_pred[0],
+        renormalization_factor=factor,
         max_std=None if best is None else best["max_std"],
         max_std_index=None if best is None else best["max_std_index"],
         max_std_position=None if best is None else grid.cartesian(*best["max_std_index"]).tolist(),
-        complete=done, device=device, stage_s=stages, max_rss_mb=rss, first_rss_mb=first_rss, slurm_jobs=jobs,
-        startup_s=startup, epistemic_threshold=threshold, n_epistemic_high=n_high,
+        complete=done, device=device, stage_s=tally.stages, max_rss_mb=tally.rss, first_rss_mb=tally.first_rss,
+        slurm_jobs=tally.jobs, startup_s=startup, epistemic_threshold=epistemic_threshold(model),
+        n_epistemic_high=_flagged_count(ledger, model) if done else None,
         max_std_epistemic=None if best_epi is None else best_epi["max_std_epistemic"],
         max_std_epistemic_index=None if best_epi is None else best_epi["max_std_epistemic_index"],
         max_std_epistemic_position=None if best_epi is None else
         grid.cartesian(*best_epi["max_std_epistemic_index"]).tolist(),
-        domain=domain, accepted_out_of_domain=config.allow_out_of_domain, charges=charges,
+        domain=domain, accepted_out_of_domain=config.allow_out_of_domain, charges=charges, frames=frames,
+        max_std_frame=None if best is None else best.get("frame"),
     )
+
+
+def _record_result(summary: RunSummary, job: dict, out, config: PredictConfig, *, done: bool, n_expected, factor):
+    """Write the run's result into the store's attributes (per frame for a trajectory)."""
+    n_pred = summary.n_electrons_predicted
+    if summary.frames is not None:
+        n_pred = None if not done else [f["n_electrons_predicted"] for f in summary.frames]
     final = {"complete": done, "n_electrons_predicted": n_pred, "renormalization_factor": factor,
              "n_electrons_renormalized": None if factor is None else n_expected,
              "max_std": summary.max_std, "max_std_index": summary.max_std_index,
              "max_std_position": summary.max_std_position,
-             "epistemic_threshold": threshold, "n_epistemic_high": n_high,
+             "epistemic_threshold": summary.epistemic_threshold, "n_epistemic_high": summary.n_epistemic_high,
              "max_std_epistemic": summary.max_std_epistemic,
              "max_std_epistemic_index": summary.max_std_epistemic_index,
-             "max_std_epistemic_position": summary.max_std_epistemic_position, "charges": charges}
+             "max_std_epistemic_position": summary.max_std_epistemic_position, "charges": summary.charges}
+    if summary.frames is not None:
+        final["max_std_frame"] = summary.max_std_frame
     if done:
         final["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        final.update(domain.to_attrs(accepted=config.allow_out_of_domain))
+        final.update(summary.domain.to_attrs(accepted=config.allow_out_of_domain))
     _check_run(job, "recording the run's result")
     zstore.update_attrs(out, **final)
-    return summary
 
 
-def _write_charges(out: Path, ledger: dict, blocks: list, grid, *, n_atoms: int, samples: int) -> dict | None:
+def _write_charges(out: Path, ledger: dict, blocks: list, grid, *, n_atoms: int, samples: int,
+                   n_frames: int | None = None) -> dict | None:
     """Sum the blocks' per-atom sums into ``charge`` and ``charge_std`` (:mod:`bigdens.charges`); their attribute.
 
     Reads each block's charges file (checked against its ledger entry) in
     block order, so a resumed run writes bit for bit the charges of an
     uninterrupted one.  Returns the store's ``charges`` attribute, or None
     when a block was recorded by a bigdens that did not compute charges.
+    For a trajectory (``n_frames``) each frame is summed on its own; the
+    attribute's ``n_electrons`` and ``max_charge_std`` are then lists per frame.
     """
     from .charges import METHOD, block_parts, combine
 
-    if any("charges" not in ledger[b.index] for b in blocks):
+    if any("charges" not in e for e in ledger.values()):
         return None
+    results = []
     try:
-        result = combine(block_parts(out, ledger, blocks), n_atoms=n_atoms, samples=samples, dv=grid.dv)
+        for k in range(n_frames or 1):
+            offset = 0 if n_frames is None else k * len(blocks)
+            results.append(combine(block_parts(out, ledger, blocks, offset=offset), n_atoms=n_atoms,
+                                   samples=samples, dv=grid.dv))
     except InputError as exc:
         raise RunError(f"{exc}") from None
-    zstore.write_charges(out, result.charge, result.charge_std)
-    return {"method": METHOD, "units": "electron", "n_electrons": float(result.charge.sum()),
+    charge = np.stack([r.charge for r in results])
+    std = np.stack([r.charge_std for r in results])
+    n_el = [float(r.charge.sum()) for r in results]
+    top = [float(r.charge_std.max()) if n_atoms else None for r in results]
+    if n_frames is None:
+        charge, std, n_el, top = charge[0], std[0], n_el[0], top[0]
+    zstore.write_charges(out, charge, std)
+    return {"method": METHOD, "units": "electron", "n_electrons": n_el,
             "uncertainty": "epistemic: standard deviation over the Monte Carlo samples (aleatoric not included)",
-            "max_charge_std": float(result.charge_std.max()) if n_atoms else None}
+            "max_charge_std": top}
 
 
 def _stopped(exc: BaseException, stack: ExitStack, out: Path, n_blocks: int, *,
-             renormalize: bool = False) -> BaseException:
+             renormalize: bool = False, what: str = "blocks") -> BaseException:
     """The one-line error for a task loop that failed (:class:`BlockFailed`) or was interrupted.
 
     Shuts the cluster down first (``stack``), so that no block is recorded
@@ -1128,7 +1358,7 @@ def _stopped(exc: BaseException, stack: ExitStack, out: Path, n_blocks: int, *,
         progress = (f"all {n_blocks} blocks are done but not all renormalized; rerun with --resume --renormalize "
                     "to finish")
     else:
-        progress = (f"{done} of {n_blocks} blocks are done; rerun with --resume"
+        progress = (f"{done} of {n_blocks} {what} are done; rerun with --resume"
                     f"{' --renormalize' if renormalize else ''} to finish")
     if isinstance(exc, KeyboardInterrupt):
         return Interrupted(getattr(exc, "signal", "SIGINT"), progress)
@@ -1136,8 +1366,8 @@ def _stopped(exc: BaseException, stack: ExitStack, out: Path, n_blocks: int, *,
 
 
 def _attributes(atoms, grid, model, model_path, identity: dict, config: PredictConfig, *, run_id: str,
-                n_expected: float | None, domain: DomainReport) -> dict:
-    """Global attributes of a new store (DESIGN §6)."""
+                n_expected: float | None, domain: DomainReport, disorder: float | None = None) -> dict:
+    """Global attributes of a new store (DESIGN §6); ``disorder``: the structure's bond spread, Å."""
     from . import structure
 
     return {
@@ -1161,6 +1391,10 @@ def _attributes(atoms, grid, model, model_path, identity: dict, config: PredictC
         "descriptor": model.params.to_dict(),
         "mc_samples": config.mc_samples,
         "seed": config.seed,
+        # The structure's first-shell bond spread (Å, bigdens.thermal) and the factor it puts on the
+        # aleatoric variance (the model's calibration; 1: none).
+        "bond_spread": disorder,
+        "aleatoric_disorder_factor": model.scaling.aleatoric_factor(disorder),
         "block": identity["block"],
         "chunk": identity["chunk"],
         "bigdens_version": __version__,

@@ -15,6 +15,16 @@ Layout (DESIGN §6)::
       ledger/                   a Zarr group holding one ``block-NNNNNNN.json`` per finished block, and
                                 ``charges-NNNNNNN.npy``: the block's per-atom sums (:mod:`bigdens.charges`)
 
+A trajectory store (``bigdens predict TRAJ --frames START:STOP:STEP``; attribute ``n_frames``) has a
+leading ``frame`` dimension: the density variables are (n_frames, n1, n2, n3) with chunks (1, c1, c2,
+c3), ``positions`` (n_frames, n_atoms, 3), ``charge``/``charge_std`` (n_frames, n_atoms); ``numbers``
+and the cell are shared by all frames.  Coordinates along ``frame``: ``frame`` (int64, each frame's
+index in the input file), and ``time`` and ``step`` when every frame carried them.  Its work units
+are (frame, block) pairs, numbered ``frame · n_blocks + block`` (:func:`unit_index`): the ledger's
+``block-NNNNNNN.json`` and ``charges-NNNNNNN.npy`` carry that number, and each entry also records
+its ``frame`` and ``block``.  A single structure's store has no frame dimension and its units are
+its blocks.
+
 The ledger is the truth about which blocks are done: a block's entry is
 written (temporary file + rename, so it is never half written) only after
 all four variables of the block are written, read back and checksummed.  An
@@ -84,6 +94,25 @@ CHARGE_VARIABLES = {
     "charge_std": "epistemic standard deviation of charge over the Monte Carlo samples",
 }
 CHARGE_UNITS = "electron"
+
+
+def n_frames(attrs: dict) -> int | None:
+    """Frames of a trajectory store (its ``n_frames`` attribute), None for a single structure's store."""
+    n = attrs.get("n_frames")
+    return None if n is None else int(n)
+
+
+def unit_index(frame: int | None, block: int, n_blocks: int) -> int:
+    """The work unit of ``block`` in ``frame`` (None: a single structure, the block itself)."""
+    return block if frame is None else frame * n_blocks + block
+
+
+def trajectory_hash(cell, frames, numbers) -> str:
+    """sha256 (hex) of a constant cell (Å), every frame's positions (Å, in order) and the atomic numbers.
+
+    Equals :func:`structure_hash` for one frame (it hashes the same bytes).
+    """
+    return structure_hash_chunks(cell, frames, [numbers])
 
 
 def structure_hash(cell, positions, numbers) -> str:
@@ -210,7 +239,8 @@ def check_identity(attrs: dict, run: dict) -> None:
     """
     have = attrs.get("run", {})
     flags = {"seed": "--seed", "mc_samples": "--mc-samples", "block": "--block", "chunk": "--block",
-             "grid_shape": "--grid/--spacing", "model_hash": "--model", "structure_hash": "the structure file"}
+             "grid_shape": "--grid/--spacing", "model_hash": "--model", "structure_hash": "the structure file",
+             "frames": "--frames"}
     diffs = [k for k in run if json.loads(json.dumps(have.get(k))) != json.loads(json.dumps(run[k]))]
     if diffs:
         parts = "; ".join(f"{k}: store has {have.get(k)!r}, this run {run[k]!r} (set by {flags.get(k, k)})"
@@ -221,7 +251,8 @@ def check_identity(attrs: dict, run: dict) -> None:
 
 # -- creating ----------------------------------------------------------------------------
 
-def create(path: str | Path, *, atoms: "Atoms", grid: "Grid", chunk: tuple[int, int, int], attrs: dict) -> None:
+def create(path: str | Path, *, atoms: "Atoms", grid: "Grid", chunk: tuple[int, int, int], attrs: dict,
+           trajectory=None) -> None:
     """Create the store: empty density variables (NaN), coordinates, atoms and attributes.
 
     Parameters
@@ -236,6 +267,9 @@ def create(path: str | Path, *, atoms: "Atoms", grid: "Grid", chunk: tuple[int, 
         Chunk shape, grid points.
     attrs
         Global attributes (``complete`` is set to False here).
+    trajectory : bigdens.structure.Trajectory, optional
+        Frames (``atoms`` is then the first): the store gets a ``frame`` dimension (see the module
+        docstring) and the attribute ``n_frames``.
 
     Raises
     ------
@@ -247,17 +281,27 @@ def create(path: str | Path, *, atoms: "Atoms", grid: "Grid", chunk: tuple[int, 
     chunk = tuple(min(c, n) for c, n in zip(chunk, grid.shape))
     attrs = {"format": STORE_FORMAT, "format_version": STORE_VERSION, "bigdens_version": __version__,
              **attrs, "complete": False}
+    if trajectory is not None:
+        attrs["n_frames"] = len(trajectory)
+    frames = n_frames(attrs)
     try:
         root = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=_jsonable(attrs))
         for name in VARIABLES:
-            _create_variable(root, name, shape=grid.shape, chunk=chunk)
+            _create_variable(root, name, shape=grid.shape, chunk=chunk, frames=frames,
+                             coordinates=frame_coordinates(attrs))
         for axis, coords in enumerate(grid.axis_coords()):
             _create_axis(root, axis, coords)
         n = len(atoms)
-        pos = root.create_array("positions", shape=(n, 3), chunks=(min(n, 1 << 20), 3), dtype="float64",
-                                dimension_names=("atom", "xyz"),
+        lead = () if frames is None else (frames,)
+        pos = root.create_array("positions", shape=lead + (n, 3), chunks=(1,) * len(lead) + (min(n, 1 << 20), 3),
+                                dtype="float64", dimension_names=("frame",) * len(lead) + ("atom", "xyz"),
                                 attributes={"units": "angstrom", "long_name": "atom positions (Cartesian)"})
-        pos[:] = np.asarray(atoms.positions, dtype=np.float64)
+        if trajectory is None:
+            pos[:] = np.asarray(atoms.positions, dtype=np.float64)
+        else:
+            for k, frame in enumerate(trajectory.frames):
+                pos[k] = np.asarray(frame.positions, dtype=np.float64)
+            _create_frame_coords(root, trajectory)
         num = root.create_array("numbers", shape=(n,), chunks=(min(n, 1 << 20),), dtype="int32",
                                 dimension_names=("atom",),
                                 attributes={"units": "1", "long_name": "atomic numbers"})
@@ -270,11 +314,51 @@ def create(path: str | Path, *, atoms: "Atoms", grid: "Grid", chunk: tuple[int, 
                          "and free space") from None
 
 
-def _create_variable(root, name: str, *, shape, chunk, overwrite: bool = False) -> None:
+def _create_variable(root, name: str, *, shape, chunk, frames: int | None = None, coordinates: str | None = None,
+                     overwrite: bool = False) -> None:
     # A density variable as create() makes it (NaN until written); verify() checks against _expected_metadata.
-    root.create_array(name, shape=tuple(shape), chunks=tuple(chunk), dtype="float32", fill_value=np.nan,
-                      dimension_names=("x", "y", "z"), overwrite=overwrite,
-                      attributes={"units": DENSITY_UNITS, "long_name": VARIABLES[name]})
+    shape, chunk, dims = variable_layout(shape, chunk, frames)
+    attributes = {"units": DENSITY_UNITS, "long_name": VARIABLES[name]}
+    if coordinates:
+        attributes["coordinates"] = coordinates
+    root.create_array(name, shape=shape, chunks=chunk, dtype="float32", fill_value=np.nan,
+                      dimension_names=dims, overwrite=overwrite, attributes=attributes)
+
+
+def variable_layout(shape, chunk, frames: int | None) -> tuple[tuple, tuple, tuple]:
+    """(shape, chunks, dimension names) of a density variable; a leading ``frame`` axis for a trajectory."""
+    if frames is None:
+        return tuple(shape), tuple(chunk), ("x", "y", "z")
+    return (frames,) + tuple(shape), (1,) + tuple(chunk), ("frame", "x", "y", "z")
+
+
+def frame_coordinates(attrs: dict) -> str | None:
+    """The CF ``coordinates`` attribute of a trajectory store's variables: ``"time step"``, those it has.
+
+    It makes ``xarray.open_zarr`` show ``time`` and ``step`` as coordinates along ``frame``.
+    """
+    frames = attrs.get("frames") or {}
+    names = [name for name in ("time", "step") if frames.get(name) is not None]
+    return " ".join(names) or None
+
+
+#: The per-frame coordinates of a trajectory store: name -> (dtype, long name, units).
+FRAME_COORDS = {
+    "frame": ("int64", "index of the frame in the input file (0-based)", "1"),
+    "time": ("float64", "time of the frame as the input file gives it (atoms.info)", "as in the input file"),
+    "step": ("int64", "MD step of the frame as the input file gives it (atoms.info)", "1"),
+}
+
+
+def _create_frame_coords(root, trajectory) -> None:
+    # frame, and time/step when every frame carried them.
+    for name, values in (("frame", trajectory.index), ("time", trajectory.time), ("step", trajectory.step)):
+        if values is None:
+            continue
+        dtype, long_name, units = FRAME_COORDS[name]
+        arr = root.create_array(name, shape=(len(values),), dtype=dtype, dimension_names=("frame",),
+                                attributes={"units": units, "long_name": long_name})
+        arr[:] = np.asarray(values, dtype=dtype)
 
 
 def _create_axis(root, axis: int, coords: np.ndarray, *, overwrite: bool = False) -> None:
@@ -384,16 +468,24 @@ def read_block_charges(path: str | Path, index: int, entry: dict) -> tuple[np.nd
 
 
 def write_charges(path: str | Path, charge: np.ndarray, charge_std: np.ndarray) -> None:
-    """Write (or replace) the per-atom variables ``charge`` and ``charge_std`` (float64, e, dims atom)."""
+    """Write (or replace) the per-atom variables ``charge`` and ``charge_std`` (float64, e).
+
+    Shape (n_atoms,), dims atom; or (n_frames, n_atoms), dims (frame, atom), for a trajectory store.
+    """
     zarr = _zarr()
-    n = len(charge)
+    charge = np.asarray(charge)
+    n = charge.shape[-1]
+    lead = charge.shape[:-1]
+    coordinates = frame_coordinates(read_attrs(path) or {}) if lead else None
     try:
         with _quiet():
             root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
             for name, values in (("charge", charge), ("charge_std", charge_std)):
-                arr = root.create_array(name, shape=(n,), chunks=(min(max(n, 1), 1 << 20),), dtype="float64",
-                                        dimension_names=("atom",), overwrite=True,
-                                        attributes={"units": CHARGE_UNITS, "long_name": CHARGE_VARIABLES[name]})
+                arr = root.create_array(name, shape=charge.shape, chunks=(1,) * len(lead) + (min(max(n, 1), 1 << 20),),
+                                        dtype="float64", dimension_names=("frame",) * len(lead) + ("atom",),
+                                        overwrite=True,
+                                        attributes={"units": CHARGE_UNITS, "long_name": CHARGE_VARIABLES[name],
+                                                    **({"coordinates": coordinates} if coordinates else {})})
                 arr[:] = np.asarray(values, dtype=np.float64)
             zarr.consolidate_metadata(str(path))
     except OSError as exc:
@@ -402,13 +494,13 @@ def write_charges(path: str | Path, charge: np.ndarray, charge_std: np.ndarray) 
 
 
 def read_ledger(path: str | Path) -> dict[int, dict]:
-    """Finished blocks: index -> ledger entry (unreadable entries count as missing)."""
+    """Finished units: index (the block; in a trajectory store the unit) -> ledger entry (unreadable ones: missing)."""
     out = {}
     folder = Path(path) / LEDGER
     for f in folder.glob("block-*.json"):
         try:
             entry = json.loads(f.read_text())
-            out[int(entry["block"])] = entry
+            out[int(entry.get("unit", entry["block"]))] = entry
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return out
@@ -428,7 +520,8 @@ def read_ledger_entry(path: str | Path, index: int) -> dict:
         raise RunError(f"block {index} has no readable ledger entry in {str(path)!r} ({exc})") from None
 
 
-def write_block(arrays: dict, block: "Block", values: dict[str, np.ndarray], *, path: str | Path) -> dict[str, str]:
+def write_block(arrays: dict, block: "Block", values: dict[str, np.ndarray], *, path: str | Path,
+                frame: int | None = None) -> dict[str, str]:
     """Write one block of every variable, read it back and checksum it.
 
     Parameters
@@ -441,6 +534,8 @@ def write_block(arrays: dict, block: "Block", values: dict[str, np.ndarray], *, 
         Variable name -> float32 array of shape ``block.shape``.
     path
         The store (for messages).
+    frame
+        The frame (position along the store's ``frame`` axis) of a trajectory store; None otherwise.
 
     Returns
     -------
@@ -453,11 +548,12 @@ def write_block(arrays: dict, block: "Block", values: dict[str, np.ndarray], *, 
         If writing fails (disk full, permissions) or the read-back differs.
     """
     sums = {}
+    where = block.slices if frame is None else (frame,) + block.slices
     try:
         for name, arr in arrays.items():
-            arr[block.slices] = values[name]
+            arr[where] = values[name]
         for name, arr in arrays.items():
-            sums[name] = checksum(arr[block.slices])
+            sums[name] = checksum(arr[where])
     except OSError as exc:
         raise RunError(f"cannot write block {block.index} to {str(path)!r} ({exc.strerror or exc}); the ledger "
                        "is consistent: free space and rerun with --resume") from None
@@ -475,10 +571,11 @@ class VerifyReport:
     Attributes
     ----------
     n_blocks : int
+        Work units: the blocks, or in a trajectory store the (frame, block) units.
     missing : list of int
-        Blocks without a ledger entry (never finished).
+        Units without a ledger entry (never finished).
     corrupt : list of (int, str)
-        Blocks whose data do not match their ledger entry, with the reason.
+        Units whose data do not match their ledger entry, with the reason.
     problems : list of (str, str)
         Damage outside the blocks' data, as (array or file, reason): an array
         missing or with other metadata than :func:`create` writes, coordinates
@@ -489,10 +586,20 @@ class VerifyReport:
     missing: list = field(default_factory=list)
     corrupt: list = field(default_factory=list)
     problems: list = field(default_factory=list)
+    #: Frames of a trajectory store (None: one structure) and blocks per frame.
+    n_frames: int | None = None
+    blocks_per_frame: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.missing and not self.corrupt and not self.problems
+
+    def label(self, unit: int) -> str:
+        """``"block B"``, or ``"unit U (frame K, block B)"`` in a trajectory store."""
+        if self.n_frames is None:
+            return f"block {unit}"
+        k, b = divmod(unit, self.blocks_per_frame)
+        return f"unit {unit} (frame {k}, block {b})"
 
 
 def blocks_of(attrs: dict) -> list["Block"]:
@@ -516,30 +623,42 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyReport:
     attrs = read_attrs(path)
     if attrs is None:
         raise SetupError(f"{str(path)!r} is not a bigdens store (no zarr.json with format {STORE_FORMAT!r})")
-    reader = BlockReader(path, attrs=attrs)
-    report = VerifyReport(n_blocks=len(reader.blocks), problems=check_metadata(path, attrs))
+    frames = n_frames(attrs)
+    ledger = read_ledger(path)
+    readers = [BlockReader(path, attrs=attrs, frame=k, ledger=ledger) for k in range(frames or 1)] \
+        if frames is not None else [BlockReader(path, attrs=attrs, ledger=ledger)]
+    nb = len(readers[0].blocks)
+    report = VerifyReport(n_blocks=nb * (frames or 1), problems=check_metadata(path, attrs), n_frames=frames,
+                          blocks_per_frame=nb)
     from tqdm import tqdm
 
-    for b in tqdm(reader.blocks, unit="block", disable=None if progress else True, desc="verify"):
-        entry = reader.ledger.get(b.index)
-        if entry is None:
-            report.missing.append(b.index)
-            continue
-        if "pending" in entry:
-            report.corrupt.append((b.index, "renormalization interrupted (rerun predict with --resume)"))
-            continue
-        for name in VARIABLES:
-            _, why = reader.read_block(name, b)
-            if why is not None:
-                report.corrupt.append((b.index, why))
-                break
-        else:
-            if "charges" in entry:
-                try:
-                    read_block_charges(path, b.index, entry)
-                except SetupError:
-                    report.corrupt.append((b.index, "its charges file is missing or differs from the ledger"))
+    with tqdm(total=report.n_blocks, unit="block", disable=None if progress else True, desc="verify") as bar:
+        for reader in readers:
+            for b in reader.blocks:
+                _verify_unit(report, reader, b, unit_index(reader.frame, b.index, nb))
+                bar.update()
     return report
+
+
+def _verify_unit(report: VerifyReport, reader: BlockReader, b: "Block", unit: int) -> None:
+    # One (frame, block) unit of verify(): missing, corrupt or fine.
+    entry = reader.ledger.get(b.index)
+    if entry is None:
+        report.missing.append(unit)
+        return
+    if "pending" in entry:
+        report.corrupt.append((unit, "renormalization interrupted (rerun predict with --resume)"))
+        return
+    for name in VARIABLES:
+        _, why = reader.read_block(name, b)
+        if why is not None:
+            report.corrupt.append((unit, why))
+            return
+    if "charges" in entry:
+        try:
+            read_block_charges(reader.path, unit, entry)
+        except SetupError:
+            report.corrupt.append((unit, "its charges file is missing or differs from the ledger"))
 
 
 # -- reading with checks -------------------------------------------------------------------
@@ -589,15 +708,19 @@ def _expected_metadata(attrs: dict) -> dict[str, dict]:
     # Array name -> the metadata fields create() writes (chunks None: zarr chooses; fill None: not checked).
     shape = tuple(int(n) for n in attrs["grid_shape"])
     chunk = tuple(min(int(c), n) for c, n in zip(attrs["run"]["chunk"], shape))
-    out = {name: {"shape": shape, "data_type": "float32", "chunks": chunk, "dimension_names": ("x", "y", "z"),
+    frames = n_frames(attrs)
+    vshape, vchunk, dims = variable_layout(shape, chunk, frames)
+    out = {name: {"shape": vshape, "data_type": "float32", "chunks": vchunk, "dimension_names": dims,
                   "fill_value": "NaN", "units": DENSITY_UNITS} for name in VARIABLES}
     for d, dim in enumerate("xyz"):
         out[dim] = {"shape": (shape[d],), "data_type": "float64", "chunks": None, "dimension_names": (dim,),
                     "fill_value": None, "units": "angstrom"}
     n = attrs.get("n_atoms")
     rows = None if n is None else min(int(n), 1 << 20)
-    out["positions"] = {"shape": None if n is None else (int(n), 3), "data_type": "float64",
-                        "chunks": None if n is None else (rows, 3), "dimension_names": ("atom", "xyz"),
+    lead = () if frames is None else (frames,)
+    out["positions"] = {"shape": None if n is None else lead + (int(n), 3), "data_type": "float64",
+                        "chunks": None if n is None else (1,) * len(lead) + (rows, 3),
+                        "dimension_names": ("frame",) * len(lead) + ("atom", "xyz"),
                         "fill_value": None, "units": "angstrom"}
     out["numbers"] = {"shape": None if n is None else (int(n),), "data_type": "int32",
                       "chunks": None if n is None else (rows,), "dimension_names": ("atom",),
@@ -700,14 +823,25 @@ def _check_values(path: Path, attrs: dict, *, skip: set) -> list[tuple[str, str]
         return problems
     try:
         pos, num = root["positions"], root["numbers"]
-        n, rows = pos.shape[0], 1 << 20
-        digest = structure_hash_chunks(cell, (np.asarray(pos[s : s + rows]) for s in range(0, n, rows)),
+        n, rows = num.shape[0], 1 << 20
+        # Frame by frame (a trajectory store), each in passes of 2^20 atoms: the bytes trajectory_hash hashes.
+        frames = [pos] if pos.ndim == 2 else [_Frame(pos, k) for k in range(pos.shape[0])]
+        digest = structure_hash_chunks(cell, (np.asarray(p[s : s + rows]) for p in frames for s in range(0, n, rows)),
                                        (np.asarray(num[s : s + rows]) for s in range(0, n, rows)))
     except Exception as exc:  # noqa: BLE001
         return problems + [("positions/numbers", f"unreadable ({type(exc).__name__})")]
     if digest != attrs.get("run", {}).get("structure_hash"):
         problems.append(("positions/numbers", "the atoms do not match the store's structure hash"))
     return problems
+
+
+class _Frame:
+    # frame k of a (n_frames, n_atoms, 3) array, sliced along atoms: _Frame(a, k)[s:t] == a[k, s:t].
+    def __init__(self, arr, k: int):
+        self.arr, self.k = arr, k
+
+    def __getitem__(self, sel):
+        return self.arr[self.k, sel]
 
 
 class BlockReader:
@@ -723,9 +857,15 @@ class BlockReader:
         The store.
     attrs
         Its attributes (read if not given).
+    frame
+        Of a trajectory store, the frame to read (position along its ``frame`` axis; required there):
+        blocks and ledger are that frame's, keyed by block index.  Must be None for a single structure.
+    ledger
+        The store's ledger (read if not given).
     """
 
-    def __init__(self, path: str | Path, *, attrs: dict | None = None):
+    def __init__(self, path: str | Path, *, attrs: dict | None = None, frame: int | None = None,
+                 ledger: dict | None = None):
         self.path = Path(path)
         self.attrs = read_attrs(path) if attrs is None else attrs
         if self.attrs is None:
@@ -739,7 +879,12 @@ class BlockReader:
 
             raise InputError(f"{str(path)!r} is damaged: its attributes lack the grid or run settings ({exc!r}); "
                              "predict it again with `bigdens predict ... --overwrite`") from None
-        self.ledger = read_ledger(path)
+        self.frame = check_frame(path, self.attrs, frame)
+        ledger = read_ledger(path) if ledger is None else ledger
+        if self.frame is not None:
+            nb = len(self.blocks)
+            ledger = {u - self.frame * nb: e for u, e in ledger.items() if u // nb == self.frame}
+        self.ledger = ledger
         self._arrays: dict = {}
 
     def _array(self, name: str):
@@ -790,6 +935,8 @@ class BlockReader:
         arr = self._array(name)
         if isinstance(arr, Exception):
             return None, f"{name} array unreadable ({type(arr).__name__}; folder or zarr.json missing or damaged)"
+        if self.frame is not None:
+            selection = (self.frame,) + (selection if isinstance(selection, tuple) else (selection,))
         try:
             return np.asarray(arr[selection]), None
         except Exception as exc:  # noqa: BLE001  (a truncated chunk fails in the codec with many error types)
@@ -906,18 +1053,39 @@ class CheckedSlabs:
         return self._values[i - self._lo]
 
 
-def open_checked(path: str | Path, *, attrs: dict | None = None, blocks: bool = True) -> BlockReader:
+def check_frame(path: str | Path, attrs: dict, frame: int | None) -> int | None:
+    """``frame`` checked against the store: a position on a trajectory store's frame axis, None otherwise.
+
+    Raises
+    ------
+    SetupError
+        A frame asked of a single structure's store, none of a trajectory store, or one out of range.
+    """
+    frames = n_frames(attrs)
+    if frames is None:
+        if frame is not None:
+            raise SetupError(f"{str(path)!r} holds one structure, not a trajectory: drop --frame")
+        return None
+    if frame is None:
+        raise SetupError(f"{str(path)!r} holds {frames} frames: choose one with --frame K (0 to {frames - 1})")
+    if not -frames <= frame < frames:
+        raise SetupError(f"--frame {frame} is out of range: {str(path)!r} holds {frames} frames (0 to {frames - 1})")
+    return frame % frames
+
+
+def open_checked(path: str | Path, *, attrs: dict | None = None, blocks: bool = True,
+                 frame: int | None = None) -> BlockReader:
     """A :class:`BlockReader` of a store whose metadata, coordinates and atoms pass :func:`check_metadata`.
 
-    With ``blocks`` and a store marked complete, every block must also have
-    a usable ledger entry.
+    With ``blocks`` and a store marked complete, every block (of ``frame``, in a trajectory store) must
+    also have a usable ledger entry.
 
     Raises
     ------
     InputError
         One line naming the damage and the repair.
     """
-    reader = BlockReader(path, attrs=attrs)
+    reader = BlockReader(path, attrs=attrs, frame=frame)
     problems = check_metadata(path, reader.attrs)
     if problems:
         raise problems_error(path, problems)
@@ -958,7 +1126,8 @@ def repair_metadata(path: str | Path, problems: list[tuple[str, str]]) -> list[s
             for name in names:
                 if name in VARIABLES:
                     shutil.rmtree(path / name, ignore_errors=True)
-                    _create_variable(root, name, shape=shape, chunk=chunk, overwrite=True)
+                    _create_variable(root, name, shape=shape, chunk=chunk, frames=n_frames(attrs),
+                                     coordinates=frame_coordinates(attrs), overwrite=True)
                     for f in (path / LEDGER).glob("block-*.json"):
                         f.unlink()
                 elif name in ("x", "y", "z"):
@@ -972,8 +1141,9 @@ def repair_metadata(path: str | Path, problems: list[tuple[str, str]]) -> list[s
     return [n for n in names if n != "zarr.json"]
 
 
-__all__ = ["CHARGE_UNITS", "CHARGE_VARIABLES", "DENSITY_UNITS", "STORE_FORMAT", "VARIABLES", "BlockReader",
-           "CheckedSlabs", "VerifyReport", "charges_file", "check_identity", "check_metadata", "check_target",
-           "checksum", "create", "damage_error", "open_checked", "open_variables", "problems_error", "read_attrs",
-           "read_block_charges", "read_ledger", "repair_metadata", "structure_hash", "structure_hash_chunks",
-           "update_attrs", "verify", "write_block", "write_block_charges", "write_charges", "write_ledger"]
+__all__ = ["BlockReader", "CHARGE_UNITS", "CHARGE_VARIABLES", "CheckedSlabs", "DENSITY_UNITS", "STORE_FORMAT",
+           "VARIABLES", "VerifyReport", "charges_file", "check_frame", "check_identity", "check_metadata",
+           "check_target", "checksum", "create", "damage_error", "n_frames", "open_checked", "open_variables",
+           "problems_error", "read_attrs", "read_block_charges", "read_ledger", "repair_metadata", "structure_hash",
+           "structure_hash_chunks", "trajectory_hash", "unit_index", "update_attrs", "variable_layout", "verify",
+           "write_block", "write_block_charges", "write_charges", "write_ledger"]

@@ -404,6 +404,31 @@ GROUPS: dict[str, list[Case]] = {
              "since 2025-01-01T00:00:00+00:00); wait for it to finish or stop it on node7; a lock from another host "
              "is not judged stale: if that run is gone, delete '…/busy.zarr.lock'"),
     ],
+    "Trajectories (predict --frames; plot, export and charges --frame)": [
+        case("frames-out-of-range", "--frames beyond the file's frames", "predict md.xyz --frames 0:5 " + PREDICT,
+             "--frames 0:5: frame 5 is out of range: structure file 'md.xyz' holds 3 frames (0 to 2)"),
+        case("frames-empty-selection", "--frames that select nothing", "predict md.xyz --frames 2:1 " + PREDICT,
+             "--frames 2:1 selects no frame of the 3 in structure file 'md.xyz'"),
+        case("frames-malformed", "--frames that is no slice", "predict md.xyz --frames 0-2 " + PREDICT,
+             "--frames must look like START:STOP:STEP (e.g. 0:100:10, each part optional), got '0-2'"),
+        case("frames-zero-step", "--frames with STEP 0", "predict md.xyz --frames ::0 " + PREDICT,
+             "--frames '::0': STEP must be a positive integer, got 0"),
+        case("frames-empty-trajectory", "an ASE .traj file without frames", "predict empty.traj --frames : "
+             + PREDICT, "structure file 'empty.traj' holds no frames (an empty trajectory)"),
+        case("frames-varying-cell", "a trajectory whose cell changes at frame 1 (NPT)",
+             "predict npt.xyz --frames : " + PREDICT,
+             "structure file 'npt.xyz': the cell of frame 1 differs from frame 0's (by up to 0.0405 Å); a "
+             "trajectory store needs a constant cell (NVT/NVE): predict constant-cell stretches separately"),
+        case("frames-atom-count", "frames with different atom counts", "predict grow.xyz --frames : " + PREDICT,
+             "structure file 'grow.xyz': frame 1 has 3 atoms, frame 0 has 4; every frame of a trajectory store "
+             "must hold the same atoms"),
+        case("frame-missing", "export of a trajectory store without --frame", "export traj.zarr --cube d.cube",
+             "'traj.zarr' holds 2 frames: choose one with --frame K (0 to 1)"),
+        case("frame-out-of-range", "plot --frame 2 of a 2-frame store", "plot traj.zarr --frame 2 -o p.png",
+             "--frame 2 is out of range: 'traj.zarr' holds 2 frames (0 to 1)"),
+        case("frame-of-single-store", "charges --frame of a single structure's store", "charges done.zarr --frame 0",
+             "'done.zarr' holds one structure, not a trajectory: drop --frame"),
+    ],
     "Sizes (estimated before anything starts; --skip-size-check forces them)": [
         case("predict-store-too-large-for-disk", "--spacing 0.001: a 1 TB store",
              "predict al.xyz --model al.safetensors --spacing 0.001 --workers 0 --out new.zarr",
@@ -830,7 +855,26 @@ def inputs(tmp_path_factory) -> Path:
     _damaged_stores(d)
     _locked_stores(d)
     _old_store(d)
+    _trajectories(d, atoms, settings)
     return d
+
+
+def _trajectories(d: Path, atoms, settings: dict) -> None:
+    """md.xyz (3 frames), npt.xyz (cell changes at frame 1), grow.xyz (an atom fewer at frame 1), an empty
+    ASE .traj, and traj.zarr (2 frames predicted)."""
+    from ase.io import Trajectory, write
+
+    from bigdens import engine, structure
+
+    frames = [structure.rattle(atoms, 0.05, seed=k) for k in range(3)]
+    write(d / "md.xyz", frames, format="extxyz")
+    npt = [a.copy() for a in frames]
+    npt[1].set_cell(npt[1].cell[:] * 1.01, scale_atoms=True)
+    write(d / "npt.xyz", npt, format="extxyz")
+    write(d / "grow.xyz", [frames[0], frames[1][:3]], format="extxyz")
+    Trajectory(str(d / "empty.traj"), "w").close()
+    engine.run(structure.Trajectory(frames=frames[:2], index=[0, 1]), engine.PredictConfig(out=d / "traj.zarr",
+                                                                                           **settings))
 
 
 def _old_store(d: Path) -> None:

@@ -16,6 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="write the charges to FILE.csv (index, symbol, x, y, z, charge_e, charge_std_e, "
                              "net_charge_e) or FILE.extxyz (per-atom arrays of the same names)")
+    parser.add_argument("--frame", type=int, metavar="K",
+                        help="of a trajectory store (predicted with --frames): the K-th frame of the store, 0-based "
+                             "(negative counts from the end; the store's 'frame' coordinate gives its index in the "
+                             "input file). Required for a trajectory store, refused for a single structure's")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             raise SetupError(f"cannot write {args.output!r}: it is a folder; give a file name, e.g. -o charges.csv")
         if not out.absolute().parent.is_dir():
             raise SetupError(f"cannot write {args.output!r}: its folder does not exist; create it first")
-    result = charges.read(args.store)
+    result = charges.read(args.store, frame=args.frame)
     if fmt is not None:
         writer = charges.write_csv if fmt == "csv" else charges.write_extxyz
         try:

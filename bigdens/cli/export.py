@@ -14,6 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--var", default="density",
                         help="variable: density (default), density_std, density_std_epistemic, "
                              "density_std_aleatoric")
+    parser.add_argument("--frame", type=int, metavar="K",
+                        help="of a trajectory store (predicted with --frames): the K-th frame of the store, 0-based "
+                             "(negative counts from the end; the store's 'frame' coordinate gives its index in the "
+                             "input file). Required for a trajectory store, refused for a single structure's")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,14 +40,15 @@ def run(args: argparse.Namespace) -> int:
         raise SetupError(f"cannot write {args.cube!r}: it is a folder; give a file name, e.g. --cube density.cube")
     # Metadata, coordinates, atoms and ledger first (damage is not fixed by finishing the run); each block's
     # checksum as its slab is written.
-    reader = store.open_checked(args.store, attrs=attrs)
+    reader = store.open_checked(args.store, attrs=attrs, frame=args.frame)
     if not attrs.get("complete"):
         raise SetupError(f"{args.store!r} is incomplete (unwritten points read NaN); finish it with "
                          "`bigdens predict ... --resume` first")
     import zarr
 
     root = zarr.open_group(args.store, mode="r", use_consolidated=False)
-    atoms = Atoms(numbers=root["numbers"][:], positions=root["positions"][:], cell=attrs["cell"], pbc=True)
+    positions = root["positions"][() if reader.frame is None else reader.frame]
+    atoms = Atoms(numbers=root["numbers"][:], positions=positions, cell=attrs["cell"], pbc=True)
     label = store.VARIABLES[args.var]
     try:
         write_cube(args.cube, atoms, store.CheckedSlabs(reader, args.var),
@@ -51,5 +56,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise SetupError(f"cannot write {args.cube!r} ({exc.strerror or exc}); choose a writable destination") \
             from None
-    print(f"wrote {args.cube}: {args.var}, grid {tuple(attrs['grid_shape'])}, {len(atoms)} atoms (Bohr, e/Bohr³)")
+    which = "" if reader.frame is None else f"frame {reader.frame}, "
+    print(f"wrote {args.cube}: {which}{args.var}, grid {tuple(attrs['grid_shape'])}, {len(atoms)} atoms "
+          "(Bohr, e/Bohr³)")
     return 0

@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="FIG.png", help="image file (png, pdf, svg)")
     parser.add_argument("--atom-distance", type=float, default=1.0, metavar="D",
                         help="mark atoms within D Å of the plane (default 1.0)")
+    parser.add_argument("--frame", type=int, metavar="K",
+                        help="of a trajectory store (predicted with --frames): the K-th frame of the store, 0-based "
+                             "(negative counts from the end; the store's 'frame' coordinate gives its index in the "
+                             "input file). Required for a trajectory store, refused for a single structure's")
 
 
 def parse_plane(text: str) -> tuple[int, float]:
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if attrs is None:
         raise SetupError(f"{args.store!r} is not a bigdens store")
     # Metadata, coordinates and atoms first; then the checksum of every written block the plane cuts.
-    reader = store.open_checked(args.store, attrs=attrs, blocks=False)
+    reader = store.open_checked(args.store, attrs=attrs, blocks=False, frame=args.frame)
     if not attrs.get("complete"):
         # Still useful while a run goes on, but blank regions must not pass for zero density.
         print(f"warning: {args.store!r} is incomplete: regions not written yet read NaN and show blank; "
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     fb = (np.arange(shape[b] + 1) - 0.5) / shape[b]
     corners = fa[:, None, None] * cell[a] + fb[None, :, None] * cell[b]
     X, Y = corners @ u, corners @ v
-    positions = np.asarray(root["positions"][:], dtype=np.float64)
+    positions = np.asarray(root["positions"][() if reader.frame is None else reader.frame], dtype=np.float64)
     numbers = np.asarray(root["numbers"][:])
     fpos = np.linalg.solve(cell.T, positions.T).T
     fpos -= np.floor(fpos)
@@ -127,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise SetupError(f"cannot write {args.output!r} ({exc.strerror or exc}); choose a writable destination") \
             from None
     flagged = "" if threshold is None else f", {n_high} points above the epistemic threshold"
-    print(f"wrote {args.output}: plane {'xyz'[axis]}={plane_f:.3f}, {int(near.sum())} atoms marked "
+    which = "" if reader.frame is None else f"frame {reader.frame}, "
+    print(f"wrote {args.output}: {which}plane {'xyz'[axis]}={plane_f:.3f}, {int(near.sum())} atoms marked "
           f"(species {sorted(set(numbers[near].tolist()))}){flagged}")
     return 0

@@ -21,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model file (.safetensors); default: the shipped model for the species")
     parser.add_argument("--mc-samples", type=int, default=20, metavar="S",
                         help="Monte Carlo weight samples per block (default 20)")
-    parser.add_argument("--out", required=True, help="output Zarr store, e.g. density.zarr")
+    parser.add_argument("-o", "--out", required=True, help="output Zarr store, e.g. density.zarr")
+    parser.add_argument("--frames", metavar="START:STOP:STEP",
+                        help="predict these frames of a multi-frame file (extxyz, --format lammps-dump-text, ASE "
+                             ".traj) into one store with a 'frame' dimension, e.g. 0:100:10 (each part optional, "
+                             "as a Python slice; a bare K is frame K). The cell must be the same in every frame. "
+                             "Without --frames a multi-frame file gives its last frame (with a warning)")
     parser.add_argument("--block", type=int, metavar="B",
                         help=f"block edge in grid points, one task per block (default: the SLURM profile's, "
                              f"else {DEFAULT_BLOCK}: 1 MB chunks)")
@@ -81,7 +86,11 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device, report=args.report, max_blocks=args.max_blocks, block_timeout=args.block_timeout,
         allow_out_of_domain=args.allow_out_of_domain, skip_size_check=args.skip_size_check,
     )
-    atoms = structure.read(args.structure, format=args.format)
+    if args.frames is not None:
+        atoms = structure.read_trajectory(args.structure, frames=structure.parse_frames(args.frames),
+                                          text=args.frames, format=args.format)
+    else:
+        atoms = structure.read(args.structure, format=args.format)
     if args.dry_run:
         return _dry_run(atoms, config)
     try:
@@ -102,18 +111,22 @@ def _dry_run(atoms, config) -> int:
     from ..bnn import load
     from ..clusters import check_node_fits, check_submission, job_script, jobs_needed
     from ..engine import run_grid
+    from .. import structure
     from ..errors import BigdensError, SetupError
     from ..models import shipped_model_for
 
     if config.profile is None:
         raise SetupError("--dry-run shows the SLURM job script: use it with --cluster slurm:NAME")
+    n_frames = 1
+    if isinstance(atoms, structure.Trajectory):  # one task per (frame, block)
+        n_frames, atoms = len(atoms), atoms.frames[0]
 
     try:  # the default spacing is the model's training spacing
         model = load(config.model or shipped_model_for(atoms.numbers))
     except BigdensError:
         model = None
     grid = run_grid(atoms, config, model)
-    n_blocks = len(make_blocks(grid.shape, block_shape_for(grid.shape, config.block)))
+    n_blocks = n_frames * len(make_blocks(grid.shape, block_shape_for(grid.shape, config.block)))
     prof = config.profile
     print(f"# dry run: {len(atoms)} atoms, grid {grid.shape}, {n_blocks} blocks; would submit "
           f"{jobs_needed(prof, n_blocks)} job(s) of profile {prof.name} ({prof.path}), each like this (the scheduler address is filled in at submission):")

@@ -32,15 +32,17 @@ def _verify(args: argparse.Namespace) -> int:
 
     report = store.verify(args.store, progress=True)
     done = report.n_blocks - len(report.missing)
-    print(f"{args.store}: {done}/{report.n_blocks} blocks recorded, {len(report.missing)} missing, "
+    kind = "blocks" if report.n_frames is None else f"(frame, block) units of {report.n_frames} frames"
+    print(f"{args.store}: {done}/{report.n_blocks} {kind} recorded, {len(report.missing)} missing, "
           f"{len(report.corrupt)} corrupt, {len(report.problems)} other problems")
     for name, why in report.problems:
         print(f"problem in {name}: {why}")
     if report.missing:
         shown = ", ".join(map(str, report.missing[:20])) + (" ..." if len(report.missing) > 20 else "")
-        print(f"missing blocks: {shown}")
+        kind = "blocks" if report.n_frames is None else f"units (frame · {report.blocks_per_frame} + block)"
+        print(f"missing {kind}: {shown}")
     for index, why in report.corrupt[:20]:
-        print(f"corrupt block {index}: {why}")
+        print(f"corrupt {report.label(index)}: {why}")
     if report.ok:
         print("ok: every block matches its checksum; metadata, coordinates and atoms as written")
         return 0
