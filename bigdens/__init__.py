@@ -8,7 +8,7 @@ Units everywhere in the API: lengths in Å, densities in electrons/Å³.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["__version__", "predict"]
 

@@ -1,4 +1,4 @@
-"""File helpers shared by every layer: the one atomic write.
+"""File helpers shared by every layer: the one atomic write and the one file hash.
 
 A file bigdens writes (cube, image, snapshot, plan, ledger entry, model) is
 written through a temporary file in the destination's folder and renamed over
@@ -77,6 +77,17 @@ def write_text(path: str | Path, text: str, *, fsync: bool = True) -> None:
         fh.write(text)
 
 
+def file_hash(path: str | Path) -> str:
+    """sha256 of the file at ``path``, hex (read in 1 MiB chunks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def write_figure(path: str | Path, fig, *, format: str = "png", dpi: int = 120) -> Path:
     """Save a matplotlib figure to ``path`` atomically (never a half-written image) and close it."""
     import matplotlib.pyplot as plt
@@ -89,4 +100,4 @@ def write_figure(path: str | Path, fig, *, format: str = "png", dpi: int = 120) 
     return Path(path)
 
 
-__all__ = ["atomic_write", "temporary_name", "write_bytes", "write_figure", "write_text"]
+__all__ = ["atomic_write", "file_hash", "temporary_name", "write_bytes", "write_figure", "write_text"]

@@ -31,7 +31,6 @@ files are safetensors (no pickle) with the JSON metadata in the header.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -40,7 +39,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import __version__
+from ._files import file_hash  # noqa: F401  (re-exported: bigdens.bnn.file_hash)
+from ._version import __version__
 from .descriptors import DescriptorParams
 from .errors import InputError, SetupError
 
@@ -138,14 +138,17 @@ class Scaling:
     #: The aleatoric variance of a structure whose bond spread (:func:`bigdens.thermal.bond_spread`) is
     #: ``u`` Å is multiplied by ``max(DISORDER_FACTOR_MIN, 1 + disorder_slope · (u² − disorder_reference²))``
     #: (slope in 1/Å², reference in Å; slope 0: no dependence).  Fitted by :func:`bigdens.train.calibrate`.
+    #: Below ``disorder_floor`` (Å; the coldest calibration cell's spread) ``u`` counts as the floor: no
+    #: calibration data says how far σ may shrink in a colder structure, so it does not shrink further.
     disorder_reference: float = 0.0
     disorder_slope: float = 0.0
+    disorder_floor: float = 0.0
 
     def __post_init__(self):
-        if not (math.isfinite(self.disorder_slope) and self.disorder_slope >= 0
-                and math.isfinite(self.disorder_reference) and self.disorder_reference >= 0):
-            raise InputError(f"the disorder factor needs a slope >= 0 and a reference >= 0, got "
-                             f"{self.disorder_slope!r} and {self.disorder_reference!r}")
+        if not all(math.isfinite(v) and v >= 0 for v in (self.disorder_slope, self.disorder_reference,
+                                                          self.disorder_floor)):
+            raise InputError(f"the disorder factor needs a slope >= 0, a reference >= 0 and a floor >= 0, got "
+                             f"{self.disorder_slope!r}, {self.disorder_reference!r} and {self.disorder_floor!r}")
         edges = tuple(float(v) for v in self.region_edges)
         scales = tuple(float(v) for v in self.region_scales)
         if scales and len(scales) != len(edges) + 1:
@@ -169,11 +172,12 @@ class Scaling:
     def aleatoric_factor(self, disorder: float | None) -> float:
         """Factor on the aleatoric variance of a structure of bond spread ``disorder`` (Å).
 
-        1 when the model has no disorder dependence or ``disorder`` is None or NaN (unknown).
+        1 when the model has no disorder dependence or ``disorder`` is None or NaN (unknown);
+        a structure colder than ``disorder_floor`` gets the floor's factor.
         """
         if not self.disorder_slope or disorder is None or not math.isfinite(disorder):
             return 1.0
-        u2, r2 = float(disorder) ** 2, self.disorder_reference ** 2
+        u2, r2 = max(float(disorder), self.disorder_floor) ** 2, self.disorder_reference ** 2
         return max(DISORDER_FACTOR_MIN, 1.0 + self.disorder_slope * (u2 - r2))
 
     @classmethod
@@ -254,7 +258,6 @@ def _sampled_weights(net, eps, device) -> tuple[list, list]:
         training code's ``forward_samples`` does, then transposed (no
         rounding).
     """
-    torch = _torch()
     weights, biases = [], []
     for layer, (ew, eb) in zip(net.layers, eps):
         w = layer.w_mu + _softplus(layer.w_rho) * ew.to(device)
@@ -303,7 +306,7 @@ def _accumulate_deviations(dev, start: int, acc) -> None:
     ``dev``: Tensor (S, c), float64, scaled units, points ``start .. start+c``;
     ``acc``: (groups (n,), weights (n,), sums (K, S)) with the weights in e/Å³ per scaled unit.
     """
-    from .charges import accumulate
+    from ._charge_kernels import accumulate
 
     groups, weights, sums = acc
     c = dev.shape[1]
@@ -681,15 +684,6 @@ def epistemic_threshold(model: DensityModel) -> float | None:
     return float(ref["std"][ref["quantiles"].index(EPISTEMIC_QUANTILE)])
 
 
-def file_hash(path: str | Path) -> str:
-    """sha256 of a file, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load(path: str | Path) -> DensityModel:
     """Read a model file written by :meth:`DensityModel.save`.
 
@@ -744,7 +738,8 @@ def load(path: str | Path) -> DensityModel:
                           region_edges=tuple(sc.get("region_edges", ())),
                           region_scales=tuple(sc.get("region_scales", ())),
                           disorder_reference=float(sc.get("disorder_reference", 0.0)),
-                          disorder_slope=float(sc.get("disorder_slope", 0.0)))
+                          disorder_slope=float(sc.get("disorder_slope", 0.0)),
+                          disorder_floor=float(sc.get("disorder_floor", 0.0)))
         if len(scaling.feature_mean) != params.n_features or len(scaling.feature_std) != params.n_features:
             raise ValueError("feature scaling does not match the descriptor size")
         model = DensityModel(params=params, arch=arch, scaling=scaling,

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit
 
+from ._charge_kernels import accumulate  # noqa: F401  (re-exported: the model accumulates D while predicting)
 from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -160,16 +161,6 @@ def _nearest_in_box(cell, shape, start, stop, positions, indices, sub):
     return which, best2
 
 
-@njit(cache=True, boundscheck=False)
-def _accumulate(dev, labels, weights, acc):
-    # acc[labels[p], s] += weights[p] * dev[s, p], in point order.
-    for p in range(dev.shape[1]):
-        lab = labels[p]
-        w = weights[p]
-        for s in range(dev.shape[0]):
-            acc[lab, s] += w * dev[s, p]
-
-
 def nearest_in_block(grid: "Grid", block: "Block", positions: np.ndarray,
                      indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The nearest of ``positions`` to each point of ``block`` (ties: the smaller ``indices``).
@@ -254,14 +245,6 @@ def assign_block(cell_list: "CellList", numbers: np.ndarray, grid: "Grid", block
 def block_sums(mean: np.ndarray, labels: np.ndarray, n_owners: int) -> np.ndarray:
     """``M``: the mean density summed over each owner's points, float64 (K,), e/Å³ (times dv: electrons)."""
     return np.bincount(labels, weights=np.asarray(mean, dtype=np.float64).reshape(-1), minlength=n_owners)
-
-
-def accumulate(dev, labels: np.ndarray, weights: np.ndarray, acc: np.ndarray) -> None:
-    """``acc[labels[p], s] += weights[p] · dev[s, p]`` in point order (float64; deterministic).
-
-    ``dev`` is any (S, n) float64 array (strided views allowed), ``acc`` (K, S) float64.
-    """
-    _accumulate(dev, labels, weights, acc)
 
 
 # -- over the blocks ---------------------------------------------------------------------------
@@ -388,7 +371,7 @@ def read(path: str | Path, *, frame: int | None = None) -> StoreCharges:
     import zarr
 
     from . import store
-    from .data import HGH_VALENCE
+    from .chemistry import HGH_VALENCE
 
     attrs = store.read_attrs(path)
     if attrs is None:

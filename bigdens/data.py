@@ -73,18 +73,20 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._files import atomic_write, write_bytes
+from .chemistry import HGH_VALENCE, hgh_valence  # noqa: F401  (re-exported from bigdens.data)
 from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
+
+    from .io import DensityFile
 
     from .grid import Grid
 
@@ -92,40 +94,6 @@ FORMAT_NAME = "bigdens-dataset"
 FORMAT_VERSION = 1
 MANIFEST = "dataset.json"
 SPLITS = ("train", "validation", "test")
-
-#: Valence electrons of GPAW's default (non-semicore) HGH setups, by element.
-HGH_VALENCE: dict[str, int] = {
-    "H": 1, "He": 2, "Li": 1, "Be": 2, "B": 3, "C": 4, "N": 5, "O": 6, "F": 7, "Ne": 8,
-    "Na": 1, "Mg": 2, "Al": 3, "Si": 4, "P": 5, "S": 6, "Cl": 7, "Ar": 8, "K": 1, "Ca": 2,
-    "Sc": 3, "Ti": 4, "V": 5, "Cr": 6, "Mn": 7, "Fe": 8, "Co": 9, "Ni": 10, "Cu": 1, "Zn": 2,
-    "Ga": 3, "Ge": 4, "As": 5, "Se": 6, "Br": 7, "Kr": 8, "Rb": 1, "Sr": 2, "Y": 3, "Zr": 4,
-    "Nb": 5, "Mo": 6, "Tc": 7, "Ru": 8, "Rh": 9, "Pd": 10, "Ag": 1, "Cd": 2, "In": 3, "Sn": 4,
-    "Sb": 5, "Te": 6, "I": 7, "Xe": 8, "Cs": 1, "Ba": 2, "Ta": 5, "W": 6, "Re": 7, "Os": 8,
-    "Ir": 9, "Pt": 10, "Au": 1, "Hg": 2, "Tl": 3, "Pb": 4, "Bi": 5, "Po": 6, "At": 7, "Rn": 8,
-}
-
-
-def hgh_valence(numbers: Iterable[int]) -> int:
-    """Number of valence electrons of the default HGH setups for ``numbers``.
-
-    Raises
-    ------
-    InputError
-        If an element has no HGH setup, naming it.
-    """
-    from ase.data import chemical_symbols
-
-    total = 0
-    for z in np.unique(np.asarray(list(numbers), dtype=np.int64)):
-        symbol = chemical_symbols[int(z)] if 0 < z < len(chemical_symbols) else f"Z={int(z)}"
-        if symbol not in HGH_VALENCE:
-            raise InputError(
-                f"element {symbol!r} has no HGH pseudopotential setup in GPAW; the bigdens DFT protocol "
-                f"supports {', '.join(HGH_VALENCE)}"
-            )
-        total += HGH_VALENCE[symbol] * int(np.count_nonzero(np.asarray(list(numbers)) == z))
-    return total
-
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -371,7 +339,7 @@ def snapshot_entry(snapshot: Snapshot, *, file: str) -> dict[str, Any]:
 
 def new_manifest(*, protocol: str | None, description: str = "") -> dict[str, Any]:
     """An empty manifest."""
-    from . import __version__
+    from ._version import __version__
 
     return {
         "format": FORMAT_NAME,
@@ -521,11 +489,32 @@ def read_dataset(directory: str | Path, *, split: str | None = None) -> list[Sna
     return out
 
 
+def from_density_file(dens: "DensityFile", *, split: str = "train", name: str | None = None,
+                      provenance: dict | None = None) -> Snapshot:
+    """A density read by :mod:`bigdens.io` as a snapshot (float32 density, e/Å³; lengths Å).
+
+    Parameters
+    ----------
+    dens
+        What a reader returned (:class:`bigdens.io.DensityFile`).
+    split
+        The snapshot's split.
+    name
+        The snapshot's name; default: the source file's name.
+    provenance
+        The snapshot's provenance; default: the file's (``dens.provenance``).
+    """
+    name = name or Path(dens.provenance.get("source_file", "snapshot")).name
+    return Snapshot(name=name, cell=dens.cell, positions=dens.positions, numbers=dens.numbers,
+                    density=np.asarray(dens.density, dtype=np.float32), split=split,
+                    provenance=dict(dens.provenance) if provenance is None else provenance)
+
+
 def _read_raw(path: Path, *, split: str) -> Snapshot:
     # A single density file in a foreign format.
     from .io import read_density_file
 
-    return read_density_file(path).to_snapshot(split=split)
+    return from_density_file(read_density_file(path), split=split)
 
 
 def load(

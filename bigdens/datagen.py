@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import resource
 import socket
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,6 +57,9 @@ from .errors import InputError, RunError
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
     from .data import Snapshot
+
+#: Progress lines (MD snapshots, plan, DFT runs) go here, at INFO; ``bigdens datagen`` shows them.
+logger = logging.getLogger(__name__)
 
 PROTOCOL = "bigdens-dft-v1"
 PLAN_FILE = "plan.json"
@@ -416,6 +419,9 @@ def thermalize(
 ) -> list[tuple[np.ndarray, dict[str, Any]]]:
     """Run seeded Langevin MD and return ``n_snapshots`` configurations.
 
+    One progress line per snapshot goes to ``progress`` if given, else to the
+    module logger (``bigdens.datagen``, INFO).
+
     Returns
     -------
     list of (positions, info)
@@ -492,10 +498,10 @@ def thermalize(
                     potential_energy_eV=round(float(atoms.get_potential_energy()), 6))
         previous = atoms.positions.copy()
         out.append((previous, info))
-        if progress:
-            progress(f"  MD {temperature:g} K: snapshot {k + 1}/{n_snapshots} at {time_ps:.2f} ps "
-                     f"(T_inst {info['instantaneous_temperature_K']:.0f} K, MSD {info['msd_from_start_A2']:.3f} Å², "
-                     f"{info['msd_since_previous_A2']:.3f} Å² since the previous one)")
+        (progress or logger.info)(f"  MD {temperature:g} K: snapshot {k + 1}/{n_snapshots} at {time_ps:.2f} ps "
+                                  f"(T_inst {info['instantaneous_temperature_K']:.0f} K, MSD "
+                                  f"{info['msd_from_start_A2']:.3f} Å², {info['msd_since_previous_A2']:.3f} Å² since "
+                                  "the previous one)")
     if not np.isfinite(atoms.positions).all():
         raise RunError(f"the MD at {temperature} K blew up (non-finite positions); lower the time step")
     return out
@@ -517,7 +523,8 @@ def make_plan(
     The returned order is the generation order: round-robin over the
     (variant, temperature) trajectories, so a partly generated data set covers
     all of them.  Each trajectory is seeded from ``(seed, variant number,
-    temperature number)``.
+    temperature number)``.  Progress lines go to ``progress`` if given, else
+    to the module logger (``bigdens.datagen``, INFO).
     """
     from .structure import validate
 
@@ -529,8 +536,7 @@ def make_plan(
         validate(atoms)
         for it, t in enumerate(temps):
             traj_seed = int(np.random.SeedSequence([seed, iv, it]).generate_state(1)[0])
-            if progress:
-                progress(f"thermalizing {label} at {t:g} K ({len(atoms)} atoms)")
+            (progress or logger.info)(f"thermalizing {label} at {t:g} K ({len(atoms)} atoms)")
             configs = thermalize(atoms, t, n_snapshots=snapshots_per_temperature, md=md, seed=traj_seed,
                                  progress=progress)
             extra = (variant_info or {}).get(label, {})
@@ -627,7 +633,7 @@ def dft_density(
     RunError
         If GPAW fails or the density does not integrate to the valence count.
     """
-    from .data import hgh_valence
+    from .chemistry import hgh_valence
 
     if settings.setups == "hgh":
         n_expected = hgh_valence(atoms.numbers)
@@ -740,10 +746,6 @@ class _DirLock:
         self.path.unlink(missing_ok=True)
 
 
-def _print(msg: str) -> None:
-    print(msg, flush=True)
-
-
 def compute_snapshot(p: PlannedSnapshot, *, dft: DFTSettings = DFTSettings(),
                      txt: str | Path | None = None) -> "Snapshot":
     """Run the DFT of one planned configuration; the snapshot with full provenance.
@@ -763,7 +765,7 @@ def compute_snapshot(p: PlannedSnapshot, *, dft: DFTSettings = DFTSettings(),
         Density in e/Å³ (float32) on the DFT grid; ``provenance`` holds the
         DFT settings, timing and thermalization.
     """
-    from . import __version__
+    from ._version import __version__
     from .data import Snapshot
 
     density, info = dft_density(p.atoms(), settings=dft, txt=txt)
@@ -781,7 +783,7 @@ def generate(
     dft: DFTSettings = DFTSettings(),
     description: str = "",
     max_snapshots: int | None = None,
-    progress: Callable[[str], None] | None = _print,
+    progress: Callable[[str], None] | None = None,
     log_dir: str | Path | None = None,
 ) -> Path:
     """Make or resume a data set in ``directory``.
@@ -803,7 +805,8 @@ def generate(
     max_snapshots
         Stop after computing this many new snapshots (None: all).
     progress
-        Called with one line of text per event, or None for silence.
+        Receives the progress lines (one per event) instead of the module
+        logger (``bigdens.datagen``, INFO); default None: the logger.
     log_dir
         Directory for GPAW's text logs (one per snapshot), or None.
 
@@ -815,7 +818,7 @@ def generate(
     from .data import MANIFEST, add_snapshot, new_manifest, read_manifest
     from .structure import species_counts
 
-    say = progress or (lambda msg: None)
+    say = progress or logger.info
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     request = dict(request, protocol=dft.protocol, dft_settings=asdict(dft))
@@ -946,6 +949,3 @@ __all__ = [
     "assign_splits", "build_variants", "check_requirements", "check_temperatures", "classical_calculator",
     "dft_density", "generate", "make_plan", "potential_name", "thermalize",
 ]
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use 'bigdens datagen'")

@@ -83,6 +83,9 @@ SPACING_ERROR = ((0.4, 2.1e-6), (0.5, 3.1e-4), (0.6, 3.9e-4), (0.7, 0.0111), (1.
 SPACING_NOTE_MIN = 1e-4
 #: The probe's Monte Carlo samples are drawn as for this block index (no real block has it).
 PROBE_BLOCK = 2**31 - 1
+#: Salt of the random generator that picks the probe's grid points (from the run's ``seed``);
+#: changing it changes which points the domain probe checks.
+PROBE_SALT = 0x0D0A
 
 
 class OutOfDomainError(BigdensError):
@@ -267,7 +270,7 @@ def _probe(report: DomainReport, atoms: "Atoms", model: "DensityModel", grid: "G
 
     if grid.n_points < PROBE_MIN_POINTS:
         return
-    rng = np.random.default_rng([seed, 0x0D0A])
+    rng = np.random.default_rng([seed, PROBE_SALT])
     n = int(min(PROBE_POINTS, grid.n_points))
     idx = np.stack([rng.integers(0, s, size=n) for s in grid.shape], axis=1)
     points = (idx / np.asarray(grid.shape)) @ np.asarray(grid.cell)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from . import store as zstore
 from . import storelock
 from .config import DEFAULT_SPACING, PredictConfig
@@ -947,7 +947,7 @@ def _flagged_count(ledger: dict, model: "DensityModel") -> int | None:
 
 def _warn_composition(numbers, info: dict) -> None:
     """Warn when a species' atom fraction lies outside the range the model was trained on."""
-    from .train import composition, training_compositions
+    from .lineage import composition, training_compositions
 
     seen = training_compositions(info)
     if len(seen) < 2:  # one species: nothing to extrapolate in composition
@@ -1104,7 +1104,7 @@ def _run(atoms, config: PredictConfig, held: ExitStack) -> RunSummary:
     """:func:`run`; the store's lock goes onto ``held``."""
     import torch
 
-    from .bnn import file_hash
+    from ._files import file_hash
     from .descriptors import species_index
 
     plan = _plan(atoms, config)
@@ -1133,7 +1133,7 @@ def _run(atoms, config: PredictConfig, held: ExitStack) -> RunSummary:
     blocks = make_blocks(grid.shape, block)
     plan.n_blocks = len(blocks)
     try:
-        from .data import hgh_valence
+        from .chemistry import hgh_valence
 
         n_expected: float | None = float(hgh_valence(numbers))
     except InputError:

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from ._files import write_text
 from .errors import RunError, SetupError
 

@@ -11,6 +11,7 @@ factor is fitted on the validation snapshots so that the 1σ interval covers
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -23,7 +24,11 @@ from .bnn import (EPISTEMIC_QUANTILE, LOGVAR_RANGE, REGION_EDGES, REGION_MIN_POI
 from .descriptors import DescriptorParams, compute
 from .domain import merge_references, training_reference
 from .errors import InputError
+from .lineage import composition, lineage, training_compositions  # noqa: F401  (re-exported)
 from . import metrics
+
+#: Progress lines (one per epoch, the start and the stop) go here, at INFO; ``bigdens train`` shows them.
+logger = logging.getLogger(__name__)
 
 #: Calibration cells whose bond spreads differ by less than this ratio fit no disorder dependence.
 DISORDER_MIN_SPREAD = 1.1
@@ -338,7 +343,7 @@ def _cell_factor(e2: np.ndarray, epi: np.ndarray, ale: np.ndarray) -> float:
 
 
 def _disorder_fit(e2: np.ndarray, epi: np.ndarray, ale: np.ndarray, sizes: Sequence[int],
-                  spreads: Sequence[float]) -> tuple[float, float, list[float]]:
+                  spreads: Sequence[float]) -> tuple[float, float, float, list[float]]:
     """The aleatoric factor's dependence on the bond spread u, from calibration cells.
 
     Each cell c gets the factor m_c on its aleatoric variance that makes its own 1σ coverage
@@ -351,6 +356,9 @@ def _disorder_fit(e2: np.ndarray, epi: np.ndarray, ale: np.ndarray, sizes: Seque
     -------
     reference : float, Å
     slope : float, 1/Å²
+    floor : float, Å
+        The smallest spread among the cells: colder structures get its factor (σ never shrinks
+        beyond what calibration data show).
     factors : list of float
         m_c of each cell (NaN where its spread is unknown).
     """
@@ -360,14 +368,14 @@ def _disorder_fit(e2: np.ndarray, epi: np.ndarray, ale: np.ndarray, sizes: Seque
     u = np.asarray(spreads, dtype=np.float64)
     ok = np.isfinite(u)
     if ok.sum() < 2 or u[ok].max() < DISORDER_MIN_SPREAD * u[ok].min():
-        return 0.0, 0.0, factors
+        return 0.0, 0.0, 0.0, factors
     u2 = u[ok] ** 2
     beta, alpha = np.polyfit(u2, np.asarray(factors)[ok], 1)
     ref2 = float(u2.mean())
     level = alpha + beta * ref2
     if beta <= 0 or level <= 0:
-        return 0.0, 0.0, factors
-    return math.sqrt(ref2), float(beta / level), factors
+        return 0.0, 0.0, 0.0, factors
+    return math.sqrt(ref2), float(beta / level), float(u[ok].min()), factors
 
 
 def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int, fit_variance: bool = True,
@@ -395,7 +403,8 @@ def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int, fit_vari
         bond spread and fitted aleatoric factor.
     """
     if fit_variance:
-        base = replace(model.scaling, region_edges=(), region_scales=(), disorder_reference=0.0, disorder_slope=0.0)
+        base = replace(model.scaling, region_edges=(), region_scales=(), disorder_reference=0.0, disorder_slope=0.0,
+                       disorder_floor=0.0)
         probe = DensityModel(params=model.params, arch=model.arch, scaling=base, net=model.net, info=model.info)
     else:
         probe, base = model, model.scaling
@@ -405,12 +414,12 @@ def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int, fit_vari
         e2 = (mean.astype(np.float64) - yv) ** 2
         epi64, ale64 = epi.astype(np.float64), ale.astype(np.float64)
         if cells is not None:
-            ref, slope, factors = _disorder_fit(e2, epi64, ale64, *cells)
-            base = replace(base, disorder_reference=ref, disorder_slope=slope)
+            ref, slope, floor, factors = _disorder_fit(e2, epi64, ale64, *cells)
+            base = replace(base, disorder_reference=ref, disorder_slope=slope, disorder_floor=floor)
             g = np.repeat([base.aleatoric_factor(u) for u in cells[1]], cells[0])
             ale64 = ale64 * g
             disorder = {"bond_spread": [float(u) for u in cells[1]], "cell_factor": factors,
-                        "reference": ref, "slope": slope}
+                        "reference": ref, "slope": slope, "floor": floor}
         z2 = e2 / (epi64 + ale64 + 1e-30)
         c2 = float(np.quantile(z2, 0.683))
         scaling = replace(base, variance_scale=base.variance_scale * c2)
@@ -518,37 +527,6 @@ def _provenance(snapshots) -> list[dict]:
     return out
 
 
-def composition(numbers) -> dict[str, float]:
-    """Atom fraction of each species, chemical symbol -> fraction (rounded to 1e-4)."""
-    from .structure import species_counts
-
-    counts = species_counts(numbers)
-    total = sum(counts.values())
-    return {sym: round(n / total, 4) for sym, n in counts.items()}
-
-
-def lineage(info: dict) -> list[dict]:
-    """A model's record and those of the models it was fine-tuned from, newest first."""
-    records = []
-    while info:
-        records.append(info)
-        info = info.get("parent") or {}
-    return records
-
-
-def training_compositions(info: dict) -> dict[str, tuple[float, float]]:
-    """Smallest and largest atom fraction of each species in a model's training data (both stages).
-
-    Empty when the model records no compositions (models trained before they were recorded).
-    """
-    entries = [e for record in lineage(info) for e in (record.get("data") or {}).get("train") or []]
-    comps = [e["composition"] for e in entries if isinstance(e.get("composition"), dict)]
-    if not comps:
-        return {}
-    species = sorted({sym for c in comps for sym in c})
-    return {sym: (min(c.get(sym, 0.0) for c in comps), max(c.get(sym, 0.0) for c in comps)) for sym in species}
-
-
 def _dft_settings(snapshots) -> dict | None:
     """DFT code, version, protocol and settings of the first snapshot that records them."""
     for s in snapshots:
@@ -561,7 +539,7 @@ def _dft_settings(snapshots) -> dict | None:
 
 def train(train_snapshots: Sequence, val_snapshots: Sequence, params: DescriptorParams, *,
           arch: Architecture = Architecture(), config: TrainConfig = TrainConfig(),
-          calibration_samples: int = 20, log: Callable[[str], None] = print) -> DensityModel:
+          calibration_samples: int = 20, log: Callable[[str], None] | None = None) -> DensityModel:
     """Stage 1: a model trained from scratch.
 
     Parameters
@@ -575,8 +553,10 @@ def train(train_snapshots: Sequence, val_snapshots: Sequence, params: Descriptor
     calibration_samples
         Monte Carlo samples used to fit the variance factor on validation data.
     log
-        Receives one line per epoch.
+        Receives the progress lines (one per epoch) instead of the module logger
+        (``bigdens.train``, INFO), e.g. to collect them; default None: the logger.
     """
+    log = log or logger.info
     _check_snapshots(train_snapshots, params, "training")
     _check_snapshots(val_snapshots, params, "validation")
     resolve_device(config.device)  # before the descriptors: a missing GPU is found at once
@@ -608,7 +588,7 @@ def train(train_snapshots: Sequence, val_snapshots: Sequence, params: Descriptor
 def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequence, *,
              config: TrainConfig = TrainConfig(train_layers=2, lr=1e-3),
              calibration_samples: int = 20, recalibrate: bool = True,
-             log: Callable[[str], None] = print) -> DensityModel:
+             log: Callable[[str], None] | None = None) -> DensityModel:
     """Stage 2 of transfer learning: retrain the last layers of ``model`` on new snapshots.
 
     Feature and target scaling stay those of ``model`` (the frozen layers
@@ -618,8 +598,11 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
     off (keeping ``model``'s factor) when the validation data are not of the
     new kind, e.g. small cells validating a model fine-tuned on large ones:
     the factor would then be fitted to errors the new model does not make.
+    ``log``: receives the progress lines instead of the module logger, as for :func:`train`.
     """
     import copy
+
+    log = log or logger.info
 
     _check_snapshots(train_snapshots, model.params, "fine-tuning")
     _check_snapshots(val_snapshots, model.params, "validation")
@@ -698,7 +681,6 @@ def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, see
     _check_snapshots(snapshots, model.params, "evaluation")
     threshold = epistemic_threshold(model)
     rows, allp, allr, alls = [], [], [], []
-    n_el = dv_sum = 0.0
     for s in snapshots:
         X, y = snapshot_features(s, model.params)
         mean, epi, ale = model.predict(X, samples=samples, seed=seed, block_index=snapshot_block_index(s),
@@ -716,8 +698,6 @@ def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, see
         allp.append(mean)
         allr.append(y)
         alls.append(sigma)
-        n_el += s.n_electrons_expected
-        dv_sum += grid.dv * s.n_electrons_expected
     p, r, sg = np.concatenate(allp), np.concatenate(allr), np.concatenate(alls)
     overall = {
         "nmae_pct": metrics.nmae(p, r),

@@ -79,6 +79,22 @@ def test_valences():
         hgh_valence([57])  # La
 
 
+def test_valences_of_an_iterator():
+    # The numbers are read once: an iterator (a generator, a map) counts as its list does, not 0.
+    numbers = diamond_sige((1, 1, 1), x=0.5).numbers
+    assert hgh_valence(iter(numbers)) == hgh_valence(list(numbers)) == 32
+    assert hgh_valence(int(z) for z in fcc_al((1, 1, 1)).numbers) == 12
+    assert hgh_valence([]) == 0
+    with pytest.raises(InputError, match="'La'"):
+        hgh_valence(iter([13, 57]))
+
+
+def test_chemistry_is_the_one_valence_table():
+    from bigdens import chemistry, data
+
+    assert data.HGH_VALENCE is chemistry.HGH_VALENCE and data.hgh_valence is chemistry.hgh_valence
+
+
 def test_nan_density_is_refused(rng, tmp_path):
     s = make_snapshot(rng)
     bad = s.density.copy()
@@ -251,7 +267,10 @@ def test_train_and_evaluate_take_cube_and_chgcar_files(tmp_path, capsys):
                  "--m", "8", "--k", "3", "--r-cut", "4.5", "--hidden", "8", "--epochs", "1",
                  "--points-per-epoch", "2000", "-o", str(model)]) == 0
     assert model.is_file()
-    capsys.readouterr()
+    # The library logs its progress (bigdens.train); the command shows it on stdout, as printed lines.
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("training on 2 snapshots") and out[1].startswith("epoch    1  loss")
+    assert out[-1].startswith(f"wrote {model}: best validation NMAE")
     assert main(["evaluate", str(model), str(tmp_path / "s3_CHGCAR"), "--mc-samples", "2", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["overall"]["n_snapshots"] == 1 and res["snapshots"][0]["name"] == "s3_CHGCAR"

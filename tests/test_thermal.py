@@ -106,6 +106,10 @@ def test_disorder_scales_the_aleatoric_variance_only(model):
     np.testing.assert_allclose(hot[2], plain[2] * g, rtol=1e-6)
     # A cold structure: the factor is floored, never zero or negative.
     assert m.scaling.aleatoric_factor(0.0) == pytest.approx(max(0.1, 1 - 30 * 0.01))
+    # Below the coldest calibration cell's spread, σ does not shrink further.
+    floored = dataclasses.replace(m.scaling, disorder_floor=0.08)
+    assert floored.aleatoric_factor(0.02) == floored.aleatoric_factor(0.08) == pytest.approx(1 + 30 * (0.0064 - 0.01))
+    assert floored.aleatoric_factor(0.2) == pytest.approx(g)
     assert m.scaling.aleatoric_factor(None) == m.scaling.aleatoric_factor(math.nan) == 1.0
     with pytest.raises(InputError, match="slope >= 0"):
         dataclasses.replace(m.scaling, disorder_slope=-1.0)
@@ -120,6 +124,7 @@ def test_calibration_fits_the_growth_with_disorder_and_covers_each_cell(model, r
     Xv, yv = np.concatenate([X] * 3), np.concatenate(cells)
     scaling, ref = _calibrate(m, Xv, yv, samples=8, seed=0, cells=([len(X)] * 3, spreads))
     assert scaling.disorder_slope > 0 and ref["disorder"]["bond_spread"] == spreads
+    assert scaling.disorder_floor == min(spreads)
     cal = dataclasses.replace(m, scaling=scaling)
     for u, y in zip(spreads, cells):
         mu, e, a = cal.predict(X, samples=8, seed=0, block_index=0, disorder=u)

@@ -181,6 +181,31 @@ def test_time_limit_stops_at_the_epoch_boundary_and_keeps_the_best(snaps):
     assert lines[-1] == "time limit (1e-06 s) reached after epoch 1"
 
 
+def test_progress_goes_to_the_module_logger(snaps, caplog, capsys):
+    # No print: without a handler the lines are dropped; `bigdens train` shows them (tests/test_data.py).
+    import dataclasses
+    import logging
+
+    tr, va = snaps
+    with caplog.at_level(logging.INFO, logger="bigdens.train"):
+        train(tr, va, PARAMS, arch=Architecture(hidden=(8,)), config=dataclasses.replace(FAST, epochs=1))
+    assert capsys.readouterr().out == ""
+    lines = [r.getMessage() for r in caplog.records if r.name == "bigdens.train"]
+    assert lines[0].startswith("training on ") and lines[1].startswith("epoch    1  loss")
+
+
+def test_lineage_helpers_live_next_to_the_model():
+    from bigdens import lineage as L, train as T
+
+    assert (T.lineage, T.composition, T.training_compositions) == (L.lineage, L.composition,
+                                                                    L.training_compositions)
+    child = {"data": {"train": [{"composition": {"Si": 0.5, "Ge": 0.5}}]},
+             "parent": {"data": {"train": [{"composition": {"Si": 1.0}}]}}}
+    assert [r.get("data") for r in L.lineage(child)] == [child["data"], child["parent"]["data"]]
+    assert L.training_compositions(child) == {"Ge": (0.0, 0.5), "Si": (0.5, 1.0)}
+    assert L.composition([14, 14, 32, 14]) == {"Si": 0.75, "Ge": 0.25}
+
+
 def test_same_seed_same_model_on_the_cpu(snaps):
     tr, va = snaps
     a, b = (train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)

@@ -46,6 +46,9 @@ SCORE_SAMPLES = 20
 #: Weight of the composition in the fingerprint (per unit of atom fraction).
 COMPOSITION_WEIGHT = 10.0
 STRATEGIES = ("uncertainty", "random", "largest")
+#: Salt of :func:`select`'s random order ("random"; the tie order of "largest"), apart from other draws
+#: seeded with the same ``seed``; changing it changes every such selection.
+SELECT_SALT = 0xAC71
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ def select(scores: Sequence[Score], costs: Sequence[float], *, strategy: str = "
     costs = np.asarray(costs, dtype=np.float64)
     left = math.inf if budget is None else float(budget)
     limit = len(scores) if count is None else int(count)
-    rng = np.random.default_rng([int(seed), 0xAC71])
+    rng = np.random.default_rng([int(seed), SELECT_SALT])
     picks: list[int] = []
     hashes: set[str] = set()
     if strategy == "uncertainty":

@@ -71,7 +71,7 @@ class CostModel:
 
     def core_seconds(self, numbers, cell) -> float:
         """Estimated DFT core-seconds of the structure (atomic numbers, cell rows in Å)."""
-        from ..data import hgh_valence
+        from ..chemistry import hgh_valence
         from ..datagen import DFTSettings
 
         chem = chemistry(numbers)
@@ -89,7 +89,8 @@ class CostModel:
 
 def records_from_datasets(directories: Sequence[str | Path], *, protocol: str) -> list[CostRecord]:
     """The DFT timings recorded by the data sets in ``directories`` (snapshots of ``protocol`` only)."""
-    from ..data import hgh_valence, read_manifest
+    from ..chemistry import hgh_valence
+    from ..data import read_manifest
     from ..datagen import DFTSettings
 
     out = []

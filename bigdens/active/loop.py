@@ -133,7 +133,7 @@ def _hash(s) -> str:
 
 def check_data(model: "DensityModel", data: Data, pool: Sequence["Candidate"]) -> None:
     """Refuse a hold-out that overlaps training or calibration data, and an empty calibration split."""
-    from ..train import lineage
+    from ..lineage import lineage
     from .acquisition import check_species
 
     check_species(model, pool)
@@ -316,7 +316,7 @@ class Loop:
         train, calibration = [*self.data.train, *picks], [*self.data.calibration, *held]
         log.info("round %d: fine-tuning on %d snapshots (%d picked), calibrating on %d (%d picked)", r, len(train),
                  len(picks), len(calibration), len(held))
-        return finetune(self.start, train, calibration, config=self.config.train_config(), log=log.info)
+        return finetune(self.start, train, calibration, config=self.config.train_config())
 
     def evaluate(self, model: "DensityModel") -> dict:
         from ..train import evaluate

@@ -16,7 +16,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from .. import __version__
+from .._version import __version__
 from ..errors import BigdensError, Interrupted
 
 #: Sub-command name -> module (relative to this package).

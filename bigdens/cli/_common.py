@@ -1,10 +1,54 @@
-"""Argument groups shared by several sub-commands."""
+"""Argument groups and output helpers shared by several sub-commands."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from ..config import DEFAULT_SPACING
+
+
+class _StdoutLines(logging.Handler):
+    # Each record's message alone on standard output, flushed at once: a library progress line reads as
+    # the command printed it.  ``sys.stdout`` is looked up per line (it may be replaced meanwhile).
+    def __init__(self, before: Callable[[], None] | None) -> None:
+        super().__init__(logging.INFO)
+        self.before = before
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.before is not None:
+            self.before()
+        sys.stdout.write(record.getMessage() + "\n")  # errors (a closed pipe) reach the command as from print
+        sys.stdout.flush()
+
+
+@contextmanager
+def progress_lines(*names: str, before: Callable[[], None] | None = None) -> Iterator[None]:
+    """Show the INFO progress lines of the loggers ``names`` on standard output while the block runs.
+
+    The library modules log their progress (``logging.getLogger(__name__)``);
+    a command shows them as its own output, one message per line, and the
+    records do not also travel on to the root logger's handlers meanwhile.
+    ``before`` is called before each line (``bigdens datagen`` shows pending
+    warnings there).  Levels, handlers and propagation are restored on exit.
+    """
+    handler = _StdoutLines(before)
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+    try:
+        yield
+    finally:
+        for lg, (level, propagate) in zip(loggers, saved):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
 
 
 def add_grid_arguments(parser: argparse.ArgumentParser, default: str = f"{DEFAULT_SPACING}") -> None:

@@ -120,14 +120,13 @@ def run(args: argparse.Namespace) -> int:
                                         void=args.void, seed=args.seed, structure_file=structure_file,
                                         structure_format=args.format)
 
-    def say(line: str) -> None:
-        # The notes on the structure (one line each, as `bigdens predict` shows them) come once the run
-        # is under way, so that a refused run shows only its error.
+    def show_notes() -> None:
+        # The notes on the structure (one line each, as `bigdens predict` shows them) come with the first
+        # progress line, once the run is under way, so that a refused run shows only its error.
         while notes:
             print(f"bigdens datagen: warning: {notes.pop(0).message}", file=sys.stderr)
-        print(line, flush=True)
     for atoms in variants.values():  # fail now, not after the MD or in a new -o folder, on bad structures
-        from ..data import hgh_valence
+        from ..chemistry import hgh_valence
         from ..structure import validate
 
         validate(atoms)
@@ -144,9 +143,12 @@ def run(args: argparse.Namespace) -> int:
 
     def plan():
         return make_plan(variants, temperatures=temps, snapshots_per_temperature=args.snapshots_per_temperature,
-                         md=md, seed=args.seed, split_fractions=fractions, variant_info=info, progress=say)
+                         md=md, seed=args.seed, split_fractions=fractions, variant_info=info)
 
-    out = generate(args.output, plan, request=request, dft=dft, description=args.description,
-                   max_snapshots=args.max_snapshots, log_dir=args.log_dir, progress=say)
+    from ._common import progress_lines
+
+    with progress_lines("bigdens.datagen", before=show_notes):  # the MD, plan and DFT lines, on stdout
+        out = generate(args.output, plan, request=request, dft=dft, description=args.description,
+                       max_snapshots=args.max_snapshots, log_dir=args.log_dir)
     print(f"data set {str(out)!r} is up to date")
     return 0

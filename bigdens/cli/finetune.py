@@ -36,9 +36,12 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.layers <= model.arch.n_layers:
         raise InputError(f"--layers must be within 1..{model.arch.n_layers} for this model, got {args.layers}")
     train_s, val_s = load_split(args)
-    new = finetune(model, train_s, val_s,
-                   config=config_from_args(args, train_layers=args.layers, frozen_lr_scale=args.frozen_lr_scale),
-                   recalibrate=not args.keep_calibration)
+    from ._common import progress_lines
+
+    with progress_lines("bigdens.train"):  # one line per epoch, as the command's own output
+        new = finetune(model, train_s, val_s,
+                       config=config_from_args(args, train_layers=args.layers, frozen_lr_scale=args.frozen_lr_scale),
+                       recalibrate=not args.keep_calibration)
     new.save(args.output)
     t = new.info["training"]
     print(f"wrote {args.output}: best validation NMAE {t['best_val_nmae_pct']:.3f} % at epoch {t['best_epoch']}, "

@@ -173,7 +173,10 @@ def run(args: argparse.Namespace) -> int:
     params = DescriptorParams(species=species, m=per_species(args.m, "m"), k=per_species(args.k, "k"), r_cut=args.r_cut,
                               cross=args.cross)
     arch = Architecture(hidden=tuple(args.hidden), kind=args.kind)
-    model = train(train_s, val_s, params, arch=arch, config=config_from_args(args))
+    from ._common import progress_lines
+
+    with progress_lines("bigdens.train"):  # one line per epoch, as the command's own output
+        model = train(train_s, val_s, params, arch=arch, config=config_from_args(args))
     model.save(args.output)
     t = model.info["training"]
     print(f"wrote {args.output}: best validation NMAE {t['best_val_nmae_pct']:.3f} % at epoch {t['best_epoch']}, "

@@ -7,21 +7,21 @@ One module per format:
 * :mod:`bigdens.io.gpw` — GPAW restart files (needs GPAW).
 
 Each reader returns a :class:`DensityFile` in Å and e/Å³ on the grid of
-DESIGN §1 (point (0, 0, 0) on the cell origin).
+DESIGN §1 (point (0, 0, 0) on the cell origin);
+:func:`bigdens.data.from_density_file` turns it into a snapshot (this package
+imports nothing of :mod:`bigdens.data`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from .._files import file_hash
 from ..errors import InputError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..data import Snapshot
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,6 @@ class DensityFile:
     numbers: np.ndarray
     density: np.ndarray
     provenance: dict = field(default_factory=dict)
-
-    def to_snapshot(self, *, split: str = "train", name: str | None = None) -> "Snapshot":
-        """This density as a :class:`bigdens.data.Snapshot` (float32 density)."""
-        from ..data import Snapshot
-
-        name = name or Path(self.provenance.get("source_file", "snapshot")).name
-        return Snapshot(name=name, cell=self.cell, positions=self.positions, numbers=self.numbers,
-                        density=np.asarray(self.density, dtype=np.float32), split=split,
-                        provenance=self.provenance)
 
 
 def guess_format(path: str | Path) -> str:
@@ -95,13 +86,7 @@ def read_density_file(path: str | Path, *, format: str | None = None) -> Density
 
 
 def _provenance(path: Path, fmt: str, **extra: Any) -> dict[str, Any]:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return {"source_file": str(path), "source_format": fmt, "source_sha256": h.hexdigest(),
+    return {"source_file": str(path), "source_format": fmt, "source_sha256": file_hash(path),
             "protocol": f"import-{fmt}", **extra}
 
 

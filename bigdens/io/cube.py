@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+from ase.units import Bohr
 
 from ..errors import InputError
 from . import DensityFile, _provenance
@@ -37,8 +38,8 @@ from . import DensityFile, _provenance
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
 
-#: Bohr radius, Å (CODATA 2006 as in ase.units.Bohr).
-BOHR = 0.5291772105638411
+#: Bohr radius, Å: ``ase.units.Bohr`` (ASE's default CODATA set), the value ASE and GPAW write cube files with.
+BOHR = Bohr
 
 
 def _open_text(path: Path) -> IO[str]:
