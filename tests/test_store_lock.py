@@ -284,8 +284,8 @@ def test_replaced_store_gets_no_block_of_the_old_run(tmp_path, model, atoms, mon
         if when == "after a ledger entry" and len(seen) == 3:
             replace_run_id(out)
 
-    def block_then_replace(arrays, block, values, *, path):
-        sums = write_block(arrays, block, values, path=path)
+    def block_then_replace(arrays, block, values, *, path, frame=None):
+        sums = write_block(arrays, block, values, path=path, frame=frame)
         if when == "after a block's data" and len(seen) == 3:
             replace_run_id(out)
         return sums
