@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import thermal
 from .errors import BigdensError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,7 +73,7 @@ PROBE_SAMPLES = 8
 #: The probe's limits are this factor looser than the exact ones after the run.
 PROBE_FACTOR = 2.0
 #: Atoms whose nearest-neighbour distance is measured (a random sample of larger structures).
-NN_SAMPLE = 20000
+NN_SAMPLE = thermal.SAMPLE
 #: Worst-case relative electron-count error of a density summed on a grid of this spacing (Å): the
 #: running maximum over spacings up to it, measured on DFT densities of Al and Si–Ge cells
 #: (``python -m benchmarks.grid_integration``, benchmarks/results/domain/grid_integration.json).
@@ -158,25 +159,13 @@ def spacing_error(spacing: float) -> float:
 
 def nearest_neighbour_distances(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray, *,
                                 sample: int = NN_SAMPLE, seed: int = 0, reach: float = 8.0) -> np.ndarray:
-    """Distance from atoms to their nearest other atom (periodic images included), Å.
+    """Distance (Å) from each of (a sample of) the atoms to its nearest other atom, periodic images included.
 
-    Parameters
-    ----------
-    positions : ndarray, shape (n_atoms, 3), Å
-    numbers : ndarray, shape (n_atoms,)
-    cell : ndarray, shape (3, 3), Å (rows are lattice vectors)
-    sample
-        At most this many atoms, drawn at random (seeded), are measured.
-    reach
-        Distances beyond ``reach`` Å read ``inf``.
-
-    Returns
-    -------
-    ndarray, shape (min(n_atoms, sample),), float64, Å
+    Arguments as :func:`bigdens.thermal.neighbour_distances`; returns shape (min(n_atoms, sample),),
+    float64, ``inf`` beyond ``reach``.
     """
-    from .thermal import neighbour_distances
-
-    _, _, dist = neighbour_distances(positions, numbers, cell, neighbours=1, sample=sample, seed=seed, reach=reach)
+    _, _, dist = thermal.neighbour_distances(positions, numbers, cell, neighbours=1, sample=sample, seed=seed,
+                                             reach=reach)
     return np.min(np.stack([d[:, 0] for d in dist]), axis=0)
 
 

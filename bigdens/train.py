@@ -482,7 +482,7 @@ def calibrate(model: DensityModel, val_snapshots: Sequence, *, samples: int = 20
     _check_calibration_set(model, val_snapshots)
     Xv, yv = _stack(val_snapshots, model.params)
     scaling, reference = _calibrate(model, Xv, yv, samples=samples, seed=seed, fit_variance=fit_variance,
-                                    cells=_cells(val_snapshots))
+                                    cells=_cells(val_snapshots) if fit_variance else None)
     reference["validation"] = [s.name for s in val_snapshots]
     new = DensityModel(params=model.params, arch=model.arch, scaling=scaling,
                        net=model.net, info={**model.info, "epistemic_reference": reference})
@@ -618,7 +618,8 @@ def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequ
     if new.arch.kind == "last-layer":
         fit_posterior(new, X, seed=config.seed, keep_range=True)
     new.scaling, reference = _calibrate(new, Xv, yv, samples=calibration_samples, seed=config.seed,
-                                        fit_variance=recalibrate, cells=_cells(val_snapshots))
+                                        fit_variance=recalibrate,
+                                        cells=_cells(val_snapshots) if recalibrate else None)
     reference["validation"] = [s.name for s in val_snapshots]
     new.info = {
         "stage": "finetune",

@@ -51,6 +51,14 @@ def progress_lines(*names: str, before: Callable[[], None] | None = None) -> Ite
             lg.propagate = propagate
 
 
+def add_frame_argument(parser: argparse.ArgumentParser) -> None:
+    """``--frame K``: which frame of a trajectory store a reading command reads."""
+    parser.add_argument("--frame", type=int, metavar="K",
+                        help="of a trajectory store (predicted with --frames): the K-th frame of the store, 0-based "
+                             "(negative counts from the end; the store's 'frame' coordinate gives its index in the "
+                             "input file). Required for a trajectory store, refused for a single structure's")
+
+
 def add_grid_arguments(parser: argparse.ArgumentParser, default: str = f"{DEFAULT_SPACING}") -> None:
     """``--spacing H | --grid N1 N2 N3`` (DESIGN §1); ``default`` describes the spacing used without either."""
     g = parser.add_mutually_exclusive_group()

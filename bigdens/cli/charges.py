@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_frame_argument
+
 HELP = ("print the per-atom charges of a predicted store (electrons in each atom's Voronoi cell, with their "
         "epistemic σ) and export them as CSV or extxyz")
 
@@ -16,10 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="write the charges to FILE.csv (index, symbol, x, y, z, charge_e, charge_std_e, "
                              "net_charge_e) or FILE.extxyz (per-atom arrays of the same names)")
-    parser.add_argument("--frame", type=int, metavar="K",
-                        help="of a trajectory store (predicted with --frames): the K-th frame of the store, 0-based "
-                             "(negative counts from the end; the store's 'frame' coordinate gives its index in the "
-                             "input file). Required for a trajectory store, refused for a single structure's")
+    add_frame_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

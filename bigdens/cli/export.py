@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_frame_argument
+
 HELP = ("write a variable of a predicted store as a Gaussian cube file (Bohr, e/Bohr³), slab by slab, each block "
         "checked against its ledger checksum")
 
@@ -14,10 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--var", default="density",
                         help="variable: density (default), density_std, density_std_epistemic, "
                              "density_std_aleatoric")
-    parser.add_argument("--frame", type=int, metavar="K",
-                        help="of a trajectory store (predicted with --frames): the K-th frame of the store, 0-based "
-                             "(negative counts from the end; the store's 'frame' coordinate gives its index in the "
-                             "input file). Required for a trajectory store, refused for a single structure's")
+    add_frame_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 
+from ._common import add_frame_argument
+
 HELP = ("plot the density, its total σ and its epistemic σ (points unlike the model's validation data outlined) on a lattice plane (e.g. --plane z=0.5) to an image")
 
 
@@ -18,10 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="FIG.png", help="image file (png, pdf, svg)")
     parser.add_argument("--atom-distance", type=float, default=1.0, metavar="D",
                         help="mark atoms within D Å of the plane (default 1.0)")
-    parser.add_argument("--frame", type=int, metavar="K",
-                        help="of a trajectory store (predicted with --frames): the K-th frame of the store, 0-based "
-                             "(negative counts from the end; the store's 'frame' coordinate gives its index in the "
-                             "input file). Required for a trajectory store, refused for a single structure's")
+    add_frame_argument(parser)
 
 
 def parse_plane(text: str) -> tuple[int, float]:
