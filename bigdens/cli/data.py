@@ -5,6 +5,7 @@ Examples::
     bigdens data info datasets/al32
     bigdens data info datasets/al32 --json
     bigdens data import run1/CHGCAR run2/CHGCAR -o datasets/my-vasp --split test
+    bigdens data import si.rho.xsf -o datasets/my-qe   # Quantum ESPRESSO pp.x output
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 #: Default of --allow-negative (bigdens.data.NEGATIVE_TOLERANCE, repeated so that --help imports no numpy).
 NEGATIVE_TOLERANCE = 1e-3
 
-HELP = "inspect a DFT density data set (info) or import cube/CHGCAR/.gpw files into one (import)"
+HELP = "inspect a DFT density data set (info) or import cube/CHGCAR/.gpw/XSF files into one (import)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info.add_argument("paths", nargs="+", metavar="PATH", help="data-set directories or density files")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.add_argument("--snapshots", action="store_true", help="list every snapshot")
-    imp = sub.add_parser("import", help="convert cube / CHGCAR / .gpw files into a bigdens data set",
-                         description="Convert density files (Gaussian cube, VASP CHGCAR, GPAW .gpw) into a "
+    imp = sub.add_parser("import", help="convert cube / CHGCAR / .gpw / XSF files into a bigdens data set",
+                         description="Convert density files (Gaussian cube, VASP CHGCAR, GPAW .gpw, XSF with a "
+                                     "DATAGRID_3D such as Quantum ESPRESSO's pp.x writes) into a "
                                      "bigdens data set (created, or extended when it exists).")
     imp.add_argument("files", nargs="+", metavar="FILE", help="density files")
     imp.add_argument("-o", "--output", required=True, metavar="DATASET", help="data-set directory")
@@ -34,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="split of the imported snapshots (default train)")
     imp.add_argument("--cube-units", choices=["e/bohr^3", "e/A^3"], default="e/bohr^3",
                      help="units of cube values (standard: e/bohr^3; ASE-written GPAW densities: e/A^3)")
+    imp.add_argument("--xsf-units", choices=["e/bohr^3", "e/A^3"], default="e/bohr^3",
+                     help="units of XSF grid values (Quantum ESPRESSO pp.x: e/bohr^3, the default)")
     imp.add_argument("--temperature", type=float, metavar="K", help="temperature to record, K")
     imp.add_argument("--allow-mixed-protocols", action="store_true",
                      help="accept files of different sources or settings in one data set")
@@ -185,6 +189,12 @@ def _import(args: argparse.Namespace) -> int:
             if not Path(f).is_file():
                 raise InputError(f"density file {f!r} does not exist")
             dens = read_cube(f, density_units=args.cube_units)
+        elif fmt == "xsf":
+            from ..io.xsf import read_xsf
+
+            if not Path(f).is_file():
+                raise InputError(f"density file {f!r} does not exist")
+            dens = read_xsf(f, density_units=args.xsf_units)
         else:
             dens = read_density_file(f, format=fmt)
         check_physical(dens.cell, dens.density, where=f"density file {f!r}", allow_negative=neg)

@@ -4,6 +4,8 @@ One module per format:
 
 * :mod:`bigdens.io.cube` — Gaussian cube (Bohr, e/Bohr³), reader and writer;
 * :mod:`bigdens.io.chgcar` — VASP CHGCAR/PARCHG (Å, ρ·V_cell);
+* :mod:`bigdens.io.xsf` — XCrySDen XSF 3-D data grid, e.g. Quantum ESPRESSO
+  ``pp.x`` output (Å, e/Bohr³), reader and writer;
 * :mod:`bigdens.io.gpw` — GPAW restart files (needs GPAW).
 
 Each reader returns a :class:`DensityFile` in Å and e/Å³ on the grid of
@@ -50,10 +52,12 @@ class DensityFile:
 
 
 def guess_format(path: str | Path) -> str:
-    """``"cube"``, ``"chgcar"`` or ``"gpw"`` from a file name, or InputError."""
+    """``"cube"``, ``"chgcar"``, ``"gpw"`` or ``"xsf"`` from a file name, or InputError."""
     name = Path(path).name.lower()
     if name.endswith((".cube", ".cub", ".cube.gz")):
         return "cube"
+    if name.endswith((".xsf", ".xsf.gz")):
+        return "xsf"
     if name.endswith(".gpw"):
         return "gpw"
     if any(tag in name for tag in ("chgcar", "parchg", "aeccar")) or name == "chg" or name.endswith(".vasp"):
@@ -65,7 +69,13 @@ def guess_format(path: str | Path) -> str:
 
 
 def read_density_file(path: str | Path, *, format: str | None = None) -> DensityFile:
-    """Read a cube, CHGCAR or .gpw density file (format from the name unless given)."""
+    """Read a cube, CHGCAR, .gpw or XSF density file (format from the name unless given).
+
+    Cube and XSF values are read as e/Bohr³ (the cube standard; Quantum
+    ESPRESSO's ``pp.x``); call :func:`bigdens.io.cube.read_cube` or
+    :func:`bigdens.io.xsf.read_xsf` with ``density_units="e/A^3"`` for files
+    in e/Å³.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"density file {str(path)!r} does not exist")
@@ -82,7 +92,11 @@ def read_density_file(path: str | Path, *, format: str | None = None) -> Density
         from .gpw import read_gpw
 
         return read_gpw(path)
-    raise InputError(f"unknown density file format {format!r}; use 'cube', 'chgcar' or 'gpw'")
+    if format == "xsf":
+        from .xsf import read_xsf
+
+        return read_xsf(path)
+    raise InputError(f"unknown density file format {format!r}; use 'cube', 'chgcar', 'gpw' or 'xsf'")
 
 
 def _provenance(path: Path, fmt: str, **extra: Any) -> dict[str, Any]:
