@@ -313,6 +313,21 @@ def _accumulate_deviations(dev, start: int, acc) -> None:
     accumulate(dev.detach().cpu().numpy(), groups[start : start + c], weights[start : start + c], sums)
 
 
+def _device_features(features, dev):
+    """Raw features as a float32 tensor on ``dev`` for the network passes.
+
+    A tensor (already float32, C-contiguous and on ``dev`` after :meth:`DensityModel._predict`) is
+    used as it is; an ndarray is wrapped without a copy (a read-only one is copied first: torch
+    warns about those) and moved to ``dev``.
+    """
+    torch = _torch()
+    if isinstance(features, torch.Tensor):
+        return features.to(dev)
+    if not features.flags.writeable:
+        features = features.copy()
+    return torch.from_numpy(features).to(dev)
+
+
 def _empty_results(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, epistemic and aleatoric variance buffers for ``n`` points, float32."""
     return tuple(np.empty(n, dtype=np.float32) for _ in range(3))
@@ -372,8 +387,8 @@ class DensityModel:
             eps.append((torch.randn(samples, n_in, n_out, generator=g), torch.randn(samples, 1, n_out, generator=g)))
         return eps
 
-    def predict(self, features: np.ndarray, *, samples: int = 20, seed: int = 0, block_index: int = 0,
-                device: str = "cpu", batch: int = 65536,
+    def predict(self, features: np.ndarray | torch.Tensor, *, samples: int = 20, seed: int = 0,
+                block_index: int = 0, device: str = "cpu", batch: int = 65536,
                 disorder: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Monte Carlo prediction for the points of one block.
 
@@ -396,9 +411,19 @@ class DensityModel:
 
         Parameters
         ----------
-        features : ndarray, shape (n_points, n_features), float32
+        features : ndarray or torch.Tensor, shape (n_points, n_features), float32
             Raw (unscaled) descriptors of the points; other float dtypes are
-            converted to float32.
+            converted to float32.  A tensor (e.g. the CUDA descriptors of
+            :func:`bigdens._descriptor_cuda.compute_block_cuda` wrapped by
+            ``torch.as_tensor(x, device="cuda")``) is used where it lies
+            and never goes through numpy: it is copied only when it is on
+            another device than ``device``, not float32 or not C-contiguous.
+            Its scaling and the nearest-atom distances of the variance
+            factors are computed on ``device``; of the features, only those
+            distances come to the host (one float32 per point; needed when
+            the model has per-region factors, and always by
+            :meth:`predict_grouped`).  The same values as an ndarray or as
+            a CPU tensor give the same results bit for bit.
         samples
             Number S of weight samples (≥ 1), shared by all points.
         seed, block_index
@@ -424,7 +449,8 @@ class DensityModel:
         Returns
         -------
         mean : ndarray, shape (n_points,), float32
-            Predicted density, e/Å³.
+            Predicted density, e/Å³ (on the host, whatever ``device`` and the
+            type of ``features``).
         var_epistemic, var_aleatoric : ndarray, shape (n_points,), float32
             Epistemic and aleatoric variances of the density, (e/Å³)².
 
@@ -438,8 +464,9 @@ class DensityModel:
                                           device=device, batch=batch, disorder=disorder)
         return mean, epi, ale
 
-    def predict_grouped(self, features: np.ndarray, groups: np.ndarray, n_groups: int, *, samples: int = 20,
-                        seed: int = 0, block_index: int = 0, device: str = "cpu", batch: int = 65536,
+    def predict_grouped(self, features: np.ndarray | torch.Tensor, groups: np.ndarray, n_groups: int, *,
+                        samples: int = 20, seed: int = 0, block_index: int = 0, device: str = "cpu",
+                        batch: int = 65536,
                         disorder: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`predict`, plus per-sample deviations summed over groups of points (per-atom charges).
 
@@ -448,6 +475,8 @@ class DensityModel:
 
         Parameters
         ----------
+        features : ndarray or torch.Tensor, shape (n_points, n_features), float32
+            As :meth:`predict` (a tensor stays on its device).
         groups : ndarray, shape (n_points,), integer
             Group (e.g. the Voronoi cell's atom) of each point, in 0..n_groups−1.
         n_groups
@@ -480,19 +509,27 @@ class DensityModel:
             raise InputError(f"the number of Monte Carlo samples must be >= 1, got {samples!r}")
         if int(batch) < 1:
             raise InputError(f"batch (points per network pass) must be >= 1, got {batch!r}")
-        features = np.asarray(features, dtype=np.float32)
+        torch = _torch()
+        if isinstance(features, torch.Tensor):
+            # Stays on its device: moved only if elsewhere, converted only if not float32 / C-contiguous.
+            features = features.detach().to(device=torch.device(device), dtype=torch.float32).contiguous()
+        else:
+            features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != self.params.n_features:
             raise InputError(
-                f"features must have shape (n_points, {self.params.n_features}), got {features.shape}"
+                f"features must have shape (n_points, {self.params.n_features}), got {tuple(features.shape)}"
             )
         samples = int(samples)
         sums = None
         acc = None
+        d_min = None  # nearest-atom distances (host, float32), computed once when needed
+        if (groups is not None or self.scaling.region_scales) and len(features):
+            d_min = self.nearest_distance(features)
         if groups is not None:
             sums = np.zeros((groups[1], samples))
             if len(features):
                 # w = target_std · sqrt(variance factor): deviations in scaled units -> calibrated e/Å³.
-                w = self.scaling.target_std * np.sqrt(self.scaling.variance_factor(self.nearest_distance(features)))
+                w = self.scaling.target_std * np.sqrt(self.scaling.variance_factor(d_min))
                 acc = (groups[0], np.ascontiguousarray(w, dtype=np.float64), sums)
         if len(features) == 0:
             return (*_empty_results(0), sums)
@@ -506,7 +543,7 @@ class DensityModel:
                                                       acc=acc)
         if self.scaling.region_scales and len(features):
             # Per-region factors; the global factor is already in (it is part of variance_factor).
-            rel = self.scaling.variance_factor(self.nearest_distance(features)) / self.scaling.variance_scale
+            rel = self.scaling.variance_factor(d_min) / self.scaling.variance_scale
             epi = (epi * rel).astype(np.float32)
             ale = (ale * rel).astype(np.float32)
         g = self.scaling.aleatoric_factor(disorder)
@@ -514,9 +551,18 @@ class DensityModel:
             ale = (ale * g).astype(np.float32)
         return mean, epi, ale, sums
 
-    def nearest_distance(self, features: np.ndarray) -> np.ndarray:
-        """Distance (Å) from each point to its nearest atom, read off the raw descriptors (n_points,)."""
-        return np.min(np.asarray(features)[:, list(self.params.offsets)], axis=1)
+    def nearest_distance(self, features) -> np.ndarray:
+        """Distance (Å) from each point to its nearest atom, read off the raw descriptors.
+
+        ``features``: ndarray or torch.Tensor, shape (n_points, n_features).  A tensor's minimum is
+        taken on its device and only the result, (n_points,), is brought to the host.  Returns an
+        ndarray (n_points,) of ``features``' dtype (float32 for the network's input).
+        """
+        cols = list(self.params.offsets)
+        torch = _torch()
+        if isinstance(features, torch.Tensor):
+            return features.detach()[:, cols].amin(dim=1).cpu().numpy()
+        return np.min(np.asarray(features)[:, cols], axis=1)
 
     def draw_head_eps(self, samples: int, *, seed: int, block_index: int = 0):
         """Format-2 noise for ``samples`` samples, seeded by (seed, block_index).
@@ -532,7 +578,7 @@ class DensityModel:
         return (torch.randn(samples, h1, generator=g), torch.randn(samples, f, generator=g),
                 torch.randn(samples, f, generator=g))
 
-    def _predict_last_layer(self, features: np.ndarray, *, samples: int, seed: int, block_index: int,
+    def _predict_last_layer(self, features, *, samples: int, seed: int, block_index: int,
                             device: str, batch: int, acc=None):
         """Format 2 (see the module docstring): trunk once per point, S samples of the head only.
 
@@ -557,9 +603,7 @@ class DensityModel:
             g_hi = (net.slope_hi[:, None] * e_hi.T.to(dev)).contiguous()
             f_mean = torch.tensor(self.scaling.feature_mean, dtype=torch.float32, device=dev)
             f_std = torch.tensor(self.scaling.feature_std, dtype=torch.float32, device=dev)
-            if not features.flags.writeable:
-                features = features.copy()
-            feats = torch.from_numpy(features).to(dev)
+            feats = _device_features(features, dev)
             res = torch.empty(3, n, dtype=torch.float64, device=dev)
             head = net.layers[-1]
             for a in range(0, n, chunk):
@@ -589,7 +633,7 @@ class DensityModel:
                 torch.from_numpy(arr).copy_(row)
         return mean, epi, ale
 
-    def _predict_mean_field(self, features: np.ndarray, *, samples: int, seed: int, block_index: int,
+    def _predict_mean_field(self, features, *, samples: int, seed: int, block_index: int,
                             device: str, batch: int, acc=None):
         """Format 1: every layer sampled (the transposed, cache-sized layout described in :meth:`predict`)."""
         torch = _torch()
@@ -611,9 +655,7 @@ class DensityModel:
             b0 = biases[0].reshape(-1, 1)
             f_mean = torch.tensor(self.scaling.feature_mean, dtype=torch.float32, device=dev)[:, None]
             f_std = torch.tensor(self.scaling.feature_std, dtype=torch.float32, device=dev)[:, None]
-            if not features.flags.writeable:  # torch.from_numpy warns about read-only arrays
-                features = features.copy()
-            feats = torch.from_numpy(features).to(dev)
+            feats = _device_features(features, dev)
             # Buffers, allocated once: scaled inputs (F, group); per layer (S, width, chunk); the
             # outputs of a group (S, 2, group) and their float64 copy; the results (3, n), scaled.
             x_buf = torch.empty(features.shape[1], group, device=dev)
