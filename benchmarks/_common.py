@@ -59,7 +59,13 @@ def run_record(summary, *, workers: int) -> dict:
     ``scheduling_s_per_block`` is the worker time per block spent in neither
     a task's stages nor the cluster start: Dask scheduling, task hand-off,
     the per-process setup and the final checks, shared out over the blocks.
+    ``driver_peak_rss_mb`` is this process's peak RSS so far (the driver, with
+    the structure it built and the Dask scheduler): a high-water mark over the
+    whole benchmark process, so of a series of growing runs each record is its
+    own run's peak.
     """
+    from bigdens.engine import peak_rss_mb
+
     st = summary.stage_s
     busy = (st.get("descriptors", 0.0) + st.get("bnn", 0.0) + st.get("write", 0.0)) / workers
     return {
@@ -76,6 +82,7 @@ def run_record(summary, *, workers: int) -> dict:
         "points_per_s": summary.points_per_s,
         "stage_s": st,
         "peak_rss_mb_per_worker": sorted(summary.max_rss_mb.values()),
+        "driver_peak_rss_mb": peak_rss_mb(),
         "n_electrons_expected": summary.n_electrons_expected,
         "n_electrons_predicted": summary.n_electrons_predicted,
         "slurm_jobs": {str(k): v for k, v in summary.slurm_jobs.items() if k is not None},

@@ -2,8 +2,9 @@
 
 A block is a box of grid indices ``[start, stop)``.  Its halo is every
 periodic image of every atom within the cutoff of any of its points, found
-through the structure's :class:`~bigdens.celllist.CellList` (built once and
-shared): the block's fractional box is widened along each lattice direction
+through an atom source: the structure's :class:`~bigdens.celllist.CellList`
+(atoms in memory), or a worker's :class:`~bigdens.atomtiles.TiledAtoms` (atoms
+read tile by tile from the store).  The block's fractional box is widened along each lattice direction
 by ``r_cut`` over that direction's lattice-plane spacing, which contains every
 point within ``r_cut`` of the block for any triclinic cell.  The halo may hold
 a few atoms slightly beyond ``r_cut`` (the corners of the widened box); the
@@ -17,12 +18,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .celllist import CellList
 from .errors import InputError
 from .grid import Grid
+
+if TYPE_CHECKING:
+    from .atomtiles import TiledAtoms
 
 
 @dataclass(frozen=True)
@@ -94,15 +99,21 @@ def make_blocks(grid_shape, block) -> list[Block]:
     return out
 
 
-def block_halo(cell_list: CellList, numbers: np.ndarray, grid: Grid, block: Block, r_cut: float) -> Halo:
-    """Atom images within ``r_cut`` Å of the points of ``block``.
+def block_halo(cell_list: "CellList | TiledAtoms", numbers: np.ndarray | None, grid: Grid, block: Block,
+               r_cut: float) -> Halo:
+    """Atom images within ``r_cut`` Å of the points of ``block``, in a canonical order.
+
+    The images are sorted by atom index, then by lattice shift, so the halo,
+    and every feature computed from it, does not depend on the atom source or
+    its binning.
 
     Parameters
     ----------
     cell_list
-        Cell list of the whole structure (built once, shared by all blocks).
-    numbers : ndarray, shape (n_atoms,)
-        Atomic numbers of the structure.
+        Atom source: the cell list of the whole structure (built once, shared by all blocks), or a
+        :class:`~bigdens.atomtiles.TiledAtoms` reading the store's tiles.
+    numbers : ndarray, shape (n_atoms,), or None
+        Atomic numbers of the structure (ignored by a ``TiledAtoms``, whose tiles carry them).
     grid
         The grid the block belongs to (same cell as the cell list).
     block
@@ -113,6 +124,9 @@ def block_halo(cell_list: CellList, numbers: np.ndarray, grid: Grid, block: Bloc
     n = np.array(grid.shape, dtype=np.float64)
     lo = np.array(block.start) / n
     hi = (np.array(block.stop) - 1) / n
-    idx, shifts = cell_list.query_sphere_box(lo, hi, r_cut)
-    frac = cell_list.frac[idx] + shifts
-    return Halo(positions=frac @ cell_list.cell, numbers=np.asarray(numbers)[idx], indices=idx)
+    frac, z, idx = cell_list.images(lo, hi, r_cut, numbers)
+    # Atom index, then the image's integer cell shift (fractional part < 1 ⇒ floor gives the shift).
+    shift = np.floor(frac)
+    order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], idx))
+    frac = frac[order]
+    return Halo(positions=frac @ cell_list.cell, numbers=np.asarray(z)[order], indices=idx[order])

@@ -80,6 +80,32 @@ class CellList:
         pad = radius * plane_normals_norm(self.cell)
         return self.query_box(np.asarray(frac_lo) - pad, np.asarray(frac_hi) + pad)
 
+    def images(self, frac_lo, frac_hi, radius: float, numbers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Atom images within ``radius`` Å of the fractional box ``[frac_lo, frac_hi]`` (a superset).
+
+        The contract :func:`bigdens.blocks.block_halo` asks of an atom source
+        (:class:`bigdens.atomtiles.TiledAtoms` is the other one).
+
+        Parameters
+        ----------
+        frac_lo, frac_hi : array_like, shape (3,)
+            Box corners, fractional coordinates.
+        radius
+            Å.
+        numbers : array_like, shape (n_atoms,)
+            Atomic numbers of the structure.
+
+        Returns
+        -------
+        frac : ndarray, shape (m, 3), float64
+            Fractional coordinates of the images (may lie outside [0, 1)).
+        numbers : ndarray, shape (m,)
+        indices : ndarray, shape (m,), int64
+            Each image's atom index.
+        """
+        idx, shifts = self.query_sphere_box(frac_lo, frac_hi, radius)
+        return self.frac[idx] + shifts, np.asarray(numbers)[idx], idx
+
 
 def plane_normals_norm(cell: np.ndarray) -> np.ndarray:
     """Norms of the reciprocal vectors (without 2π), 1/Å, shape (3,).

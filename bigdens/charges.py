@@ -199,9 +199,10 @@ def assign_block(cell_list: "CellList", numbers: np.ndarray, grid: "Grid", block
     Parameters
     ----------
     cell_list
-        Cell list of the whole structure.
-    numbers : ndarray, shape (n_atoms,)
-        Atomic numbers (for the halo).
+        Atom source: the cell list of the whole structure, or a worker's
+        :class:`~bigdens.atomtiles.TiledAtoms`.
+    numbers : ndarray, shape (n_atoms,), or None
+        Atomic numbers (for the halo; None with a ``TiledAtoms``).
     grid, block
         The grid and the block.
     radius
@@ -218,7 +219,7 @@ def assign_block(cell_list: "CellList", numbers: np.ndarray, grid: "Grid", block
     from .blocks import block_halo
 
     cell = np.asarray(grid.cell, dtype=np.float64)
-    r = start_radius(cell, len(numbers)) if radius is None else float(radius)
+    r = start_radius(cell, cell_list.n_atoms) if radius is None else float(radius)
     # Beyond this every point has an atom image within reach (the longest cell diagonal bounds it).
     reach = float(np.sum(np.linalg.norm(cell, axis=1)))
     while True:

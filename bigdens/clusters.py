@@ -5,9 +5,15 @@ A profile has two sections.  ``jobqueue`` holds dask-jobqueue
 account, interface, job directives, prologue, local directory, worker
 arguments such as ``--lifetime`` for walltime limits); ``bigdens`` holds
 bigdens' own (jobs to start, threads per worker for numba and torch, block
-size, how long to wait for workers).  NAME is a file of ``cluster_configs/``
-(without ``.yaml``) or a path.  Every key is checked before anything is
-submitted: a typo is one error naming the key and the file.
+size, how long to wait for workers).  NAME is a shipped profile (a file of
+the repository's ``cluster_configs/``, without ``.yaml``), one in the folder
+``$BIGDENS_CLUSTER_CONFIGS``, or a path.  Every key is checked before anything
+is submitted: a typo is one error naming the key and the file.
+
+The shipped profiles are package data, ``bigdens/cluster_configs``, found with
+:mod:`importlib.resources`: in the repository that folder is a symlink to the
+top-level ``cluster_configs/`` (the one copy), and building a wheel copies the
+files it points to, so a plain ``pip install`` has them too.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from typing import Iterator
 
 from .errors import RunError, SetupError
 
-#: Folder of the shipped profiles (the repository's cluster_configs/, or an installed copy).
-PROFILE_DIRS = [Path(__file__).resolve().parent.parent / "cluster_configs", Path(__file__).resolve().parent / "cluster_configs"]
+#: Package-data folder of the shipped profiles, inside the ``bigdens`` package.
+SHIPPED_FOLDER = "cluster_configs"
 
 #: jobqueue keys accepted, with the type each must have.
 JOBQUEUE_KEYS: dict[str, type | tuple] = {
@@ -105,9 +111,27 @@ class Profile:
     security: dict | None = field(default=None)
 
 
+def shipped_profile_dir() -> Path | None:
+    """The folder of the shipped profiles (package data ``bigdens/cluster_configs``), or None.
+
+    Found with :func:`importlib.resources.files`, so it is the installed
+    package's copy after ``pip install`` and the repository's top-level
+    ``cluster_configs/`` (through the symlink, resolved) in a checkout or an
+    editable install.  None where the package has no such folder on disk.
+    """
+    from importlib.resources import files
+
+    folder = files(__package__).joinpath(SHIPPED_FOLDER)
+    if not isinstance(folder, Path) or not folder.is_dir():
+        return None  # not installed as files (e.g. imported from a zip archive), or no profiles shipped
+    return folder.resolve()
+
+
 def profile_dirs() -> list[Path]:
+    """Folders searched for profiles by name, in order: ``$BIGDENS_CLUSTER_CONFIGS``, then the shipped one."""
     extra = os.environ.get("BIGDENS_CLUSTER_CONFIGS")
-    return ([Path(extra)] if extra else []) + [d for d in PROFILE_DIRS if d.is_dir()]
+    shipped = shipped_profile_dir()
+    return ([Path(extra)] if extra else []) + ([shipped] if shipped is not None else [])
 
 
 def list_profiles() -> dict[str, Path]:

@@ -63,8 +63,8 @@ A data set is a directory holding
 Other inputs
 ------------
 :func:`load` also reads Gaussian cube files (``.cube``), VASP ``CHGCAR``
-files (any name containing ``CHGCAR`` or ``.vasp``/``.chgcar``) and GPAW
-``.gpw`` files directly (see :mod:`bigdens.io`); they become snapshots with
+files (any name containing ``CHGCAR`` or ``.vasp``/``.chgcar``), GPAW
+``.gpw`` files and XSF files (``.xsf``, e.g. Quantum ESPRESSO's ``pp.x``) directly (see :mod:`bigdens.io`); they become snapshots with
 split ``"train"`` unless ``split=`` says otherwise.
 """
 
@@ -529,7 +529,7 @@ def load(
     ----------
     paths
         Data-set directories (holding ``dataset.json``) and/or single files:
-        Gaussian cube, VASP CHGCAR or GPAW ``.gpw``.
+        Gaussian cube, VASP CHGCAR, GPAW ``.gpw`` or XSF.
     split
         Keep only snapshots of this split.  Raw files have split ``"train"``
         unless ``split`` is given, in which case they get that split.

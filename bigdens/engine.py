@@ -81,8 +81,7 @@ class _Context:
 
     grid: object
     blocks: list
-    numbers: np.ndarray
-    cell_list: object
+    atoms: object  # bigdens.atomtiles.TiledAtoms: the store's atoms, read tile by tile
     arrays: dict
     model: "DensityModel"
     device: str
@@ -97,34 +96,6 @@ def _set_threads(n: int) -> None:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-
-
-def _read_atoms(positions, numbers, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """Fractional coordinates, atomic numbers (uint8) and structure hash of stored atoms.
-
-    Read in passes of :data:`bigdens.celllist.ROWS` atoms, so that a worker holds
-    32 bytes per atom (what its cell list keeps) and not the several copies a
-    whole-array read and conversion would make at once.
-    """
-    from .celllist import ROWS, fractional
-
-    n = numbers.shape[0]
-    frac = np.empty((n, 3))
-    z = np.empty(n, dtype=np.uint8)
-
-    def position_chunks():
-        for s in range(0, n, ROWS):
-            p = np.asarray(positions[s : s + ROWS], dtype=np.float64)
-            fractional(cell, p, out=frac[s : s + len(p)])
-            yield p
-
-    def number_chunks():
-        for s in range(0, n, ROWS):
-            chunk = np.asarray(numbers[s : s + ROWS], dtype=np.int64)
-            z[s : s + len(chunk)] = chunk
-            yield chunk
-
-    return frac, z, zstore.structure_hash_chunks(cell, position_chunks(), number_chunks())
 
 
 def _check_run(job: dict, what: str) -> None:
@@ -158,9 +129,14 @@ def _frame_disorder(job: dict, frame: int | None) -> float | None:
 
 
 def _context(job: dict, frame: int | None = None) -> _Context:
-    """The worker's context of one run and frame (None: a single structure), built once per process."""
+    """The worker's context of one run and frame (None: a single structure), built once per process.
+
+    It holds no per-atom array of the whole structure: the atoms are read from
+    the store's tiles block by block (:mod:`bigdens.atomtiles`), so a worker's
+    memory does not grow with the number of atoms.  The driver checked the
+    tiles against the positions when it created or resumed the store.
+    """
     from .blocks import make_blocks
-    from .celllist import cell_list_from_fractional
     from .grid import Grid
 
     key = (job["store"], job["run_id"], frame)
@@ -170,23 +146,12 @@ def _context(job: dict, frame: int | None = None) -> _Context:
         return ctx
     _check_run(job, "reading the atoms")
     attrs = zstore.read_attrs(job["store"])
-    import zarr
-
-    root = zarr.open_group(job["store"], mode="r")
     cell = np.asarray(attrs["cell"], dtype=np.float64)
-    positions = root["positions"] if frame is None else zstore._Frame(root["positions"], frame)
-    frac, numbers, digest = _read_atoms(positions, root["numbers"], cell)
-    want = attrs["run"]["structure_hash"] if frame is None else attrs["frames"]["structure_hash"][frame]
-    if digest != want:
-        where = "" if frame is None else f" (frame {frame})"
-        raise RunError(f"the atoms stored in {job['store']!r}{where} do not match its structure hash; start again "
-                       "with --overwrite")
     grid = Grid(cell=cell, shape=tuple(attrs["grid_shape"]))
     ctx = _Context(
         grid=grid,
         blocks=make_blocks(grid.shape, tuple(attrs["run"]["block"])),
-        numbers=numbers,
-        cell_list=cell_list_from_fractional(cell, frac),
+        atoms=zstore.open_tiles(job["store"], attrs, frame),
         arrays=zstore.open_variables(job["store"]),
         model=load_model(job["model"], job["model_hash"]),
         device=resolve_device(job["device"]),
@@ -199,6 +164,22 @@ def _context(job: dict, frame: int | None = None) -> _Context:
 
 
 # -- the tasks ------------------------------------------------------------------------------
+
+def _block_features(halo, ctx: _Context, block, params):
+    """The block's descriptors, (n_points, n_features) float32: a numpy array, or on ``--device cuda`` a torch
+    CUDA tensor computed there (:mod:`bigdens._descriptor_cuda`), so the block stays on the GPU up to the network.
+    """
+    if ctx.device == "cuda":
+        import torch
+
+        from ._descriptor_cuda import compute_block_cuda
+
+        return torch.as_tensor(compute_block_cuda(halo, ctx.grid, block, params), device="cuda").reshape(
+            -1, params.n_features)
+    from .descriptors import compute_block
+
+    return compute_block(halo, ctx.grid, block, params).reshape(-1, params.n_features)
+
 
 def predict_block(index: int, *, job: dict) -> dict:
     """Compute, write and record one block (one Dask task).
@@ -221,12 +202,12 @@ def predict_block(index: int, *, job: dict) -> dict:
         ``t_charges`` (the Voronoi assignment of the points), ``t_bnn`` (the
         network, with the per-atom sums of the samples), ``t_write`` (the
         variables, the block's charges file and its ledger entry), and
-        ``n_points``, ``n_halo``, ``pid``, ``max_rss_mb``,
+        ``n_points``, ``n_halo``, ``n_read`` (atom rows read from the store's tiles for it), ``pid``,
+        ``max_rss_mb``,
         ``slurm_job_id`` (the SLURM job the worker runs in, or None).
     """
     from .blocks import block_halo
     from .charges import assign_block, block_sums
-    from .descriptors import compute_block
 
     ts = time.perf_counter()
     _set_threads(job["threads"])
@@ -236,14 +217,16 @@ def predict_block(index: int, *, job: dict) -> dict:
     t0 = time.perf_counter()
     block = ctx.blocks[index]
     params = ctx.model.params
-    halo = block_halo(ctx.cell_list, ctx.numbers, ctx.grid, block, params.r_cut)
-    feats = compute_block(halo, ctx.grid, block, params).reshape(-1, params.n_features)
+    n_read = ctx.atoms.rows_read
+    halo = block_halo(ctx.atoms, None, ctx.grid, block, params.r_cut)
+    feats = _block_features(halo, ctx, block, params)
     n_halo = len(halo.numbers)
     del halo
     t1 = time.perf_counter()
     # Each point's Voronoi owner (nearest atom), for the per-atom charges (bigdens.charges).
-    owners, labels = assign_block(ctx.cell_list, ctx.numbers, ctx.grid, block)
+    owners, labels = assign_block(ctx.atoms, None, ctx.grid, block)
     t_assign = time.perf_counter() - t1
+    n_read = ctx.atoms.rows_read - n_read  # atom rows this block read from the store (tiles not yet cached)
     mean, epi, ale, deviations = ctx.model.predict_grouped(
         feats, labels, len(owners), samples=job["samples"], seed=job["seed"], block_index=index,
         device=ctx.device, batch=job["batch"], disorder=_frame_disorder(job, frame))
@@ -294,7 +277,8 @@ def predict_block(index: int, *, job: dict) -> dict:
     zstore.write_ledger(job["store"], unit, entry)
     t3 = time.perf_counter()
     return {**entry, "t_setup": t0 - ts, "t_descriptors": t1 - t0, "t_bnn": t2 - t1 - t_assign, "t_write": t3 - t2,
-            "t_charges": t_assign, "n_points": block.n_points, "n_halo": n_halo, "pid": os.getpid(),
+            "t_charges": t_assign, "n_points": block.n_points, "n_halo": n_halo, "n_read": n_read,
+            "pid": os.getpid(),
             "max_rss_mb": peak_rss_mb(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
 
@@ -1093,6 +1077,12 @@ def _open_target(out: Path, identity: dict, config: PredictConfig, held: ExitSta
     if mode == "resume":
         attrs = zstore.read_attrs(out)
         zstore.check_identity(attrs, identity)
+        if int(attrs.get("format_version", 1)) < 2:
+            raise zstore.old_format_error(out, attrs)
+        # Workers trust the atom tiles (they read only their blocks' neighbourhoods): check them here, once.
+        problems = zstore.check_metadata(out, attrs)
+        if problems:
+            raise zstore.problems_error(out, problems)
         ledger = zstore.read_ledger(out)
         if not config.renormalize and any(e.get("scale", 1.0) != 1.0 or "pending" in e for e in ledger.values()):
             raise SetupError(f"{str(out)!r} was renormalized; resume it with --renormalize")

@@ -12,12 +12,19 @@ Layout (DESIGN §6)::
       positions/                float64 (n_atoms, 3), dims ("atom", "xyz"), Å
       numbers/                  int32 (n_atoms,), dims ("atom",)
       charge/, charge_std/      float64 (n_atoms,), dims ("atom",), e: per-atom charges (written on completion)
+      atom_tiles/               the atoms again, sorted by the block they lie in (bigdens.atomtiles), so that a
+                                worker reads only the atoms near its blocks:
+        frac/                   float64 (n_atoms, 3), wrapped fractional coordinates, in tile order
+        numbers/                uint8 (n_atoms,), atomic numbers, in tile order
+        atom/                   int64 (n_atoms,), each row's index along ``atom``
+        starts/                 int64 (n_blocks + 1,), tile t is rows starts[t]:starts[t + 1]
       ledger/                   a Zarr group holding one ``block-NNNNNNN.json`` per finished block, and
                                 ``charges-NNNNNNN.npy``: the block's per-atom sums (:mod:`bigdens.charges`)
 
 A trajectory store (``bigdens predict TRAJ --frames START:STOP:STEP``; attribute ``n_frames``) has a
 leading ``frame`` dimension: the density variables are (n_frames, n1, n2, n3) with chunks (1, c1, c2,
-c3), ``positions`` (n_frames, n_atoms, 3), ``charge``/``charge_std`` (n_frames, n_atoms); ``numbers``
+c3), ``positions`` (n_frames, n_atoms, 3), ``charge``/``charge_std`` (n_frames, n_atoms), and each
+``atom_tiles`` array a leading frame axis (each frame sorted on its own); ``numbers``
 and the cell are shared by all frames.  Coordinates along ``frame``: ``frame`` (int64, each frame's
 index in the input file), and ``time`` and ``step`` when every frame carried them.  Its work units
 are (frame, block) pairs, numbered ``frame · n_blocks + block`` (:func:`unit_index`): the ledger's
@@ -71,13 +78,18 @@ from .errors import RunError, SetupError
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
 
+    from .atomtiles import TiledAtoms
     from .blocks import Block
     from .grid import Grid
 
 #: Value of the ``format`` attribute that marks a bigdens store.
 STORE_FORMAT = "bigdens-density"
-#: Version of this layout; stores with a larger number are refused.
-STORE_VERSION = 1
+#: Version of this layout; stores with a larger number are refused.  Version 2 added ``atom_tiles``.
+STORE_VERSION = 2
+#: Group of the atoms sorted by tile (:mod:`bigdens.atomtiles`), and the rows per chunk of its arrays
+#: (small, so that a worker reading a block's neighbourhood decodes little beyond it).
+TILES = "atom_tiles"
+TILE_ROWS = 1 << 14
 #: Name of the ledger group.
 LEDGER = "ledger"
 #: Density variables: name -> long name (all e/Å³, float32, dims x, y, z).
@@ -306,12 +318,137 @@ def create(path: str | Path, *, atoms: "Atoms", grid: "Grid", chunk: tuple[int, 
                                 dimension_names=("atom",),
                                 attributes={"units": "1", "long_name": "atomic numbers"})
         num[:] = np.asarray(atoms.numbers, dtype=np.int32)
+        frame_positions = [atoms.positions] if trajectory is None else [a.positions for a in trajectory.frames]
+        _create_tiles(root, grid=grid, block=tuple(attrs["run"]["block"]), positions=frame_positions,
+                      numbers=np.asarray(atoms.numbers), trajectory=trajectory is not None)
         root.create_group(LEDGER, attributes={"description": "one block-NNNNNNN.json per finished block"})
         with _quiet():
             zarr.consolidate_metadata(str(path))
     except OSError as exc:
         raise SetupError(f"cannot create the store {str(path)!r} ({exc.strerror or exc}); check the folder "
                          "and free space") from None
+
+
+def _tile_layout(n_atoms: int, n_tiles: int, frames: int | None) -> dict[str, tuple]:
+    # atom_tiles array -> (shape, chunks, dtype, dimension names, units) as _create_tiles writes it.
+    lead = () if frames is None else (frames,)
+    one = (1,) * len(lead)
+    dims = ("frame",) * len(lead)
+    rows = min(max(n_atoms, 1), TILE_ROWS)
+    return {"frac": (lead + (n_atoms, 3), one + (rows, 3), "float64", dims + ("tile_row", "xyz"), "1"),
+            "numbers": (lead + (n_atoms,), one + (rows,), "uint8", dims + ("tile_row",), "1"),
+            "atom": (lead + (n_atoms,), one + (rows,), "int64", dims + ("tile_row",), "1"),
+            "starts": (lead + (n_tiles + 1,), one + (n_tiles + 1,), "int64", dims + ("tile_edge",), "1")}
+
+
+def _create_tiles(root, *, grid: "Grid", block: tuple, positions: list, numbers: np.ndarray,
+                  trajectory: bool) -> None:
+    # The atom_tiles group: each frame's atoms sorted by tile, written in passes of ROWS atoms (a multiple
+    # of TILE_ROWS, so each pass writes whole chunks); beyond the structure, 16 bytes per atom at a time.
+    from .atomtiles import tile_counts, tile_order
+    from .celllist import ROWS, fractional
+
+    cell = np.asarray(grid.cell, dtype=np.float64)
+    n = len(numbers)
+    n_tiles = int(np.prod(tile_counts(grid.shape, block)))
+    group = root.create_group(TILES, attributes={
+        "description": "atoms sorted by the grid block they lie in (bigdens.atomtiles)", "block": list(block)})
+    layout = _tile_layout(n, n_tiles, len(positions) if trajectory else None)
+    arrays = {name: group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, dimension_names=dims,
+                                       attributes={"units": units})
+              for name, (shape, chunks, dtype, dims, units) in layout.items()}
+    numbers = np.asarray(numbers)
+    for k, pos in enumerate(positions):
+        pos = np.asarray(pos, dtype=np.float64)
+        at = (k,) if trajectory else ()
+        order, starts = tile_order(cell, pos, grid.shape, block)
+        arrays["starts"][at] = starts
+        for s in range(0, n, ROWS):
+            rows = order[s : s + ROWS]
+            arrays["frac"][at + (slice(s, s + len(rows)),)] = fractional(cell, pos[rows])
+            arrays["numbers"][at + (slice(s, s + len(rows)),)] = numbers[rows].astype(np.uint8)
+            arrays["atom"][at + (slice(s, s + len(rows)),)] = rows
+        del order
+
+
+def old_format_error(path: str | Path, attrs: dict) -> SetupError:
+    """The refusal to resume a store made before ``atom_tiles`` (format 1), which workers cannot read."""
+    return SetupError(f"{str(path)!r} is in store format {attrs.get('format_version', 1)} (bigdens "
+                      f"{attrs.get('bigdens_version', 'unknown')}), made before workers read the atoms by tile; "
+                      f"this bigdens resumes format {STORE_VERSION}: start it again with --overwrite")
+
+
+def open_tiles(path: str | Path, attrs: dict, frame: int | None = None) -> "TiledAtoms":
+    """The store's atoms as a :class:`bigdens.atomtiles.TiledAtoms` (of ``frame`` in a trajectory store).
+
+    Reads only the tile boundaries (8 bytes per block); the atoms are read by the
+    blocks' queries.  A store made before ``atom_tiles`` existed (format 1) is
+    refused with a message to rerun.
+    """
+    from .atomtiles import TiledAtoms
+
+    zarr = _zarr()
+    with _quiet():
+        root = zarr.open_group(str(path), mode="r")
+    if TILES not in root:
+        raise old_format_error(path, attrs)
+    group = root[TILES]
+    at = () if frame is None else (frame,)
+
+    def view(name):
+        arr = group[name]
+        return arr if frame is None else _Frame(arr, frame)
+
+    return TiledAtoms(cell=np.asarray(attrs["cell"], dtype=np.float64), grid_shape=tuple(attrs["grid_shape"]),
+                      block_shape=tuple(group.attrs["block"]), frac=view("frac"), numbers=view("numbers"),
+                      atom=view("atom"), starts=np.asarray(group["starts"][at]))
+
+
+def check_tiles(path: str | Path, attrs: dict) -> list[tuple[str, str]]:
+    """Problems of the ``atom_tiles`` group against ``positions`` and ``numbers`` (empty: none).
+
+    Each frame's tiles must hold every atom once, at the fractional
+    coordinates :func:`bigdens.celllist.fractional` gives for its stored
+    position (bit for bit), with its atomic number, in the tile its
+    coordinates fall in.  Memory: the frame's positions (24 bytes per atom) and
+    one flag per atom; the tile arrays are read in passes.
+    """
+    from .atomtiles import tile_of
+    from .celllist import ROWS, fractional
+
+    zarr = _zarr()
+    try:
+        with _quiet():
+            root = zarr.open_group(str(path), mode="r", use_consolidated=False)
+        group = root[TILES]
+        block = tuple(int(b) for b in group.attrs["block"])
+        cell = np.asarray(attrs["cell"], dtype=np.float64)
+        shape = tuple(int(v) for v in attrs["grid_shape"])
+        pos_all, numbers = root["positions"], np.asarray(root["numbers"][:])
+        frames = [None] if pos_all.ndim == 2 else list(range(pos_all.shape[0]))
+        for k in frames:
+            at = () if k is None else (k,)
+            pos = np.asarray(pos_all[at], dtype=np.float64)
+            starts = np.asarray(group["starts"][at])
+            seen = np.zeros(len(numbers), dtype=bool)
+            for s in range(0, len(numbers), ROWS):
+                sel = at + (slice(s, s + ROWS),)
+                atom = np.asarray(group["atom"][sel])
+                frac = np.asarray(group["frac"][sel])
+                if atom.min(initial=0) < 0 or atom.max(initial=0) >= len(numbers) or seen[atom].any():
+                    return [(TILES, "the atom index is not a permutation of the atoms")]
+                seen[atom] = True
+                want_tile = np.searchsorted(starts, np.arange(s, s + len(atom)), side="right") - 1
+                if (not np.array_equal(frac, fractional(cell, pos[atom]))
+                        or not np.array_equal(np.asarray(group["numbers"][sel]), numbers[atom])
+                        or not np.array_equal(tile_of(frac, shape, block), want_tile)):
+                    where = "" if k is None else f" of frame {k}"
+                    return [(TILES, f"rows {s}–{s + len(atom) - 1}{where} do not match the stored atoms")]
+            if not seen.all():
+                return [(TILES, "some atoms are missing from the tiles")]
+    except Exception as exc:  # noqa: BLE001  (zarr raises many types on damaged arrays)
+        return [(TILES, f"unreadable ({type(exc).__name__})")]
+    return []
 
 
 def _create_variable(root, name: str, *, shape, chunk, frames: int | None = None, coordinates: str | None = None,
@@ -725,6 +862,13 @@ def _expected_metadata(attrs: dict) -> dict[str, dict]:
     out["numbers"] = {"shape": None if n is None else (int(n),), "data_type": "int32",
                       "chunks": None if n is None else (rows,), "dimension_names": ("atom",),
                       "fill_value": None, "units": "1"}
+    if n is not None and int(attrs.get("format_version", 1)) >= 2:
+        from .atomtiles import tile_counts
+
+        n_tiles = int(np.prod(tile_counts(shape, attrs["run"]["block"])))
+        for name, (tshape, tchunks, dtype, tdims, units) in _tile_layout(int(n), n_tiles, frames).items():
+            out[f"{TILES}/{name}"] = {"shape": tshape, "data_type": dtype, "chunks": tchunks,
+                                      "dimension_names": tdims, "fill_value": None, "units": units}
     return out
 
 
@@ -751,7 +895,8 @@ def check_metadata(path: str | Path, attrs: dict, *, values: bool = True) -> lis
     shape, dtype, chunks, dimension names, fill value and units.  With
     ``values``, also that ``x``, ``y``, ``z`` are the grid's coordinates
     (recomputed from the cell and grid shape) and that positions and numbers
-    hash to the stored ``run.structure_hash`` (read in passes of 2²⁰ atoms).
+    hash to the stored ``run.structure_hash`` (read in passes of 2²⁰ atoms), and
+    that the atom tiles hold the same atoms (:func:`check_tiles`).
 
     Returns
     -------
@@ -832,6 +977,8 @@ def _check_values(path: Path, attrs: dict, *, skip: set) -> list[tuple[str, str]
         return problems + [("positions/numbers", f"unreadable ({type(exc).__name__})")]
     if digest != attrs.get("run", {}).get("structure_hash"):
         problems.append(("positions/numbers", "the atoms do not match the store's structure hash"))
+    elif int(attrs.get("format_version", 1)) >= 2 and not any(name.startswith(TILES) for name in skip):
+        problems += check_tiles(path, attrs)
     return problems
 
 

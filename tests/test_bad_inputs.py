@@ -31,6 +31,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "bad-inputs.md"
 AL4 = Path(__file__).resolve().parent / "data" / "al4"
+QE = Path(__file__).resolve().parent / "data" / "qe"
 BEGIN = "<!-- cases: generated from tests/test_bad_inputs.py (run it to rewrite); do not edit by hand -->"
 END = "<!-- end of cases -->"
 
@@ -210,7 +211,8 @@ GROUPS: dict[str, list[Case]] = {
              "validate on instead"),
         case("data-unknown-file", "a structure file as density file", "data import al.xyz -o imported",
              "cannot tell the format of 'al.xyz' from its name; density files must be Gaussian cube (*.cube), "
-             "VASP CHGCAR (*CHGCAR*, *.vasp) or GPAW (*.gpw); or pass a bigdens data-set directory"),
+             "VASP CHGCAR (*CHGCAR*, *.vasp), GPAW (*.gpw) or XSF (*.xsf, e.g. Quantum ESPRESSO pp.x output); or "
+             "pass a bigdens data-set directory"),
         case("data-import-missing", "density file that does not exist", "data import missing.cube -o imported",
              "density file 'missing.cube' does not exist"),
         case("data-import-into-file", "import into an existing file", "data import missing.cube -o al.xyz",
@@ -248,13 +250,17 @@ GROUPS: dict[str, list[Case]] = {
         case("density-singular-chgcar", "a CHGCAR with two equal lattice vectors", "data import flat_CHGCAR -o imported",
              "CHGCAR file 'flat_CHGCAR': the cell is singular (scale 1, lattice vectors [[4.05, 0.0, 0.0], [0.0, "
              "4.05, 0.0], [0.0, 4.05, 0.0]] Å): a zero or degenerate lattice vector means the file is damaged"),
+        case("density-xsf-no-datagrid", "an XSF without DATAGRID_3D (a structure, no density)",
+             "data import nogrid.xsf -o imported",
+             "XSF file 'nogrid.xsf' holds no 3-D data grid (no BEGIN_BLOCK_DATAGRID_3D with a DATAGRID_3D in it): a "
+             "structure without a density; write the density with pp.x (plot_num=0, iflag=3, output_format=5)"),
         case("density-import-directory", "a data-set folder given to import", "data import al4 -o imported",
-             "'al4' is a directory: data import converts density files (cube, CHGCAR, .gpw); train, evaluate and "
-             "calibrate read data sets and snapshots as they are"),
+             "'al4' is a directory: data import converts density files (cube, CHGCAR, .gpw, XSF); train, evaluate "
+             "and calibrate read data sets and snapshots as they are"),
         case("density-import-snapshot", "a snapshot .npz given to import",
              "data import al4/al4-T0300-00.npz -o imported",
              "'al4/al4-T0300-00.npz' is a bigdens snapshot already: data import converts density files (cube, "
-             "CHGCAR, .gpw); train, evaluate and calibrate read data sets and snapshots as they are"),
+             "CHGCAR, .gpw, XSF); train, evaluate and calibrate read data sets and snapshots as they are"),
         case("density-temperature-nan", "--temperature nan", "data import neg.cube -o imported --temperature nan",
              "--temperature must be > 0 K, got nan; e.g. --temperature 300"),
     ],
@@ -307,6 +313,10 @@ GROUPS: dict[str, list[Case]] = {
         case("store-resume-not-store", "--resume of a folder of other files",
              "predict al.xyz " + STORE + " --out notes --resume",
              "cannot resume: 'notes' is not a bigdens store; run without --resume to start a new store"),
+        case("store-resume-old-format", "--resume of a store made before the atom tiles (store format 1)",
+             "predict al.xyz " + STORE + " --out format1.zarr --resume",
+             "'format1.zarr' is in store format 1 (bigdens 0.1.0), made before workers read the atoms by tile; "
+             "this bigdens resumes format 2: start it again with --overwrite"),
         case("store-out-folder-missing", "--out in a folder that does not exist",
              "predict al.xyz " + STORE + " --out nodir/new.zarr",
              "the output folder '…/nodir' does not exist (or is not a folder); create it first"),
@@ -702,7 +712,10 @@ def _make_model(path: Path, species=(13,), info=None) -> Path:
 
 
 def _density_files(d: Path) -> None:
-    """Cube and CHGCAR files of densities that cannot be physical (from the first al4 snapshot)."""
+    """Cube and CHGCAR files of densities that cannot be physical (from the first al4 snapshot), and an XSF file
+    without a density (the Quantum ESPRESSO file tests/data/qe/si.rho.xsf.gz cut before its data block)."""
+    import gzip
+
     from ase.calculators.vasp import VaspChargeDensity
 
     from bigdens.data import load
@@ -725,6 +738,9 @@ def _density_files(d: Path) -> None:
     chg.write(str(d / "paw_CHGCAR"), format="chgcar")
     lines = (d / "paw_CHGCAR").read_text().splitlines(True)  # lines 3-5: the lattice vectors
     (d / "flat_CHGCAR").write_text("".join(lines[:4] + [lines[3]] + lines[5:]))
+    with gzip.open(QE / "si.rho.xsf.gz", "rt") as fh:
+        lines = fh.read().splitlines(True)
+    (d / "nogrid.xsf").write_text("".join(lines[: lines.index("BEGIN_BLOCK_DATAGRID_3D\n")]))
 
 
 def _rewrite_model(src: Path, dst: Path, *, meta=None, tensors=None) -> None:
@@ -855,6 +871,7 @@ def inputs(tmp_path_factory) -> Path:
     _damaged_stores(d)
     _locked_stores(d)
     _old_store(d)
+    _format1_store(d)
     _trajectories(d, atoms, settings)
     return d
 
@@ -891,6 +908,21 @@ def _old_store(d: Path) -> None:
     meta["attributes"].pop("charges")
     for name in ("charge", "charge_std"):
         meta["consolidated_metadata"]["metadata"].pop(name)
+    (old / "zarr.json").write_text(json.dumps(meta))
+
+
+def _format1_store(d: Path) -> None:
+    """A copy of partial.zarr as a bigdens of store format 1 wrote it (no atom_tiles group)."""
+    old = d / "format1.zarr"
+    shutil.copytree(d / "partial.zarr", old)
+    shutil.rmtree(old / "atom_tiles")
+    meta = json.loads((old / "zarr.json").read_text())
+    assert meta["attributes"]["format_version"] == 2, "the case assumes this bigdens writes store format 2"
+    meta["attributes"]["format_version"] = 1
+    meta["attributes"]["bigdens_version"] = "0.1.0"
+    listed = meta["consolidated_metadata"]["metadata"]
+    for name in [k for k in listed if k == "atom_tiles" or k.startswith("atom_tiles/")]:
+        listed.pop(name)
     (old / "zarr.json").write_text(json.dumps(meta))
 
 

@@ -176,6 +176,8 @@ def test_guess_format():
 
 
 # -- bigdens data import ---------------------------------------------------------------------------
+# (An XSF without a density, no DATAGRID_3D, is the case density-xsf-no-datagrid of the bad-input
+# catalogue, docs/bad-inputs.md, run by tests/test_bad_inputs.py.)
 
 def test_cli_imports_qe_xsf_and_cube(tmp_path, capsys):
     xsf, cube = QE / "si_displaced.rho.xsf.gz", QE / "si_displaced.rho.cube.gz"
@@ -197,29 +199,6 @@ def test_cli_imports_qe_xsf_and_cube(tmp_path, capsys):
     (sa,) = load([tmp_path / "a3"])
     np.testing.assert_allclose(sa.density, sx.density * Bohr**3, rtol=1e-6)
     assert main(["data", "info", str(tmp_path / "xsf-ds")]) == 0
-
-
-def _structure_only(path: Path) -> None:
-    # The QE XSF cut before its data block: a structure without a density.
-    with gzip.open(QE / "si.rho.xsf.gz", "rt") as fh:
-        lines = fh.read().splitlines()
-    path.write_text("\n".join(lines[: lines.index("BEGIN_BLOCK_DATAGRID_3D")]) + "\n")
-
-
-def test_cli_refuses_an_xsf_without_datagrid_3d(tmp_path, capsys):
-    # The case `qe-xsf-no-datagrid` of docs/bad-inputs.md: one line, exit 2, nothing written.
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md").read_text()
-    row = next(line for line in doc.splitlines() if line.startswith("| `qe-xsf-no-datagrid` |"))
-    command, message = [cell.strip().strip("`") for cell in row.split(" | ")[2:4]]
-    assert command == "bigdens data import nogrid.xsf -o imported"
-    _structure_only(Path("nogrid.xsf"))  # in the test's working folder (tmp_path)
-    before = sorted(p.name for p in tmp_path.iterdir())
-    capsys.readouterr()
-    assert main(command.split()[1:]) == 2
-    out, err = capsys.readouterr()
-    assert out == "" and "Traceback" not in err
-    assert err.splitlines() == [f"bigdens data: error: {message}"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 # -- files the reader refuses ----------------------------------------------------------------------

@@ -180,8 +180,8 @@ def _import(args: argparse.Namespace) -> int:
     for f in args.files:
         if Path(f).is_dir() or Path(f).suffix == ".npz":
             what = "a directory" if Path(f).is_dir() else "a bigdens snapshot already"
-            raise InputError(f"{f!r} is {what}: data import converts density files (cube, CHGCAR, .gpw); train, "
-                             "evaluate and calibrate read data sets and snapshots as they are")
+            raise InputError(f"{f!r} is {what}: data import converts density files (cube, CHGCAR, .gpw, "
+                             "XSF); train, evaluate and calibrate read data sets and snapshots as they are")
         fmt = guess_format(f)
         if fmt == "cube":
             from ..io.cube import read_cube

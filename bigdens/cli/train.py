@@ -10,8 +10,8 @@ HELP = "train a Bayesian density model from scratch on DFT data sets (stage 1)"
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """Data sets and files (cube, CHGCAR, .gpw) to learn from, and the validation choice."""
-    parser.add_argument("data", nargs="+", help="data-set directories and/or density files (cube, CHGCAR, .gpw)")
+    """Data sets and files (cube, CHGCAR, .gpw, XSF) to learn from, and the validation choice."""
+    parser.add_argument("data", nargs="+", help="data-set directories and/or density files (cube, CHGCAR, .gpw, XSF)")
     parser.add_argument("--val", nargs="+", metavar="DATA",
                         help="validation data (default: the 'validation' split of DATA)")
     parser.add_argument("--allow-mixed-protocols", action="store_true",

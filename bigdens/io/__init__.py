@@ -64,7 +64,8 @@ def guess_format(path: str | Path) -> str:
         return "chgcar"
     raise InputError(
         f"cannot tell the format of {str(path)!r} from its name; density files must be Gaussian cube "
-        "(*.cube), VASP CHGCAR (*CHGCAR*, *.vasp) or GPAW (*.gpw); or pass a bigdens data-set directory"
+        "(*.cube), VASP CHGCAR (*CHGCAR*, *.vasp), GPAW (*.gpw) or XSF (*.xsf, e.g. Quantum ESPRESSO pp.x "
+        "output); or pass a bigdens data-set directory"
     )
 
 
