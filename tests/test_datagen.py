@@ -116,7 +116,7 @@ def test_missing_gpaw_is_one_clear_error(monkeypatch, capsys):
     with pytest.raises(MissingDependencyError, match="pip install"):
         datagen.dft_density(fcc_al(1))
     # The command refuses before any MD, and writes nothing.
-    monkeypatch.setattr(datagen, "thermalize", lambda *a, **k: pytest.fail("MD ran without GPAW"))
+    monkeypatch.setattr("bigdens.datagen.plan.thermalize", lambda *a, **k: pytest.fail("MD ran without GPAW"))
     assert main(["datagen", "al", "--temperatures", "300", "-o", "ds"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs the package 'gpaw'" in err
@@ -245,7 +245,7 @@ def fake_dft(calls):
 
 def test_generation_is_resumable_and_atomic(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(datagen, "dft_density", fake_dft(calls))
+    monkeypatch.setattr("bigdens.datagen.dft.dft_density", fake_dft(calls))
     variants = {"al4": fcc_al(1)}
     planned = []
 
@@ -305,7 +305,7 @@ def test_failed_dft_leaves_no_snapshot(monkeypatch, tmp_path):
             raise RunError("the GPAW density integrates to 11.5 electrons, expected 12")
         return ok(atoms, settings=settings, txt=txt)
 
-    monkeypatch.setattr(datagen, "dft_density", flaky)
+    monkeypatch.setattr("bigdens.datagen.dft.dft_density", flaky)
     out = tmp_path / "ds"
 
     def plan():
@@ -336,7 +336,7 @@ def slow_dft(atoms, *, settings, txt=None):
     return rho, {"protocol": settings.protocol, "electron_integral": n, "n_electrons_expected": n,
                  "timing": {"wall_seconds": 1.0, "core_seconds": 1.0}}
 
-datagen.dft_density = slow_dft
+datagen.dft.dft_density = slow_dft  # where compute_snapshot looks it up
 datagen.check_requirements = lambda *a, **k: None  # no GPAW needed: the DFT is faked
 sys.exit(main(["datagen", "al", "--temperatures", "300", "--snapshots-per-temperature", "4", "--equilibration",
                "0.02", "--interval", "0.01", "--gpts", "8", "8", "8", "-o", "ds"]))

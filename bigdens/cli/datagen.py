@@ -19,6 +19,30 @@ SPLIT = (0.7, 0.15, 0.15)
 
 HELP = "make a DFT density data set: Langevin thermalization, snapshots, GPAW single points (resumable)"
 
+#: Settings fields (:mod:`bigdens.datagen.settings`) -> the option that sets them, named in error messages.
+FLAGS = {"timestep_fs": "--timestep", "equilibration_ps": "--equilibration", "interval_ps": "--interval",
+         "melt_temperature_K": "--melt-temperature", "kpts": "--kpts", "gpts": "--gpts"}
+
+
+def settings_from_flags(cls, **values):
+    """``cls(**values)`` (a settings class of :mod:`bigdens.datagen.settings`); its errors name the option.
+
+    Raises
+    ------
+    InputError
+        ``"MDSettings.timestep_fs (--timestep) must be a positive number, got 0.0"``: the
+        settings' own message with the option of :data:`FLAGS` that set the field.
+    """
+    from ..errors import InputError
+
+    try:
+        return cls(**values)
+    except InputError as exc:
+        name = getattr(exc, "setting", None)
+        if name not in FLAGS:
+            raise
+        raise InputError(f"{cls.__name__}.{name} ({FLAGS[name]}) {exc.problem}") from None
+
 
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     """The starting structures and their thermalization (shared with `bigdens suggest`'s generators)."""
@@ -57,9 +81,9 @@ def check_generator_arguments(args: argparse.Namespace):
         raise InputError(f"--seed must be an integer >= 0, got {args.seed}")
     if args.void is not None and not args.void > 0:
         raise InputError(f"--void must be a radius > 0 Å, got {args.void}")
-    return MDSettings(timestep_fs=args.timestep, equilibration_ps=args.equilibration, interval_ps=args.interval,
-                      melt_above_K=args.melt_above, melt_temperature_K=args.melt_temperature,
-                      potential=args.potential)
+    return settings_from_flags(MDSettings, timestep_fs=args.timestep, equilibration_ps=args.equilibration,
+                               interval_ps=args.interval, melt_above_K=args.melt_above,
+                               melt_temperature_K=args.melt_temperature, potential=args.potential)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"system {args.system!r} is a directory; give 'al', 'sige' or a structure file")
         if not Path(structure_file).is_file():
             raise InputError(f"system must be 'al', 'sige' or an existing structure file, got {args.system!r}")
-    dft = DFTSettings(kpts=tuple(args.kpts) if args.kpts else None, gpts=tuple(args.gpts) if args.gpts else None)
+    dft = settings_from_flags(DFTSettings, kpts=tuple(args.kpts) if args.kpts else None,
+                              gpts=tuple(args.gpts) if args.gpts else None)
     fractions = (0.0, 0.0, 1.0) if args.all_test else tuple(args.split or SPLIT)
     assign_splits([], fractions=fractions, seed=args.seed)  # fail now, not after the MD, on bad fractions
     out = Path(args.output).absolute()
