@@ -10,12 +10,14 @@ and the flag that forces it (``--skip-size-check``).
 
 The formulas are upper bounds on the dominant terms (bytes):
 
-* a worker: :data:`WORKER_BASE_BYTES` (Python, torch, numba, Dask), 32 B per
-  atom of the structure (cell list), the block's halo atoms, the block's
+* a worker: :data:`WORKER_BASE_BYTES` (Python, torch, numba, Dask), the
+  atom tiles it keeps decoded (:data:`bigdens.atomtiles.CACHED_TILES` blocks'
+  worth of atoms at :data:`TILE_BYTES_PER_ATOM`; never the whole structure), the block's halo atoms, the block's
   features (4 B per feature per point), results and write buffers (~80 B per
   point), and the network's S-dependent buffers;
 * the store: 4 float32 variables per grid point (compression only lowers it),
-  the atoms (32 B each) and ~1 kB of ledger per block;
+  the atoms twice (:data:`STORE_BYTES_PER_ATOM`: positions and numbers, and
+  the atom tiles) and ~1 kB of ledger per block;
 * time: :data:`CORE_S_PER_POINT` per point at S = 20 (measured end to end on
   this project's 2-core benchmark machine, ``benchmarks/results/engine_throughput.json``),
   the network part scaling with S.
@@ -38,8 +40,10 @@ WORKER_BASE_BYTES = 450 * 2**20
 #: Bytes per grid point of a block beyond its features: the four results in float32 and float64
 #: temporaries, zarr's write and read-back buffers.
 BYTES_PER_BLOCK_POINT = 80
-#: Bytes per atom the driver and each worker hold for the structure (positions, numbers, cell list).
-BYTES_PER_ATOM = 32
+#: Bytes per atom of a worker's decoded atom tiles (fractional coordinates, atomic number, index).
+TILE_BYTES_PER_ATOM = 33
+#: Store bytes per atom: positions and numbers (28), and the atom tiles (33).
+STORE_BYTES_PER_ATOM = 61
 #: Bytes per atom that ASE and a structure writer hold while building a structure.
 BUILD_BYTES_PER_ATOM = 400
 #: Store bytes per grid point: four float32 variables.
@@ -127,14 +131,17 @@ def estimate_predict(*, n_atoms: int, volume: float, grid_shape, block_shape, sa
     spacing = (volume / n_points) ** (1 / 3)
     halo_volume = math.prod(b * spacing + 2 * r_cut for b in block_shape)
     halo_atoms = n_atoms / volume * halo_volume  # every periodic image within r_cut of the block
-    memory = (WORKER_BASE_BYTES + BYTES_PER_ATOM * n_atoms + 64 * halo_atoms
+    from .atomtiles import CACHED_TILES
+
+    tile_atoms = min(n_atoms, CACHED_TILES * n_atoms / volume * math.prod(b * spacing for b in block_shape))
+    memory = (WORKER_BASE_BYTES + TILE_BYTES_PER_ATOM * tile_atoms + 64 * halo_atoms
               + block_points * (4 * n_features + BYTES_PER_BLOCK_POINT)
               + network_bytes(samples=samples, n_features=n_features, hidden=hidden, kind=kind, batch=batch))
     # Per block, the per-atom sums of its owning atoms: index + mean + S samples, 8 bytes each (bigdens.charges);
     # per atom, charge and charge_std.
     owners = min(n_atoms, n_atoms / volume * math.prod(b * spacing + 2 * CHARGES_REACH for b in block_shape))
     charges = 8 * (samples + 2) * owners * n_blocks + 16 * n_atoms
-    disk = (STORE_BYTES_PER_POINT * n_points + BYTES_PER_ATOM * n_atoms + LEDGER_BYTES_PER_BLOCK * 2 * n_blocks
+    disk = (STORE_BYTES_PER_POINT * n_points + STORE_BYTES_PER_ATOM * n_atoms + LEDGER_BYTES_PER_BLOCK * 2 * n_blocks
             + charges)
     cost = CORE_S_PER_POINT * ((1 - SAMPLE_SHARE) + SAMPLE_SHARE * samples / 20)
     return Estimate(memory_per_worker=int(memory), disk=int(disk), n_tasks=n_blocks, core_seconds=n_points * cost)
