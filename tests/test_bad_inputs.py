@@ -21,7 +21,6 @@ import re
 import shlex
 import shutil
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -392,7 +391,7 @@ GROUPS: dict[str, list[Case]] = {
              "differs (chunk missing, changed or swapped)); repair it with `bigdens verify --repair "
              "chunk-deleted.zarr`, then `bigdens predict ... --resume`"),
         case("export-cube-is-folder", "--cube names a folder", "export done.zarr --cube notes",
-             "cannot write 'notes': it is a folder; give a file name, e.g. --cube density.cube"),
+             "cannot write 'notes': it is a folder; give a file name, e.g. -o density.cube"),
     ],
     "Stores in use (one writer per store)": [
         case("store-in-use-elsewhere", "--overwrite of a store a run on another host writes",
@@ -493,7 +492,8 @@ GROUPS: dict[str, list[Case]] = {
         case("predict-resume-and-overwrite", "both flags", "predict al.xyz " + PREDICT + " --resume --overwrite",
              "resume and overwrite exclude each other: --resume continues the store, --overwrite replaces it"),
         case("predict-device-unknown", "--device tpu", "predict al.xyz " + PREDICT + " --device tpu",
-             "device must be one of ('auto', 'cpu', 'cuda'), got 'tpu'"),
+             "argument --device: invalid choice: 'tpu' (choose from 'auto', 'cpu', 'cuda'); see "
+             "`bigdens predict --help`"),
         case("predict-device-cuda-missing", "--device cuda without a GPU", "predict al.xyz " + PREDICT
              + " --device cuda",
              "device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto", skip_with_cuda=True),
@@ -521,7 +521,8 @@ GROUPS: dict[str, list[Case]] = {
              "epochs must be >= 1, got 0"),
         case("train-lr-negative", "--lr -1", "train al4 --lr -1 -o m.safetensors", "lr must be > 0, got -1.0"),
         case("train-device-unknown", "--device tpu", "train al4 --device tpu -o m.safetensors",
-             "device must be one of ('auto', 'cpu', 'cuda'), got 'tpu'"),
+             "argument --device: invalid choice: 'tpu' (choose from 'auto', 'cpu', 'cuda'); see "
+             "`bigdens train --help`"),
         case("train-device-cuda-missing", "--device cuda without a GPU", "train al4 --device cuda --epochs 1 "
              "-o m.safetensors", "device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto",
              skip_with_cuda=True),
@@ -994,7 +995,6 @@ def test_bad_input(case: Case, inputs, tmp_path, capsys, monkeypatch):
 
         if torch.cuda.is_available():
             pytest.skip("a CUDA GPU is present: --device cuda is not a bad input here")
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # `bigdens predict` replaces it
     monkeypatch.delenv("BIGDENS_CLUSTER_CONFIGS", raising=False)
     shutil.copytree(inputs, tmp_path, dirs_exist_ok=True, symlinks=True)
     before = _tree(tmp_path)

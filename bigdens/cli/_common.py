@@ -51,6 +51,61 @@ def progress_lines(*names: str, before: Callable[[], None] | None = None) -> Ite
             lg.propagate = propagate
 
 
+def add_argument(parser, *names: str, aliases: tuple[str, ...] = (), **kwargs) -> argparse.Action:
+    """``parser.add_argument(*names, **kwargs)`` that also accepts the hidden option strings ``aliases``.
+
+    An alias parses like the names (old spellings kept so that existing scripts
+    run on) but appears neither in ``--help`` nor in argparse's messages, which
+    name ``names`` only.  ``parser`` may be an argument group.
+    """
+    action = parser.add_argument(*names, *aliases, **kwargs)
+    action.option_strings = [s for s in action.option_strings if s not in aliases]  # the parser still maps them
+    action.aliases = tuple(aliases)
+    return action
+
+
+def add_output_argument(parser, *, help: str, metavar: str | None = None, required: bool = True,
+                        default: str | None = None, aliases: tuple[str, ...] = ()) -> argparse.Action:
+    """``-o/--output PATH``: the file or folder a command writes (``aliases``: old spellings, hidden)."""
+    return add_argument(parser, "-o", "--output", aliases=aliases, required=required, default=default,
+                        metavar=metavar, help=help)
+
+
+def add_threads_argument(parser) -> argparse.Action:
+    """``--threads N``: torch and numba threads of this process (every core when left out)."""
+    return parser.add_argument("--threads", type=int, metavar="N",
+                               help="torch and numba threads of this process, >= 1 (default: every core)")
+
+
+def add_device_argument(parser, *, default: str, what: str) -> argparse.Action:
+    """``--device {auto,cpu,cuda}`` (:data:`bigdens.config.DEVICES`); ``default`` comes from the config object."""
+    from ..config import DEVICES
+
+    return parser.add_argument("--device", choices=DEVICES, default=default,
+                               help=f"where {what} runs: auto (CUDA when torch sees a GPU, else the CPU), cpu or "
+                                    f"cuda (default {default})")
+
+
+def config_default(cls, name: str):
+    """The default of field ``name`` of the dataclass ``cls`` (a config object), so no literal is repeated."""
+    import dataclasses
+
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def add_split_argument(parser, *, help: str, default: str | None = None) -> argparse.Action:
+    """``--split NAME``: a split name (:data:`bigdens.data.SPLITS`), never fractions."""
+    from ..data import SPLITS
+
+    return parser.add_argument("--split", choices=SPLITS, default=default, metavar="SPLIT",
+                               help=f"{help}: one of {', '.join(SPLITS)}")
+
+
+def add_keep_variance_argument(parser, *, help: str, aliases: tuple[str, ...] = ()) -> argparse.Action:
+    """``--keep-variance``: keep the model's variance factor, refit only the epistemic reference."""
+    return add_argument(parser, "--keep-variance", aliases=aliases, action="store_true", help=help)
+
+
 def add_frame_argument(parser: argparse.ArgumentParser) -> None:
     """``--frame K``: which frame of a trajectory store a reading command reads."""
     parser.add_argument("--frame", type=int, metavar="K",
@@ -100,7 +155,7 @@ def cluster_config(args: argparse.Namespace, *, model):
 
     return PredictConfig(out="unused.zarr", model=model, cluster=args.cluster, scheduler_file=args.scheduler_file,
                          workers=args.workers, threads_per_worker=args.threads_per_worker,
-                         device=getattr(args, "device", "auto"))
+                         device=getattr(args, "device", config_default(PredictConfig, "device")))
 
 
 class _RaisingParser(argparse.ArgumentParser):

@@ -8,6 +8,8 @@ HELP = "build an FCC Al or diamond Si(1-x)Ge(x) structure, with defects and ratt
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._common import add_output_argument
+
     parser.add_argument("system", choices=["al", "sige"], help="FCC aluminium or diamond Si(1-x)Ge(x)")
     parser.add_argument("--cells", type=int, nargs=3, default=[1, 1, 1], metavar=("N1", "N2", "N3"),
                         help="conventional cubic cells along each axis (Al: 4 atoms each, SiGe: 8)")
@@ -20,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rattle", type=float, default=0.0, metavar="RMS",
                         help="Gaussian displacement per Cartesian component, Å")
     parser.add_argument("--seed", type=int, default=0, help="seed for alloy sites, vacancies and rattle")
-    parser.add_argument("-o", "--output", required=True, help="output file; format from its name or --out-format")
+    add_output_argument(parser, metavar="FILE", help="output structure file; format from its name or --out-format")
     parser.add_argument("--out-format", help="ASE format name for the output (e.g. vasp, lammps-data)")
     parser.add_argument("--skip-size-check", action="store_true",
                         help="build even when the estimated memory or file size exceeds what the machine offers")

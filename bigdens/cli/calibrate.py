@@ -8,18 +8,19 @@ HELP = "refit a model's variance factor and epistemic reference on validation da
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._common import add_keep_variance_argument, add_output_argument, add_split_argument, add_threads_argument
+
     parser.add_argument("model", help="model file")
     parser.add_argument("data", nargs="+",
                         help="validation data-set directories and/or density files, never trained on")
-    parser.add_argument("--split", choices=["train", "validation", "test"],
-                        help="only this split of the data sets")
-    parser.add_argument("--keep-variance", action="store_true",
-                        help="keep the variance factor; refit only the epistemic reference")
+    add_split_argument(parser, help="only this split of the data sets")
+    add_keep_variance_argument(parser, help="keep the variance factor; refit only the epistemic reference")
     parser.add_argument("--mc-samples", type=int, default=20, help="Monte Carlo weight samples (default 20)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--allow-mixed-protocols", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch/numba threads (default: all cores)")
-    parser.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo samples (default 0)")
+    parser.add_argument("--allow-mixed-protocols", action="store_true",
+                        help="accept snapshots made with different DFT settings")
+    add_threads_argument(parser)
+    add_output_argument(parser, metavar="MODEL.safetensors", help="model file to write (.safetensors)")
 
 
 def run(args: argparse.Namespace) -> int:

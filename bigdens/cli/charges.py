@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_frame_argument
+from ._common import add_frame_argument, add_output_argument
 
 HELP = ("print the per-atom charges of a predicted store (electrons in each atom's Voronoi cell, with their "
         "epistemic σ) and export them as CSV or extxyz")
@@ -15,7 +15,7 @@ FORMATS = {".csv": "csv", ".extxyz": "extxyz", ".xyz": "extxyz"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", help="a store written by `bigdens predict`")
-    parser.add_argument("-o", "--output", metavar="FILE",
+    add_output_argument(parser, metavar="FILE", required=False,
                         help="write the charges to FILE.csv (index, symbol, x, y, z, charge_e, charge_std_e, "
                              "net_charge_e) or FILE.extxyz (per-atom arrays of the same names)")
     add_frame_argument(parser)

@@ -20,7 +20,10 @@ HELP = "inspect a DFT density data set (info) or import cube/CHGCAR/.gpw/XSF fil
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    from ._common import add_output_argument, add_split_argument
+
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True,
+                                help="info or import; `bigdens data ACTION --help` shows its options")
     info = sub.add_parser("info", help="snapshots, sizes, temperatures, electron integrals, DFT cost",
                           description="Summarise data sets or density files.")
     info.add_argument("paths", nargs="+", metavar="PATH", help="data-set directories or density files")
@@ -31,9 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                      "DATAGRID_3D such as Quantum ESPRESSO's pp.x writes) into a "
                                      "bigdens data set (created, or extended when it exists).")
     imp.add_argument("files", nargs="+", metavar="FILE", help="density files")
-    imp.add_argument("-o", "--output", required=True, metavar="DATASET", help="data-set directory")
-    imp.add_argument("--split", choices=["train", "validation", "test"], default="train",
-                     help="split of the imported snapshots (default train)")
+    add_output_argument(imp, metavar="DATASET", help="data-set directory (created, or extended when it exists)")
+    add_split_argument(imp, default="train", help="split of the imported snapshots (default train)")
     imp.add_argument("--cube-units", choices=["e/bohr^3", "e/A^3"], default="e/bohr^3",
                      help="units of cube values (standard: e/bohr^3; ASE-written GPAW densities: e/A^3)")
     imp.add_argument("--xsf-units", choices=["e/bohr^3", "e/A^3"], default="e/bohr^3",

@@ -8,14 +8,17 @@ HELP = "evaluate a model on DFT data: NMAE, NRMSE, electron count, coverage, Spe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._common import add_split_argument, add_threads_argument
+
     parser.add_argument("model", help="model file")
     parser.add_argument("data", nargs="+", help="data-set directories and/or density files")
-    parser.add_argument("--split", choices=["train", "validation", "test"], help="only this split of the data sets")
+    add_split_argument(parser, help="only this split of the data sets")
     parser.add_argument("--mc-samples", type=int, default=20, help="Monte Carlo weight samples (default 20)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo samples (default 0)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    parser.add_argument("--allow-mixed-protocols", action="store_true")
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--allow-mixed-protocols", action="store_true",
+                        help="accept snapshots made with different DFT settings")
+    add_threads_argument(parser)
 
 
 def format_table(result: dict) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_frame_argument
+from ._common import add_frame_argument, add_output_argument
 
 HELP = ("write a variable of a predicted store as a Gaussian cube file (Bohr, e/Bohr³), slab by slab, each block "
         "checked against its ledger checksum")
@@ -12,7 +12,7 @@ HELP = ("write a variable of a predicted store as a Gaussian cube file (Bohr, e/
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", help="a store written by `bigdens predict`")
-    parser.add_argument("--cube", required=True, metavar="FILE.cube", help="output cube file")
+    add_output_argument(parser, metavar="FILE.cube", aliases=("--cube",), help="output Gaussian cube file")
     parser.add_argument("--var", default="density",
                         help="variable: density (default), density_std, density_std_epistemic, "
                              "density_std_aleatoric")
@@ -33,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
         raise SetupError(f"{args.store!r} is not a bigdens store")
     if args.var not in store.VARIABLES:
         raise SetupError(f"unknown variable {args.var!r}; choose one of {', '.join(store.VARIABLES)}")
-    if not Path(args.cube).absolute().parent.is_dir():
-        raise SetupError(f"cannot write {args.cube!r}: its folder does not exist; create it first")
-    if Path(args.cube).is_dir():
-        raise SetupError(f"cannot write {args.cube!r}: it is a folder; give a file name, e.g. --cube density.cube")
+    if not Path(args.output).absolute().parent.is_dir():
+        raise SetupError(f"cannot write {args.output!r}: its folder does not exist; create it first")
+    if Path(args.output).is_dir():
+        raise SetupError(f"cannot write {args.output!r}: it is a folder; give a file name, e.g. -o density.cube")
     # Metadata, coordinates, atoms and ledger first (damage is not fixed by finishing the run); each block's
     # checksum as its slab is written.
     reader = store.open_checked(args.store, attrs=attrs, frame=args.frame)
@@ -50,12 +50,12 @@ def run(args: argparse.Namespace) -> int:
     atoms = Atoms(numbers=root["numbers"][:], positions=positions, cell=attrs["cell"], pbc=True)
     label = store.VARIABLES[args.var]
     try:
-        write_cube(args.cube, atoms, store.CheckedSlabs(reader, args.var),
+        write_cube(args.output, atoms, store.CheckedSlabs(reader, args.var),
                    comment=f"bigdens {args.var}: {label} (Bohr, e/Bohr^3)")
     except OSError as exc:
-        raise SetupError(f"cannot write {args.cube!r} ({exc.strerror or exc}); choose a writable destination") \
+        raise SetupError(f"cannot write {args.output!r} ({exc.strerror or exc}); choose a writable destination") \
             from None
     which = "" if reader.frame is None else f"frame {reader.frame}, "
-    print(f"wrote {args.cube}: {which}{args.var}, grid {tuple(attrs['grid_shape'])}, {len(atoms)} atoms "
+    print(f"wrote {args.output}: {which}{args.var}, grid {tuple(attrs['grid_shape'])}, {len(atoms)} atoms "
           "(Bohr, e/Bohr³)")
     return 0

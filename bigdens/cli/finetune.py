@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_keep_variance_argument
 from .train import add_data_arguments, add_optimiser_arguments
 
 HELP = "fine-tune a trained model's last layers on new (larger-cell) data (stage 2)"
@@ -17,9 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the others are frozen unless --frozen-lr-scale > 0")
     parser.add_argument("--frozen-lr-scale", type=float, default=0.0,
                         help="learning-rate factor for the other layers (default 0: frozen)")
-    parser.add_argument("--keep-calibration", action="store_true",
-                        help="keep the stage-1 model's variance factor instead of fitting it on the validation data "
-                             "(use when the validation data are not of the new kind)")
+    add_keep_variance_argument(parser, aliases=("--keep-calibration",),
+                               help="keep the stage-1 model's variance factor instead of fitting it on the "
+                                    "validation data; the epistemic reference is refitted either way (use when the "
+                                    "validation data are not of the new kind)")
     add_optimiser_arguments(parser, epochs=100, lr=1e-3)
 
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     with progress_lines("bigdens.train"):  # one line per epoch, as the command's own output
         new = finetune(model, train_s, val_s,
                        config=config_from_args(args, train_layers=args.layers, frozen_lr_scale=args.frozen_lr_scale),
-                       recalibrate=not args.keep_calibration)
+                       recalibrate=not args.keep_variance)
     new.save(args.output)
     t = new.info["training"]
     print(f"wrote {args.output}: best validation NMAE {t['best_val_nmae_pct']:.3f} % at epoch {t['best_epoch']}, "

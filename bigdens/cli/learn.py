@@ -9,6 +9,7 @@ HELP = ("active learning: pick candidates by uncertainty, compute their DFT, fin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._common import add_output_argument, add_threads_argument
     from .suggest import add_selection_arguments
 
     parser.add_argument("model", help="calibrated starting model (.safetensors)")
@@ -39,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ft.add_argument("--points-per-epoch", type=int, default=100_000, help="grid points per epoch (default 100000)")
     ft.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     ft.add_argument("--patience", type=int, default=15, help="early-stopping patience, epochs (default 15)")
-    ft.add_argument("--threads", type=int, help="torch/numba threads of this process (default: all cores)")
-    parser.add_argument("-o", "--output", required=True, help="the last round's model (.safetensors)")
+    add_threads_argument(ft)
+    add_output_argument(parser, metavar="MODEL.safetensors", help="the last round's model (.safetensors)")
 
 
 def run(args: argparse.Namespace) -> int:

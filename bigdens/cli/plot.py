@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from ._common import add_frame_argument
+from ._common import add_frame_argument, add_output_argument
 
 HELP = ("plot the density, its total σ and its epistemic σ (points unlike the model's validation data outlined) on a lattice plane (e.g. --plane z=0.5) to an image")
 
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plane", default="z=0.5",
                         help="AXIS=F: the plane at fractional coordinate F along lattice vector a1 (x), a2 (y) "
                              "or a3 (z) (default z=0.5)")
-    parser.add_argument("-o", "--output", required=True, metavar="FIG.png", help="image file (png, pdf, svg)")
+    add_output_argument(parser, metavar="FIG.png", help="image file (png, pdf, svg)")
     parser.add_argument("--atom-distance", type=float, default=1.0, metavar="D",
                         help="mark atoms within D Å of the plane (default 1.0)")
     add_frame_argument(parser)

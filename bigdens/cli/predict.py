@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from ._common import add_cluster_arguments, add_grid_arguments, add_structure_arguments
+from ._common import (add_cluster_arguments, add_device_argument, add_grid_arguments, add_output_argument,
+                      add_structure_arguments, config_default)
 
 HELP = "predict the electron density and its uncertainty of a structure into a Zarr store"
 
@@ -14,14 +15,14 @@ OUT_OF_DOMAIN = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import DEFAULT_BLOCK, DEFAULT_SPACING
+    from ..config import DEFAULT_BLOCK, DEFAULT_SPACING, PredictConfig
 
     add_structure_arguments(parser)
     add_grid_arguments(parser, default=f"the model's training spacing, else {DEFAULT_SPACING}")
     parser.add_argument("--model", help="model file (.safetensors); default: the shipped model for the species")
     parser.add_argument("--mc-samples", type=int, default=20, metavar="S",
                         help="Monte Carlo weight samples per block (default 20)")
-    parser.add_argument("-o", "--out", required=True, help="output Zarr store, e.g. density.zarr")
+    add_output_argument(parser, metavar="OUT.zarr", aliases=("--out",), help="output Zarr store, e.g. density.zarr")
     parser.add_argument("--frames", metavar="START:STOP:STEP",
                         help="predict these frames of a multi-frame file (extxyz, --format lammps-dump-text, ASE "
                              ".traj) into one store with a 'frame' dimension, e.g. 0:100:10 (each part optional, "
@@ -37,11 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "of jobs, submit nothing")
     add_cluster_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo samples (default 0)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run into --out")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run into -o")
     parser.add_argument("--renormalize", action="store_true",
                         help="scale the density to integrate to the valence electron count")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu or cuda")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing -o store")
+    add_device_argument(parser, default=config_default(PredictConfig, "device"), what="the network")
     parser.add_argument("--report", metavar="FILE.html", help="write a Dask performance report")
     parser.add_argument("--allow-out-of-domain", action="store_true",
                         help="predict a structure outside the model's domain (vacuum, wrong units, a far too coarse "
@@ -62,11 +63,13 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import warnings
 
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"bigdens predict: warning: {message}", file=sys.stderr)
+    # Warnings are shown one line each, as they come (a worker restarted during a long run must not wait
+    # for the summary), through a showwarning that catch_warnings() restores when this command ends.
+    with warnings.catch_warnings():
+        def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+            print(f"bigdens predict: warning: {message}", file=sys.stderr, flush=True)
 
-    with warnings.catch_warnings():  # one line per warning, for this command only
-        warnings.showwarning = show
+        warnings.showwarning = one_line
         return _run(args)
 
 
@@ -79,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..engine import out_of_domain_message, run as run_engine
 
     config = PredictConfig(
-        out=args.out, model=args.model, spacing=args.spacing, grid=tuple(args.grid) if args.grid else None,
+        out=args.output, model=args.model, spacing=args.spacing, grid=tuple(args.grid) if args.grid else None,
         mc_samples=args.mc_samples, block=args.block, chunk=args.chunk, cluster=args.cluster,
         scheduler_file=args.scheduler_file, workers=args.workers, threads_per_worker=args.threads_per_worker,
         seed=args.seed, resume=args.resume, renormalize=args.renormalize, overwrite=args.overwrite,

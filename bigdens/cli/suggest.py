@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_arguments
+from ._common import add_cluster_arguments, add_device_argument, add_output_argument, config_default
 
 HELP = "rank candidate structures by what their DFT would teach the model per core-second, and pick within a budget"
 
@@ -12,6 +12,7 @@ HELP = "rank candidate structures by what their DFT would teach the model per co
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     """Scoring and picking flags shared with ``bigdens learn``."""
     from ..active.acquisition import SCORE_SAMPLES, SCORE_SPACING, STRATEGIES
+    from ..config import PredictConfig
 
     parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty",
                         help="uncertainty (default): most excess flagged volume per core-second, diversified; "
@@ -24,7 +25,7 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cost-data", nargs="+", metavar="DATA",
                         help="data sets whose recorded DFT core-seconds fit the cost model (default: datasets/*)")
     parser.add_argument("--format", help="ASE format of candidate files when it cannot be guessed")
-    parser.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu or cuda")
+    add_device_argument(parser, default=config_default(PredictConfig, "device"), what="the scoring network")
     add_cluster_arguments(parser, what="scoring")
 
 
@@ -42,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_selection_arguments(parser)
     parser.add_argument("--save-pool", metavar="POOL.json", help="also write the candidates (e.g. after MD) here")
     parser.add_argument("--plot", metavar="FILE.png", help="value against cost (default: next to -o, .png)")
-    parser.add_argument("-o", "--output", default="suggestion.json", help="plan file (default suggestion.json)")
+    add_output_argument(parser, metavar="PLAN.json", required=False, default="suggestion.json",
+                        help="plan file (default suggestion.json)")
 
 
 def exclude_hashes(paths: list[str] | None) -> list[str]:

@@ -19,20 +19,25 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_optimiser_arguments(parser: argparse.ArgumentParser, *, epochs: int, lr: float) -> None:
+    """The optimiser, ``--threads``, ``--device`` (default: :class:`~bigdens.train.TrainConfig`'s) and ``-o``."""
+    from ..train import TrainConfig
+    from ._common import add_device_argument, add_output_argument, add_threads_argument, config_default
+
     parser.add_argument("--epochs", type=int, default=epochs, help=f"maximum epochs (default {epochs})")
-    parser.add_argument("--points-per-epoch", type=int, default=300_000, help="grid points drawn per epoch")
-    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--points-per-epoch", type=int, default=300_000,
+                        help="grid points drawn per epoch (default 300000)")
+    parser.add_argument("--batch-size", type=int, default=2048, help="grid points per optimiser step (default 2048)")
     parser.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
-    parser.add_argument("--patience", type=int, default=25, help="early-stopping patience, epochs")
+    parser.add_argument("--patience", type=int, default=25, help="early-stopping patience, epochs (default 25)")
     parser.add_argument("--nll-beta", type=float, default=0.0,
                         help="β-NLL weight in [0, 1] (default 0: plain Gaussian NLL; 0.5 fits hard points harder)")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="start no new epoch after this many seconds of training; keep the best so far")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="torch/numba threads (default: all cores)")
-    parser.add_argument("--device", default="cpu",
-                        help="where the optimisation runs: cpu (default), cuda or auto (CUDA if torch sees it)")
-    parser.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the weights, the points drawn and the training noise (default 0)")
+    add_threads_argument(parser)
+    add_device_argument(parser, default=config_default(TrainConfig, "device"), what="the optimisation")
+    add_output_argument(parser, metavar="MODEL.safetensors", help="model file to write (.safetensors)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
