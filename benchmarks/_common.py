@@ -51,6 +51,20 @@ def al_bulk(cells: int, *, rattle: float = 0.05, seed: int = 1):
     return structure.rattle(structure.fcc_al((cells,) * 3), rattle, seed=seed)
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux ``VmHWM``, via ``/proc/self/clear_refs``); False where it cannot.
+
+    Called right before ``engine.run``, so that ``driver_peak_rss_mb`` is the run's own peak (with the
+    structure it was given resident), not the building of the structure.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def run_record(summary, *, workers: int) -> dict:
     """The JSON record of one ``engine.run``: sizes, times, rates, stage split, memory, electrons.
 
@@ -59,10 +73,9 @@ def run_record(summary, *, workers: int) -> dict:
     ``scheduling_s_per_block`` is the worker time per block spent in neither
     a task's stages nor the cluster start: Dask scheduling, task hand-off,
     the per-process setup and the final checks, shared out over the blocks.
-    ``driver_peak_rss_mb`` is this process's peak RSS so far (the driver, with
-    the structure it built and the Dask scheduler): a high-water mark over the
-    whole benchmark process, so of a series of growing runs each record is its
-    own run's peak.
+    ``driver_peak_rss_mb`` is this process's peak RSS (the driver, with the
+    structure it was given and the Dask scheduler) since the last
+    :func:`reset_peak_rss`.
     """
     from bigdens.engine import peak_rss_mb
 

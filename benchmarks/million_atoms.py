@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import al_bulk, machine_info, run_record, write_result
+from benchmarks._common import al_bulk, reset_peak_rss, machine_info, run_record, write_result
 from bigdens import engine
 from bigdens.config import PredictConfig
 
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
                         workers=args.workers, threads_per_worker=1, overwrite=True, device="cpu",
                         allow_out_of_domain=True)
     try:
+        reset_peak_rss()
         s = engine.run(atoms, cfg)
         print(s.format(), flush=True)
         result = {

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import al_bulk, fit_exponent, machine_info, run_record, write_result
+from benchmarks._common import al_bulk, reset_peak_rss, fit_exponent, machine_info, run_record, write_result
 from bigdens import engine
 from bigdens.config import PredictConfig
 
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
             cfg = PredictConfig(out=workdir / "al.zarr", spacing=args.spacing, mc_samples=args.mc_samples,
                                 block=args.block, workers=args.workers, threads_per_worker=1, overwrite=True,
                                 progress=False, device="cpu", allow_out_of_domain=True)
+            reset_peak_rss()
             rec = run_record(engine.run(atoms, cfg), workers=args.workers)
             rec["store_bytes"] = sum(f.stat().st_size for f in cfg.out.rglob("*") if f.is_file())
             shutil.rmtree(cfg.out, ignore_errors=True)

@@ -285,6 +285,10 @@ class Charges:
     samples: np.ndarray | None = None
 
 
+#: Atoms per pass of the σ in :func:`combine` (temporaries of STD_ROWS × S float64).
+STD_ROWS = 1 << 16
+
+
 def combine(parts, *, n_atoms: int, samples: int, dv: float, keep_samples: bool = False) -> Charges:
     """Sum per-block parts into the charges of the structure (see the module docstring).
 
@@ -300,7 +304,8 @@ def combine(parts, *, n_atoms: int, samples: int, dv: float, keep_samples: bool 
     keep_samples
         Also return the per-sample charges (n_atoms × S float64).
 
-    Memory: ``n_atoms · (S + 1)`` float64.
+    Memory: ``n_atoms · (S + 2)`` float64 (the σ is computed in passes of
+    :data:`STD_ROWS` atoms, so no second ``n_atoms × S`` temporary).
     """
     total = np.zeros(n_atoms)
     dev = np.zeros((n_atoms, samples))
@@ -309,7 +314,10 @@ def combine(parts, *, n_atoms: int, samples: int, dv: float, keep_samples: bool 
         np.add.at(dev, owners, d)
     charge = total * dv
     dev *= dv
-    std = np.sqrt(np.mean((dev - dev.mean(axis=1, keepdims=True)) ** 2, axis=1))
+    std = np.empty(n_atoms)
+    for s in range(0, n_atoms, STD_ROWS):
+        rows = dev[s : s + STD_ROWS]
+        std[s : s + STD_ROWS] = np.sqrt(np.mean((rows - rows.mean(axis=1, keepdims=True)) ** 2, axis=1))
     return Charges(charge=charge, charge_std=std, samples=charge[:, None] + dev if keep_samples else None)
 
 

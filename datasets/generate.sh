@@ -26,7 +26,7 @@ case "${1:-}" in
     --snapshots-per-temperature 1 --all-test --seed 2 -o datasets/al32-vacancy --log-dir $LOGS \
     --description "FCC Al 2x2x2 with one vacancy (31 atoms), EMT Langevin MD; all test"
   nice -n 19 $PY -m bigdens datagen al --cells 3 3 3 --temperatures 300 600 900 \
-    --snapshots-per-temperature 2 --split 0.5 0 0.5 --seed 3 -o datasets/al108 --log-dir $LOGS \
+    --snapshots-per-temperature 2 --split-fractions 0.5 0 0.5 --seed 3 -o datasets/al108 --log-dir $LOGS \
     --description "FCC Al 3x3x3 (108 atoms), EMT Langevin MD; for transfer learning (train) and held-out test"
   # Active-learning hold-out (never in the pool of benchmarks/active_learning.py): ~2,500 core-s each.
   nice -n 19 $PY -m bigdens datagen al --cells 3 3 3 --vacancies 1 --temperatures 300 900 \
@@ -38,12 +38,12 @@ case "${1:-}" in
   # Gamma-only 216-atom cells, serial (GPAW's MPI here splits k-points only): 3,984 core-s for the
   # first (20 SCF iterations, ~3.3 min each on a quiet core); about 1.1 core-hours each.
   nice -n 19 $PY -m bigdens datagen sige --x 0.25 0.5 --cells 3 3 3 --temperatures 300 900 \
-    --snapshots-per-temperature 1 --split 0.5 0 0.5 --seed 6 -o datasets/sige216 --log-dir $LOGS \
+    --snapshots-per-temperature 1 --split-fractions 0.5 0 0.5 --seed 6 -o datasets/sige216 --log-dir $LOGS \
     --description "diamond Si(1-x)Ge(x) 3x3x3 (216 atoms), Tersoff Langevin MD; for transfer learning (train) and held-out test"
   # A 900 K 216-atom training cell, added when the Si-Ge stage 2 trained on the two 300 K cells
   # above did not carry over to the 900 K test cells; x = 0.75, a composition the others lack.
   nice -n 19 $PY -m bigdens datagen sige --x 0.75 --cells 3 3 3 --temperatures 900 \
-    --snapshots-per-temperature 1 --split 1 0 0 --seed 7 -o datasets/sige216-900k --log-dir $LOGS \
+    --snapshots-per-temperature 1 --split-fractions 1 0 0 --seed 7 -o datasets/sige216-900k --log-dir $LOGS \
     --description "diamond Si0.25Ge0.75 3x3x3 (216 atoms) at 900 K, Tersoff Langevin MD; a stage-2 training cell"
   ;;
 2)
@@ -58,7 +58,7 @@ case "${1:-}" in
   for T in 600 900; do
     # (FCC Al 3x3x3 from a file, so that the snapshot names, al108cal-T..., differ from al108's)
     nice -n 19 $PY -m bigdens datagen datasets/structures/al108cal.xyz --temperatures $T --snapshots-per-temperature 1 \
-      --split 0 1 0 --seed $((8 + T / 300)) -o datasets/al108-cal$T --log-dir $LOGS \
+      --split-fractions 0 1 0 --seed $((8 + T / 300)) -o datasets/al108-cal$T --log-dir $LOGS \
       --description "FCC Al 3x3x3 (108 atoms) at $T K, EMT Langevin MD; calibration split (never trained on)" &
   done
   wait

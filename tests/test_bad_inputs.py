@@ -614,7 +614,7 @@ GROUPS: dict[str, list[Case]] = {
         case("datagen-atoms-too-close", "two atoms 0.3 Å apart", "datagen close.xyz --temperatures 300 -o ds",
              "atom 0 is 0.300 Å from atom 1 (minimum allowed 0.5 Å); check the cell and the position units (Å)"),
         case("datagen-split-sum", "split fractions summing to 1.5",
-             "datagen al --temperatures 300 --split 0.5 0.5 0.5 -o ds",
+             "datagen al --temperatures 300 --split-fractions 0.5 0.5 0.5 -o ds",
              "split fractions must be three non-negative numbers summing to 1, got [0.5, 0.5, 0.5]"),
         case("datagen-timestep-zero", "--timestep 0", "datagen al --temperatures 300 --timestep 0 -o ds",
              "MDSettings.timestep_fs (--timestep) must be a positive number, got 0.0"),
@@ -638,10 +638,10 @@ GROUPS: dict[str, list[Case]] = {
         case("datagen-log-dir-missing", "--log-dir that does not exist",
              "datagen al --temperatures 300 --log-dir nodir -o ds",
              "--log-dir 'nodir' does not exist; give an existing folder for GPAW's logs"),
-        case("datagen-all-test-and-split", "--all-test with --split", "datagen al --temperatures 300 --all-test "
-             "--split 0.5 0.5 0 -o ds",
-             "--all-test and --split exclude each other: --all-test puts every snapshot in the test split (the same "
-             "as --split 0 0 1)"),
+        case("datagen-all-test-and-split", "--all-test with --split-fractions", "datagen al --temperatures 300 "
+             "--all-test --split-fractions 0.5 0.5 0 -o ds",
+             "--all-test and --split-fractions exclude each other: --all-test puts every snapshot in the test split "
+             "(the same as --split-fractions 0 0 1)"),
         case("datagen-temperature-nan", "--temperatures nan", "datagen al --temperatures nan -o ds",
              "temperatures must be > 0 K, got nan; e.g. --temperatures 300 600 900"),
         case("datagen-x-out-of-range", "--x 1.5", "datagen sige --x 1.5 --temperatures 300 -o ds",

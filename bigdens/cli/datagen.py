@@ -87,11 +87,15 @@ def check_generator_arguments(args: argparse.Namespace):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._common import add_argument
+
     parser.add_argument("system", help="'al', 'sige', or a structure file in any format ASE reads")
     parser.add_argument("--format", help="ASE format of the structure file when it cannot be guessed")
     add_generator_arguments(parser)
-    parser.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VALIDATION", "TEST"),
-                        help=f"split fractions (default {' '.join(map(str, SPLIT))})")
+    add_argument(parser, "--split-fractions", aliases=("--split",), nargs=3, type=float,
+                 metavar=("TRAIN", "VALIDATION", "TEST"),
+                 help=f"fractions of the snapshots in the train, validation and test splits (default "
+                      f"{' '.join(map(str, SPLIT))})")
     parser.add_argument("--all-test", action="store_true", help="put every snapshot in the test split")
     dft = parser.add_argument_group("DFT (defaults: protocol bigdens-dft-v1)")
     dft.add_argument("--kpts", type=int, nargs=3, metavar=("K1", "K2", "K3"),
@@ -117,9 +121,9 @@ def run(args: argparse.Namespace) -> int:
     temps = check_temperatures(args.temperatures)
     if args.max_snapshots is not None and args.max_snapshots < 0:
         raise InputError(f"--max-snapshots must be >= 0 (0: write the plan only), got {args.max_snapshots}")
-    if args.all_test and args.split is not None:
-        raise InputError("--all-test and --split exclude each other: --all-test puts every snapshot in the test "
-                         "split (the same as --split 0 0 1)")
+    if args.all_test and args.split_fractions is not None:
+        raise InputError("--all-test and --split-fractions exclude each other: --all-test puts every snapshot in "
+                         "the test split (the same as --split-fractions 0 0 1)")
     if args.log_dir is not None and not Path(args.log_dir).is_dir():
         what = "is not a folder" if Path(args.log_dir).exists() else "does not exist"
         raise InputError(f"--log-dir {args.log_dir!r} {what}; give an existing folder for GPAW's logs")
@@ -133,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"system must be 'al', 'sige' or an existing structure file, got {args.system!r}")
     dft = settings_from_flags(DFTSettings, kpts=tuple(args.kpts) if args.kpts else None,
                               gpts=tuple(args.gpts) if args.gpts else None)
-    fractions = (0.0, 0.0, 1.0) if args.all_test else tuple(args.split or SPLIT)
+    fractions = (0.0, 0.0, 1.0) if args.all_test else tuple(args.split_fractions or SPLIT)
     assign_splits([], fractions=fractions, seed=args.seed)  # fail now, not after the MD, on bad fractions
     out = Path(args.output).absolute()
     there = next(p for p in (out, *out.parents) if p.exists())
