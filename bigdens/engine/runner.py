@@ -37,20 +37,20 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from ._version import __version__
-from . import store as zstore
-from . import storelock
-from .config import DEFAULT_SPACING, PredictConfig
-from .bnn import epistemic_threshold, resolve_device
-from .domain import DomainReport, OutOfDomainError, check_after, check_before, renormalization_refusal
-from .errors import BigdensError, InputError, Interrupted, RunError, SetupError
-from .thermal import bond_spread
+from .._version import __version__
+from .. import store as zstore
+from .. import storelock
+from ..config import DEFAULT_SPACING, PredictConfig
+from ..bnn import epistemic_threshold, resolve_device
+from ..domain import DomainReport, OutOfDomainError, check_after, check_before, renormalization_refusal
+from ..errors import BigdensError, InputError, Interrupted, RunError, SetupError
+from ..thermal import bond_spread
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
 
-    from .bnn import DensityModel
-    from .resources import Estimate
+    from ..bnn import DensityModel
+    from ..resources import Estimate
 
 
 # -- per-process caches (one worker process serves many tasks) ----------------------------
@@ -64,7 +64,7 @@ _MAX_CONTEXTS = 4
 
 def load_model(path: str | Path, model_hash: str) -> "DensityModel":
     """The model at ``path``, loaded once per process (cached by path and file hash)."""
-    from .bnn import load
+    from ..bnn import load
 
     key = (str(Path(path).resolve()), model_hash)
     with _LOCK:
@@ -136,8 +136,8 @@ def _context(job: dict, frame: int | None = None) -> _Context:
     memory does not grow with the number of atoms.  The driver checked the
     tiles against the positions when it created or resumed the store.
     """
-    from .blocks import make_blocks
-    from .grid import Grid
+    from ..blocks import make_blocks
+    from ..grid import Grid
 
     key = (job["store"], job["run_id"], frame)
     with _LOCK:
@@ -172,11 +172,11 @@ def _block_features(halo, ctx: _Context, block, params):
     if ctx.device == "cuda":
         import torch
 
-        from ._descriptor_cuda import compute_block_cuda
+        from .._descriptor_cuda import compute_block_cuda
 
         return torch.as_tensor(compute_block_cuda(halo, ctx.grid, block, params), device="cuda").reshape(
             -1, params.n_features)
-    from .descriptors import compute_block
+    from ..descriptors import compute_block
 
     return compute_block(halo, ctx.grid, block, params).reshape(-1, params.n_features)
 
@@ -206,8 +206,8 @@ def predict_block(index: int, *, job: dict) -> dict:
         ``max_rss_mb``,
         ``slurm_job_id`` (the SLURM job the worker runs in, or None).
     """
-    from .blocks import block_halo
-    from .charges import assign_block, block_sums
+    from ..blocks import block_halo
+    from ..charges import assign_block, block_sums
 
     ts = time.perf_counter()
     _set_threads(job["threads"])
@@ -390,7 +390,7 @@ def make_client(config: PredictConfig, n_tasks: int = 1) -> Iterator[object]:
             yield client
         return
     if config.profile is not None:
-        from .clusters import slurm_client
+        from ..clusters import slurm_client
 
         with quiet, slurm_client(config.profile, n_tasks) as client:
             yield client
@@ -811,7 +811,7 @@ def run_grid(atoms: "Atoms", config: PredictConfig, model: "DensityModel | None"
 
     Without a model (or a recorded spacing) the fallback is :data:`DEFAULT_SPACING`.
     """
-    from .grid import make_grid
+    from ..grid import make_grid
 
     cell = np.asarray(atoms.cell[:], dtype=np.float64)
     if config.grid is not None:
@@ -845,7 +845,7 @@ def predict(atoms: "Atoms | str | Path", config: PredictConfig | None = None, /,
     elif settings:
         raise SetupError(f"give either a PredictConfig or keyword settings, not both (got {sorted(settings)})")
     if isinstance(atoms, (str, Path)):
-        from . import structure
+        from .. import structure
 
         atoms = structure.read(atoms)
     summary = run(atoms, config)
@@ -870,7 +870,7 @@ def _check_size(atoms: "Atoms", model: "DensityModel", grid, block: tuple[int, i
     (:mod:`bigdens.resources`)."""
     from dataclasses import replace
 
-    from .resources import check, estimate_predict, memory_per_local_worker
+    from ..resources import check, estimate_predict, memory_per_local_worker
 
     estimate = estimate_predict(n_atoms=len(atoms), volume=grid.volume, grid_shape=grid.shape, block_shape=block,
                                 samples=config.mc_samples, n_features=model.params.n_features,
@@ -931,7 +931,7 @@ def _flagged_count(ledger: dict, model: "DensityModel") -> int | None:
 
 def _warn_composition(numbers, info: dict) -> None:
     """Warn when a species' atom fraction lies outside the range the model was trained on."""
-    from .lineage import composition, training_compositions
+    from ..lineage import composition, training_compositions
 
     seen = training_compositions(info)
     if len(seen) < 2:  # one species: nothing to extrapolate in composition
@@ -1001,7 +1001,7 @@ class _Plan:
 
 def _plan(atoms, config: PredictConfig) -> _Plan:
     """Validate a structure or :class:`~bigdens.structure.Trajectory` and what a trajectory run allows."""
-    from . import structure
+    from .. import structure
 
     if isinstance(atoms, structure.Trajectory):
         if len(atoms) == 0:
@@ -1094,14 +1094,14 @@ def _run(atoms, config: PredictConfig, held: ExitStack) -> RunSummary:
     """:func:`run`; the store's lock goes onto ``held``."""
     import torch
 
-    from ._files import file_hash
-    from .descriptors import species_index
+    from .._files import file_hash
+    from ..descriptors import species_index
 
     plan = _plan(atoms, config)
     atoms = plan.frames[0]  # cell and numbers are every frame's
     numbers = np.asarray(atoms.numbers)
     if config.model is None:
-        from .models import shipped_model_for
+        from ..models import shipped_model_for
 
         model_path = shipped_model_for(numbers)
     else:
@@ -1115,7 +1115,7 @@ def _run(atoms, config: PredictConfig, held: ExitStack) -> RunSummary:
     if config.device == "cuda" and config.scheduler_file is None:
         resolve_device("cuda")
     device = resolve_device(config.device) if config.scheduler_file is None else config.device
-    from .blocks import block_shape_for, make_blocks
+    from ..blocks import block_shape_for, make_blocks
 
     block = block_shape_for(grid.shape, config.block)
     chunk = block_shape_for(grid.shape, config.chunk)
@@ -1123,7 +1123,7 @@ def _run(atoms, config: PredictConfig, held: ExitStack) -> RunSummary:
     blocks = make_blocks(grid.shape, block)
     plan.n_blocks = len(blocks)
     try:
-        from .chemistry import hgh_valence
+        from ..chemistry import hgh_valence
 
         n_expected: float | None = float(hgh_valence(numbers))
     except InputError:
@@ -1306,7 +1306,7 @@ def _write_charges(out: Path, ledger: dict, blocks: list, grid, *, n_atoms: int,
     For a trajectory (``n_frames``) each frame is summed on its own; the
     attribute's ``n_electrons`` and ``max_charge_std`` are then lists per frame.
     """
-    from .charges import METHOD, block_parts, combine
+    from ..charges import METHOD, block_parts, combine
 
     if any("charges" not in e for e in ledger.values()):
         return None
@@ -1358,7 +1358,7 @@ def _stopped(exc: BaseException, stack: ExitStack, out: Path, n_blocks: int, *,
 def _attributes(atoms, grid, model, model_path, identity: dict, config: PredictConfig, *, run_id: str,
                 n_expected: float | None, domain: DomainReport, disorder: float | None = None) -> dict:
     """Global attributes of a new store (DESIGN §6); ``disorder``: the structure's bond spread, Å."""
-    from . import structure
+    from .. import structure
 
     return {
         "title": "bigdens predicted electron density",
