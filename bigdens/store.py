@@ -66,6 +66,7 @@ import shutil
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .atomtiles import TiledAtoms
     from .blocks import Block
+    from .bnn import DensityModel
+    from .domain import DomainReport
     from .grid import Grid
 
 #: Value of the ``format`` attribute that marks a bigdens store.
@@ -327,6 +330,74 @@ def create(path: str | Path, *, atoms: "Atoms", grid: "Grid", chunk: tuple[int, 
     except OSError as exc:
         raise SetupError(f"cannot create the store {str(path)!r} ({exc.strerror or exc}); check the folder "
                          "and free space") from None
+
+
+def new_attributes(atoms: "Atoms", grid: "Grid", model: "DensityModel", model_path: str | Path, identity: dict, *,
+                   run_id: str, n_expected: float | None, domain: "DomainReport", mc_samples: int, seed: int,
+                   allow_out_of_domain: bool, disorders: list, trajectory=None) -> dict:
+    """Global attributes of a new store (DESIGN §6): ``attrs`` for :func:`create`.
+
+    Parameters
+    ----------
+    atoms
+        The structure (a trajectory's first frame: cell and numbers are every frame's).
+    grid, model, model_path
+        The run's grid, its model (:class:`bigdens.bnn.DensityModel`) and the model's file.
+    identity
+        The ``run`` attribute (structure and model hashes, grid, seed, samples, block, chunk, frames).
+    run_id, n_expected, domain
+        The run's id, the expected valence electrons (e; None: unknown) and the domain checks before the run
+        (:class:`bigdens.domain.DomainReport`).
+    mc_samples, seed, allow_out_of_domain
+        The run's settings (:class:`bigdens.config.PredictConfig`).
+    disorders
+        Each frame's first-shell bond spread, Å (None where undefined); one for a single structure.
+    trajectory : bigdens.structure.Trajectory, optional
+        The frames: a trajectory store adds ``frames`` and per-frame ``bond_spread`` and
+        ``aleatoric_disorder_factor``.
+    """
+    from .structure import species_counts
+
+    attrs = {
+        "title": "bigdens predicted electron density",
+        "run_id": run_id,
+        "run": identity,
+        "cell": np.asarray(grid.cell).tolist(),
+        "cell_units": "angstrom",
+        "pbc": [bool(v) for v in atoms.pbc],
+        "grid_shape": list(grid.shape),
+        "grid_spacing": grid.spacing.tolist(),
+        "volume_element": grid.dv,
+        "n_atoms": len(atoms),
+        "species_counts": species_counts(atoms),
+        "n_electrons_expected": n_expected,
+        "n_electrons_predicted": None,
+        "renormalization_factor": None,
+        "model_id": str(model.info.get("name") or Path(model_path).stem),
+        "model_path": str(Path(model_path).absolute()),
+        "model_hash": identity["model_hash"],
+        "descriptor": model.params.to_dict(),
+        "mc_samples": mc_samples,
+        "seed": seed,
+        # The structure's first-shell bond spread (Å, bigdens.thermal) and the factor it puts on the
+        # aleatoric variance (the model's calibration; 1: none).
+        "bond_spread": disorders[0],
+        "aleatoric_disorder_factor": model.scaling.aleatoric_factor(disorders[0]),
+        "block": identity["block"],
+        "chunk": identity["chunk"],
+        "bigdens_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # The checks before the run; the exact ones after it replace them when the store completes.
+        **domain.to_attrs(accepted=allow_out_of_domain),
+    }
+    if trajectory is None:
+        return attrs
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    numbers = np.asarray(atoms.numbers)
+    frames = {"index": list(trajectory.index), "time": trajectory.time, "step": trajectory.step,
+              "structure_hash": [structure_hash(cell, a.positions, numbers) for a in trajectory.frames]}
+    return {**attrs, "frames": frames, "bond_spread": disorders,
+            "aleatoric_disorder_factor": [model.scaling.aleatoric_factor(d) for d in disorders]}
 
 
 def _tile_layout(n_atoms: int, n_tiles: int, frames: int | None) -> dict[str, tuple]:

@@ -110,26 +110,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _dry_run(atoms, config) -> int:
     """Print what a SLURM run would submit; submit nothing."""
-    from ..blocks import block_shape_for, make_blocks
-    from ..bnn import load
     from ..clusters import check_node_fits, check_submission, job_script, jobs_needed
-    from ..engine import run_grid
-    from .. import structure
-    from ..errors import BigdensError, SetupError
-    from ..models import shipped_model_for
+    from ..engine import plan_run
+    from ..errors import SetupError
 
     if config.profile is None:
         raise SetupError("--dry-run shows the SLURM job script: use it with --cluster slurm:NAME")
-    n_frames = 1
-    if isinstance(atoms, structure.Trajectory):  # one task per (frame, block)
-        n_frames, atoms = len(atoms), atoms.frames[0]
-
-    try:  # the default spacing is the model's training spacing
-        model = load(config.model or shipped_model_for(atoms.numbers))
-    except BigdensError:
-        model = None
-    grid = run_grid(atoms, config, model)
-    n_blocks = n_frames * len(make_blocks(grid.shape, block_shape_for(grid.shape, config.block)))
+    plan = plan_run(atoms, config)  # as the run plans it (one task per (frame, block)); writes nothing
+    atoms, grid, n_blocks = plan.atoms, plan.grid, plan.n_units
     prof = config.profile
     print(f"# dry run: {len(atoms)} atoms, grid {grid.shape}, {n_blocks} blocks; would submit "
           f"{jobs_needed(prof, n_blocks)} job(s) of profile {prof.name} ({prof.path}), each like this (the scheduler address is filled in at submission):")
