@@ -73,6 +73,16 @@ def _cuda():
     return cuda, bool(config.ENABLE_CUDASIM)
 
 
+def available() -> bool:
+    """Whether the kernel can run on a real GPU here (numba sees a CUDA GPU and its toolkit libraries)."""
+    try:
+        from numba import config
+        from numba import cuda as numba_cuda
+    except ImportError:  # pragma: no cover  (numba is a dependency)
+        return False
+    return not config.ENABLE_CUDASIM and bool(numba_cuda.is_available())
+
+
 def simulated() -> bool:
     """True when numba.cuda is numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` at numba's import)."""
     from numba import config

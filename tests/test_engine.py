@@ -379,3 +379,29 @@ def test_cuda_run_equals_the_cpu_run(tmp_path, model):
     a, b = variables(tmp_path / "cpu.zarr"), variables(tmp_path / "gpu.zarr")
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=2e-5, atol=1e-6)
+
+
+def test_without_numba_cuda_the_descriptors_fall_back_to_the_cpu(monkeypatch, tmp_path, model):
+    # torch sees a GPU but numba does not (no CUDA toolkit for numba): the run warns once in the driver and
+    # the workers compute the descriptors on the CPU (the network alone would run on the GPU).
+    import bigdens._descriptor_cuda as dc
+    from bigdens.blocks import block_halo, make_blocks
+    from bigdens.celllist import build_cell_list
+    from bigdens.engine import plan as plan_mod, worker
+    from bigdens.grid import make_grid
+
+    monkeypatch.setattr(dc, "available", lambda: False)
+    worker._cuda_descriptors.cache_clear()
+    monkeypatch.setattr(plan_mod, "resolve_device", lambda request: "cuda")
+    atoms = structure.rattle(structure.fcc_al((1, 1, 1)), 0.05, seed=1)
+    with pytest.warns(UserWarning, match="numba does not .* the descriptors run on the CPU"):
+        plan_mod.plan_run(atoms, config(tmp_path / "x.zarr", model, device="cpu"))
+    params = load(model).params
+    grid = make_grid(atoms.cell[:], shape=(8, 8, 8))
+    b = make_blocks(grid.shape, 4)[0]
+    halo = block_halo(build_cell_list(atoms.cell[:], atoms.positions), atoms.numbers, grid, b, params.r_cut)
+    ctx = worker._Context(grid=grid, blocks=[b], atoms=None, arrays={}, model=None, device="cuda")
+    got = worker._block_features(halo, ctx, b, params)
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_array_equal(got, descriptors.compute_block(halo, grid, b, params).reshape(-1, params.n_features))
+    worker._cuda_descriptors.cache_clear()

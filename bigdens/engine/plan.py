@@ -127,6 +127,13 @@ def plan_run(atoms, config: PredictConfig) -> RunPlan:
     if config.device == "cuda" and config.scheduler_file is None:
         resolve_device("cuda")
     device = resolve_device(config.device) if config.scheduler_file is None else config.device
+    if device == "cuda" and config.scheduler_file is None:
+        from .._descriptor_cuda import available
+
+        if not available():
+            warnings.warn("torch sees a CUDA GPU but numba does not (no CUDA toolkit libraries for numba, e.g. "
+                          "`pip install nvidia-cuda-nvcc-cu12` with CUDA_HOME set to it): the descriptors run on "
+                          "the CPU and only the network on the GPU", stacklevel=3)
     block = block_shape_for(grid.shape, config.block)
     chunk = block_shape_for(grid.shape, config.chunk)
     estimate = _check_size(atoms, model, grid, block, config, frames=len(frames))

@@ -14,6 +14,8 @@ plain values; this module imports nothing from training code.
 
 from __future__ import annotations
 
+import functools
+
 import os
 import threading
 import time
@@ -143,11 +145,21 @@ def _context(job: dict, frame: int | None = None) -> _Context:
 
 # -- the tasks ------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1)
+def _cuda_descriptors() -> bool:
+    """Whether this process computes descriptors on the GPU: numba must see it too (torch does, on
+    ``--device cuda``); else they are computed on the CPU and the network alone runs on the GPU
+    (the driver warns, :func:`bigdens.engine.plan.plan_run`)."""
+    from .._descriptor_cuda import available
+
+    return available()
+
+
 def _block_features(halo, ctx: _Context, block, params):
     """The block's descriptors, (n_points, n_features) float32: a numpy array, or on ``--device cuda`` a torch
     CUDA tensor computed there (:mod:`bigdens._descriptor_cuda`), so the block stays on the GPU up to the network.
     """
-    if ctx.device == "cuda":
+    if ctx.device == "cuda" and _cuda_descriptors():
         import torch
 
         from .._descriptor_cuda import compute_block_cuda
