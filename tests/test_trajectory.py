@@ -157,3 +157,23 @@ def test_cli_predict_frames_then_plot_export_charges_verify(tmp_path, model, ato
     rows = list(csv.DictReader((tmp_path / "q.csv").open()))
     np.testing.assert_allclose([float(r["charge_e"]) for r in rows], root["charge"][1], rtol=1e-9)
     assert main(["charges", str(out)]) == 2
+
+
+def test_renormalized_trajectory_frames_equal_renormalized_single_predictions(tmp_path, model, atoms):
+    # --renormalize with --frames scales each frame by its own factor, n_expected / its raw integral: frame k
+    # equals a renormalized prediction of frame k alone bit for bit, and integrates to the valence count.
+    traj = trajectory(atoms)
+    summary = engine.run(traj, config(tmp_path / "t.zarr", model, block=BLOCK, workers=2, renormalize=True))
+    assert summary.complete and len(summary.renormalization_factor) == 3
+    assert len(set(summary.renormalization_factor)) == 3  # each frame its own factor
+    attrs = store.read_attrs(tmp_path / "t.zarr")
+    expected = attrs["n_electrons_expected"]
+    for k, atoms_k in enumerate(traj.frames):
+        single = engine.run(atoms_k, config(tmp_path / f"s{k}.zarr", model, block=BLOCK, renormalize=True))
+        assert summary.renormalization_factor[k] == single.renormalization_factor
+        assert_same(frame_arrays(tmp_path / "t.zarr", k), frame_arrays(tmp_path / f"s{k}.zarr"))
+        density = zarr.open_group(str(tmp_path / "t.zarr"), mode="r")["density"][k]
+        dv = abs(np.linalg.det(atoms_k.cell[:])) / density.size
+        assert abs(density.sum(dtype=np.float64) * dv - expected) < 1e-5 * expected
+    assert f"(renormalized by a factor {summary.renormalization_factor[2]:.6f})" in summary.format()
+    assert store.verify(tmp_path / "t.zarr").ok

@@ -196,9 +196,6 @@ def _frames(atoms, config: PredictConfig) -> tuple[list, object]:
         if len(atoms) == 0:
             raise InputError("the trajectory holds no frames (an empty trajectory)")
         structure.check_frames(atoms.frames, atoms.index)
-        if config.renormalize:
-            raise SetupError("--renormalize is not supported with --frames yet: predict without it (the store "
-                             "records each frame's electron count)")
         frames, trajectory = list(atoms.frames), atoms
     else:
         frames, trajectory = [atoms], None

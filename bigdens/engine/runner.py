@@ -231,11 +231,7 @@ def _finish(client, stack: ExitStack, plan: RunPlan, config: PredictConfig, job:
             domain = domain.merge(_check_domain_after(frame_ledger, plan.grid, plan.model, n_pred[k],
                                                       plan.n_expected))
     if done and config.renormalize:
-        factor = plan.n_expected / n_pred[0]
-        refusal = renormalization_refusal(factor, allow=config.allow_out_of_domain)
-        if refusal is not None:
-            domain.reasons.append(refusal)
-            factor = None
+        factor = _factors(plan, n_pred, domain, allow=config.allow_out_of_domain)
     if factor is not None:
         ledger, done = _renormalize(client, stack, plan, config, job, ledger, factor)
     charges = _write_charges(out, ledger, plan.blocks, plan.grid, n_atoms=len(plan.atoms), samples=config.mc_samples,
@@ -243,20 +239,47 @@ def _finish(client, stack: ExitStack, plan: RunPlan, config: PredictConfig, job:
     return _Outcome(ledger=ledger, done=done, n_pred=n_pred, factor=factor, domain=domain, charges=charges)
 
 
+def _factors(plan: RunPlan, n_pred: list, domain: DomainReport, *, allow: bool):
+    """The ``--renormalize`` factor n_expected / n_predicted: a float for one structure, a list per frame for a
+    trajectory (a frame whose factor is refused keeps 1.0); None when no frame is scaled.  Refusals go into
+    ``domain``'s reasons."""
+    factors = []
+    for k, n in enumerate(n_pred):
+        f = plan.n_expected / n
+        refusal = renormalization_refusal(f, allow=allow)
+        if refusal is not None:
+            domain.reasons.append(refusal if plan.trajectory is None else f"frame {k}: {refusal}")
+            f = None
+        factors.append(f)
+    if plan.trajectory is None:
+        return factors[0]
+    return None if all(f is None for f in factors) else [1.0 if f is None else f for f in factors]
+
+
+def _unit_factor(factor, unit: int, plan: RunPlan) -> float:
+    # The factor of a unit: the run's, or its frame's (units are frame · n_blocks + block).
+    return factor if not isinstance(factor, list) else factor[unit // plan.n_blocks]
+
+
 def _renormalize(client, stack: ExitStack, plan: RunPlan, config: PredictConfig, job: dict, ledger: dict,
-                 factor: float) -> tuple[dict, bool]:
-    """Scale every block not yet scaled by ``factor`` (:func:`~bigdens.engine.worker.scale_block`); the ledger
-    then, and whether every block is scaled."""
+                 factor) -> tuple[dict, bool]:
+    """Scale every unit not yet scaled by its factor (:func:`~bigdens.engine.worker.scale_block`; ``factor``
+    a float, or a list per frame); the ledger then, and whether every unit is scaled."""
     out = config.out
-    rescale = [i for i, e in ledger.items() if e.get("scale") != factor or "pending" in e]
+
+    def scaled(i: int, e: dict) -> bool:
+        return e.get("scale") == _unit_factor(factor, i, plan) and "pending" not in e
+
+    rescale = [i for i, e in ledger.items() if not scaled(i, e)]
     try:
         for _ in _run_tasks(client, scale_block, sorted(rescale), progress=config.progress,
                             desc="renormalize", timeout=config.block_timeout, job=job, factor=factor):
             pass
     except (BlockFailed, KeyboardInterrupt) as exc:
-        raise _stopped(exc, stack, out, len(plan.blocks), renormalize=True) from exc
+        raise _stopped(exc, stack, out, plan.n_units, renormalize=True,
+                       what="blocks" if plan.trajectory is None else "(frame, block) units") from exc
     ledger = zstore.read_ledger(out)
-    return ledger, all(e.get("scale") == factor and "pending" not in e for e in ledger.values())
+    return ledger, all(scaled(i, e) for i, e in ledger.items())
 
 
 def _check_domain_after(ledger: dict, grid, model: "DensityModel", n_pred: float,

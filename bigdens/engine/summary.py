@@ -63,7 +63,8 @@ class RunSummary:
     points_computed: int
     n_electrons_expected: float | None
     n_electrons_predicted: float | None
-    renormalization_factor: float | None
+    #: The ``--renormalize`` factor (None: not applied); for a trajectory a list, one per frame.
+    renormalization_factor: float | list | None
     max_std: float | None
     max_std_index: list | None
     max_std_position: list | None
@@ -122,8 +123,10 @@ class RunSummary:
         for f in self.frames[:20]:
             when = "".join(f", {k} {f[k]:g}" for k in ("time", "step") if f[k] is not None)
             n = f["n_electrons_predicted"]
+            scaled = ("" if self.renormalization_factor is None
+                      else f" (renormalized by a factor {self.renormalization_factor[f['frame']]:.6f})")
             out.append(f"  frame {f['frame']} (file frame {f['index']}{when}): electrons predicted "
-                       + ("-" if n is None else f"{n:.4f}"))
+                       + ("-" if n is None else f"{n:.4f}") + scaled)
         if len(self.frames) > 20:
             got = [f["n_electrons_predicted"] for f in self.frames if f["n_electrons_predicted"] is not None]
             span = f": electrons {min(got):.4f} to {max(got):.4f}" if got else ""

@@ -304,20 +304,26 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def scale_block(index: int, *, job: dict, factor: float) -> dict:
-    """Multiply one block's mean density by ``factor`` (the ``--renormalize`` pass).
+def scale_block(index: int, *, job: dict, factor: "float | list[float]") -> dict:
+    """Multiply one unit's mean density by ``factor`` (the ``--renormalize`` pass).
 
-    Exact under interruption: the ledger first records the checksum the
-    scaled block will have, so a rerun tells raw, scaled and torn blocks apart.
+    ``index`` is a work unit (a block; in a trajectory store ``frame · n_blocks + block``), ``factor`` the
+    run's factor or, for a trajectory, a list of one factor per frame.  Exact under interruption: the ledger
+    first records the checksum the scaled block will have, so a rerun tells raw, scaled and torn blocks apart.
     """
     _set_threads(job["threads"])
-    ctx = _context(job)
+    unit = index
+    frame, index = _unit(unit, job)
+    if isinstance(factor, list):
+        factor = factor[frame]
+    ctx = _context(job, frame)
     block = ctx.blocks[index]
-    entry = zstore.read_ledger_entry(job["store"], index)
+    entry = zstore.read_ledger_entry(job["store"], unit)
     if entry.get("scale") == factor and "pending" not in entry:
         return entry
     arr = ctx.arrays["density"]
-    current = arr[block.slices]
+    where = block.slices if frame is None else (frame, *block.slices)
+    current = arr[where]
     have = zstore.checksum(current)
     pending = entry.get("pending")
     if pending is not None and pending["scale"] == factor and have == pending["checksum"]:
@@ -326,14 +332,14 @@ def scale_block(index: int, *, job: dict, factor: float) -> dict:
         scaled = (current.astype(np.float64) * factor).astype(np.float32)
         entry = {**entry, "pending": {"scale": factor, "checksum": zstore.checksum(scaled)}}
         _check_run(job, f"recording block {index} in the ledger")
-        zstore.write_ledger(job["store"], index, entry)
+        zstore.write_ledger(job["store"], unit, entry)
         _check_run(job, f"writing block {index}")
         try:
-            arr[block.slices] = scaled
+            arr[where] = scaled
         except OSError as exc:
             raise RunError(f"cannot write block {index} to {job['store']!r} ({exc.strerror or exc}); free space "
                            "and rerun with --resume --renormalize") from None
-        if zstore.checksum(arr[block.slices]) != entry["pending"]["checksum"]:
+        if zstore.checksum(arr[where]) != entry["pending"]["checksum"]:
             raise RunError(f"block {index} reads back differently after renormalization; rerun with --resume")
     else:
         raise RunError(f"block {index} of {job['store']!r} matches neither its raw nor its scaled checksum; "
@@ -342,5 +348,5 @@ def scale_block(index: int, *, job: dict, factor: float) -> dict:
     entry["checksums"] = {**entry["checksums"], "density": zstore.checksum(scaled)}
     entry["scale"] = factor
     _check_run(job, f"recording block {index} in the ledger")
-    zstore.write_ledger(job["store"], index, entry)
+    zstore.write_ledger(job["store"], unit, entry)
     return entry
