@@ -72,18 +72,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._version import __version__
-from ._files import write_text
-from .errors import RunError, SetupError
+from .._version import __version__
+from .._files import write_text
+from ..errors import RunError, SetupError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
 
-    from .atomtiles import TiledAtoms
-    from .blocks import Block
-    from .bnn import DensityModel
-    from .domain import DomainReport
-    from .grid import Grid
+    from ..atomtiles import TiledAtoms
+    from ..blocks import Block
+    from ..bnn import DensityModel
+    from ..domain import DomainReport
+    from ..grid import Grid
 
 #: Value of the ``format`` attribute that marks a bigdens store.
 STORE_FORMAT = "bigdens-density"
@@ -356,7 +356,7 @@ def new_attributes(atoms: "Atoms", grid: "Grid", model: "DensityModel", model_pa
         The frames: a trajectory store adds ``frames`` and per-frame ``bond_spread`` and
         ``aleatoric_disorder_factor``.
     """
-    from .structure import species_counts
+    from ..structure import species_counts
 
     attrs = {
         "title": "bigdens predicted electron density",
@@ -416,8 +416,8 @@ def _create_tiles(root, *, grid: "Grid", block: tuple, positions: list, numbers:
                   trajectory: bool) -> None:
     # The atom_tiles group: each frame's atoms sorted by tile, written in passes of ROWS atoms (a multiple
     # of TILE_ROWS, so each pass writes whole chunks); beyond the structure, 16 bytes per atom at a time.
-    from .atomtiles import tile_counts, tile_order
-    from .celllist import ROWS, fractional
+    from ..atomtiles import tile_counts, tile_order
+    from ..celllist import ROWS, fractional
 
     cell = np.asarray(grid.cell, dtype=np.float64)
     n = len(numbers)
@@ -456,7 +456,7 @@ def open_tiles(path: str | Path, attrs: dict, frame: int | None = None) -> "Tile
     blocks' queries.  A store made before ``atom_tiles`` existed (format 1) is
     refused with a message to rerun.
     """
-    from .atomtiles import TiledAtoms
+    from ..atomtiles import TiledAtoms
 
     zarr = _zarr()
     with _quiet():
@@ -484,8 +484,8 @@ def check_tiles(path: str | Path, attrs: dict) -> list[tuple[str, str]]:
     coordinates fall in.  Memory: the frame's positions (24 bytes per atom) and
     one flag per atom; the tile arrays are read in passes.
     """
-    from .atomtiles import tile_of
-    from .celllist import ROWS, fractional
+    from ..atomtiles import tile_of
+    from ..celllist import ROWS, fractional
 
     zarr = _zarr()
     try:
@@ -632,7 +632,7 @@ def write_block_charges(path: str | Path, index: int, owners: np.ndarray, sums: 
     """
     import io
 
-    from ._files import write_bytes
+    from .._files import write_bytes
 
     owners = np.asarray(owners, dtype=np.int64)
     table = np.empty((len(owners), 2 + deviations.shape[1]))
@@ -660,7 +660,7 @@ def read_block_charges(path: str | Path, index: int, entry: dict) -> tuple[np.nd
     """
     import io
 
-    from .errors import InputError
+    from ..errors import InputError
 
     want = (entry.get("charges") or {}).get("checksum")
     try:
@@ -812,7 +812,7 @@ class VerifyReport:
 
 def blocks_of(attrs: dict) -> list["Block"]:
     """The blocks of a store, from its attributes."""
-    from .blocks import make_blocks
+    from ..blocks import make_blocks
 
     return make_blocks(tuple(attrs["grid_shape"]), tuple(attrs["run"]["block"]))
 
@@ -882,7 +882,7 @@ def repair_hint(path: str | Path) -> str:
 
 def damage_error(path: str | Path, bad: list[tuple[int, str]], *, n_blocks: int) -> "InputError":
     """One-line error naming damaged blocks (first :data:`SHOWN` and the count) and the repair."""
-    from .errors import InputError
+    from ..errors import InputError
 
     first = {}
     for index, why in sorted(bad, key=lambda b: b[0]):
@@ -895,7 +895,7 @@ def damage_error(path: str | Path, bad: list[tuple[int, str]], *, n_blocks: int)
 
 def problems_error(path: str | Path, problems: list[tuple[str, str]]) -> "InputError":
     """One-line error for damage found by :func:`check_metadata`, with the repair."""
-    from .errors import InputError
+    from ..errors import InputError
 
     shown = "; ".join(f"{name}: {why}" for name, why in problems[:SHOWN])
     more = f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
@@ -934,7 +934,7 @@ def _expected_metadata(attrs: dict) -> dict[str, dict]:
                       "chunks": None if n is None else (rows,), "dimension_names": ("atom",),
                       "fill_value": None, "units": "1"}
     if n is not None and int(attrs.get("format_version", 1)) >= 2:
-        from .atomtiles import tile_counts
+        from ..atomtiles import tile_counts
 
         n_tiles = int(np.prod(tile_counts(shape, attrs["run"]["block"])))
         for name, (tshape, tchunks, dtype, tdims, units) in _tile_layout(int(n), n_tiles, frames).items():
@@ -1011,7 +1011,7 @@ def check_metadata(path: str | Path, attrs: dict, *, values: bool = True) -> lis
 
 def _check_values(path: Path, attrs: dict, *, skip: set) -> list[tuple[str, str]]:
     # Coordinates against the grid, atoms against the structure hash (arrays with bad metadata skipped).
-    from .grid import Grid
+    from ..grid import Grid
 
     zarr = _zarr()
     problems = []
@@ -1093,7 +1093,7 @@ class BlockReader:
             self.shape = tuple(int(n) for n in self.attrs["grid_shape"])
             self.blocks = blocks_of(self.attrs)
         except (KeyError, TypeError, ValueError) as exc:
-            from .errors import InputError
+            from ..errors import InputError
 
             raise InputError(f"{str(path)!r} is damaged: its attributes lack the grid or run settings ({exc!r}); "
                              "predict it again with `bigdens predict ... --overwrite`") from None
@@ -1327,7 +1327,7 @@ def repair_metadata(path: str | Path, problems: list[tuple[str, str]]) -> list[s
     list of str
         Names of the arrays rebuilt.
     """
-    from .grid import Grid
+    from ..grid import Grid
 
     zarr = _zarr()
     path = Path(path)
