@@ -20,7 +20,7 @@ from bruteforce import all_images_within
 
 def _tiled(tmp_path, atoms, grid, block, *, rows=None, monkeypatch=None):
     if rows is not None:
-        monkeypatch.setattr(zstore, "TILE_ROWS", rows)  # chunks not aligned with tiles
+        monkeypatch.setattr(zstore.layout, "TILE_ROWS", rows)  # chunks not aligned with tiles
     root = zarr.open_group(str(tmp_path / "t.zarr"), mode="w", zarr_format=3)
     zstore._create_tiles(root, grid=grid, block=block, positions=[atoms.positions],
                          numbers=np.asarray(atoms.numbers), trajectory=False)
