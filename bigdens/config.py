@@ -24,8 +24,12 @@ DEFAULT_BLOCK = 64
 
 def _triple(value, name: str) -> tuple[int, int, int]:
     # An int or three positive ints -> three ints.
-    vals = (value,) * 3 if isinstance(value, (int,)) and not isinstance(value, bool) else tuple(value)
-    if len(vals) != 3 or any(isinstance(v, bool) or int(v) != v or v < 1 for v in vals):
+    try:
+        vals = (value,) * 3 if isinstance(value, (int, float)) and not isinstance(value, bool) else tuple(value)
+        bad = len(vals) != 3 or any(isinstance(v, bool) or int(v) != v or v < 1 for v in vals)
+    except (TypeError, ValueError, OverflowError):  # not a number, not iterable, NaN, infinity
+        bad = True
+    if bad:
         raise SetupError(f"{name} must be a positive integer or three of them (grid points), got {value!r}; "
                          f"e.g. {name}=64")
     return tuple(int(v) for v in vals)

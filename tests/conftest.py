@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    # The SLURM tests (real jobs) and the real-GPAW tests (real DFT) are slow as well: `pytest -m "not slow"`
+    # (the fast lane) leaves them out; tests/run.sh and CI run everything.
+    for item in items:
+        if (item.get_closest_marker("slurm") or item.get_closest_marker("gpaw")) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
     # @pytest.mark.cuda: the test needs a CUDA GPU that torch sees (torch is imported only if one is marked).
     marked = [item for item in items if item.get_closest_marker("cuda")]
     if marked:

@@ -85,6 +85,7 @@ def test_cost_model_refuses_a_chemistry_without_timings():
 
 
 # -- acquisition --------------------------------------------------------------------------------
+@pytest.mark.slow  # end to end; the fast lane leaves it to CI
 def test_a_bulk_trained_model_ranks_a_vacancy_above_bulk(al_model):
     bulk = [_cand(_snap("al32", n)) for n in ("al32-T0300-01", "al32-T0600-01", "al32-T0900-02")]
     vac = [_cand(_snap("al32-vacancy", n)) for n in ("al32-vac1-T0300-00", "al32-vac1-T0500-00")]

@@ -1,57 +1,115 @@
-"""Each benchmark runs at a tiny size, so it cannot rot (timings are not asserted)."""
+"""Each benchmark runs at a tiny size, so it cannot rot.
+
+Timings are not compared with targets; what is checked is what the recorded
+numbers mean: a rate is the points over the time, the task time fits in the
+wall time of the workers, memory is positive and below the machine's, an Al
+atom brings 3 valence electrons, a fitted exponent is finite.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 
 import pytest
 
 from benchmarks import descriptor_throughput
 
+#: This machine's physical memory, MB.
+MEMORY_MB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+
+
+def _written(out, benchmark):
+    # The file is valid JSON of this benchmark (its numbers are checked on the returned dict).
+    assert json.loads(out.read_text())["benchmark"] == benchmark
+
+
+def _check_run(rec, *, workers, points=None):
+    """A run record (benchmarks._common.run_record): its numbers agree with each other and the machine."""
+    points = rec["grid_points"] if points is None else points
+    assert rec["grid_points"] == math.prod(rec["grid"])
+    assert rec["wall_s"] > 0 and math.isclose(rec["points_per_s"], points / rec["wall_s"], rel_tol=1e-6)
+    tasks = sum(rec["stage_s"][k] for k in ("descriptors", "bnn", "write"))
+    assert all(v >= 0 for v in rec["stage_s"].values())
+    assert math.isclose(rec["busy_s"], tasks / workers, rel_tol=1e-9)
+    assert 0 < tasks <= rec["wall_s"] * workers  # no worker is busy longer than the run
+    assert math.isclose(rec["overhead_s"], rec["wall_s"] - rec["busy_s"], rel_tol=1e-9, abs_tol=1e-9)
+    assert 0 <= rec["startup_s"] <= rec["wall_s"]
+    assert len(rec["peak_rss_mb_per_worker"]) == workers
+    assert all(0 < m < MEMORY_MB for m in rec["peak_rss_mb_per_worker"])
+    assert rec["n_electrons_expected"] == 3 * rec["n_atoms"]  # Al: 3 valence electrons an atom
+
 
 def test_descriptor_throughput_smoke(tmp_path):
     out = tmp_path / "d.json"
     result = descriptor_throughput.main(["--smoke", "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    _written(out, "descriptor_throughput")
     rec = {r["system"]: r for r in result["records"]}
     assert rec["Al"]["n_atoms"] == 4 * 27 and rec["SiGe"]["n_atoms"] == 8 * 8
-    assert all(r["points_per_s_per_core"] > 0 and r["block_bytes_max"] > 0 for r in result["records"])
+    for r in result["records"]:
+        # The rate is the timed points over the halo and descriptor time of the timed blocks.
+        seconds = r["n_blocks_timed"] * (r["halo_s_per_block"] + r["descriptor_s_per_block"])
+        assert math.isclose(r["points_per_s_per_core"], r["points_timed"] / seconds, rel_tol=1e-6)
+        assert 0 < r["n_blocks_timed"] <= r["n_blocks_total"] and r["points_timed"] <= math.prod(r["grid"])
+        # A block's features (float32) at least, and far below the machine's memory.
+        assert r["points_timed"] / r["n_blocks_timed"] * r["n_features"] * 4 <= r["block_bytes_max"]
+        assert 0 < r["block_bytes_max"] < r["peak_rss_mb"] * 2**20 < MEMORY_MB * 2**20
 
 
+@pytest.mark.slow
 def test_engine_throughput_smoke(tmp_path):
     from benchmarks import engine_throughput
 
     out = tmp_path / "e.json"
     result = engine_throughput.main(["--smoke", "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    _written(out, "engine_throughput")
     (rec,) = result["records"]
-    assert rec["n_atoms"] == 32 and rec["n_blocks_computed"] == 2 and rec["points_per_s_steady"] > 0
+    workers = result["settings"]["workers"]
+    assert rec["n_atoms"] == 32 and rec["n_blocks_computed"] == 2
+    _check_run(rec, workers=workers, points=rec["points_computed"])
+    # Steady rate: the points over the task time per worker, so at least the end-to-end rate.
+    assert math.isclose(rec["points_per_s_steady"], rec["points_computed"] / rec["busy_s"], rel_tol=1e-6)
+    assert rec["points_per_s_steady"] >= rec["points_per_s_end_to_end"] == rec["points_per_s"]
+    assert math.isclose(sum(rec["stage_fraction"].values()), 1.0, rel_tol=1e-9)
     assert rec["bnn_gflops_per_worker"] > 0 and rec["torch_bmm_gflops_1_thread"] > 0
-    assert set(rec["stage_s"]) >= {"descriptors", "bnn", "write"}
 
 
+@pytest.mark.slow
 def test_million_atoms_smoke(tmp_path):
     from benchmarks import million_atoms
 
     out = tmp_path / "m.json"
     result = million_atoms.main(["--cells", "2", "--spacing", "0.5", "--mc-samples", "2", "--workers", "1",
                                  "--block", "16", "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    _written(out, "million_atoms")
     assert result["n_atoms"] == 32 and result["complete"] and result["grid"] == [17, 17, 17]
-    assert result["n_electrons_expected"] == 96 and result["peak_rss_mb_per_worker"]
+    assert result["grid_points"] == 17**3 and result["n_blocks"] == 8  # 17 = 16 + 1 along each axis
+    assert result["n_electrons_expected"] == 96  # 3 valence electrons per Al atom
+    assert math.isclose(result["points_per_s"], result["grid_points"] / result["wall_s"], rel_tol=1e-6)
+    tasks = sum(result["stage_s"][k] for k in ("descriptors", "bnn", "write"))
+    assert 0 < tasks <= result["wall_s"] * result["workers"]
+    assert len(result["peak_rss_mb_per_worker"]) == 1 and 0 < result["peak_rss_mb_per_worker"][0] < MEMORY_MB
+    # The shipped model on a 0.5 Å grid: every electron of the cell, within a few per cent.
+    assert abs(result["n_electrons_predicted"] - 96) < 0.05 * 96
+    assert 0 < result["store_bytes"] and result["max_std"] > 0
 
 
+@pytest.mark.slow
 def test_weak_scaling_smoke(tmp_path):
     from benchmarks import weak_scaling
 
     out = tmp_path / "w.json"
     result = weak_scaling.main(["--smoke", "--out", str(out), "--dft", ""])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    _written(out, "weak_scaling")
     assert [r["n_atoms"] for r in result["records"]] == [4, 32]
-    assert all(r["complete"] and r["busy_s"] > 0 and r["peak_rss_mb_per_worker"] for r in result["records"])
-    for r in result["records"]:  # every electron of a whole prediction is in the store
+    for r in result["records"]:
+        assert r["complete"]
+        _check_run(r, workers=result["settings"]["workers"])
+        # Every electron of a whole prediction is in the store.
         assert abs(r["n_electrons_predicted"] - r["n_electrons_expected"]) < 0.02 * r["n_electrons_expected"]
-    assert result["fit"]["wall_exponent"] is not None and not result["extrapolation"]["measured"]
+    assert math.isfinite(result["fit"]["wall_exponent"]) and math.isfinite(result["fit"]["busy_exponent"])
+    assert not result["extrapolation"]["measured"] and result["extrapolation"]["wall_s"] > 0
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 
@@ -61,12 +119,20 @@ def _strong_smoke(tmp_path, slurm_jobs):
     out = tmp_path / "s.json"
     result = strong_scaling.main(["--smoke", "--workers", "1", "2", "--slurm-jobs", *map(str, slurm_jobs),
                                   "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    _written(out, "strong_scaling")
     assert result["settings"]["stores_bit_identical"]
+    for r in result["records"]:
+        assert r["complete"] and r["grid_points"] == result["settings"]["grid_points"]
+        _check_run(r, workers=r["workers"])
+        # Speed-up: the 1-worker run's wall time (of the same kind) over this one's; efficiency per worker.
+        base = next(b for b in result["records"] if b["kind"] == r["kind"] and b["workers"] == 1)
+        assert math.isclose(r["speedup"], base["wall_s"] / r["wall_s"], rel_tol=1e-6)
+        assert math.isclose(r["efficiency"], r["speedup"] / r["workers"], rel_tol=1e-6)
     assert out.with_suffix(".png").stat().st_size > 10_000
     return result
 
 
+@pytest.mark.slow
 def test_strong_scaling_smoke_local(tmp_path):
     result = _strong_smoke(tmp_path, [])
     assert [(r["kind"], r["workers"]) for r in result["records"]] == [("local", 1), ("local", 2)]
@@ -87,6 +153,7 @@ def test_strong_scaling_smoke_slurm_oversubscribed(tmp_path, local_slurm):
     assert "OverSubscribe=NO" in part  # restored
 
 
+@pytest.mark.slow
 @pytest.mark.gpaw
 def test_ml_vs_dft_smoke(tmp_path):
     pytest.importorskip("gpaw", reason="GPAW (the dft extra) is not installed")
@@ -94,7 +161,7 @@ def test_ml_vs_dft_smoke(tmp_path):
 
     out = tmp_path / "m.json"
     result = ml_vs_dft.main(["--smoke", "--mc-samples", "4", "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    _written(out, "ml_vs_dft")
     (rec,) = result["records"]
     assert rec["n_atoms"] == 4 and rec["grid"] == [16, 16, 16]
     assert rec["dft"]["core_s"] > 0 and rec["ml_warm"]["core_s"] > 0
@@ -203,6 +270,7 @@ def test_cross_calibration_smoke(tmp_path):
     assert written.info["epistemic_reference"]["std"] != model.info["epistemic_reference"]["std"]
 
 
+@pytest.mark.slow
 def test_vacancy_contrast_rebuilds_the_removed_site(tmp_path):
     """The site rebuilt from the provenance is the one the MD cell lacks; the regions are as defined."""
     from pathlib import Path
@@ -231,6 +299,7 @@ def test_vacancy_contrast_rebuilds_the_removed_site(tmp_path):
     assert np.isclose(row["ratio"]["abs_error"], row["vacancy"]["abs_error"] / row["reference"]["abs_error"])
 
 
+@pytest.mark.slow
 def test_descriptor_convergence_side_by_side_matches_one_at_a_time(tmp_path):
     """Settings trained in parallel processes give the rows a serial run gives, in the planned order."""
     from pathlib import Path
@@ -247,9 +316,10 @@ def test_descriptor_convergence_side_by_side_matches_one_at_a_time(tmp_path):
     key = ("val_nmae_mean_weights_pct", "val_nmae_mc_pct", "n_features", "best_epoch")
     assert [[r[k] for k in key] for r in serial["rows"]] == [[r[k] for k in key] for r in parallel["rows"]]
     assert all(r["val_nmae_mc_pct"] > 0 for r in serial["rows"])
-    assert json.loads((tmp_path / "parallel.json").read_text())["rows"] == parallel["rows"]
+    assert len(json.loads((tmp_path / "parallel.json").read_text())["rows"]) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.gpaw
 def test_label_noise_smoke(tmp_path, monkeypatch):
     """A 4-atom cell again at Γ only (under a second): same grid, the comparison written, then skipped."""
@@ -265,7 +335,7 @@ def test_label_noise_smoke(tmp_path, monkeypatch):
     assert est["irreducible_kpoints"] == {"protocol": 32, "dense": 4} and est["cost_factor"] == 0.125
     out = tmp_path / "ln" / "al4.json"
     result = label_noise.main([str(src), "--kpts", "1", "1", "1", "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert out.is_file()  # read back below, without DFT
     assert result["grid"] == [24, 24, 24] and result["protocol_kpts"] == [4, 4, 4] and result["kpts"] == [1, 1, 1]
     assert result["split"] == "train" and result["core_s"]["dense"] > 0
     assert all(abs(v - 12) < 1e-3 for v in result["electron_integral"].values())

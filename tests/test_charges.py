@@ -139,6 +139,7 @@ def test_translation_by_grid_vectors_keeps_the_charges(tmp_path):
     np.testing.assert_allclose(sb, sa, rtol=1e-3)
 
 
+@pytest.mark.slow  # end to end; the fast lane leaves it to CI
 def test_interrupted_run_resumes_to_identical_charges(tmp_path, model, atoms):
     ref = tmp_path / "ref.zarr"
     engine.run(atoms, config(ref, model, workers=2))

@@ -37,6 +37,7 @@ def predict_args(xyz, model, out, *extra):
             "--out", str(out), "--mc-samples", "5", "--seed", "3", "--allow-out-of-domain", *extra]  # untrained model
 
 
+@pytest.mark.slow  # end to end; the fast lane leaves it to CI
 def test_predict_verify_export_plot(files, tmp_path):
     atoms, xyz, model = files
     out = tmp_path / "o.zarr"
@@ -64,6 +65,7 @@ def test_predict_verify_export_plot(files, tmp_path):
     assert bigdens("verify", str(out)).returncode == 0
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_on_the_cluster_identically(files, tmp_path):
     atoms, xyz, model = files
     out = tmp_path / "o.zarr"

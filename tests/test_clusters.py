@@ -161,6 +161,7 @@ def test_job_larger_than_any_node_refused(tmp_path, local_slurm, capsys):
     assert not (tmp_path / "o.zarr").exists() and _squeue() == []
 
 
+@pytest.mark.slow
 def test_slurm_tests_fail_instead_of_skipping_in_ci(tmp_path):
     """With CI=true a SLURM test whose SLURM does not answer fails; elsewhere it skips with the reason."""
     import sys

@@ -16,6 +16,7 @@ from bigdens.errors import BigdensError, InputError, RunError, SetupError
 from helpers import BLOCK, PARAMS, SPACING, assert_identical, config, make_model, variables  # noqa: F401 (re-exported)
 
 
+@pytest.mark.slow  # end to end; the fast lane leaves it to CI
 def test_local_cluster_equals_in_process_bit_for_bit(tmp_path, model, atoms):
     ref = engine.run(atoms, config(tmp_path / "ref.zarr", model))
     assert ref.complete and ref.n_blocks == 27 and ref.n_computed == 27
@@ -242,6 +243,7 @@ def test_shipped_sige_model_is_picked_and_conserves_electrons(tmp_path):
     assert got.n_electrons_predicted == pytest.approx(256, rel=0.01)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_result_unchanged(tmp_path, model, atoms):
     """kill -9 one worker process of a 2-worker LocalCluster mid-run: the run completes, bit-identical."""
     import os
@@ -277,6 +279,7 @@ def test_worker_killed_mid_run_result_unchanged(tmp_path, model, atoms):
     assert_identical(variables(c.out), variables(ref.out))
 
 
+@pytest.mark.slow
 def test_soak_2000_blocks_memory_bounded(tmp_path, model, atoms):
     # 13³ = 2,197 blocks of 4³ points on 2 worker processes: a leak per block
     # (arrays, zarr handles, Dask results) would show as a growing peak RSS.
@@ -318,6 +321,7 @@ def small_tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_real_disk_full_is_clear_consistent_and_resumable(tmp_path, model, atoms, small_tmpfs):
     mnt, resize = small_tmpfs
     ref = tmp_path / "ref.zarr"

@@ -179,6 +179,7 @@ def _stops_itself_after_returning(i: int, *, marker: str) -> dict:
     return {"block": i, "pid": os.getpid()}
 
 
+@pytest.mark.slow
 def test_result_held_by_a_hung_worker_is_fetched_after_a_restart(tmp_path):
     """A block finished, then its worker hung before the driver fetched the result: the driver does not wait
     forever; the worker is restarted and the block runs again."""

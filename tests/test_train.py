@@ -233,6 +233,7 @@ def test_training_and_finetuning_on_the_gpu(snaps):
     assert np.array_equal(new.net.layers[0].w_mu.detach().numpy(), model.net.layers[0].w_mu.detach().numpy())
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_and_refusals(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "bigdens", *args], capture_output=True, text=True, timeout=600)

@@ -47,6 +47,7 @@ def assert_same(a, b):
         assert np.array_equal(a[name], b[name], equal_nan=True), name
 
 
+@pytest.mark.slow  # end to end; the fast lane leaves it to CI
 def test_three_frames_equal_three_single_predictions_bit_for_bit(tmp_path, model, atoms):
     traj = trajectory(atoms)
     summary = engine.run(traj, config(tmp_path / "t.zarr", model, block=BLOCK, workers=2))
@@ -159,6 +160,7 @@ def test_cli_predict_frames_then_plot_export_charges_verify(tmp_path, model, ato
     assert main(["charges", str(out)]) == 2
 
 
+@pytest.mark.slow  # end to end; the fast lane leaves it to CI
 def test_renormalized_trajectory_frames_equal_renormalized_single_predictions(tmp_path, model, atoms):
     # --renormalize with --frames scales each frame by its own factor, n_expected / its raw integral: frame k
     # equals a renormalized prediction of frame k alone bit for bit, and integrates to the valence count.
