@@ -102,86 +102,131 @@ def read_xsf(path: str | Path, *, density_units: str = "e/bohr^3") -> DensityFil
     if density_units not in _UNITS:
         raise InputError(f"density_units must be 'e/bohr^3' or 'e/A^3', got {density_units!r}")
     where = f"XSF file {str(path)!r}"
+    lines = _Lines(_read_lines(path, where), where)
+    kind, cell, atom_lines, grids = _parse(lines)
+    g = _one_periodic_grid(grids, kind, cell, atom_lines, where)
+    numbers, positions = _parse_atoms(atom_lines, where)
+    full = _grid_values(lines, g)
+    _check_covers_cell(full, g["spans"], cell, where)
+    density = np.ascontiguousarray(full[:-1, :-1, :-1])
+    if density_units == "e/bohr^3":
+        density /= BOHR**3
+    prov = _provenance(path, "xsf", block=g["block"], grid=g["name"], origin_A=g["origin"].tolist(),
+                       points_in_file=list(g["counts"]), density_units_in_file=density_units)
+    return DensityFile(cell=cell, positions=positions - g["origin"], numbers=numbers, density=density,
+                       provenance=prov)
+
+
+def _read_lines(path: Path, where: str) -> list[str]:
+    # The file's non-empty, non-comment lines, stripped.
     try:
         with _open_text(path) as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise InputError(f"cannot read {where} ({type(exc).__name__}: {exc})") from None
-    lines = [s for s in (raw.strip() for raw in text.splitlines()) if s and not s.startswith("#")]
-    del text
-    kind = None
-    cell = None
-    atoms_lines: list[str] | None = None
+    return [s for s in (raw.strip() for raw in text.splitlines()) if s and not s.startswith("#")]
+
+
+class _Lines:
+    """A cursor over the file's lines: ``take`` the next one, refusing a file that ends too early."""
+
+    def __init__(self, lines: list[str], where: str):
+        self.lines, self.where, self.pos = lines, where, 0
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.lines)
+
+    def take(self, what: str) -> str:
+        if self.done:
+            raise InputError(f"{self.where} is truncated: it ends inside its {what}")
+        self.pos += 1
+        return self.lines[self.pos - 1]
+
+    def skip_to(self, predicate) -> None:
+        # Advance to the first line satisfying predicate (or the end).
+        while not self.done and not predicate(self.lines[self.pos]):
+            self.pos += 1
+
+
+def _parse(lines: _Lines) -> tuple[str | None, np.ndarray | None, list[str] | None, list[dict[str, Any]]]:
+    """The structure kind, PRIMVEC cell (Å), PRIMCOORD atom lines and the 3-D data grids' headers."""
+    where = lines.where
+    kind = cell = atom_lines = None
     grids: list[dict[str, Any]] = []
-    pos = 0
-    end = len(lines)
-
-    def take(what: str) -> str:
-        nonlocal pos
-        if pos >= end:
-            raise InputError(f"{where} is truncated: it ends inside its {what}")
-        pos += 1
-        return lines[pos - 1]
-
-    while pos < end:
-        line = take("header")
+    while not lines.done:
+        line = lines.take("header")
         key = line.split()[0].upper()
         if key == "ANIMSTEPS":
-            steps = line.split()[1:2]
-            if steps != ["1"]:
+            if line.split()[1:2] != ["1"]:
                 raise InputError(f"{where} is an animation ({line}); bigdens reads files of one structure")
         elif key in ("CRYSTAL", "SLAB", "POLYMER", "MOLECULE", "ATOMS"):
             kind = key
         elif key == "PRIMVEC":
-            cell = np.array([_floats(take("PRIMVEC"), 3, where, "PRIMVEC") for _ in range(3)])
+            cell = np.array([_floats(lines.take("PRIMVEC"), 3, where, "PRIMVEC") for _ in range(3)])
         elif key == "CONVVEC":
             for _ in range(3):
-                take("CONVVEC")
+                lines.take("CONVVEC")
         elif key == "PRIMCOORD":
-            head = take("PRIMCOORD").split()
-            try:
-                n_atoms = int(head[0])
-            except (IndexError, ValueError):
-                raise InputError(f"{where}: malformed PRIMCOORD count line {' '.join(head)!r}") from None
-            if n_atoms < 0:
-                raise InputError(f"{where}: negative atom count {n_atoms} in PRIMCOORD")
-            atoms_lines = [take("PRIMCOORD atoms") for _ in range(n_atoms)]
+            atom_lines = _primcoord(lines)
         elif key == "BEGIN_BLOCK_DATAGRID_3D":
-            block = take("BEGIN_BLOCK_DATAGRID_3D")
-            while True:
-                line = take(f"data block {block!r} (no END_BLOCK_DATAGRID_3D)")
-                upper = line.upper()
-                if upper.startswith("END_BLOCK_DATAGRID_3D"):
-                    break
-                if not (upper.startswith("BEGIN_DATAGRID_3D") or upper.startswith("DATAGRID_3D")):
-                    raise InputError(f"{where}: unexpected line {line[:60]!r} in data block {block!r}")
-                prefix = "BEGIN_DATAGRID_3D" if upper.startswith("BEGIN_") else "DATAGRID_3D"
-                name = line[len(prefix):].lstrip("_") or "unnamed"
-                head = take(f"data grid {name!r}").split()
-                try:
-                    counts = [int(v) for v in head[:3]]
-                except ValueError:
-                    counts = []
-                if len(counts) != 3:
-                    raise InputError(f"{where}: malformed grid size line {' '.join(head)!r} of data grid {name!r} "
-                                     "(expected three point counts)")
-                origin = np.array(_floats(take(f"data grid {name!r}"), 3, where, "grid origin"))
-                spans = np.array([_floats(take(f"data grid {name!r}"), 3, where, "span vector") for _ in range(3)])
-                start = pos
-                while pos < end and not lines[pos].upper().startswith("END_DATAGRID_3D"):
-                    pos += 1
-                if pos == end:
-                    raise InputError(f"{where} is truncated: data grid {name!r} has no END_DATAGRID_3D; "
-                                     "the file was cut off: write it again")
-                grids.append({"block": block, "name": name, "counts": counts, "origin": origin, "spans": spans,
-                              "lines": (start, pos)})
-                pos += 1
+            grids += _datagrid_block(lines)
         elif key.startswith("BEGIN_"):  # BEGIN_INFO, BEGIN_BLOCK_DATAGRID_2D, BEGIN_BLOCK_BANDGRID_3D, ...
             closing = "END_" + key[len("BEGIN_"):]
-            while pos < end and lines[pos].split()[0].upper() != closing:
-                pos += 1
-            pos += 1
+            lines.skip_to(lambda s: s.split()[0].upper() == closing)
+            lines.pos += 1
         # Other lines (atoms of a non-periodic file, unknown keywords) are skipped.
+    return kind, cell, atom_lines, grids
+
+
+def _primcoord(lines: _Lines) -> list[str]:
+    # The atom lines after PRIMCOORD's count line.
+    head = lines.take("PRIMCOORD").split()
+    try:
+        n_atoms = int(head[0])
+    except (IndexError, ValueError):
+        raise InputError(f"{lines.where}: malformed PRIMCOORD count line {' '.join(head)!r}") from None
+    if n_atoms < 0:
+        raise InputError(f"{lines.where}: negative atom count {n_atoms} in PRIMCOORD")
+    return [lines.take("PRIMCOORD atoms") for _ in range(n_atoms)]
+
+
+def _datagrid_block(lines: _Lines) -> list[dict[str, Any]]:
+    # The headers of the DATAGRID_3D grids of one BEGIN_BLOCK_DATAGRID_3D block, each with its value lines' range.
+    where = lines.where
+    block = lines.take("BEGIN_BLOCK_DATAGRID_3D")
+    grids = []
+    while True:
+        line = lines.take(f"data block {block!r} (no END_BLOCK_DATAGRID_3D)")
+        upper = line.upper()
+        if upper.startswith("END_BLOCK_DATAGRID_3D"):
+            return grids
+        if not (upper.startswith("BEGIN_DATAGRID_3D") or upper.startswith("DATAGRID_3D")):
+            raise InputError(f"{where}: unexpected line {line[:60]!r} in data block {block!r}")
+        prefix = "BEGIN_DATAGRID_3D" if upper.startswith("BEGIN_") else "DATAGRID_3D"
+        name = line[len(prefix):].lstrip("_") or "unnamed"
+        head = lines.take(f"data grid {name!r}").split()
+        try:
+            counts = [int(v) for v in head[:3]]
+        except ValueError:
+            counts = []
+        if len(counts) != 3:
+            raise InputError(f"{where}: malformed grid size line {' '.join(head)!r} of data grid {name!r} "
+                             "(expected three point counts)")
+        origin = np.array(_floats(lines.take(f"data grid {name!r}"), 3, where, "grid origin"))
+        spans = np.array([_floats(lines.take(f"data grid {name!r}"), 3, where, "span vector") for _ in range(3)])
+        start = lines.pos
+        lines.skip_to(lambda s: s.upper().startswith("END_DATAGRID_3D"))
+        if lines.done:
+            raise InputError(f"{where} is truncated: data grid {name!r} has no END_DATAGRID_3D; "
+                             "the file was cut off: write it again")
+        grids.append({"block": block, "name": name, "counts": counts, "origin": origin, "spans": spans,
+                      "lines": (start, lines.pos)})
+        lines.pos += 1
+
+
+def _one_periodic_grid(grids: list, kind, cell, atom_lines, where: str) -> dict[str, Any]:
+    # The file's one 3-D grid, of a 3-D periodic structure; refuses anything else with one line.
     if not grids:
         raise InputError(
             f"{where} holds no 3-D data grid (no BEGIN_BLOCK_DATAGRID_3D with a DATAGRID_3D in it): a structure "
@@ -191,24 +236,28 @@ def read_xsf(path: str | Path, *, density_units: str = "e/bohr^3") -> DensityFil
         names = ", ".join(repr(g["name"]) for g in grids)
         raise InputError(f"{where} holds {len(grids)} 3-D data grids ({names}); bigdens reads one density "
                          "per file: write the total valence density alone")
-    if kind != "CRYSTAL" or cell is None or atoms_lines is None:
+    if kind != "CRYSTAL" or cell is None or atom_lines is None:
         if kind not in (None, "CRYSTAL"):
             what = {"SLAB": "is a SLAB (periodic in 2 directions)", "POLYMER": "is a POLYMER (periodic in 1 "
                     "direction)"}.get(kind, f"is a molecule ({kind}, not periodic)")
         else:
-            missing = [k for k, v in (("CRYSTAL", kind), ("PRIMVEC", cell), ("PRIMCOORD", atoms_lines)) if v is None]
+            missing = [k for k, v in (("CRYSTAL", kind), ("PRIMVEC", cell), ("PRIMCOORD", atom_lines)) if v is None]
             what = f"has no {' or '.join(missing)}"
         raise InputError(f"{where} {what}: bigdens reads densities of 3-D periodic cells "
                          "(CRYSTAL with PRIMVEC and PRIMCOORD)")
-    numbers, positions = _parse_atoms(atoms_lines, where)
-    g = grids[0]
-    counts, origin, spans = g["counts"], g["origin"], g["spans"]
+    counts = grids[0]["counts"]
     if min(counts) < 2:
         raise InputError(f"{where}: grid of {counts[0]}×{counts[1]}×{counts[2]} points; a periodic XSF grid has "
                          "at least 2 points per axis (the last repeats the first)")
+    return grids[0]
+
+
+def _grid_values(lines: _Lines, g: dict[str, Any]) -> np.ndarray:
+    """The grid's values, shape ``counts`` (with the repeated end planes), float64, the file's units."""
+    where, counts = lines.where, g["counts"]
     a, b = g["lines"]
     try:
-        values = np.array(" ".join(lines[a:b]).split(), dtype=np.float64)
+        values = np.array(" ".join(lines.lines[a:b]).split(), dtype=np.float64)
     except ValueError:
         raise InputError(f"{where}: non-numeric text in data grid {g['name']!r}") from None
     n_expected = counts[0] * counts[1] * counts[2]
@@ -222,7 +271,11 @@ def read_xsf(path: str | Path, *, density_units: str = "e/bohr^3") -> DensityFil
             f"{where}: the data grid does not match its header: {values.size} values for a "
             f"{counts[0]}×{counts[1]}×{counts[2]} grid ({n_expected}); check the header counts"
         )
-    full = values.reshape(counts[::-1]).transpose(2, 1, 0)  # first index fastest in the file
+    return values.reshape(counts[::-1]).transpose(2, 1, 0)  # first index fastest in the file
+
+
+def _check_covers_cell(full: np.ndarray, spans: np.ndarray, cell: np.ndarray, where: str) -> None:
+    # The grid spans the cell's lattice vectors and its last plane along each axis repeats the first.
     if not np.allclose(spans, cell, rtol=0.0, atol=SPAN_TOLERANCE):
         raise InputError(
             f"{where}: the data grid spans {np.round(spans, 6).tolist()} Å, not the cell's lattice vectors "
@@ -239,12 +292,6 @@ def read_xsf(path: str | Path, *, density_units: str = "e/bohr^3") -> DensityFil
                 f"max |value| {scale:.3g}): a periodic XSF grid repeats its first plane at the end, and this one "
                 "does not; write the whole cell with pp.x (iflag=3, output_format=5)"
             )
-    density = np.ascontiguousarray(full[:-1, :-1, :-1])
-    if density_units == "e/bohr^3":
-        density /= BOHR**3
-    prov = _provenance(path, "xsf", block=g["block"], grid=g["name"], origin_A=origin.tolist(),
-                       points_in_file=list(counts), density_units_in_file=density_units)
-    return DensityFile(cell=cell, positions=positions - origin, numbers=numbers, density=density, provenance=prov)
 
 
 def _parse_atoms(atom_lines: list[str], where: str) -> tuple[np.ndarray, np.ndarray]:
