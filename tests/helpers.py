@@ -38,3 +38,24 @@ def variables(path):
 def assert_identical(a, b):
     for name in store.VARIABLES:
         assert np.array_equal(a[name], b[name], equal_nan=True), name
+
+
+def triclinic_sige(cells=(1, 1, 1)):
+    """A rattled Si-Ge cell sheared into a triclinic one (the halo and tile tests' oblique case)."""
+    from bigdens import structure
+
+    tri = structure.rattle(structure.diamond_sige(cells, x=0.5, seed=2), 0.05, seed=3)
+    cell = tri.cell[:].copy()
+    cell[1] += 0.35 * cell[0]
+    cell[2] += -0.2 * cell[0] + 0.3 * cell[1]
+    tri.set_cell(cell, scale_atoms=True)
+    return tri
+
+
+def thin_al():
+    """One rattled FCC Al cell squeezed to 2.835 Å along a1: thinner than 2·r_cut, so atoms appear as several images."""
+    from bigdens import structure
+
+    thin = structure.rattle(structure.fcc_al((1, 1, 1)), 0.05, seed=4)
+    thin.set_cell(np.diag([4.05, 4.05, 4.05]) @ np.diag([0.7, 1, 1]), scale_atoms=True)
+    return thin

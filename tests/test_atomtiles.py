@@ -15,6 +15,7 @@ from bigdens.celllist import build_cell_list, fractional, plane_normals_norm
 from bigdens.charges import assign_block
 from bigdens.grid import make_grid
 
+from helpers import thin_al, triclinic_sige
 from bruteforce import all_images_within
 
 
@@ -30,13 +31,8 @@ def _tiled(tmp_path, atoms, grid, block, *, rows=None, monkeypatch=None):
 
 def _cases():
     al = structure.rattle(structure.fcc_al((3, 3, 2)), 0.08, seed=1)
-    tri = structure.rattle(structure.diamond_sige((2, 1, 1), x=0.5, seed=2), 0.05, seed=3)
-    cell = tri.cell[:].copy()
-    cell[1] += 0.35 * cell[0]
-    cell[2] += -0.2 * cell[0] + 0.3 * cell[1]
-    tri.set_cell(cell, scale_atoms=True)
-    thin = structure.rattle(structure.fcc_al((1, 1, 1)), 0.05, seed=4)
-    thin.set_cell(np.diag([4.05, 4.05, 4.05]) @ np.diag([0.7, 1, 1]), scale_atoms=True)
+    tri = triclinic_sige((2, 1, 1))
+    thin = thin_al()
     return {"cubic": (al, (17, 18, 12), (5, 4, 12)), "triclinic": (tri, (20, 11, 11), (6, 6, 4)),
             "thin": (thin, (7, 10, 10), (3, 4, 10))}
 

@@ -12,6 +12,7 @@ from bigdens.descriptors import DescriptorParams, compute_block
 from bigdens.errors import InputError
 from bigdens.grid import make_grid
 
+from helpers import thin_al, triclinic_sige
 from bruteforce import all_images_within, descriptor as brute
 
 
@@ -30,13 +31,8 @@ def test_blocks_tile_the_grid_once():
 
 def _cases():
     al = structure.rattle(structure.fcc_al((2, 2, 2)), 0.06, seed=1)
-    tri = structure.rattle(structure.diamond_sige((1, 1, 1), x=0.5, seed=2), 0.05, seed=3)
-    cell = tri.cell[:].copy()
-    cell[1] += 0.35 * cell[0]
-    cell[2] += -0.2 * cell[0] + 0.3 * cell[1]
-    tri.set_cell(cell, scale_atoms=True)
-    thin = structure.rattle(structure.fcc_al((1, 1, 1)), 0.05, seed=4)
-    thin.set_cell(np.diag([4.05, 4.05, 4.05]) @ np.diag([0.7, 1, 1]), scale_atoms=True)
+    tri = triclinic_sige((1, 1, 1))
+    thin = thin_al()
     return {
         "cubic-1species": (al, DescriptorParams(species=(13,), m=(32,), k=(5,), r_cut=5.0)),
         "triclinic-2species": (tri, DescriptorParams(species=(14, 32), m=(24, 24), k=(4, 4), r_cut=5.5)),

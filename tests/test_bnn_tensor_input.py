@@ -113,14 +113,18 @@ class _NoArray(torch.Tensor):
         raise AssertionError("the feature tensor went through numpy")
 
 
+def _case(which: str, al_case, tmp_path, rng):
+    # (model, features, groups, n_groups): the shipped Al model on real descriptors, or a small mean-field model.
+    if which == "al":
+        return al_case
+    m = _helpers_model(tmp_path, regions=True)
+    X = _helpers_features(m, rng)
+    return m, X, rng.integers(0, 4, size=len(X)), 4
+
+
 @pytest.mark.parametrize("which", ["mean-field", "al"])
 def test_tensor_input_never_goes_through_numpy(tmp_path, rng, monkeypatch, al_case, which):
-    if which == "al":
-        m, X, groups, k = al_case
-    else:
-        m = _helpers_model(tmp_path, regions=True)
-        X = _helpers_features(m, rng)
-        groups, k = rng.integers(0, 4, size=len(X)), 4
+    m, X, groups, k = _case(which, al_case, tmp_path, rng)
     kw = dict(samples=4, seed=2, block_index=1)
     ref = m.predict_grouped(X, groups, k, **kw)
     monkeypatch.setattr(bnn, "np", _GuardedNumpy())
@@ -159,12 +163,7 @@ def test_tensor_that_requires_grad(tmp_path, rng):
 @pytest.mark.cuda
 @pytest.mark.parametrize("which", ["mean-field", "al"])
 def test_cuda_tensor_stays_on_the_gpu(tmp_path, rng, monkeypatch, al_case, which):
-    if which == "al":
-        m, X, groups, k = al_case
-    else:
-        m = _helpers_model(tmp_path, regions=True)
-        X = _helpers_features(m, rng)
-        groups, k = rng.integers(0, 4, size=len(X)), 4
+    m, X, groups, k = _case(which, al_case, tmp_path, rng)
     kw = dict(samples=5, seed=4, block_index=2, device="cuda", disorder=0.1)
     ref = m.predict_grouped(X, groups, k, **kw)  # the ndarray is copied to the GPU
     t = torch.from_numpy(X.copy()).cuda()
