@@ -14,8 +14,8 @@ them, rewrite it with ``.venv/bin/python tests/test_bad_inputs.py``
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import pickle
 import re
 import shlex
@@ -761,7 +761,7 @@ def _rewrite_model(src: Path, dst: Path, *, meta=None, tensors=None) -> None:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
-    """A folder of every input the cases name (built once; each test works on a copy)."""
+    """A folder of every input the cases name (built once; each test works on a hard-linked copy)."""
     from ase import Atoms
     from ase.io import write
 
@@ -968,7 +968,11 @@ def _locked_stores(d: Path) -> None:
 
 
 def _tree(root: Path) -> dict[str, tuple]:
-    """Every file (size, mtime, sha1) and folder under ``root``."""
+    """Every file (size, mtime, inode) and folder under ``root``.
+
+    Writing a file changes its mtime; replacing it (a rename over it) changes
+    its inode; so does removing and re-creating it.
+    """
     out = {}
     for p in sorted(root.rglob("*")):
         key = str(p.relative_to(root))
@@ -976,8 +980,14 @@ def _tree(root: Path) -> dict[str, tuple]:
             out[key] = ("dir",)
         else:
             st = p.stat()
-            out[key] = (st.st_size, st.st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest())
+            out[key] = (st.st_size, st.st_mtime_ns, st.st_ino)
     return out
+
+
+@pytest.fixture(scope="module")
+def inputs_tree(inputs) -> dict[str, tuple]:
+    """:func:`_tree` of the inputs, which every test's copy starts equal to (hard links)."""
+    return _tree(inputs)
 
 
 def _pattern(message: str) -> re.Pattern:
@@ -987,7 +997,7 @@ def _pattern(message: str) -> re.Pattern:
 # -- the tests -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, inputs, tmp_path, capsys, monkeypatch):
+def test_bad_input(case: Case, inputs, inputs_tree, tmp_path, capsys, monkeypatch):
     from bigdens.cli import main
 
     if case.skip_with_cuda:
@@ -996,8 +1006,11 @@ def test_bad_input(case: Case, inputs, tmp_path, capsys, monkeypatch):
         if torch.cuda.is_available():
             pytest.skip("a CUDA GPU is present: --device cuda is not a bad input here")
     monkeypatch.delenv("BIGDENS_CLUSTER_CONFIGS", raising=False)
-    shutil.copytree(inputs, tmp_path, dirs_exist_ok=True, symlinks=True)
+    # Hard links: the copy's files are the inputs' inodes, so a command that wrote into one would
+    # change its mtime here (and fail this case) and in the inputs (and fail the cases after it too).
+    shutil.copytree(inputs, tmp_path, dirs_exist_ok=True, symlinks=True, copy_function=os.link)
     before = _tree(tmp_path)
+    assert before == inputs_tree, "an earlier case changed the shared inputs"
     capsys.readouterr()
 
     status = main(list(case.argv))

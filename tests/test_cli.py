@@ -66,6 +66,18 @@ def test_build_sige_any_ase_format_reads_back(out, fmt):
     assert "16 atoms (8 Si, 8 Ge)" in r.stdout and "128 points" in r.stdout
 
 
+@pytest.fixture(scope="module")
+def struct(tmp_path_factory):
+    """A rattled 4-atom Al cell that would work (built once; `bigdens build` has tests of its own)."""
+    from ase.io import write
+
+    from bigdens import structure
+
+    path = tmp_path_factory.mktemp("struct") / "al.xyz"
+    write(path, structure.rattle(structure.fcc_al((1, 1, 1)), 0.02, seed=0))
+    return path
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -78,9 +90,8 @@ def test_build_sige_any_ase_format_reads_back(out, fmt):
         (["describe", "--m", "1000", "STRUCT"], "radial count M"),
     ],
 )
-def test_bad_input_one_clear_line(args, message):
-    bigdens("build", "al", "--cells", "1", "1", "1", "--rattle", "0.02", "-o", "STRUCT.xyz")
-    args = [a.replace("STRUCT", "STRUCT.xyz") for a in args]
+def test_bad_input_one_clear_line(args, message, struct):
+    args = [a.replace("STRUCT", str(struct)) for a in args]
     r = bigdens(*args)
     assert r.returncode == 2
     assert message in r.stderr

@@ -29,9 +29,23 @@ def snaps():
     return [x for x in s if x.split == "train"], [x for x in s if x.split == "validation"]
 
 
-def test_training_reduces_loss_on_real_snapshot(snaps):
+@pytest.fixture(scope="module")
+def _trained(snaps):
     tr, va = snaps
-    model = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
+    return train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
+
+
+@pytest.fixture
+def base(_trained):
+    """A model trained with FAST on al4 (trained once per module; each test gets its own copy)."""
+    import copy
+
+    return copy.deepcopy(_trained)
+
+
+def test_training_reduces_loss_on_real_snapshot(snaps, base):
+    tr, va = snaps
+    model = base
     hist = model.info["history"]
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert model.info["training"]["best_val_nmae_pct"] < hist[0]["val_nmae_pct"] or len(hist) == 1
@@ -53,9 +67,8 @@ def _pair_distances(snap) -> np.ndarray:
     return np.linalg.norm(cart, axis=-1).min(axis=-1)
 
 
-def test_finetune_changes_only_last_layers(snaps):
+def test_finetune_changes_only_last_layers(snaps, base):
     tr, va = snaps
-    base = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
     cfg = TrainConfig(epochs=3, points_per_epoch=4000, batch_size=512, seed=2, train_layers=1)
     new = finetune(base, va, tr, config=cfg, log=lambda _: None)
     for i, (a, b) in enumerate(zip(base.net.layers, new.net.layers)):
@@ -89,11 +102,10 @@ def _val_coverage_and_high(model, va, *, samples=20, seed=0):
     return cov, 100 * np.mean(np.sqrt(epi.astype(np.float64)) > epistemic_threshold(model))
 
 
-def test_calibration_is_absolute_and_sets_the_epistemic_reference(snaps):
+def test_calibration_is_absolute_and_sets_the_epistemic_reference(snaps, base):
     import dataclasses
 
     tr, va = snaps
-    base = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
     cov, high = _val_coverage_and_high(base, va, seed=FAST.seed)
     assert abs(cov - 68.3) < 0.1 and 0.05 < high < 0.2
     ref = base.info["epistemic_reference"]
@@ -206,10 +218,10 @@ def test_lineage_helpers_live_next_to_the_model():
     assert L.composition([14, 14, 32, 14]) == {"Si": 0.75, "Ge": 0.25}
 
 
-def test_same_seed_same_model_on_the_cpu(snaps):
+def test_same_seed_same_model_on_the_cpu(snaps, base):
     tr, va = snaps
-    a, b = (train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
-            for _ in range(2))
+    a = base  # trained earlier in this process, with other tests run in between
+    b = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
     assert a.info["training"]["device"] == "cpu"
     for p, q in zip(a.net.state_dict().values(), b.net.state_dict().values()):
         assert np.array_equal(p.numpy(), q.numpy())
