@@ -95,6 +95,138 @@ def _capacity(v: int) -> int:
     return 1 << max(0, int(v) - 1).bit_length()
 
 
+def _arithmetic(sim: bool):
+    """Float64 product and sum that are never contracted into a fused multiply-add."""
+    if sim:
+        # The simulator runs the kernel as Python: float64 arithmetic is IEEE, never fused.
+        def mul(a, b):
+            return a * b
+
+        def add(a, b):
+            return a + b
+
+        return mul, add
+    from numba.cuda import libdevice
+
+    return libdevice.dmul_rn, libdevice.dadd_rn  # rounded products and sums
+
+
+def _search_functions():
+    """Device functions of the neighbour search: ``bin_range`` and ``keep_nearest``."""
+    device = cuda.jit(device=True, inline=True)
+
+    @device
+    def bin_range(px, py, pz, reach, origin, edge, dims):
+        """Bins within reach of the point (the CPU kernel's tile search), clipped to the bins with
+        comparisons (no builtins max/min in the kernel): lo0, lo1, lo2, hi0, hi1, hi2."""
+        lo0 = int(math.floor((px - reach - origin[0]) / edge))
+        lo1 = int(math.floor((py - reach - origin[1]) / edge))
+        lo2 = int(math.floor((pz - reach - origin[2]) / edge))
+        hi0 = int(math.floor((px + reach - origin[0]) / edge))
+        hi1 = int(math.floor((py + reach - origin[1]) / edge))
+        hi2 = int(math.floor((pz + reach - origin[2]) / edge))
+        if lo0 < 0:
+            lo0 = 0
+        if lo1 < 0:
+            lo1 = 0
+        if lo2 < 0:
+            lo2 = 0
+        if hi0 > dims[0] - 1:
+            hi0 = dims[0] - 1
+        if hi1 > dims[1] - 1:
+            hi1 = dims[1] - 1
+        if hi2 > dims[2] - 1:
+            hi2 = dims[2] - 1
+        return lo0, lo1, lo2, hi0, hi1, hi2
+
+    @device
+    def keep_nearest(dx, dy, dz, d2, s, ms, ks, n, nkept, rd2, kd2, kvec):
+        """Insert one atom at d2 (Å²) into the ms smallest d2 and the ks nearest displacements
+        (ties keep the earlier atom); returns the new counts (n, nkept)."""
+        if n < ms or d2 < rd2[ms - 1]:
+            j = n if n < ms else ms - 1
+            while j > 0 and rd2[j - 1] > d2:
+                rd2[j] = rd2[j - 1]
+                j -= 1
+            rd2[j] = d2
+        if ks > 0 and (nkept < ks or d2 < kd2[nkept - 1]):
+            j = nkept if nkept < ks else ks - 1
+            while j > 0 and kd2[j - 1] > d2:
+                kd2[j] = kd2[j - 1]
+                kvec[s, j, 0] = kvec[s, j - 1, 0]
+                kvec[s, j, 1] = kvec[s, j - 1, 1]
+                kvec[s, j, 2] = kvec[s, j - 1, 2]
+                j -= 1
+            kd2[j] = d2
+            kvec[s, j, 0] = dx
+            kvec[s, j, 1] = dy
+            kvec[s, j, 2] = dz
+            if nkept < ks:
+                nkept += 1
+        return n + 1, nkept
+
+    return bin_range, keep_nearest
+
+
+def _feature_functions(mul, add):
+    """Device functions writing a point's features: ``write_species`` and ``write_cross``."""
+    from numba import float32, float64
+
+    on_atom = ON_ATOM
+    device = cuda.jit(device=True, inline=True)
+
+    @device
+    def write_species(out, p, s, ms, ks, off, n, nkept, r_cut, rd2, kd2, kvec):
+        """Species s's features of point p from its nearest atoms; leaves unit vectors in kvec[s]."""
+        # Radial part, padded with r_cut; distances below ON_ATOM (as float32) count as zero.
+        for i in range(ms):
+            if i < n:
+                v = float32(math.sqrt(rd2[i]))
+                if float64(v) < on_atom:
+                    v = float32(0.0)
+            else:
+                v = float32(r_cut)
+            out[p, off + i] = v
+        # Angular part: unit vectors of the nearest ks, scalar products i < j; missing ones 0.
+        for i in range(nkept):
+            d = math.sqrt(kd2[i])
+            if d < on_atom:
+                kvec[s, i, 0] = 0.0
+                kvec[s, i, 1] = 0.0
+                kvec[s, i, 2] = 0.0
+            else:
+                kvec[s, i, 0] = kvec[s, i, 0] / d
+                kvec[s, i, 1] = kvec[s, i, 1] / d
+                kvec[s, i, 2] = kvec[s, i, 2] / d
+        col = off + ms
+        for i in range(ks):
+            for j in range(i + 1, ks):
+                val = 0.0
+                if j < nkept:
+                    val = add(add(mul(kvec[s, i, 0], kvec[s, j, 0]), mul(kvec[s, i, 1], kvec[s, j, 1])),
+                              mul(kvec[s, i, 2], kvec[s, j, 2]))
+                out[p, col] = val
+                col += 1
+
+    @device
+    def write_cross(out, p, k, cross, n_pairs, nk_s, kvec):
+        """Cross-species blocks of point p: u_i (species sa) · u_j (species sb), i-major; missing ones 0."""
+        for q in range(n_pairs):
+            sa = cross[q, 0]
+            sb = cross[q, 1]
+            col = cross[q, 2]
+            kb = k[sb]
+            for i in range(k[sa]):
+                for j in range(kb):
+                    val = 0.0
+                    if i < nk_s[sa] and j < nk_s[sb]:
+                        val = add(add(mul(kvec[sa, i, 0], kvec[sb, j, 0]), mul(kvec[sa, i, 1], kvec[sb, j, 1])),
+                                  mul(kvec[sa, i, 2], kvec[sb, j, 2]))
+                    out[p, col + i * kb + j] = val
+
+    return write_species, write_cross
+
+
 def _kernel(m_cap: int, k_cap: int, s_cap: int):
     """The kernel with local arrays of M capacity ``m_cap``, K capacity ``k_cap``, ``s_cap`` species."""
     _, sim = _cuda()  # binds the module global ``cuda`` that the kernel uses
@@ -102,22 +234,11 @@ def _kernel(m_cap: int, k_cap: int, s_cap: int):
     with _LOCK:
         if key in _KERNELS:
             return _KERNELS[key]
-        from numba import float32, float64, int64
+        from numba import float64, int64
 
-        if sim:
-            # The simulator runs the kernel as Python: float64 arithmetic is IEEE, never fused.
-            def mul(a, b):
-                return a * b
-
-            def add(a, b):
-                return a + b
-        else:
-            from numba.cuda import libdevice
-
-            mul = libdevice.dmul_rn  # rounded products and sums: never contracted into an FMA
-            add = libdevice.dadd_rn
-
-        on_atom = ON_ATOM
+        mul, add = _arithmetic(sim)
+        bin_range, keep_nearest = _search_functions()
+        write_species, write_cross = _feature_functions(mul, add)
 
         @cuda.jit
         def kernel(points, atom_pos, starts, n_bins, origin, edge, dims, m, k, offsets, r_cut, rc2, reach,
@@ -133,32 +254,9 @@ def _kernel(m_cap: int, k_cap: int, s_cap: int):
             px = points[p, 0]
             py = points[p, 1]
             pz = points[p, 2]
-            # Bins within reach of the point (the same bins and order as the CPU kernel's tile search).
-            # Clipped to the bins with comparisons (no builtins max/min in the kernel).
-            lo0 = int(math.floor((px - reach - origin[0]) / edge))
-            lo1 = int(math.floor((py - reach - origin[1]) / edge))
-            lo2 = int(math.floor((pz - reach - origin[2]) / edge))
-            hi0 = int(math.floor((px + reach - origin[0]) / edge))
-            hi1 = int(math.floor((py + reach - origin[1]) / edge))
-            hi2 = int(math.floor((pz + reach - origin[2]) / edge))
-            if lo0 < 0:
-                lo0 = 0
-            if lo1 < 0:
-                lo1 = 0
-            if lo2 < 0:
-                lo2 = 0
-            if hi0 > dims[0] - 1:
-                hi0 = dims[0] - 1
-            if hi1 > dims[1] - 1:
-                hi1 = dims[1] - 1
-            if hi2 > dims[2] - 1:
-                hi2 = dims[2] - 1
+            lo0, lo1, lo2, hi0, hi1, hi2 = bin_range(px, py, pz, reach, origin, edge, dims)
             near = lo0 <= hi0 and lo1 <= hi1 and lo2 <= hi2
-            n_species = m.shape[0]
-            for s in range(n_species):
-                ms = m[s]
-                ks = k[s]
-                off = offsets[s]
+            for s in range(m.shape[0]):
                 n = 0
                 nkept = 0
                 if near:
@@ -172,74 +270,11 @@ def _kernel(m_cap: int, k_cap: int, s_cap: int):
                                 dy = atom_pos[a, 1] - py
                                 dz = atom_pos[a, 2] - pz
                                 d2 = add(add(mul(dx, dx), mul(dy, dy)), mul(dz, dz))
-                                if d2 > rc2:
-                                    continue
-                                # Radial: the ms smallest d2, ascending.
-                                if n < ms or d2 < rd2[ms - 1]:
-                                    j = n if n < ms else ms - 1
-                                    while j > 0 and rd2[j - 1] > d2:
-                                        rd2[j] = rd2[j - 1]
-                                        j -= 1
-                                    rd2[j] = d2
-                                n += 1
-                                # Angular: the ks nearest (ties keep the earlier atom).
-                                if ks > 0 and (nkept < ks or d2 < kd2[nkept - 1]):
-                                    j = nkept if nkept < ks else ks - 1
-                                    while j > 0 and kd2[j - 1] > d2:
-                                        kd2[j] = kd2[j - 1]
-                                        kvec[s, j, 0] = kvec[s, j - 1, 0]
-                                        kvec[s, j, 1] = kvec[s, j - 1, 1]
-                                        kvec[s, j, 2] = kvec[s, j - 1, 2]
-                                        j -= 1
-                                    kd2[j] = d2
-                                    kvec[s, j, 0] = dx
-                                    kvec[s, j, 1] = dy
-                                    kvec[s, j, 2] = dz
-                                    if nkept < ks:
-                                        nkept += 1
-                # Radial part, padded with r_cut; distances below ON_ATOM (as float32) count as zero.
-                for i in range(ms):
-                    if i < n:
-                        v = float32(math.sqrt(rd2[i]))
-                        if float64(v) < on_atom:
-                            v = float32(0.0)
-                    else:
-                        v = float32(r_cut)
-                    out[p, off + i] = v
-                # Angular part: unit vectors of the nearest ks, scalar products i < j; missing ones 0.
-                for i in range(nkept):
-                    d = math.sqrt(kd2[i])
-                    if d < on_atom:
-                        kvec[s, i, 0] = 0.0
-                        kvec[s, i, 1] = 0.0
-                        kvec[s, i, 2] = 0.0
-                    else:
-                        kvec[s, i, 0] = kvec[s, i, 0] / d
-                        kvec[s, i, 1] = kvec[s, i, 1] / d
-                        kvec[s, i, 2] = kvec[s, i, 2] / d
-                col = off + ms
-                for i in range(ks):
-                    for j in range(i + 1, ks):
-                        val = 0.0
-                        if j < nkept:
-                            val = add(add(mul(kvec[s, i, 0], kvec[s, j, 0]), mul(kvec[s, i, 1], kvec[s, j, 1])),
-                                      mul(kvec[s, i, 2], kvec[s, j, 2]))
-                        out[p, col] = val
-                        col += 1
+                                if d2 <= rc2:
+                                    n, nkept = keep_nearest(dx, dy, dz, d2, s, m[s], k[s], n, nkept, rd2, kd2, kvec)
+                write_species(out, p, s, m[s], k[s], offsets[s], n, nkept, r_cut, rd2, kd2, kvec)
                 nk_s[s] = nkept
-            # Cross-species blocks: u_i (species sa) · u_j (species sb), i-major; missing ones 0.
-            for q in range(n_pairs):
-                sa = cross[q, 0]
-                sb = cross[q, 1]
-                col = cross[q, 2]
-                kb = k[sb]
-                for i in range(k[sa]):
-                    for j in range(kb):
-                        val = 0.0
-                        if i < nk_s[sa] and j < nk_s[sb]:
-                            val = add(add(mul(kvec[sa, i, 0], kvec[sb, j, 0]), mul(kvec[sa, i, 1], kvec[sb, j, 1])),
-                                      mul(kvec[sa, i, 2], kvec[sb, j, 2]))
-                        out[p, col + i * kb + j] = val
+            write_cross(out, p, k, cross, n_pairs, nk_s, kvec)
 
         log.debug("CUDA descriptor kernel for M ≤ %d, K ≤ %d, %d species%s", m_cap, k_cap, s_cap,
                   " (simulator)" if sim else "")

@@ -65,6 +65,165 @@ def _sort_d2(d2, n, rc2, tmp, bucket, counts):
     _insertion_sort(d2, n)
 
 
+@njit(cache=True, inline="always")
+def _tile_reach(points, p0, p1, r_cut):
+    """Centre (Å) of the points ``p0:p1`` and the reach (Å) around it,
+    ``r_cut + tile radius``: every atom within ``r_cut`` of a point is within reach."""
+    cx = 0.0
+    cy = 0.0
+    cz = 0.0
+    for p in range(p0, p1):
+        cx += points[p, 0]
+        cy += points[p, 1]
+        cz += points[p, 2]
+    inv = 1.0 / (p1 - p0)
+    cx *= inv
+    cy *= inv
+    cz *= inv
+    rad2 = 0.0
+    for p in range(p0, p1):
+        dx = points[p, 0] - cx
+        dy = points[p, 1] - cy
+        dz = points[p, 2] - cz
+        rad2 = max(rad2, dx * dx + dy * dy + dz * dz)
+    reach = r_cut + np.sqrt(rad2) + 1e-9
+    return cx, cy, cz, reach
+
+
+@njit(cache=True, inline="always")
+def _tile_candidates(cx, cy, cz, reach, atom_pos, atom_species, bin_starts, bin_origin, bin_edge, bin_dims,
+                     n_species):
+    """The atom images within reach of a tile centre, grouped by species.
+
+    Returns ``cand`` ((n, 3) float64, Å; species s in rows ``count[s]:count[s+1]``,
+    each in bin order), ``count`` ((S + 1,) int64) and ``n``.
+    """
+    reach2 = reach * reach
+    count = np.zeros(n_species + 1, dtype=np.int64)
+    lo = np.empty(3, dtype=np.int64)
+    hi = np.empty(3, dtype=np.int64)
+    c = (cx, cy, cz)
+    for ax in range(3):
+        lo[ax] = max(0, int(np.floor((c[ax] - reach - bin_origin[ax]) / bin_edge)))
+        hi[ax] = min(bin_dims[ax] - 1, int(np.floor((c[ax] + reach - bin_origin[ax]) / bin_edge)))
+    n_box = 0
+    for bx in range(lo[0], hi[0] + 1):
+        for by in range(lo[1], hi[1] + 1):
+            b = (bx * bin_dims[1] + by) * bin_dims[2]
+            if hi[2] >= lo[2]:
+                n_box += bin_starts[b + hi[2] + 1] - bin_starts[b + lo[2]]
+    keep = np.empty(max(n_box, 1), dtype=np.int64)
+    nk = 0
+    for bx in range(lo[0], hi[0] + 1):
+        for by in range(lo[1], hi[1] + 1):
+            if hi[2] < lo[2]:
+                continue
+            b = (bx * bin_dims[1] + by) * bin_dims[2]
+            # Bins (bx, by, lo..hi) are contiguous in C order: one run of atoms.
+            for a in range(bin_starts[b + lo[2]], bin_starts[b + hi[2] + 1]):
+                dx = atom_pos[a, 0] - cx
+                dy = atom_pos[a, 1] - cy
+                dz = atom_pos[a, 2] - cz
+                if dx * dx + dy * dy + dz * dz <= reach2:
+                    keep[nk] = a
+                    nk += 1
+                    count[atom_species[a] + 1] += 1
+    for s in range(n_species):
+        count[s + 1] += count[s]
+    fill = count[:n_species].copy()
+    cand = np.empty((max(nk, 1), 3))
+    for q in range(nk):
+        a = keep[q]
+        s = atom_species[a]
+        cand[fill[s], 0] = atom_pos[a, 0]
+        cand[fill[s], 1] = atom_pos[a, 1]
+        cand[fill[s], 2] = atom_pos[a, 2]
+        fill[s] += 1
+    return cand, count, nk
+
+
+@njit(cache=True, inline="always")
+def _species_features(out, p, px, py, pz, cand, q0, q1, s, ms, ks, off, r_cut, d2buf, tmp, bucket, counts,
+                      kd2, kvec):
+    """Write species s's radial and angular features of point p (at px, py, pz, Å) into ``out[p]``.
+
+    ``cand[q0:q1]`` are the candidate atoms of species s.  The unit vectors to the
+    ``ks`` nearest are left in ``kvec[s]`` for the cross block; returns how many there are.
+    """
+    rc2 = r_cut * r_cut
+    n = 0
+    nkept = 0
+    for q in range(q0, q1):
+        dx = cand[q, 0] - px
+        dy = cand[q, 1] - py
+        dz = cand[q, 2] - pz
+        d2 = dx * dx + dy * dy + dz * dz
+        if d2 > rc2:
+            continue
+        d2buf[n] = d2
+        n += 1
+        if ks > 0 and (nkept < ks or d2 < kd2[nkept - 1]):
+            # Insert into the sorted K-nearest list (ties keep the earlier atom).
+            j = nkept if nkept < ks else ks - 1
+            while j > 0 and kd2[j - 1] > d2:
+                kd2[j] = kd2[j - 1]
+                kvec[s, j, 0] = kvec[s, j - 1, 0]
+                kvec[s, j, 1] = kvec[s, j - 1, 1]
+                kvec[s, j, 2] = kvec[s, j - 1, 2]
+                j -= 1
+            kd2[j] = d2
+            kvec[s, j, 0] = dx
+            kvec[s, j, 1] = dy
+            kvec[s, j, 2] = dz
+            if nkept < ks:
+                nkept += 1
+    # Radial part: the M smallest distances, padded with r_cut.
+    _sort_d2(d2buf, n, rc2, tmp, bucket, counts)
+    for i in range(ms):
+        if i < n:
+            out[p, off + i] = np.sqrt(d2buf[i])
+        else:
+            out[p, off + i] = r_cut
+    # Angular part: unit vectors of the K nearest, scalar products (i < j).
+    for i in range(nkept):
+        d = np.sqrt(kd2[i])
+        if d < ON_ATOM:
+            kvec[s, i, 0] = 0.0
+            kvec[s, i, 1] = 0.0
+            kvec[s, i, 2] = 0.0
+        else:
+            kvec[s, i, 0] /= d
+            kvec[s, i, 1] /= d
+            kvec[s, i, 2] /= d
+    col = off + ms
+    for i in range(ks):
+        for j in range(i + 1, ks):
+            if j < nkept:
+                out[p, col] = (kvec[s, i, 0] * kvec[s, j, 0] + kvec[s, i, 1] * kvec[s, j, 1]
+                               + kvec[s, i, 2] * kvec[s, j, 2])
+            col += 1
+    # Distances below ON_ATOM count as zero.
+    for i in range(min(ms, n)):
+        if out[p, off + i] < ON_ATOM:
+            out[p, off + i] = 0.0
+    return nkept
+
+
+@njit(cache=True, inline="always")
+def _cross_features(out, p, cross, k, nkept_s, kvec):
+    """Cross-species blocks of point p: u_i (species s) · u_j (species t), i-major; missing ones stay 0."""
+    for q in range(cross.shape[0]):
+        sa = cross[q, 0]
+        sb = cross[q, 1]
+        col = cross[q, 2]
+        kb = k[sb]
+        for i in range(nkept_s[sa]):
+            c0 = col + i * kb
+            for j in range(nkept_s[sb]):
+                out[p, c0 + j] = (kvec[sa, i, 0] * kvec[sb, j, 0] + kvec[sa, i, 1] * kvec[sb, j, 1]
+                                  + kvec[sa, i, 2] * kvec[sb, j, 2])
+
+
 @njit(cache=True, parallel=True)
 def descriptors(points, tile_starts, atom_pos, atom_species, bin_starts, bin_origin, bin_edge, bin_dims,
                 m, k, offsets, r_cut, n_features, cross):
@@ -91,9 +250,7 @@ def descriptors(points, tile_starts, atom_pos, atom_species, bin_starts, bin_ori
     n_points = points.shape[0]
     n_tiles = tile_starts.shape[0] - 1
     n_species = m.shape[0]
-    n_pairs = cross.shape[0]
     out = np.zeros((n_points, n_features), dtype=np.float32)
-    rc2 = r_cut * r_cut
     kmax = 1
     for s in range(n_species):
         kmax = max(kmax, k[s])
@@ -102,67 +259,9 @@ def descriptors(points, tile_starts, atom_pos, atom_species, bin_starts, bin_ori
         p1 = tile_starts[t + 1]
         if p1 <= p0:
             continue
-        # Tile centre and radius.
-        cx = 0.0
-        cy = 0.0
-        cz = 0.0
-        for p in range(p0, p1):
-            cx += points[p, 0]
-            cy += points[p, 1]
-            cz += points[p, 2]
-        inv = 1.0 / (p1 - p0)
-        cx *= inv
-        cy *= inv
-        cz *= inv
-        rad2 = 0.0
-        for p in range(p0, p1):
-            dx = points[p, 0] - cx
-            dy = points[p, 1] - cy
-            dz = points[p, 2] - cz
-            rad2 = max(rad2, dx * dx + dy * dy + dz * dz)
-        reach = r_cut + np.sqrt(rad2) + 1e-9
-        reach2 = reach * reach
-        # Candidates of the tile, grouped by species (counting sort).
-        count = np.zeros(n_species + 1, dtype=np.int64)
-        lo = np.empty(3, dtype=np.int64)
-        hi = np.empty(3, dtype=np.int64)
-        c = (cx, cy, cz)
-        for ax in range(3):
-            lo[ax] = max(0, int(np.floor((c[ax] - reach - bin_origin[ax]) / bin_edge)))
-            hi[ax] = min(bin_dims[ax] - 1, int(np.floor((c[ax] + reach - bin_origin[ax]) / bin_edge)))
-        n_box = 0
-        for bx in range(lo[0], hi[0] + 1):
-            for by in range(lo[1], hi[1] + 1):
-                b = (bx * bin_dims[1] + by) * bin_dims[2]
-                if hi[2] >= lo[2]:
-                    n_box += bin_starts[b + hi[2] + 1] - bin_starts[b + lo[2]]
-        keep = np.empty(max(n_box, 1), dtype=np.int64)
-        nk = 0
-        for bx in range(lo[0], hi[0] + 1):
-            for by in range(lo[1], hi[1] + 1):
-                if hi[2] < lo[2]:
-                    continue
-                b = (bx * bin_dims[1] + by) * bin_dims[2]
-                # Bins (bx, by, lo..hi) are contiguous in C order: one run of atoms.
-                for a in range(bin_starts[b + lo[2]], bin_starts[b + hi[2] + 1]):
-                    dx = atom_pos[a, 0] - cx
-                    dy = atom_pos[a, 1] - cy
-                    dz = atom_pos[a, 2] - cz
-                    if dx * dx + dy * dy + dz * dz <= reach2:
-                        keep[nk] = a
-                        nk += 1
-                        count[atom_species[a] + 1] += 1
-        for s in range(n_species):
-            count[s + 1] += count[s]
-        fill = count[:n_species].copy()
-        cand = np.empty((max(nk, 1), 3))
-        for q in range(nk):
-            a = keep[q]
-            s = atom_species[a]
-            cand[fill[s], 0] = atom_pos[a, 0]
-            cand[fill[s], 1] = atom_pos[a, 1]
-            cand[fill[s], 2] = atom_pos[a, 2]
-            fill[s] += 1
+        cx, cy, cz, reach = _tile_reach(points, p0, p1, r_cut)
+        cand, count, nk = _tile_candidates(cx, cy, cz, reach, atom_pos, atom_species, bin_starts, bin_origin,
+                                           bin_edge, bin_dims, n_species)
         # Per-point work buffers, reused for every point of the tile.
         d2buf = np.empty(max(nk, 1))
         tmp = np.empty(max(nk, 1))
@@ -177,74 +276,7 @@ def descriptors(points, tile_starts, atom_pos, atom_species, bin_starts, bin_ori
             py = points[p, 1]
             pz = points[p, 2]
             for s in range(n_species):
-                ms = m[s]
-                ks = k[s]
-                off = offsets[s]
-                n = 0
-                nkept = 0
-                for q in range(count[s], count[s + 1]):
-                    dx = cand[q, 0] - px
-                    dy = cand[q, 1] - py
-                    dz = cand[q, 2] - pz
-                    d2 = dx * dx + dy * dy + dz * dz
-                    if d2 > rc2:
-                        continue
-                    d2buf[n] = d2
-                    n += 1
-                    if ks > 0 and (nkept < ks or d2 < kd2[nkept - 1]):
-                        # Insert into the sorted K-nearest list (ties keep the earlier atom).
-                        j = nkept if nkept < ks else ks - 1
-                        while j > 0 and kd2[j - 1] > d2:
-                            kd2[j] = kd2[j - 1]
-                            kvec[s, j, 0] = kvec[s, j - 1, 0]
-                            kvec[s, j, 1] = kvec[s, j - 1, 1]
-                            kvec[s, j, 2] = kvec[s, j - 1, 2]
-                            j -= 1
-                        kd2[j] = d2
-                        kvec[s, j, 0] = dx
-                        kvec[s, j, 1] = dy
-                        kvec[s, j, 2] = dz
-                        if nkept < ks:
-                            nkept += 1
-                # Radial part: the M smallest distances, padded with r_cut.
-                _sort_d2(d2buf, n, rc2, tmp, bucket, counts)
-                for i in range(ms):
-                    if i < n:
-                        out[p, off + i] = np.sqrt(d2buf[i])
-                    else:
-                        out[p, off + i] = r_cut
-                # Angular part: unit vectors of the K nearest, scalar products (i < j).
-                for i in range(nkept):
-                    d = np.sqrt(kd2[i])
-                    if d < ON_ATOM:
-                        kvec[s, i, 0] = 0.0
-                        kvec[s, i, 1] = 0.0
-                        kvec[s, i, 2] = 0.0
-                    else:
-                        kvec[s, i, 0] /= d
-                        kvec[s, i, 1] /= d
-                        kvec[s, i, 2] /= d
-                col = off + ms
-                for i in range(ks):
-                    for j in range(i + 1, ks):
-                        if j < nkept:
-                            out[p, col] = (kvec[s, i, 0] * kvec[s, j, 0] + kvec[s, i, 1] * kvec[s, j, 1]
-                                           + kvec[s, i, 2] * kvec[s, j, 2])
-                        col += 1
-                # Distances below ON_ATOM count as zero.
-                for i in range(min(ms, n)):
-                    if out[p, off + i] < ON_ATOM:
-                        out[p, off + i] = 0.0
-                nkept_s[s] = nkept
-            # Cross-species block: u_i (species s) · u_j (species t), i-major; missing ones stay 0.
-            for q in range(n_pairs):
-                sa = cross[q, 0]
-                sb = cross[q, 1]
-                col = cross[q, 2]
-                kb = k[sb]
-                for i in range(nkept_s[sa]):
-                    c0 = col + i * kb
-                    for j in range(nkept_s[sb]):
-                        out[p, c0 + j] = (kvec[sa, i, 0] * kvec[sb, j, 0] + kvec[sa, i, 1] * kvec[sb, j, 1]
-                                          + kvec[sa, i, 2] * kvec[sb, j, 2])
+                nkept_s[s] = _species_features(out, p, px, py, pz, cand, count[s], count[s + 1], s, m[s], k[s],
+                                               offsets[s], r_cut, d2buf, tmp, bucket, counts, kd2, kvec)
+            _cross_features(out, p, cross, k, nkept_s, kvec)
     return out
