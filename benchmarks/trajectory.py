@@ -1,7 +1,7 @@
 """Cost of a trajectory store against single frames (issue 18, item 1).
 
 F frames of a thermalized Al cell (4·cells³ atoms; default 10 → 4,000 atoms, 20 frames) are predicted
-into one trajectory store (``engine.run`` of a :class:`bigdens.structure.Trajectory`: one cluster, workers
+into one trajectory store (``engine.run`` of a :class:`bigdens.trajectory.Trajectory`: one cluster, workers
 set up once, units (frame, block)), and frame 0 alone into a single store with the same settings.
 "Thermalized" here: each frame is the ideal FCC cell with independent Gaussian displacements of rms
 ``--rattle`` Å per Cartesian component (default 0.1 Å, about Al's at 300 K), one seed per frame; the cell
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._common import al_bulk, machine_info, run_record, write_result
-from bigdens import engine, store, structure
+from bigdens import engine, store, trajectory
 from bigdens.config import PredictConfig
 from bigdens.models import shipped_models
 
@@ -45,10 +45,10 @@ BLOCK = 64
 RATTLE = 0.1  # Å, rms per component
 
 
-def thermal_frames(cells: int, frames: int, *, rattle: float) -> structure.Trajectory:
+def thermal_frames(cells: int, frames: int, *, rattle: float) -> trajectory.Trajectory:
     """``frames`` independent thermal-like snapshots of one Al cell (constant cell), steps 0, 1, ..."""
     snaps = [al_bulk(cells, rattle=rattle, seed=100 + k) for k in range(frames)]
-    return structure.Trajectory(frames=snaps, index=list(range(frames)), step=list(range(frames)))
+    return trajectory.Trajectory(frames=snaps, index=list(range(frames)), step=list(range(frames)))
 
 
 def _config(out: Path, args, model: Path) -> PredictConfig:

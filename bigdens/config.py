@@ -145,7 +145,7 @@ class PredictConfig:
             object.__setattr__(self, name, value)
 
         if self.out is None or str(self.out) == "":
-            raise SetupError("an output store is needed, e.g. out='density.zarr' (--out density.zarr)")
+            raise SetupError("an output store is needed, e.g. out='density.zarr' (-o/--output density.zarr)")
         put("out", Path(self.out))
         if self.model is not None:
             put("model", Path(self.model))

@@ -296,13 +296,13 @@ GROUPS: dict[str, list[Case]] = {
     ],
     "Stores": [
         case("store-out-is-file", "--out names a file", "predict al.xyz " + STORE + " --out file.zarr",
-             "'file.zarr' exists and is not a bigdens store; choose another --out or pass --overwrite"),
+             "'file.zarr' exists and is not a bigdens store; choose another -o/--output or pass --overwrite"),
         case("store-out-exists", "--out names a store, no flag", "predict al.xyz " + STORE + " --out done.zarr",
              "'done.zarr' already holds a bigdens store; pass --resume to continue it or --overwrite to replace it"),
         case("store-overwrite-foreign-folder", "--overwrite of a folder of other files",
              "predict al.xyz " + STORE + " --out notes --overwrite",
              "'notes' is a non-empty folder that is not a Zarr store; --overwrite only replaces files and stores: "
-             "remove it yourself or choose another --out"),
+             "remove it yourself or choose another -o/--output"),
         case("store-resume-other-run", "--resume with another seed", "predict al.xyz " + STORE
              + " --out done.zarr --resume --seed 5",
              "cannot resume: the store was made with other settings (seed: store has 0, this run 5 (set by "
@@ -882,7 +882,7 @@ def _trajectories(d: Path, atoms, settings: dict) -> None:
     ASE .traj, and traj.zarr (2 frames predicted)."""
     from ase.io import Trajectory, write
 
-    from bigdens import engine, structure
+    from bigdens import engine, structure, trajectory
 
     frames = [structure.rattle(atoms, 0.05, seed=k) for k in range(3)]
     write(d / "md.xyz", frames, format="extxyz")
@@ -891,8 +891,8 @@ def _trajectories(d: Path, atoms, settings: dict) -> None:
     write(d / "npt.xyz", npt, format="extxyz")
     write(d / "grow.xyz", [frames[0], frames[1][:3]], format="extxyz")
     Trajectory(str(d / "empty.traj"), "w").close()
-    engine.run(structure.Trajectory(frames=frames[:2], index=[0, 1]), engine.PredictConfig(out=d / "traj.zarr",
-                                                                                           **settings))
+    engine.run(trajectory.Trajectory(frames=frames[:2], index=[0, 1]), engine.PredictConfig(out=d / "traj.zarr",
+                                                                                            **settings))
 
 
 def _old_store(d: Path) -> None:

@@ -13,7 +13,7 @@ from bigdens.bnn import load
 from bigdens.config import PredictConfig
 from bigdens.errors import BigdensError, InputError, RunError, SetupError
 
-from helpers import BLOCK, PARAMS, SPACING, assert_identical, config, make_model, variables  # noqa: F401 (re-exported)
+from helpers import BLOCK, PARAMS, SPACING, assert_identical, config, make_model, variables
 
 
 @pytest.mark.slow  # end to end; the fast lane leaves it to CI
@@ -350,7 +350,7 @@ def test_read_only_output_is_one_clear_error(tmp_path, model, atoms, small_tmpfs
 
     mnt, _ = small_tmpfs
     subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-    with pytest.raises(BigdensError, match=r"output folder .*mnt' is not writable; choose another --out"):
+    with pytest.raises(BigdensError, match=r"output folder .*mnt' is not writable; choose another -o/--output"):
         engine.run(atoms, config(mnt / "o.zarr", model))
     assert not (mnt / "o.zarr").exists()
 

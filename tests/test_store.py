@@ -63,7 +63,7 @@ def test_check_target_refusals(tmp_path, model, atoms):  # noqa: F811
     with pytest.raises(SetupError, match="cannot resume.*does not exist"):
         store.check_target(tmp_path / "new.zarr", resume=True, overwrite=False)
     (tmp_path / "plain").write_text("x")
-    with pytest.raises(SetupError, match="not a bigdens store; choose another --out or pass --overwrite"):
+    with pytest.raises(SetupError, match="not a bigdens store; choose another -o/--output or pass --overwrite"):
         store.check_target(tmp_path / "plain", resume=False, overwrite=False)
     assert store.check_target(tmp_path / "plain", resume=False, overwrite=True) == "overwrite"
     folder = tmp_path / "folder"

@@ -9,6 +9,7 @@ from ase.io import write
 
 from bigdens import engine, store, structure
 from bigdens.errors import InputError, SetupError
+from bigdens.trajectory import Trajectory, parse_frames, read_trajectory
 
 from helpers import config
 
@@ -28,8 +29,8 @@ def frames(atoms, n=3):
 
 def trajectory(atoms, n=3):
     fr = frames(atoms, n)
-    return structure.Trajectory(frames=fr, index=list(range(n)), time=[2.5 * k for k in range(n)],
-                                step=[100 * k for k in range(n)])
+    return Trajectory(frames=fr, index=list(range(n)), time=[2.5 * k for k in range(n)],
+                      step=[100 * k for k in range(n)])
 
 
 def frame_arrays(path, k=None):
@@ -83,7 +84,7 @@ def test_interrupted_trajectory_resumes_per_unit_to_identical_store(tmp_path, mo
     assert rest.complete and rest.n_computed == 24 - 11
     assert_same(frame_arrays(ref), frame_arrays(out))
     assert store.verify(out).ok
-    other = structure.Trajectory(frames=traj.frames[:2], index=[0, 1])
+    other = Trajectory(frames=traj.frames[:2], index=[0, 1])
     with pytest.raises(SetupError, match="cannot resume"):
         engine.run(other, config(out, model, block=BLOCK, resume=True))
 
@@ -91,20 +92,20 @@ def test_interrupted_trajectory_resumes_per_unit_to_identical_store(tmp_path, mo
 def test_trajectory_file_frames_and_refusals(tmp_path, atoms):
     fr = frames(atoms, 4)
     write(tmp_path / "md.xyz", fr, format="extxyz")
-    t = structure.read_trajectory(tmp_path / "md.xyz", frames=structure.parse_frames("1::2"))
+    t = read_trajectory(tmp_path / "md.xyz", frames=parse_frames("1::2"))
     assert t.index == [1, 3] and t.time == [2.5, 7.5] and t.step == [100, 300]
     np.testing.assert_allclose(t.frames[1].positions, fr[3].positions, atol=1e-6)  # extxyz rounds
     with pytest.raises(InputError, match=r"frame 9 is out of range: .* holds 4 frames \(0 to 3\)"):
-        structure.read_trajectory(tmp_path / "md.xyz", frames=structure.parse_frames("0:9"))
+        read_trajectory(tmp_path / "md.xyz", frames=parse_frames("0:9"))
     with pytest.raises(InputError, match="selects no frame"):
-        structure.read_trajectory(tmp_path / "md.xyz", frames=structure.parse_frames("2:2"))
+        read_trajectory(tmp_path / "md.xyz", frames=parse_frames("2:2"))
     with pytest.raises(SetupError, match="START:STOP:STEP"):
-        structure.parse_frames("a:b")
+        parse_frames("a:b")
     bad = [a.copy() for a in fr]
     bad[2].set_cell(bad[2].cell[:] * 1.01, scale_atoms=True)
     write(tmp_path / "npt.xyz", bad, format="extxyz")
     with pytest.raises(InputError, match="the cell of frame 2 differs from frame 0's"):
-        structure.read_trajectory(tmp_path / "npt.xyz", frames=structure.parse_frames(":"))
+        read_trajectory(tmp_path / "npt.xyz", frames=parse_frames(":"))
 
 
 def test_lammps_dump_gives_steps(tmp_path, atoms):
@@ -115,7 +116,7 @@ def test_lammps_dump_gives_steps(tmp_path, atoms):
                   "ITEM: BOX BOUNDS pp pp pp"] + [f"0 {a.cell[i, i]}" for i in range(3)]
         lines += ["ITEM: ATOMS id type x y z"] + [f"{i + 1} 1 {x} {y} {z}" for i, (x, y, z) in enumerate(a.positions)]
     (tmp_path / "dump.lammpstrj").write_text("\n".join(lines) + "\n")
-    t = structure.read_trajectory(tmp_path / "dump.lammpstrj", frames=slice(None), format="lammps-dump-text")
+    t = read_trajectory(tmp_path / "dump.lammpstrj", frames=slice(None), format="lammps-dump-text")
     assert t.step == [0, 50] and t.index == [0, 1] and t.time is None
 
 

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import sys
 
-    from .. import structure
+    from .. import structure, trajectory
     from ..config import PredictConfig
     from ..domain import OutOfDomainError
     from ..engine import out_of_domain_message, run as run_engine
@@ -90,8 +90,8 @@ def _run(args: argparse.Namespace) -> int:
         allow_out_of_domain=args.allow_out_of_domain, skip_size_check=args.skip_size_check,
     )
     if args.frames is not None:
-        atoms = structure.read_trajectory(args.structure, frames=structure.parse_frames(args.frames),
-                                          text=args.frames, format=args.format)
+        atoms = trajectory.read_trajectory(args.structure, frames=trajectory.parse_frames(args.frames),
+                                           text=args.frames, format=args.format)
     else:
         atoms = structure.read(args.structure, format=args.format)
     if args.dry_run:

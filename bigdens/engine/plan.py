@@ -7,7 +7,7 @@ composition outside the model's training data.  It reads the structure and
 the model and writes nothing, so ``bigdens predict --dry-run`` uses it as it
 is.  The domain checks before the run and each frame's bond spread come once
 the output's lock is held (:func:`plan_domain`), after the cheap checks of
-``--out``.
+``-o/--output``.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class RunPlan:
 
 
 def plan_run(atoms, config: PredictConfig) -> RunPlan:
-    """Validate the structure (or :class:`~bigdens.structure.Trajectory`), model and settings; decide the run.
+    """Validate the structure (or :class:`~bigdens.trajectory.Trajectory`), model and settings; decide the run.
 
     Reads the structure and the model and writes nothing.  Warns when the
     composition lies outside the model's training data.
@@ -186,16 +186,17 @@ def run_grid(atoms: "Atoms", config: PredictConfig, model: "DensityModel | None"
 
 
 def _frames(atoms, config: PredictConfig) -> tuple[list, object]:
-    """Validate a structure or :class:`~bigdens.structure.Trajectory` and what a trajectory run allows.
+    """Validate a structure or :class:`~bigdens.trajectory.Trajectory` and what a trajectory run allows.
 
     Returns the frames and the trajectory (None for a single structure).
     """
     from .. import structure
+    from ..trajectory import Trajectory, check_frames
 
-    if isinstance(atoms, structure.Trajectory):
+    if isinstance(atoms, Trajectory):
         if len(atoms) == 0:
             raise InputError("the trajectory holds no frames (an empty trajectory)")
-        structure.check_frames(atoms.frames, atoms.index)
+        check_frames(atoms.frames, atoms.index)
         frames, trajectory = list(atoms.frames), atoms
     else:
         frames, trajectory = [atoms], None

@@ -40,8 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
 def run(atoms: "Atoms", config: PredictConfig) -> RunSummary:
     """:func:`predict`, returning a :class:`RunSummary` of what was done.
 
-    ``atoms`` is one structure, or a :class:`bigdens.structure.Trajectory` of
-    frames with one cell (:func:`bigdens.structure.read_trajectory`): the store
+    ``atoms`` is one structure, or a :class:`bigdens.trajectory.Trajectory` of
+    frames with one cell (:func:`bigdens.trajectory.read_trajectory`): the store
     then has a ``frame`` dimension and the work units are (frame, block)
     pairs (see :mod:`bigdens.store`).  Frame k of a trajectory store equals,
     bit for bit, a prediction of frame k alone with the same settings: the

@@ -81,34 +81,59 @@ def read_cube(path: str | Path, *, density_units: str = "e/bohr^3") -> DensityFi
     try:
         with _open_text(path) as fh:
             comments = [fh.readline().rstrip("\n"), fh.readline().rstrip("\n")]
-            header = [fh.readline().split() for _ in range(4)]
-            try:
-                n_atoms = int(header[0][0])
-                origin = np.array([float(v) for v in header[0][1:4]])
-                counts = [int(h[0]) for h in header[1:]]
-                voxels = np.array([[float(v) for v in h[1:4]] for h in header[1:]])
-            except (IndexError, ValueError):
-                raise InputError(f"{where}: malformed header (lines 3-6 must hold a count and three numbers)") from None
-            if origin.shape != (3,) or voxels.shape != (3, 3):
-                raise InputError(f"{where}: malformed header (lines 3-6 must hold a count and three numbers)")
-            if n_atoms < 0:
-                raise InputError(f"{where} holds orbitals (negative atom count), not a density")
-            if min(counts) <= 0:
-                raise InputError(
-                    f"{where}: grid counts {counts} are not positive (negative counts mean Å units, "
-                    "which bigdens does not read); convert the file to Bohr"
-                )
-            atom_lines = [fh.readline().split() for _ in range(n_atoms)]
-            try:
-                numbers = np.array([int(float(a[0])) for a in atom_lines], dtype=np.int64)
-                positions = np.array([[float(v) for v in a[2:5]] for a in atom_lines], dtype=np.float64)
-            except (IndexError, ValueError):
-                raise InputError(f"{where}: malformed atom lines (expected {n_atoms}: Z charge x y z)") from None
-            if positions.shape != (n_atoms, 3):
-                raise InputError(f"{where}: truncated or malformed atom lines (expected {n_atoms})")
+            n_atoms, origin, counts, voxels = _read_header(fh, where)
+            numbers, positions = _read_atoms(fh, n_atoms, where)
             text = fh.read()
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise InputError(f"cannot read {where} ({type(exc).__name__}: {exc})") from None
+    density = _grid_values(text, counts, where)
+    if density_units == "e/bohr^3":
+        density /= BOHR**3
+    cell = voxels * np.array(counts)[:, None] * BOHR
+    origin_A = origin * BOHR
+    prov = _provenance(path, "cube", comments=comments, origin_A=origin_A.tolist(),
+                       density_units_in_file=density_units)
+    return DensityFile(cell=cell, positions=positions * BOHR - origin_A, numbers=numbers, density=density,
+                       provenance=prov)
+
+
+def _read_header(fh: IO[str], where: str) -> tuple[int, np.ndarray, list[int], np.ndarray]:
+    """Lines 3-6: the atom count, the origin (3,) and voxel vectors (3, 3) in Bohr, and the point counts."""
+    header = [fh.readline().split() for _ in range(4)]
+    try:
+        n_atoms = int(header[0][0])
+        origin = np.array([float(v) for v in header[0][1:4]])
+        counts = [int(h[0]) for h in header[1:]]
+        voxels = np.array([[float(v) for v in h[1:4]] for h in header[1:]])
+    except (IndexError, ValueError):
+        raise InputError(f"{where}: malformed header (lines 3-6 must hold a count and three numbers)") from None
+    if origin.shape != (3,) or voxels.shape != (3, 3):
+        raise InputError(f"{where}: malformed header (lines 3-6 must hold a count and three numbers)")
+    if n_atoms < 0:
+        raise InputError(f"{where} holds orbitals (negative atom count), not a density")
+    if min(counts) <= 0:
+        raise InputError(
+            f"{where}: grid counts {counts} are not positive (negative counts mean Å units, "
+            "which bigdens does not read); convert the file to Bohr"
+        )
+    return n_atoms, origin, counts, voxels
+
+
+def _read_atoms(fh: IO[str], n_atoms: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The next ``n_atoms`` lines ``Z charge x y z``: numbers (n_atoms,) int64 and positions (n_atoms, 3) Bohr."""
+    atom_lines = [fh.readline().split() for _ in range(n_atoms)]
+    try:
+        numbers = np.array([int(float(a[0])) for a in atom_lines], dtype=np.int64)
+        positions = np.array([[float(v) for v in a[2:5]] for a in atom_lines], dtype=np.float64)
+    except (IndexError, ValueError):
+        raise InputError(f"{where}: malformed atom lines (expected {n_atoms}: Z charge x y z)") from None
+    if positions.shape != (n_atoms, 3):
+        raise InputError(f"{where}: truncated or malformed atom lines (expected {n_atoms})")
+    return numbers, positions
+
+
+def _grid_values(text: str, counts: list[int], where: str) -> np.ndarray:
+    """The data section's values, shape ``counts`` (C order), float64, the file's units."""
     n_expected = counts[0] * counts[1] * counts[2]
     try:
         values = np.array(text.split(), dtype=np.float64)
@@ -124,15 +149,7 @@ def read_cube(path: str | Path, *, density_units: str = "e/bohr^3") -> DensityFi
             f"{where}: the grid does not match its header: {values.size} values for a "
             f"{counts[0]}×{counts[1]}×{counts[2]} grid ({n_expected}); check the header counts"
         )
-    density = values.reshape(counts)
-    if density_units == "e/bohr^3":
-        density /= BOHR**3
-    cell = voxels * np.array(counts)[:, None] * BOHR
-    origin_A = origin * BOHR
-    prov = _provenance(path, "cube", comments=comments, origin_A=origin_A.tolist(),
-                       density_units_in_file=density_units)
-    return DensityFile(cell=cell, positions=positions * BOHR - origin_A, numbers=numbers, density=density,
-                       provenance=prov)
+    return values.reshape(counts)
 
 
 def _row_format(n: int, per_line: int = 6) -> str:

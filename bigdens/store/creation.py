@@ -40,7 +40,7 @@ def create(path: str | Path, *, atoms: "Atoms", grid: "Grid", chunk: tuple[int, 
         Chunk shape, grid points.
     attrs
         Global attributes (``complete`` is set to False here).
-    trajectory : bigdens.structure.Trajectory, optional
+    trajectory : bigdens.trajectory.Trajectory, optional
         Frames (``atoms`` is then the first): the store gets a ``frame`` dimension (see the module
         docstring) and the attribute ``n_frames``.
 
@@ -110,7 +110,7 @@ def new_attributes(atoms: "Atoms", grid: "Grid", model: "DensityModel", model_pa
         The run's settings (:class:`bigdens.config.PredictConfig`).
     disorders
         Each frame's first-shell bond spread, Å (None where undefined); one for a single structure.
-    trajectory : bigdens.structure.Trajectory, optional
+    trajectory : bigdens.trajectory.Trajectory, optional
         The frames: a trajectory store adds ``frames`` and per-frame ``bond_spread`` and
         ``aleatoric_disorder_factor``.
     """

@@ -18,7 +18,7 @@ def check_folder(path: str | Path) -> None:
     if not parent.is_dir():
         raise SetupError(f"the output folder {str(parent)!r} does not exist (or is not a folder); create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise SetupError(f"the output folder {str(parent)!r} is not writable; choose another --out")
+        raise SetupError(f"the output folder {str(parent)!r} is not writable; choose another -o/--output")
 
 
 def check_target(path: str | Path, *, resume: bool, overwrite: bool) -> str:
@@ -54,12 +54,13 @@ def check_target(path: str | Path, *, resume: bool, overwrite: bool) -> str:
         if attrs is not None:
             raise SetupError(f"{str(path)!r} already holds a bigdens store; pass --resume to continue it or "
                              "--overwrite to replace it")
-        raise SetupError(f"{str(path)!r} exists and is not a bigdens store; choose another --out or pass --overwrite")
+        raise SetupError(f"{str(path)!r} exists and is not a bigdens store; choose another -o/--output or pass "
+                         "--overwrite")
     if path.is_dir() and not path.is_symlink() and attrs is None and not (path / "zarr.json").exists() \
             and any(path.iterdir()):
-        # Refuse to delete a folder of unknown files even when asked: a typo in --out must not cost data.
+        # Refuse to delete a folder of unknown files even when asked: a typo in -o/--output must not cost data.
         raise SetupError(f"{str(path)!r} is a non-empty folder that is not a Zarr store; --overwrite only "
-                         "replaces files and stores: remove it yourself or choose another --out")
+                         "replaces files and stores: remove it yourself or choose another -o/--output")
     return "overwrite"
 
 
