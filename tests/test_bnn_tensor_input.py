@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +91,7 @@ def test_nearest_distance_of_a_tensor(al_case):
 
 
 class _GuardedNumpy:
-    """numpy as bigdens.bnn sees it, except that converting a torch tensor fails."""
+    """numpy as the modules of bigdens.bnn see it, except that converting a torch tensor fails."""
 
     GUARDED = ("asarray", "asanyarray", "ascontiguousarray", "array", "min")
 
@@ -104,6 +106,21 @@ class _GuardedNumpy:
             return attr(a, *args, **kw)
 
         return guarded
+
+
+def _guard_numpy(monkeypatch) -> list[str]:
+    """Put :class:`_GuardedNumpy` in place of ``np`` in every module of bigdens.bnn that uses numpy.
+
+    The prediction code is spread over the package's modules (model, settings, sampling, prediction);
+    each one that imports numpy gets the guard.  Returns the guarded modules' names.
+    """
+    guarded = []
+    for info in pkgutil.iter_modules(bnn.__path__, prefix=f"{bnn.__name__}."):
+        module = importlib.import_module(info.name)
+        if getattr(module, "np", None) is np:
+            monkeypatch.setattr(module, "np", _GuardedNumpy())
+            guarded.append(info.name)
+    return guarded
 
 
 class _NoArray(torch.Tensor):
@@ -127,7 +144,8 @@ def test_tensor_input_never_goes_through_numpy(tmp_path, rng, monkeypatch, al_ca
     m, X, groups, k = _case(which, al_case, tmp_path, rng)
     kw = dict(samples=4, seed=2, block_index=1)
     ref = m.predict_grouped(X, groups, k, **kw)
-    monkeypatch.setattr(bnn, "np", _GuardedNumpy())
+    # The modules that run the prediction with numpy (the class, its scaling, its buffers) are all guarded.
+    assert {"bigdens.bnn.model", "bigdens.bnn.settings", "bigdens.bnn.sampling"} <= set(_guard_numpy(monkeypatch))
     t = torch.from_numpy(X.copy()).as_subclass(_NoArray)
     with pytest.raises(AssertionError, match="numpy"):  # the guard works
         np.asarray(t)
@@ -167,7 +185,7 @@ def test_cuda_tensor_stays_on_the_gpu(tmp_path, rng, monkeypatch, al_case, which
     kw = dict(samples=5, seed=4, block_index=2, device="cuda", disorder=0.1)
     ref = m.predict_grouped(X, groups, k, **kw)  # the ndarray is copied to the GPU
     t = torch.from_numpy(X.copy()).cuda()
-    monkeypatch.setattr(bnn, "np", _GuardedNumpy())
+    _guard_numpy(monkeypatch)
     copies = []
 
     def watch(name):  # a float32 copy to the host as large as the features would show here

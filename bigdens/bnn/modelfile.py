@@ -1,0 +1,97 @@
+"""Reading a model file (:func:`load`; :meth:`DensityModel.save <bigdens.bnn.model.DensityModel.save>` writes
+one) and the epistemic threshold stored in a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .._version import __version__
+from ..descriptors import DescriptorParams
+from ..errors import InputError
+from .model import DensityModel
+from .sampling import _make_net, _torch
+from .settings import FORMAT_VERSION, METADATA_KEY, Architecture, Scaling
+
+#: Quantile of the validation data's epistemic σ above which a predicted point counts as
+#: unlike anything the model was checked on (stored in the model by :func:`bigdens.train.calibrate`).
+EPISTEMIC_QUANTILE = 0.999
+
+
+def epistemic_threshold(model: DensityModel) -> float | None:
+    """The epistemic σ (e/Å³) above which a point is unlike the model's validation data, or None."""
+    ref = model.info.get("epistemic_reference")
+    if not isinstance(ref, dict) or EPISTEMIC_QUANTILE not in ref.get("quantiles", ()):
+        return None
+    return float(ref["std"][ref["quantiles"].index(EPISTEMIC_QUANTILE)])
+
+
+def load(path: str | Path) -> DensityModel:
+    """Read a model file written by :meth:`DensityModel.save`.
+
+    Nothing is unpickled: the file is safetensors, whose header is JSON.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, not a bigdens model, truncated or corrupt, or
+        written by a newer incompatible bigdens.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"model {str(path)!r} is a folder; give the model file (.safetensors) written by "
+                         "`bigdens train`")
+    if not path.is_file():
+        raise InputError(f"model file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta_raw = (f.metadata() or {}).get(METADATA_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        # A pickle (torch.save) starts with the protocol opcode 0x80; a zip (torch.save) with PK.
+        kind = " (it looks like a pickle/torch.save file, which bigdens never loads)" if head[:1] == b"\x80" or head == b"PK" else ""
+        raise InputError(f"{str(path)!r} is not a readable bigdens model file{kind}: bigdens models are "
+                         f".safetensors files written by `bigdens train` (safetensors: {exc})") from None
+    if meta_raw is None:
+        raise InputError(f"{str(path)!r} is a safetensors file but not a bigdens model (no {METADATA_KEY!r} metadata)")
+    try:
+        meta = json.loads(meta_raw)
+        version = int(meta["format_version"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{str(path)!r} has corrupt bigdens metadata ({exc})") from None
+    if version > FORMAT_VERSION:
+        raise InputError(
+            f"{str(path)!r} was written by bigdens {meta.get('bigdens_version', '?')} in model format "
+            f"{version}; this bigdens ({__version__}) reads format {FORMAT_VERSION} at most: upgrade bigdens"
+        )
+    try:
+        params = DescriptorParams.from_dict(meta["descriptor"])
+        arch = Architecture(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["architecture"].items()})
+        if version < 2 and (arch.kind != "mean-field" or params.cross):
+            raise ValueError("a format-1 file can hold only a mean-field network without the cross-species block")
+        sc = meta["scaling"]
+        scaling = Scaling(feature_mean=tuple(sc["feature_mean"]), feature_std=tuple(sc["feature_std"]),
+                          target_mean=float(sc["target_mean"]), target_std=float(sc["target_std"]),
+                          variance_scale=float(sc.get("variance_scale", 1.0)),
+                          region_edges=tuple(sc.get("region_edges", ())),
+                          region_scales=tuple(sc.get("region_scales", ())),
+                          disorder_reference=float(sc.get("disorder_reference", 0.0)),
+                          disorder_slope=float(sc.get("disorder_slope", 0.0)),
+                          disorder_floor=float(sc.get("disorder_floor", 0.0)))
+        if len(scaling.feature_mean) != params.n_features or len(scaling.feature_std) != params.n_features:
+            raise ValueError("feature scaling does not match the descriptor size")
+        model = DensityModel(params=params, arch=arch, scaling=scaling,
+                             net=_make_net(params.n_features, arch), info=meta.get("info", {}))
+        model.net.load_state_dict(tensors, strict=True)
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{str(path)!r} has inconsistent bigdens metadata or weights ({type(exc).__name__}: {exc})") from None
+    for k, v in tensors.items():
+        if not _torch().isfinite(v).all():
+            raise InputError(f"{str(path)!r} holds non-finite weights in {k!r}")
+    return model

@@ -1,0 +1,137 @@
+"""The prediction passes of the two network kinds (:meth:`DensityModel.predict <bigdens.bnn.model.DensityModel.predict>`
+calls them): format 2 (last-layer) and format 1 (mean-field), on scaled-unit buffers, results in e/Å³."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .sampling import (_accumulate_deviations, _cpu_chunk, _device_features, _empty_results, _reduce_head,
+                       _sampled_weights, _silu_, _torch)
+from .settings import GROUP_POINTS, LAST_LAYER_CHUNK, LOGVAR_RANGE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import DensityModel
+
+
+def predict_last_layer(model: DensityModel, features, *, samples: int, seed: int, block_index: int,
+                       device: str, batch: int, acc=None):
+    """Format 2 (see :mod:`bigdens.bnn`): trunk once per point, S samples of the head only.
+
+    For sample s with last-layer noise ε_s and slope noise η_s,
+    ``z_s = z̄ + [φ, 1]·(L ε_s) + e_lo·(g_lo ∘ η_lo,s) + e_hi·(g_hi ∘ η_hi,s)`` and
+    ``ρ_s = target_std · softplus(z_s)``; mean and epistemic variance over s (float64
+    reduction, divisor S), aleatoric ``target_std² · exp(clip(logvar))``.
+
+    Returns mean, var_epistemic and var_aleatoric, each ndarray (n_points,), float32, e/Å³ and (e/Å³)²,
+    with ``variance_scale`` applied (the per-region and disorder factors are applied by the caller,
+    :meth:`DensityModel._predict <bigdens.bnn.model.DensityModel._predict>`).  ``acc``: as
+    :func:`~bigdens.bnn.sampling._accumulate_deviations` (None: no per-group sums).
+    ``features``: the raw descriptors, (n_points, n_features) float32, an ndarray or a tensor on ``device``
+    (as :meth:`DensityModel._predict <bigdens.bnn.model.DensityModel._predict>` leaves them).
+    """
+    torch = _torch()
+    n = len(features)
+    mean, epi, ale = _empty_results(n)
+    dev = torch.device(device)
+    net = model.net.to(dev)
+    ts, tm = model.scaling.target_std, model.scaling.target_mean
+    vs = ts * ts * model.scaling.variance_scale
+    chunk = min(batch, LAST_LAYER_CHUNK if dev.type == "cpu" else batch, n)
+    with torch.inference_mode():
+        e_w, e_lo, e_hi = model.draw_head_eps(samples, seed=seed, block_index=block_index)
+        delta = (net.post_chol.double() @ e_w.double().T).float().to(dev)  # (H+1, S)
+        d_w, d_b = delta[:-1].contiguous(), delta[-1]
+        g_lo = (net.slope_lo[:, None] * e_lo.T.to(dev)).contiguous()  # (F, S)
+        g_hi = (net.slope_hi[:, None] * e_hi.T.to(dev)).contiguous()
+        f_mean = torch.tensor(model.scaling.feature_mean, dtype=torch.float32, device=dev)
+        f_std = torch.tensor(model.scaling.feature_std, dtype=torch.float32, device=dev)
+        feats = _device_features(features, dev)
+        res = torch.empty(3, n, dtype=torch.float64, device=dev)
+        head = net.layers[-1]
+        for a in range(0, n, chunk):
+            x = (feats[a : a + chunk] - f_mean) / f_std
+            phi = x
+            for layer in net.layers[:-1]:
+                phi = torch.addmm(layer.bias, phi, layer.weight.T)
+                _silu_(phi)
+            out = torch.addmm(head.bias, phi, head.weight.T)
+            z = torch.addmm(d_b, phi, d_w).add_(out[:, :1])  # (c, S)
+            lo, hi = net.excess(x)
+            rows = torch.nonzero((lo.amax(1) > 0) | (hi.amax(1) > 0)).flatten()
+            if len(rows):
+                z[rows] += lo[rows] @ g_lo + hi[rows] @ g_hi
+            rho = torch.nn.functional.softplus(z).double()
+            r = res[:, a : a + chunk]
+            torch.mean(rho, 1, out=r[0])
+            rho.sub_(r[0][:, None])
+            if acc is not None:
+                _accumulate_deviations(rho.T, a, acc)
+            torch.sum(rho.square_(), 1, out=r[1]).div_(samples)
+            torch.exp(out[:, 1].double().clamp_(*LOGVAR_RANGE), out=r[2])
+        res[0].mul_(ts).add_(tm)
+        res[1:].mul_(vs)
+        res = res.cpu()
+        for arr, row in zip((mean, epi, ale), res):
+            torch.from_numpy(arr).copy_(row)
+    return mean, epi, ale
+
+
+def predict_mean_field(model: DensityModel, features, *, samples: int, seed: int, block_index: int,
+                       device: str, batch: int, acc=None):
+    """Format 1: every layer sampled (the transposed, cache-sized layout described in
+    :meth:`DensityModel.predict <bigdens.bnn.model.DensityModel.predict>`).
+
+    Returns and ``acc`` as :func:`predict_last_layer`.
+    """
+    torch = _torch()
+    n = len(features)
+    mean, epi, ale = _empty_results(n)
+    dev = torch.device(device)
+    net = model.net.to(dev)
+    widths = [layer.w_mu.shape[1] for layer in net.layers]
+    chunk = int(batch)
+    if dev.type == "cpu":
+        chunk = min(chunk, _cpu_chunk(samples, max(widths[:-1])))
+    chunk = min(chunk, n)
+    ts, tm = model.scaling.target_std, model.scaling.target_mean
+    vs = ts * ts * model.scaling.variance_scale
+    group = min(chunk * max(1, GROUP_POINTS // chunk), n)  # points scaled and reduced together
+    with torch.inference_mode():
+        weights, biases = _sampled_weights(net, model.draw_eps(samples, seed=seed, block_index=block_index), dev)
+        w0 = weights[0].reshape(-1, weights[0].shape[-1])  # (S·h1, F): all samples in one GEMM
+        b0 = biases[0].reshape(-1, 1)
+        f_mean = torch.tensor(model.scaling.feature_mean, dtype=torch.float32, device=dev)[:, None]
+        f_std = torch.tensor(model.scaling.feature_std, dtype=torch.float32, device=dev)[:, None]
+        feats = _device_features(features, dev)
+        # Buffers, allocated once: scaled inputs (F, group); per layer (S, width, chunk); the
+        # outputs of a group (S, 2, group) and their float64 copy; the results (3, n), scaled.
+        x_buf = torch.empty(features.shape[1], group, device=dev)
+        bufs = [torch.empty(samples * w * chunk, device=dev) for w in widths]
+        out_buf = torch.empty(samples, widths[-1], group, device=dev)
+        head = torch.empty(samples, widths[-1], group, dtype=torch.float64, device=dev)
+        res = torch.empty(3, n, dtype=torch.float64, device=dev)
+        for g in range(0, n, group):
+            gc = min(group, n - g)
+            xs = x_buf[:, :gc]
+            torch.sub(feats[g : g + gc].T, f_mean, out=xs)  # the float32 ops of scale_features
+            xs.div_(f_std)
+            for a in range(0, gc, chunk):
+                c = min(chunk, gc - a)
+                h = torch.addmm(b0, w0, xs[:, a : a + c], out=bufs[0][: w0.shape[0] * c].view(w0.shape[0], c))
+                h = h.view(samples, widths[0], c)
+                for i in range(1, len(weights)):
+                    _silu_(h)
+                    # A contiguous ``out``: torch loops over the samples for a strided one.
+                    h = torch.baddbmm(biases[i], weights[i], h,
+                                      out=bufs[i][: samples * widths[i] * c].view(samples, widths[i], c))
+                out_buf[:, :, a : a + c] = h
+            _reduce_head(out_buf[:, :, :gc], head[:, :, :gc], res[:, g : g + gc])
+            if acc is not None:  # the samples' deviations from the mean (float64, scaled units)
+                dev = torch.sub(out_buf[:, 0, :gc], res[0, g : g + gc], out=head[:, 0, :gc])
+                _accumulate_deviations(dev, g, acc)
+        res[0].mul_(ts).add_(tm)
+        res[1:].mul_(vs)
+        res = res.cpu()
+        for arr, row in zip((mean, epi, ale), res):
+            torch.from_numpy(arr).copy_(row)  # float64 -> float32, rounded to nearest
+    return mean, epi, ale

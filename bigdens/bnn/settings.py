@@ -1,0 +1,161 @@
+"""The model's settings: the network's shape and prior (:class:`Architecture`), its feature and target
+scaling (:class:`Scaling`), and the constants of the model format and of prediction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+
+#: Version of the model file layout; files with a larger number are refused.  Format 2 adds the
+#: network kind, the cross-species descriptor block and per-region variance factors; format-1
+#: files load as mean-field models without the cross block.
+FORMAT_VERSION = 2
+#: Network kinds (:class:`Architecture`).
+KINDS = ("mean-field", "last-layer")
+#: Salt of the Monte Carlo seed (:func:`sample_seed`); changing it changes every prediction.
+SAMPLE_SALT = 0xB16D
+#: Edges (Å, nearest-atom distance) of the region classes whose variance factors are fitted
+#: separately by calibration (format 2): nuclear cores, the bonding shell, open space.
+REGION_EDGES = (0.6, 1.4)
+#: A region class with fewer calibration points than this takes the global factor.
+REGION_MIN_POINTS = 2000
+#: The disorder factor on the aleatoric variance (:meth:`Scaling.aleatoric_factor`) never falls below this.
+DISORDER_FACTOR_MIN = 0.1
+#: Key of the JSON metadata in the safetensors header.
+METADATA_KEY = "bigdens"
+#: Log-variance of the aleatoric head is clipped to this range (scaled units).
+LOGVAR_RANGE = (-16.0, 4.0)
+#: Bytes of one layer's activations (S · chunk · width float32) that a CPU
+#: prediction chunk aims at, about a core's L2 cache: 400 points for S = 20
+#: and width 64.  On an AMD EPYC (1 MiB L2 per core, AVX2, one thread)
+#: 1–4 MiB ran about equally fast, 0.25 MiB about 10 % slower and 64 MiB
+#: (16384 points, the engine's default ``batch``) about 1.8× slower.
+CPU_CHUNK_BYTES = 2 << 20
+#: Points whose features are scaled, and whose samples are reduced, in one go
+#: (a multiple of the chunk); amortises the per-call overhead of small ops.
+GROUP_POINTS = 4096
+#: Points per pass of a format-2 (last-layer) prediction on the CPU.
+LAST_LAYER_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Shape of the network and its prior.
+
+    Parameters
+    ----------
+    hidden : tuple of int
+        Widths of the hidden layers.
+    prior_sigma : float
+        Standard deviation of the Gaussian prior on every weight.
+    init_rho : float
+        Initial ρ of the posterior scales (σ = softplus(ρ)).
+    kind : {"mean-field", "last-layer"}
+        ``"mean-field"`` (model format 1): every weight Bayesian, linear output;
+        ``prior_sigma`` and ``init_rho`` apply.  ``"last-layer"`` (format 2): a
+        deterministic trunk and a softplus density head with a Gaussian
+        posterior over its last layer (see :mod:`bigdens.bnn`).
+    """
+
+    hidden: tuple[int, ...] = (64, 64)
+    prior_sigma: float = 1.0
+    init_rho: float = -7.0
+    kind: str = "mean-field"
+
+    def __post_init__(self):
+        hidden = tuple(int(h) for h in self.hidden)
+        if not hidden or min(hidden) < 1:
+            raise InputError(f"hidden layer widths must be positive integers, got {self.hidden!r}")
+        if not self.prior_sigma > 0:
+            raise InputError(f"prior_sigma must be > 0, got {self.prior_sigma!r}")
+        if self.kind not in KINDS:
+            raise InputError(f"network kind must be one of {KINDS}, got {self.kind!r}")
+        object.__setattr__(self, "hidden", hidden)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.hidden) + 1
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Feature standardisation and target scaling (part of the model).
+
+    ``x_scaled = (x − feature_mean) / feature_std``;
+    ``ρ = target_mean + target_std · y_scaled`` (e/Å³).  Both predicted
+    variances are multiplied by ``variance_scale``, a factor fitted on
+    validation data so that the 1σ interval has its nominal coverage.
+    """
+
+    feature_mean: tuple[float, ...]
+    feature_std: tuple[float, ...]
+    target_mean: float
+    target_std: float
+    variance_scale: float = 1.0
+    region_edges: tuple[float, ...] = ()
+    region_scales: tuple[float, ...] = ()
+    #: The aleatoric variance of a structure whose bond spread (:func:`bigdens.thermal.bond_spread`) is
+    #: ``u`` Å is multiplied by ``max(DISORDER_FACTOR_MIN, 1 + disorder_slope · (u² − disorder_reference²))``
+    #: (slope in 1/Å², reference in Å; slope 0: no dependence).  Fitted by :func:`bigdens.train.calibrate`.
+    #: Below ``disorder_floor`` (Å; the coldest calibration cell's spread) ``u`` counts as the floor: no
+    #: calibration data says how far σ may shrink in a colder structure, so it does not shrink further.
+    disorder_reference: float = 0.0
+    disorder_slope: float = 0.0
+    disorder_floor: float = 0.0
+
+    def __post_init__(self):
+        if not all(math.isfinite(v) and v >= 0 for v in (self.disorder_slope, self.disorder_reference,
+                                                          self.disorder_floor)):
+            raise InputError(f"the disorder factor needs a slope >= 0, a reference >= 0 and a floor >= 0, got "
+                             f"{self.disorder_slope!r}, {self.disorder_reference!r} and {self.disorder_floor!r}")
+        edges = tuple(float(v) for v in self.region_edges)
+        scales = tuple(float(v) for v in self.region_scales)
+        if scales and len(scales) != len(edges) + 1:
+            raise InputError(f"{len(edges)} region edges need {len(edges) + 1} region factors, got {len(scales)}")
+        if any(not (math.isfinite(v) and v > 0) for v in scales):
+            raise InputError(f"region variance factors must be finite and > 0, got {scales!r}")
+        object.__setattr__(self, "region_edges", edges)
+        object.__setattr__(self, "region_scales", scales)
+
+    def variance_factor(self, d_min: np.ndarray) -> np.ndarray:
+        """Variance factor of each point, shape like ``d_min`` (nearest-atom distance, Å), float64.
+
+        ``variance_scale`` times the factor of the point's region class (when fitted).
+        """
+        d_min = np.asarray(d_min)
+        if not self.region_scales:
+            return np.full(d_min.shape, self.variance_scale)
+        cls = np.searchsorted(np.asarray(self.region_edges), d_min, side="right")
+        return self.variance_scale * np.asarray(self.region_scales)[cls]
+
+    def aleatoric_factor(self, disorder: float | None) -> float:
+        """Factor on the aleatoric variance of a structure of bond spread ``disorder`` (Å).
+
+        1 when the model has no disorder dependence or ``disorder`` is None or NaN (unknown);
+        a structure colder than ``disorder_floor`` gets the floor's factor.
+        """
+        if not self.disorder_slope or disorder is None or not math.isfinite(disorder):
+            return 1.0
+        u2, r2 = max(float(disorder), self.disorder_floor) ** 2, self.disorder_reference ** 2
+        return max(DISORDER_FACTOR_MIN, 1.0 + self.disorder_slope * (u2 - r2))
+
+    @classmethod
+    def fit(cls, features: np.ndarray, density: np.ndarray, *, positive: bool = False) -> "Scaling":
+        """From training features (n, F) and densities (n,) e/Å³.
+
+        ``positive`` (format 2, softplus output): no target shift (``target_mean`` 0), so that
+        a non-negative scaled output is a non-negative density.
+        """
+        mean = features.mean(axis=0, dtype=np.float64)
+        std = features.std(axis=0, dtype=np.float64)
+        std = np.where(std > 1e-6, std, 1.0)  # constant columns (padding) stay as they are
+        return cls(
+            feature_mean=tuple(float(v) for v in mean),
+            feature_std=tuple(float(v) for v in std),
+            target_mean=0.0 if positive else float(np.mean(density, dtype=np.float64)),
+            target_std=float(np.std(density, dtype=np.float64)) or 1.0,
+        )
