@@ -38,7 +38,7 @@ import threading
 
 import numpy as np
 
-from ._descriptor_kernels import ON_ATOM
+from ._descriptor_kernels import ON_ATOM, _keep_k_nearest
 from .descriptors import BIN_EDGE, DescriptorParams, atom_bins, species_index
 from .errors import InputError, SetupError
 
@@ -114,6 +114,7 @@ def _arithmetic(sim: bool):
 def _search_functions():
     """Device functions of the neighbour search: ``bin_range`` and ``keep_nearest``."""
     device = cuda.jit(device=True, inline=True)
+    keep_k_nearest = device(_keep_k_nearest.py_func)  # the CPU kernel's insertion, compiled for the GPU
 
     @device
     def bin_range(px, py, pz, reach, origin, edge, dims):
@@ -149,20 +150,7 @@ def _search_functions():
                 rd2[j] = rd2[j - 1]
                 j -= 1
             rd2[j] = d2
-        if ks > 0 and (nkept < ks or d2 < kd2[nkept - 1]):
-            j = nkept if nkept < ks else ks - 1
-            while j > 0 and kd2[j - 1] > d2:
-                kd2[j] = kd2[j - 1]
-                kvec[s, j, 0] = kvec[s, j - 1, 0]
-                kvec[s, j, 1] = kvec[s, j - 1, 1]
-                kvec[s, j, 2] = kvec[s, j - 1, 2]
-                j -= 1
-            kd2[j] = d2
-            kvec[s, j, 0] = dx
-            kvec[s, j, 1] = dy
-            kvec[s, j, 2] = dz
-            if nkept < ks:
-                nkept += 1
+        nkept = keep_k_nearest(dx, dy, dz, d2, s, ks, nkept, kd2, kvec)
         return n + 1, nkept
 
     return bin_range, keep_nearest

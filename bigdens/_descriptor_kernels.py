@@ -143,6 +143,29 @@ def _tile_candidates(cx, cy, cz, reach, atom_pos, atom_species, bin_starts, bin_
 
 
 @njit(cache=True, inline="always")
+def _keep_k_nearest(dx, dy, dz, d2, s, ks, nkept, kd2, kvec):
+    """Insert an atom at displacement (dx, dy, dz) Å, d2 Å², into the ``nkept`` nearest of species s
+    (``kd2`` ascending, displacements in ``kvec[s]``) if it is among the ``ks`` nearest; ties keep
+    the earlier atom.  Returns the new ``nkept``.  Comparisons and copies only, so the CUDA kernel
+    compiles the same Python function as a device function."""
+    if ks > 0 and (nkept < ks or d2 < kd2[nkept - 1]):
+        j = nkept if nkept < ks else ks - 1
+        while j > 0 and kd2[j - 1] > d2:
+            kd2[j] = kd2[j - 1]
+            kvec[s, j, 0] = kvec[s, j - 1, 0]
+            kvec[s, j, 1] = kvec[s, j - 1, 1]
+            kvec[s, j, 2] = kvec[s, j - 1, 2]
+            j -= 1
+        kd2[j] = d2
+        kvec[s, j, 0] = dx
+        kvec[s, j, 1] = dy
+        kvec[s, j, 2] = dz
+        if nkept < ks:
+            nkept += 1
+    return nkept
+
+
+@njit(cache=True, inline="always")
 def _species_features(out, p, px, py, pz, cand, q0, q1, s, ms, ks, off, r_cut, d2buf, tmp, bucket, counts,
                       kd2, kvec):
     """Write species s's radial and angular features of point p (at px, py, pz, Å) into ``out[p]``.
@@ -162,21 +185,7 @@ def _species_features(out, p, px, py, pz, cand, q0, q1, s, ms, ks, off, r_cut, d
             continue
         d2buf[n] = d2
         n += 1
-        if ks > 0 and (nkept < ks or d2 < kd2[nkept - 1]):
-            # Insert into the sorted K-nearest list (ties keep the earlier atom).
-            j = nkept if nkept < ks else ks - 1
-            while j > 0 and kd2[j - 1] > d2:
-                kd2[j] = kd2[j - 1]
-                kvec[s, j, 0] = kvec[s, j - 1, 0]
-                kvec[s, j, 1] = kvec[s, j - 1, 1]
-                kvec[s, j, 2] = kvec[s, j - 1, 2]
-                j -= 1
-            kd2[j] = d2
-            kvec[s, j, 0] = dx
-            kvec[s, j, 1] = dy
-            kvec[s, j, 2] = dz
-            if nkept < ks:
-                nkept += 1
+        nkept = _keep_k_nearest(dx, dy, dz, d2, s, ks, nkept, kd2, kvec)
     # Radial part: the M smallest distances, padded with r_cut.
     _sort_d2(d2buf, n, rc2, tmp, bucket, counts)
     for i in range(ms):
