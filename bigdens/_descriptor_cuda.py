@@ -38,7 +38,7 @@ import threading
 
 import numpy as np
 
-from ._descriptor_kernels import ON_ATOM, _keep_k_nearest
+from ._descriptor_kernels import ON_ATOM, _keep_k_nearest, _unit_vectors
 from .descriptors import BIN_EDGE, DescriptorParams, atom_bins, species_index
 from .errors import InputError, SetupError
 
@@ -162,6 +162,7 @@ def _feature_functions(mul, add):
 
     on_atom = ON_ATOM
     device = cuda.jit(device=True, inline=True)
+    unit_vectors = device(_unit_vectors.py_func)  # the CPU kernel's normalisation, compiled for the GPU
 
     @device
     def write_species(out, p, s, ms, ks, off, n, nkept, r_cut, rd2, kd2, kvec):
@@ -176,16 +177,7 @@ def _feature_functions(mul, add):
                 v = float32(r_cut)
             out[p, off + i] = v
         # Angular part: unit vectors of the nearest ks, scalar products i < j; missing ones 0.
-        for i in range(nkept):
-            d = math.sqrt(kd2[i])
-            if d < on_atom:
-                kvec[s, i, 0] = 0.0
-                kvec[s, i, 1] = 0.0
-                kvec[s, i, 2] = 0.0
-            else:
-                kvec[s, i, 0] = kvec[s, i, 0] / d
-                kvec[s, i, 1] = kvec[s, i, 1] / d
-                kvec[s, i, 2] = kvec[s, i, 2] / d
+        unit_vectors(kd2, kvec, s, nkept)
         col = off + ms
         for i in range(ks):
             for j in range(i + 1, ks):

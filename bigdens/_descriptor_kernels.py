@@ -16,6 +16,8 @@ atoms of two species) reuses them; without pairs that step is skipped.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -166,6 +168,23 @@ def _keep_k_nearest(dx, dy, dz, d2, s, ks, nkept, kd2, kvec):
 
 
 @njit(cache=True, inline="always")
+def _unit_vectors(kd2, kvec, s, nkept):
+    """Turn the displacements ``kvec[s, :nkept]`` (at squared distances ``kd2``, Å²) into unit
+    vectors in place; an atom closer than :data:`ON_ATOM` gets the zero vector.  A square root and
+    divisions only (IEEE-rounded on either device), so the CUDA kernel compiles this same function."""
+    for i in range(nkept):
+        d = math.sqrt(kd2[i])
+        if d < ON_ATOM:
+            kvec[s, i, 0] = 0.0
+            kvec[s, i, 1] = 0.0
+            kvec[s, i, 2] = 0.0
+        else:
+            kvec[s, i, 0] = kvec[s, i, 0] / d
+            kvec[s, i, 1] = kvec[s, i, 1] / d
+            kvec[s, i, 2] = kvec[s, i, 2] / d
+
+
+@njit(cache=True, inline="always")
 def _species_features(out, p, px, py, pz, cand, q0, q1, s, ms, ks, off, r_cut, d2buf, tmp, bucket, counts,
                       kd2, kvec):
     """Write species s's radial and angular features of point p (at px, py, pz, Å) into ``out[p]``.
@@ -194,16 +213,7 @@ def _species_features(out, p, px, py, pz, cand, q0, q1, s, ms, ks, off, r_cut, d
         else:
             out[p, off + i] = r_cut
     # Angular part: unit vectors of the K nearest, scalar products (i < j).
-    for i in range(nkept):
-        d = np.sqrt(kd2[i])
-        if d < ON_ATOM:
-            kvec[s, i, 0] = 0.0
-            kvec[s, i, 1] = 0.0
-            kvec[s, i, 2] = 0.0
-        else:
-            kvec[s, i, 0] /= d
-            kvec[s, i, 1] /= d
-            kvec[s, i, 2] /= d
+    _unit_vectors(kd2, kvec, s, nkept)
     col = off + ms
     for i in range(ks):
         for j in range(i + 1, ks):
