@@ -28,7 +28,9 @@ A data set is a directory holding
               "n_electrons_expected": 96,    # valence electrons of the setups
               "dft_core_seconds": 118.2,     # CPU time of the DFT run (null when unknown)
               "dft_wall_seconds": 119.0,
-              "protocol": "bigdens-dft-v1"
+              "protocol": "bigdens-dft-v1",
+              "digest": "3f9c...",           # structure_digest: sha256 of the cell, positions,
+                                             # numbers (absent in manifests written before it)
             }, ...
           ]
         }
@@ -49,6 +51,8 @@ A data set is a directory holding
     ``numbers``    (n_atoms,)      int32    atomic numbers
     ``density``    (n1, n2, n3)    float32  valence (pseudo-)density, e/Å³
     ``provenance`` ()              unicode  JSON text (a 0-d string array)
+    ``split``      ()              unicode  ``"train"``, ``"validation"`` or ``"test"``
+                                            (absent in files written before it)
     ============== =============== ======== ==========================================
 
     Positions are as the MD left them: not necessarily wrapped into the
@@ -59,6 +63,18 @@ A data set is a directory holding
     thermalization (potential, temperature, time step, time of the
     snapshot), the wall time and core-seconds of the DFT run, and the
     electron integral.
+
+The split travels with the snapshot file
+----------------------------------------
+A snapshot file records its split, so a cell keeps it when it is loaded by
+path or copied elsewhere (:func:`read_snapshot` says which record wins).  A
+file written before the ``split`` array existed takes the split of its entry
+in the ``dataset.json`` next to it.  And whatever a file records, a snapshot
+with the structure of a test cell shipped in ``datasets/`` is one: its
+:func:`structure_digest` is in the package's registry of them
+(``bigdens/test_cells.json``, :func:`shipped_test_cells`), which
+:func:`refuse_test_cells` consults, so that calibration and training refuse a
+renamed copy of a test cell too.
 
 Other inputs
 ------------
@@ -71,6 +87,8 @@ split ``"train"`` unless ``split=`` says otherwise.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -94,6 +112,11 @@ FORMAT_NAME = "bigdens-dataset"
 FORMAT_VERSION = 1
 MANIFEST = "dataset.json"
 SPLITS = ("train", "validation", "test")
+#: The arrays every snapshot file holds (``split`` is optional: files written before it lack it).
+ARRAYS = ("cell", "positions", "numbers", "density", "provenance")
+#: The registry of the shipped test cells' structure digests (:func:`shipped_test_cells`).
+TEST_CELLS = Path(__file__).with_name("test_cells.json")
+TEST_CELLS_FORMAT = "bigdens-test-cells"
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -302,7 +325,10 @@ def _recorded_temperature(provenance: dict) -> Any:
 
 # -- writing -----------------------------------------------------------------
 def write_snapshot(path: str | Path, snapshot: Snapshot) -> Path:
-    """Write one snapshot as a compressed ``.npz`` (atomically: temp file + rename)."""
+    """Write one snapshot as a compressed ``.npz`` (atomically: temp file + rename).
+
+    The file records the snapshot's split (array ``split``), so that it keeps it when loaded by path.
+    """
     path = Path(path)
     arrays = dict(
         cell=snapshot.cell.astype(np.float64),
@@ -310,6 +336,7 @@ def write_snapshot(path: str | Path, snapshot: Snapshot) -> Path:
         numbers=snapshot.numbers.astype(np.int32),
         density=snapshot.density.astype(np.float32),
         provenance=np.array(json.dumps(snapshot.provenance, sort_keys=True)),
+        split=np.array(snapshot.split),
     )
     with atomic_write(path) as fh:
         np.savez_compressed(fh, **arrays)
@@ -334,7 +361,26 @@ def snapshot_entry(snapshot: Snapshot, *, file: str) -> dict[str, Any]:
         "dft_core_seconds": prov.get("timing", {}).get("core_seconds"),
         "dft_wall_seconds": prov.get("timing", {}).get("wall_seconds"),
         "protocol": snapshot.protocol,
+        "digest": structure_digest(snapshot),
     }
+
+
+def structure_digest(snapshot) -> str:
+    """sha256 (64 hex digits) of a snapshot's structure: cell (float64, Å), positions (float64, Å), then
+    atomic numbers (int64), as bytes in C order.
+
+    Neither the name nor the density enters: a renamed or moved copy of a snapshot file, or a DFT
+    of the same configuration at other settings, has the same digest.  Equal to
+    :func:`bigdens.store.structure_hash` of the same arrays (the key of the active-learning DFT
+    cache).  Positions count as stored: a copy with wrapped or rounded positions (an export to a
+    cube file) is another structure here.
+
+    ``snapshot``: anything with ``cell``, ``positions`` and ``numbers`` (a :class:`Snapshot`).
+    """
+    h = hashlib.sha256()
+    for arr, dtype in ((snapshot.cell, np.float64), (snapshot.positions, np.float64), (snapshot.numbers, np.int64)):
+        h.update(np.ascontiguousarray(arr, dtype=dtype).tobytes())
+    return h.hexdigest()
 
 
 def new_manifest(*, protocol: str | None, description: str = "") -> dict[str, Any]:
@@ -440,53 +486,262 @@ def add_snapshot(
 
 
 # -- reading -----------------------------------------------------------------
-def read_snapshot(path: str | Path, *, name: str | None = None, split: str = "train") -> Snapshot:
-    """Read one snapshot ``.npz`` of a data set.
+def read_snapshot(path: str | Path, *, name: str | None = None, split: str | None = None,
+                  default: str = "train") -> Snapshot:
+    """Read one snapshot ``.npz``, with the split it records.
+
+    The snapshot's split, in this order:
+
+    1. ``"test"`` if the file records split ``"test"`` or its entry in the ``dataset.json`` of its
+       folder does: a test cell stays one however it is loaded, so ``split=`` cannot relabel it;
+    2. ``split``, when given (another split for a train or validation cell, as the active-learning
+       loop puts some picks into its calibration split);
+    3. the split the file records (array ``split``, written by :func:`write_snapshot`), else that of
+       its entry in the ``dataset.json`` of its folder (files written before the array existed);
+    4. ``default``.
+
+    The file's entry in ``dataset.json`` is the one whose ``file`` is its name; the file must match
+    it (its ``digest``, or in manifests written before digests its ``n_atoms`` and ``grid_shape``).
+    A copy elsewhere, under another name, carries only what the file records; a structure among the
+    shipped test cells is caught by :func:`refuse_test_cells` whatever it records.
+
+    Parameters
+    ----------
+    path
+        The ``.npz`` file.
+    name
+        The snapshot's name; default: its manifest entry's, else the file name without ``.npz``.
+    split
+        The split to give the snapshot, unless it is a test cell (1. above); None: as recorded.
+    default
+        The split of a snapshot that records none, in the file or in a manifest.
 
     Raises
     ------
     InputError
-        If the file is missing, damaged, lacks an array, or holds NaN.
+        If the file is missing, damaged, lacks an array, or holds NaN; if it does not match its
+        manifest entry; if the manifest next to it is damaged.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"snapshot file {str(path)!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = {"cell", "positions", "numbers", "density", "provenance"} - set(z.files)
-            if missing:
-                raise InputError(f"snapshot file {str(path)!r} lacks the array(s) {sorted(missing)}")
-            arrays = {k: z[k] for k in ("cell", "positions", "numbers", "density", "provenance")}
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"cannot read snapshot {str(path)!r} ({type(exc).__name__}: {exc}); the file is damaged") from None
+    return _read(path, entry=_manifest_entry(path), name=name, split=split, default=default)
+
+
+def _read(path: Path, *, entry: dict | None, name: str | None, split: str | None, default: str) -> Snapshot:
+    # One snapshot file, with its manifest entry (None: not listed in a manifest).
+    arrays = _read_arrays(path, (*ARRAYS, "split"))
     try:
         provenance = json.loads(str(arrays["provenance"]))
     except ValueError:
         raise InputError(f"snapshot {str(path)!r}: its provenance is not valid JSON") from None
-    return Snapshot(
-        name=name or path.stem,
+    snap = Snapshot(
+        name=name or (entry or {}).get("name") or path.stem,
         cell=arrays["cell"],
         positions=arrays["positions"],
         numbers=arrays["numbers"],
         density=arrays["density"],
-        split=split,
+        split=_split_of(recorded=_recorded_split(path, arrays), listed=(entry or {}).get("split"), split=split,
+                        default=default),
         provenance=provenance,
     )
+    if entry is not None:
+        _check_entry(path, entry, snap)
+    return snap
+
+
+def _read_arrays(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    # The named arrays the file holds; a missing one of ARRAYS is an error, a missing "split" is not.
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = set(names) & (set(ARRAYS) - set(z.files))
+            if missing:
+                raise InputError(f"snapshot file {str(path)!r} lacks the array(s) {sorted(missing)}")
+            return {k: z[k] for k in names if k in z.files}
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot read snapshot {str(path)!r} ({type(exc).__name__}: {exc}); the file is "
+                         "damaged") from None
+
+
+def _recorded_split(path: Path, arrays: dict[str, np.ndarray]) -> str | None:
+    # The split the file records, or None (files written before the "split" array).
+    if "split" not in arrays:
+        return None
+    value = arrays["split"]
+    if value.shape != () or value.dtype.kind != "U" or str(value) not in SPLITS:
+        raise InputError(f"snapshot file {str(path)!r} records split {value.tolist()!r}, not one of {SPLITS}; the "
+                         "file is damaged")
+    return str(value)
+
+
+def _split_of(*, recorded: str | None, listed: str | None, split: str | None, default: str) -> str:
+    # The order of read_snapshot's docstring: test sticks, then split=, then the file, the manifest, default.
+    for what, value in (("split", split), ("default", default)):
+        if value is not None and value not in SPLITS:
+            raise InputError(f"{what} must be one of {SPLITS}, got {value!r}")
+    if "test" in (recorded, listed):
+        return "test"
+    return split or recorded or listed or default
+
+
+def _manifest_entry(path: Path) -> dict | None:
+    # The entry of `path` in the dataset.json of its folder (by file name), or None.
+    if not (path.parent / MANIFEST).is_file():
+        return None
+    for entry in read_manifest(path.parent)["snapshots"]:
+        if isinstance(entry, dict) and entry.get("file") == path.name:
+            return entry
+    return None
+
+
+def _check_entry(path: Path, entry: dict, snap: Snapshot) -> None:
+    # The file is the one its manifest entry describes: by digest, else (older manifests) by size.
+    listed = entry.get("digest")
+    have = {"digest": structure_digest(snap)} if listed is not None else {
+        "n_atoms": len(snap.numbers), "grid_shape": list(snap.density.shape)}
+    for key, value in have.items():
+        if key in entry and entry[key] != value:
+            raise InputError(
+                f"snapshot file {str(path)!r} does not match its entry in {str(path.parent / MANIFEST)!r} ({key} "
+                f"{value!r}, listed {entry[key]!r}): the file was replaced or the manifest is stale; restore the "
+                "file or rebuild the data set"
+            )
 
 
 def read_dataset(directory: str | Path, *, split: str | None = None) -> list[Snapshot]:
-    """Snapshots of one data-set directory (only ``split`` when given)."""
+    """Snapshots of one data-set directory (only ``split`` when given).
+
+    Each snapshot's split is as :func:`read_snapshot` reads it: its file's record, else its entry's,
+    and ``"test"`` if either says so.
+    """
     directory = Path(directory)
     manifest = read_manifest(directory)
     out = []
     for entry in manifest["snapshots"]:
-        if split is not None and entry.get("split") != split:
-            continue
-        snap = read_snapshot(directory / entry["file"], name=entry["name"], split=entry.get("split", "train"))
-        out.append(snap)
+        path = directory / entry["file"]
+        if not path.is_file():
+            raise InputError(f"snapshot file {str(path)!r} does not exist (listed in {str(directory / MANIFEST)!r})")
+        if split is not None:  # skip the others before reading their densities
+            have = _split_of(recorded=_recorded_split(path, _read_arrays(path, ("split",))),
+                             listed=entry.get("split"), split=None, default="train")
+            if have != split:
+                continue
+        out.append(_read(path, entry=entry, name=entry["name"], split=None, default="train"))
     return out
+
+
+# -- the shipped test cells ----------------------------------------------------
+def find_test_cells(root: str | Path) -> list[dict[str, str]]:
+    """The test cells of the data sets in the folders of ``root`` (``root/*/dataset.json``).
+
+    Returns
+    -------
+    list of dict
+        ``{"cell": "DATASET/NAME", "digest": structure_digest}`` per snapshot whose split (as
+        :func:`read_dataset` reads it) is ``"test"``, sorted by ``cell``.
+    """
+    from types import SimpleNamespace
+
+    cells = []
+    for manifest in sorted(Path(root).glob(f"*/{MANIFEST}")):
+        directory = manifest.parent
+        for entry in read_manifest(directory)["snapshots"]:
+            path = directory / entry["file"]
+            arrays = _read_arrays(path, ("cell", "positions", "numbers", "split"))
+            split = _split_of(recorded=_recorded_split(path, arrays), listed=entry.get("split"), split=None,
+                              default="train")
+            if split == "test":
+                cells.append({"cell": f"{directory.name}/{entry['name']}",
+                              "digest": structure_digest(SimpleNamespace(**arrays))})
+    return sorted(cells, key=lambda c: c["cell"])
+
+
+def write_test_cells(root: str | Path, path: str | Path = TEST_CELLS) -> Path:
+    """Write the registry of the test cells of the data sets under ``root`` (:func:`find_test_cells`).
+
+    Run it after adding test snapshots to the shipped data sets, from the repository root::
+
+        .venv/bin/python -c "from bigdens import data; data.write_test_cells('datasets')"
+
+    (``tests/test_data.py`` fails while ``bigdens/test_cells.json`` is out of date.)
+    """
+    doc = {
+        "format": TEST_CELLS_FORMAT,
+        "format_version": 1,
+        "description": "structure digests (bigdens.data.structure_digest) of the test-split snapshots shipped "
+                       "in datasets/; written by bigdens.data.write_test_cells('datasets')",
+        "cells": find_test_cells(root),
+    }
+    path = Path(path)
+    write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
+    return path
+
+
+def shipped_test_cells(path: str | Path = TEST_CELLS) -> dict[str, str]:
+    """The test cells shipped in ``datasets/``: structure digest -> ``"DATASET/NAME"``.
+
+    Read from the registry ``bigdens/test_cells.json`` (:func:`write_test_cells`), so that it
+    holds where the data sets are not installed.
+
+    Raises
+    ------
+    SetupError
+        If the registry is missing or damaged: the installation is broken.
+    """
+    return dict(_test_cells(str(path)))
+
+
+@functools.lru_cache(maxsize=None)
+def _test_cells(path: str) -> dict[str, str]:
+    # The registry, read once (shipped_test_cells hands out copies).
+    from .errors import SetupError
+
+    try:
+        doc = json.loads(Path(path).read_text())
+        if doc.get("format") != TEST_CELLS_FORMAT:
+            raise ValueError(f"format {doc.get('format')!r}, not {TEST_CELLS_FORMAT!r}")
+        return {c["digest"]: c["cell"] for c in doc["cells"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SetupError(f"cannot read the registry of the shipped test cells {str(path)!r} ({exc}); this "
+                         "bigdens installation is broken: reinstall it") from None
+
+
+def refuse_test_cells(snapshots, *, todo: str) -> None:
+    """Refuse test cells where data must never be test data (calibration, training).
+
+    A snapshot is a test cell if its split is ``"test"``, or if its structure is that of a test
+    cell shipped in ``datasets/`` (:func:`shipped_test_cells`), whatever its name, folder or
+    recorded split: a renamed copy, or a DFT of the same configuration at other settings.
+
+    Parameters
+    ----------
+    snapshots
+        The snapshots to check (:class:`Snapshot`).
+    todo
+        What to do instead, ending the message (e.g. ``"calibrate on validation snapshots"``).
+
+    Raises
+    ------
+    InputError
+        In one line: which snapshots, why each is a test cell, and ``todo``.
+    """
+    test = sorted(s.name for s in snapshots if s.split == "test")
+    if test:
+        raise InputError(f"{_plural(test, 'snapshot')} {', '.join(test)} {'is' if len(test) == 1 else 'are'} in the "
+                         f"test split: {todo}")
+    shipped = shipped_test_cells()
+    copies = [(s.name, shipped[d]) for s in snapshots if (d := structure_digest(s)) in shipped]
+    if copies:
+        names = ", ".join(f"{name} (= {cell})" for name, cell in copies)
+        copy = "is a copy" if len(copies) == 1 else "are copies"
+        raise InputError(f"{_plural(copies, 'snapshot')} {names} {copy} of a test cell shipped in datasets/ (the same "
+                         f"structure): {todo}")
+
+
+def _plural(items, word: str) -> str:
+    return word if len(items) == 1 else word + "s"
 
 
 def from_density_file(dens: "DensityFile", *, split: str = "train", name: str | None = None,
@@ -531,8 +786,10 @@ def load(
         Data-set directories (holding ``dataset.json``) and/or single files:
         Gaussian cube, VASP CHGCAR, GPAW ``.gpw`` or XSF.
     split
-        Keep only snapshots of this split.  Raw files have split ``"train"``
-        unless ``split`` is given, in which case they get that split.
+        Keep only snapshots of this split.  A snapshot ``.npz`` has the split
+        it records (:func:`read_snapshot`); raw files, and ``.npz`` files that
+        record none, have split ``"train"`` unless ``split`` is given, in which
+        case they get that split.  A test cell never gets another.
     allow_mixed_protocols
         Accept snapshots made with different DFT protocols in one call.
 
@@ -558,7 +815,9 @@ def load(
             snapshots.extend(read_dataset(p, split=split))
         elif p.is_file():
             if p.suffix == ".npz":
-                snapshots.append(read_snapshot(p, split=split or "train"))
+                snap = read_snapshot(p, default=split or "train")
+                if split is None or snap.split == split:
+                    snapshots.append(snap)
             else:
                 snapshots.append(_read_raw(p, split=split or "train"))
         else:

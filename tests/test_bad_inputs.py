@@ -208,6 +208,19 @@ GROUPS: dict[str, list[Case]] = {
              "train al4 --val trainonly-ds -o m.safetensors",
              "--val trainonly-ds: the data set has no 'validation' split; name the snapshot files (.npz) to "
              "validate on instead"),
+        case("calibrate-test-cell-by-path", "calibrating on a test cell named by path (its split is in its data set's "
+             "dataset.json)", "calibrate al.safetensors al4-test/al4-T0900-01.npz -o cal.safetensors",
+             "snapshot al4-T0900-01 is in the test split: calibrate on validation snapshots, never on test data (e.g. "
+             "a data set with --split validation)"),
+        case("calibrate-renamed-test-cell", "calibrating on a renamed copy of a shipped test cell, in another folder, "
+             "labelled validation", "calibrate al.safetensors mine.npz --split validation -o cal.safetensors",
+             "snapshot mine (= al32/al32-T0300-01) is a copy of a test cell shipped in datasets/ (the same "
+             "structure): calibrate on validation snapshots, never on test data (e.g. a data set with --split "
+             "validation)"),
+        case("train-val-test-cell", "a test cell given as --val", "train al4 --val al4-test/al4-T0900-01.npz -o "
+             "m.safetensors",
+             "snapshot al4-T0900-01 is in the test split: train and validate on train and validation snapshots, "
+             "never on test data (a data-set folder gives its train split, --val FOLDER its validation split)"),
         case("data-unknown-file", "a structure file as density file", "data import al.xyz -o imported",
              "cannot tell the format of 'al.xyz' from its name; density files must be Gaussian cube (*.cube), "
              "VASP CHGCAR (*CHGCAR*, *.vasp), GPAW (*.gpw) or XSF (*.xsf, e.g. Quantum ESPRESSO pp.x output); or "
@@ -650,6 +663,14 @@ GROUPS: dict[str, list[Case]] = {
              "datagen al --temperatures 300 -o al4",
              "'al4' was started with other settings (differing: seed, snapshots_per_temperature, split_fractions, "
              "temperatures); rerun with the same arguments to resume, or write to a new directory with -o"),
+        case("datagen-protocol-unknown", "--protocol v3 (no such protocol)",
+             "datagen al --temperatures 300 --protocol v3 -o ds",
+             "--protocol 'v3' is unknown; known protocols: v1 (bigdens-dft-v1), v2 (bigdens-dft-v2)"),
+        case("datagen-resume-other-protocol", "-o names a data set of another protocol",
+             "datagen al --temperatures 300 --protocol v2 -o al4",
+             "'al4' is a protocol 'bigdens-dft-v1' data set, not 'bigdens-dft-v2'; resume it with its own protocol "
+             "(--protocol v1), write 'bigdens-dft-v2' data to a new directory (-o), or pass "
+             "allow_mixed_protocols=True (--allow-mixed-protocols) to mix the two in this one"),
     ],
     "Active learning (suggest, learn; refused before any scoring, MD or DFT)": [
         case("suggest-no-budget", "neither --budget nor --count", "suggest " + SUGGEST,
@@ -842,6 +863,13 @@ def inputs(tmp_path_factory) -> Path:
     manifest = json.loads((d / "trainonly-ds" / "dataset.json").read_text())
     manifest["snapshots"] = [e for e in manifest["snapshots"] if e["split"] == "train"]
     (d / "trainonly-ds" / "dataset.json").write_text(json.dumps(manifest))
+    shutil.copytree(AL4, d / "al4-test")  # al4 with a test split: al4-T0900-01
+    manifest = json.loads((d / "al4-test" / "dataset.json").read_text())
+    for entry in manifest["snapshots"]:
+        entry["split"] = "test" if entry["name"] == "al4-T0900-01" else entry["split"]
+    (d / "al4-test" / "dataset.json").write_text(json.dumps(manifest))
+    # A test cell shipped in datasets/ (a file of the old format: no recorded split), copied under another name.
+    shutil.copy(ROOT / "datasets" / "al32" / "al32-T0300-01.npz", d / "mine.npz")
     (d / "damaged-ds").mkdir()
     (d / "damaged-ds" / "dataset.json").write_text("{not json")
     (d / "notes").mkdir()

@@ -374,3 +374,197 @@ def test_chgcar_with_a_singular_lattice_is_refused(tmp_path):
     for name in ("flat_CHGCAR", "zero_CHGCAR"):
         with pytest.raises(InputError, match=f"CHGCAR file '.*{name}': the cell is singular"):
             read_chgcar(tmp_path / name)
+
+
+# -- the split travels with the snapshot file (issue 29) ------------------------------------------
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+SHIPPED_TEST = ROOT / "datasets" / "al32" / "al32-T0300-01.npz"  # old format: its split is in dataset.json only
+SHIPPED_TRAIN = ROOT / "datasets" / "al32" / "al32-T0300-00.npz"
+
+
+def _without_split(src, dst):
+    """A copy of snapshot file ``src`` as bigdens wrote it before files recorded their split."""
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "split"}
+    np.savez_compressed(dst, **arrays)
+    return dst
+
+
+def test_the_split_round_trips_through_the_file(rng, tmp_path):
+    from bigdens.data import read_snapshot, write_snapshot
+
+    for split in ("train", "validation", "test"):
+        path = write_snapshot(tmp_path / f"{split}.npz", make_snapshot(rng, name=split, split=split))
+        with np.load(path, allow_pickle=False) as z:
+            assert z["split"].shape == () and str(z["split"]) == split
+        # No manifest here: the file alone says it; the caller's default does not override it.
+        assert read_snapshot(path).split == split
+        assert read_snapshot(path, default="validation").split == split
+        assert load([path])[0].split == split
+    # An old file (no recorded split, no manifest) takes the caller's default, as before.
+    old = _without_split(tmp_path / "test.npz", tmp_path / "old.npz")
+    assert read_snapshot(old).split == "train" and read_snapshot(old, default="validation").split == "validation"
+    assert load([old], split="validation")[0].split == "validation"
+    # Through a data set, too.
+    write_dataset(tmp_path / "ds", [make_snapshot(rng, name=f"s{i}", split=sp)
+                                    for i, sp in enumerate(["train", "validation", "test"])])
+    assert [read_snapshot(tmp_path / "ds" / f"s{i}.npz").split for i in range(3)] == ["train", "validation", "test"]
+
+
+def test_a_test_cell_stays_one_however_it_is_loaded(rng, tmp_path):
+    import shutil
+
+    from bigdens.data import read_snapshot
+
+    # A shipped test cell by path: its split comes from the dataset.json next to it.
+    assert read_snapshot(SHIPPED_TEST).split == "test"
+    assert load([SHIPPED_TEST])[0].split == "test"
+    # No caller relabels it; --split validation filters it out instead of relabelling it.
+    assert read_snapshot(SHIPPED_TEST, split="validation").split == "test"
+    assert load([SHIPPED_TEST], split="validation") == []
+    assert [s.name for s in load([SHIPPED_TEST, SHIPPED_TRAIN], split="test")] == ["al32-T0300-01"]
+    # A train cell can be put in another split (the active-learning loop's calibration picks).
+    assert read_snapshot(SHIPPED_TRAIN).split == "train"
+    assert read_snapshot(SHIPPED_TRAIN, split="validation").split == "validation"
+    # A file that records "test" keeps it under another name, in a folder without a manifest.
+    write_dataset(tmp_path / "ds", [make_snapshot(rng, name="t", split="test")])
+    (tmp_path / "elsewhere").mkdir()
+    copy = shutil.copy(tmp_path / "ds" / "t.npz", tmp_path / "elsewhere" / "renamed.npz")
+    assert read_snapshot(copy, split="train").split == "test"
+    assert load([copy], split="validation") == []
+    # "test" wins whether the file or the manifest says it, and the other says otherwise.
+    write_dataset(tmp_path / "ds2", [make_snapshot(rng, name="u", split="train")])
+    for ds, name, split in (("ds", "t", "train"), ("ds2", "u", "test")):
+        manifest = read_manifest(tmp_path / ds)
+        manifest["snapshots"][0]["split"] = split
+        write_manifest(tmp_path / ds, manifest)
+        assert read_snapshot(tmp_path / ds / f"{name}.npz", split="validation").split == "test"
+        assert load([tmp_path / ds], split="train") == [] and len(load([tmp_path / ds], split="test")) == 1
+
+
+def test_a_file_must_match_its_manifest_entry(rng, tmp_path):
+    import shutil
+
+    from bigdens.data import read_dataset, read_snapshot
+
+    write_dataset(tmp_path / "ds", [make_snapshot(rng, name="a", split="test"),
+                                    make_snapshot(rng, name="b", atoms=fcc_al((1, 1, 1)), shape=(6, 6, 6))])
+    entry = read_manifest(tmp_path / "ds")["snapshots"][0]
+    assert len(entry["digest"]) == 64
+    # Another structure put in place of a test cell cannot take the train split of its own file.
+    b = read_snapshot(tmp_path / "ds" / "b.npz")
+    shutil.copy(tmp_path / "ds" / "b.npz", tmp_path / "ds" / "a.npz")
+    with pytest.raises(InputError, match="does not match its entry in .*dataset.json.*digest"):
+        read_snapshot(tmp_path / "ds" / "a.npz")
+    with pytest.raises(InputError, match="does not match its entry"):
+        read_dataset(tmp_path / "ds")
+    # Manifests written before digests: the size is checked.
+    old = tmp_path / "old"
+    write_dataset(old, [make_snapshot(rng, name="a", split="test")])
+    m = read_manifest(old)
+    del m["snapshots"][0]["digest"]
+    write_manifest(old, m)
+    _without_split(tmp_path / "ds" / "b.npz", old / "a.npz")
+    with pytest.raises(InputError, match="n_atoms 4, listed 8"):
+        read_snapshot(old / "a.npz")
+    assert b.split == "train"
+
+
+def test_structure_digest_is_the_structure_only(rng):
+    import dataclasses
+
+    from bigdens.data import structure_digest
+    from bigdens.store import structure_hash
+
+    s = make_snapshot(rng)
+    d = structure_digest(s)
+    assert d == structure_hash(s.cell, s.positions, s.numbers)
+    assert structure_digest(dataclasses.replace(s, name="other", split="test", density=s.density * 2)) == d
+    moved = s.positions.copy()
+    moved[0, 0] += 1e-9
+    assert structure_digest(dataclasses.replace(s, positions=moved)) != d
+
+
+def test_the_registry_of_shipped_test_cells_is_current():
+    """bigdens/test_cells.json holds the digest of every test-split snapshot of datasets/ and nothing else;
+    rewrite it with `.venv/bin/python -c "from bigdens import data; data.write_test_cells('datasets')"`."""
+    from bigdens.data import find_test_cells, read_dataset, shipped_test_cells, structure_digest
+
+    found = find_test_cells(ROOT / "datasets")
+    registry = shipped_test_cells()
+    assert registry == {c["digest"]: c["cell"] for c in found}, "bigdens/test_cells.json is out of date"
+    folders = sorted(p.parent for p in (ROOT / "datasets").glob("*/dataset.json"))
+    entries = [(f.name, e) for f in folders for e in read_manifest(f)["snapshots"]]
+    tests = sorted(f"{f}/{e['name']}" for f, e in entries if e["split"] == "test")
+    assert sorted(registry.values()) == tests and len(tests) >= 20  # one digest per cell: no two alike
+    # No shipped train or validation cell has a test cell's structure (they would be refused).
+    for f in folders:
+        for s in read_dataset(f):
+            assert (structure_digest(s) in registry) == (s.split == "test"), s.name
+
+
+def test_a_missing_registry_is_a_broken_installation(tmp_path):
+    from bigdens.data import shipped_test_cells
+    from bigdens.errors import SetupError
+
+    with pytest.raises(SetupError, match="registry of the shipped test cells .* reinstall it"):
+        shipped_test_cells(tmp_path / "test_cells.json")
+    (tmp_path / "test_cells.json").write_text('{"format": "other"}')
+    with pytest.raises(SetupError, match="format 'other'"):
+        shipped_test_cells(tmp_path / "test_cells.json")
+    shipped_test_cells().clear()  # a copy: the registry itself stays
+    assert len(shipped_test_cells()) >= 20
+
+
+def test_refuse_test_cells(rng):
+    import dataclasses
+
+    from bigdens.data import read_snapshot, refuse_test_cells
+
+    refuse_test_cells([make_snapshot(rng, split="validation"), read_snapshot(SHIPPED_TRAIN)], todo="do that")
+    with pytest.raises(InputError, match=r"^snapshot x is in the test split: do that$"):
+        refuse_test_cells([make_snapshot(rng, name="x", split="test")], todo="do that")
+    copy = dataclasses.replace(read_snapshot(SHIPPED_TEST), name="mine", split="validation")
+    with pytest.raises(InputError, match=r"^snapshot mine \(= al32/al32-T0300-01\) is a copy of a test cell shipped "
+                                         r"in datasets/ \(the same structure\): do that$"):
+        refuse_test_cells([copy], todo="do that")
+
+
+def _refused(capsys, argv, command):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith(f"bigdens {command}: error: "), err
+    return err
+
+
+def test_calibrate_refuses_test_cells_by_path_and_renamed_copies(tmp_path, capsys):
+    import shutil
+
+    model = ROOT / "bigdens" / "models" / "al.safetensors"
+    out = tmp_path / "cal.safetensors"
+    cheap = ["--mc-samples", "2", "--threads", "1"]  # (should a refusal fail to come)
+    err = _refused(capsys, ["calibrate", str(model), str(SHIPPED_TEST), *cheap, "-o", str(out)], "calibrate")
+    assert "snapshot al32-T0300-01 is in the test split" in err
+    # A renamed copy in a folder without a manifest, of the old format (no recorded split), labelled validation.
+    (tmp_path / "mine").mkdir()
+    copy = shutil.copy(SHIPPED_TEST, tmp_path / "mine" / "val-0.npz")
+    for extra in ([], ["--split", "validation"]):
+        err = _refused(capsys, ["calibrate", str(model), str(copy), *extra, *cheap, "-o", str(out)], "calibrate")
+        assert "snapshot val-0 (= al32/al32-T0300-01) is a copy of a test cell shipped in datasets/" in err
+    assert not out.exists()
+
+
+def test_train_refuses_a_test_cell_as_training_or_validation_data(tmp_path, capsys):
+    import shutil
+
+    al4 = ROOT / "tests" / "data" / "al4"
+    out = tmp_path / "m.safetensors"
+    copy = shutil.copy(SHIPPED_TEST, tmp_path / "renamed.npz")
+    shipped = str(ROOT / "bigdens" / "models" / "al.safetensors")
+    for argv, why in ((["train", str(al4), "--val", str(SHIPPED_TEST)], "is in the test split"),
+                      (["train", str(copy), "--val", str(al4)], "is a copy of a test cell"),
+                      (["finetune", shipped, str(SHIPPED_TEST), "--val", str(al4)], "is in the test split")):
+        cheap = ["--epochs", "1", "--points-per-epoch", "1000", "--threads", "1"]  # (should a refusal fail to come)
+        err = _refused(capsys, [*argv, *cheap, "-o", str(out)], argv[0])
+        assert why in err and "never on test data" in err, err
+    assert not out.exists()

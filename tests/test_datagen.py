@@ -53,6 +53,141 @@ def test_protocol_grid_and_kpoints():
         DFTSettings(kpts=(0, 1, 1))
 
 
+def test_protocol_registry_round_trip():
+    import dataclasses
+
+    from bigdens.datagen import settings as st
+
+    v1, v2 = datagen.protocol_settings("v1"), datagen.protocol_settings("v2")
+    # DFTSettings() is v1; the aliases and the full names give the same frozen settings.
+    assert DFTSettings() == v1 and v1.protocol == PROTOCOL == "bigdens-dft-v1"
+    assert datagen.protocol_settings("bigdens-dft-v1") is v1 and datagen.protocol_settings("bigdens-dft-v2") is v2
+    # v2: v1's physics, v2's numerical constants (each set once in settings.py), and it names itself v2.
+    assert v2.protocol == "bigdens-dft-v2" == datagen.protocol_name("v2")
+    assert (v2.xc, v2.setups, v2.smearing, v2.kpts, v2.gpts) == (v1.xc, v1.setups, v1.smearing, None, None)
+    assert (v2.kpoint_length, v2.ecut, v2.density_convergence, v2.grid_spacing, v2.grid_multiple) == (
+        st.V2_KPOINT_LENGTH, st.V2_ECUT, st.V2_DENSITY_CONVERGENCE, st.V2_GRID_SPACING, st.V2_GRID_MULTIPLE)
+    assert DFTSettings(kpoint_length=st.V2_KPOINT_LENGTH, ecut=st.V2_ECUT, density_convergence=st.V2_DENSITY_CONVERGENCE,
+                       grid_spacing=st.V2_GRID_SPACING, grid_multiple=st.V2_GRID_MULTIPLE).protocol == "bigdens-dft-v2"
+    # Every protocol names itself back, so no two have equal settings.
+    assert [s.protocol for s in datagen.PROTOCOLS.values()] == list(datagen.PROTOCOLS) == [PROTOCOL, "bigdens-dft-v2"]
+    assert datagen.PROTOCOL_ALIASES == {"v1": "bigdens-dft-v1", "v2": "bigdens-dft-v2"}
+    with pytest.raises(TypeError):
+        datagen.PROTOCOLS["bigdens-dft-v3"] = v2  # read-only
+    # Any changed field makes a custom protocol, different from either protocol's and from the other base's.
+    for base in (v1, v2):
+        for change in ({"ecut": 800.0}, {"kpoint_length": 20.0}, {"density_convergence": 1e-6},
+                       {"grid_spacing": 0.7}, {"smearing": 0.2}, {"kpts": (1, 1, 1)}):
+            custom = dataclasses.replace(base, **change).protocol
+            assert custom.startswith("custom-") and len(custom) == len("custom-") + 10, (base.protocol, change)
+    assert dataclasses.replace(v1, ecut=800.0).protocol != dataclasses.replace(v2, ecut=800.0).protocol
+    # The library's default stays v1; new data from `bigdens datagen` defaults to v2.
+    assert datagen.DEFAULT_PROTOCOL == PROTOCOL and datagen.RECOMMENDED_PROTOCOL == "bigdens-dft-v2"
+    for bad in ("v3", "bigdens-dft-v3", "V2", "", DFTSettings(ecut=800.0).protocol):
+        with pytest.raises(InputError) as info:
+            datagen.protocol_settings(bad)
+        assert str(info.value) == (f"DFT protocol {bad!r} is unknown; known protocols: v1 (bigdens-dft-v1), "
+                                   "v2 (bigdens-dft-v2)")
+
+
+def test_protocol_flag_picks_the_k_mesh():
+    from bigdens.cli.datagen import dft_settings_from_flags
+
+    al32 = fcc_al((2, 2, 2)).cell[:]
+    v1 = dft_settings_from_flags("v1", kpts=None, gpts=None)
+    v2 = dft_settings_from_flags("v2", kpts=None, gpts=None)
+    assert v1.protocol == "bigdens-dft-v1" and v2.protocol == "bigdens-dft-v2"
+    assert v1.kpts_for(al32) == (2, 2, 2)  # ceil(16 / 8.1)
+    n = int(np.ceil(datagen.settings.V2_KPOINT_LENGTH / 8.1))
+    assert v2.kpts_for(al32) == (n, n, n) and v2.kpts_for(al32) != v1.kpts_for(al32)
+    assert dft_settings_from_flags("bigdens-dft-v2", kpts=None, gpts=None) == v2  # full names too
+    assert dft_settings_from_flags(None, kpts=None, gpts=None) == v2  # a new data set: v2
+    # --kpts / --gpts override the protocol's rule: a custom protocol, on top of the chosen one.
+    fixed = dft_settings_from_flags("v2", kpts=[1, 1, 1], gpts=None)
+    assert fixed.kpts_for(al32) == (1, 1, 1) and fixed.protocol.startswith("custom-")
+    assert fixed.kpoint_length == v2.kpoint_length
+    with pytest.raises(InputError, match=r"^--protocol 'v3' is unknown; known protocols: v1 \(bigdens-dft-v1\), "):
+        dft_settings_from_flags("v3", kpts=None, gpts=None)
+
+
+def test_unknown_protocol_is_one_line_before_any_work(monkeypatch, capsys):
+    monkeypatch.setattr("bigdens.datagen.plan.thermalize", lambda *a, **k: pytest.fail("MD ran"))
+    assert main(["datagen", "al", "--temperatures", "300", "--protocol", "v3", "-o", "ds"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == ("bigdens datagen: error: --protocol 'v3' is unknown; known protocols: "
+                                 "v1 (bigdens-dft-v1), v2 (bigdens-dft-v2)\n")
+    assert not os.path.exists("ds")
+
+
+def _plan_only(*flags, out="ds"):
+    # `bigdens datagen al ... --max-snapshots 0`: the MD and plan.json, no DFT.
+    return main(["datagen", "al", "--temperatures", "300", "--equilibration", "0.02", "--interval", "0.01",
+                 "--max-snapshots", "0", *flags, "-o", out])
+
+
+def test_plan_records_the_protocol_and_a_rerun_keeps_it(monkeypatch, capsys):
+    monkeypatch.setattr(datagen, "check_requirements", lambda *a, **k: None)  # no GPAW: no DFT runs
+    # A new data set gets v2 unless told; the first line says so, plan.json records it.
+    assert _plan_only() == 0
+    out = capsys.readouterr().out.splitlines()
+    v2 = datagen.protocol_settings("v2")
+    assert out[0] == f"DFT protocol bigdens-dft-v2: {v2.describe()}"
+    request = json.loads(open("ds/plan.json").read())["request"]
+    assert request["protocol"] == "bigdens-dft-v2" and request["dft_settings"]["kpoint_length"] == v2.kpoint_length
+    assert datagen.recorded_protocol("ds") == "bigdens-dft-v2"
+    assert _plan_only("--protocol", "v1", out="ds1") == 0
+    assert capsys.readouterr().out.startswith("DFT protocol bigdens-dft-v1: ")
+    assert json.loads(open("ds1/plan.json").read())["request"]["protocol"] == "bigdens-dft-v1"
+    # Rerunning the command without --protocol resumes a v1 data set in v1 (not the new default) ...
+    plan_before = open("ds1/plan.json").read()
+    assert _plan_only(out="ds1") == 0
+    assert capsys.readouterr().out.startswith("DFT protocol bigdens-dft-v1: ")
+    # ... and so does one with --kpts, whose custom protocol was made on top of v1.
+    assert _plan_only("--protocol", "v1", "--kpts", "1", "1", "1", out="ds1k") == 0
+    custom = datagen.recorded_protocol("ds1k")
+    assert custom.startswith("custom-") and capsys.readouterr().out.startswith(f"DFT protocol {custom}: ")
+    assert _plan_only("--kpts", "1", "1", "1", out="ds1k") == 0
+    assert capsys.readouterr().out.startswith(f"DFT protocol {custom}: ")
+    # An explicit other protocol is refused, in one line that names the fixes; nothing changes.
+    assert _plan_only("--protocol", "v2", out="ds1") == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert "'ds1' is a protocol 'bigdens-dft-v1' data set, not 'bigdens-dft-v2'" in err
+    assert "(--protocol v1)" in err and "--allow-mixed-protocols" in err
+    assert open("ds1/plan.json").read() == plan_before and not os.path.exists("ds1/dataset.json")
+
+
+def test_other_protocol_is_added_only_when_allowed(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr("bigdens.datagen.dft.dft_density", fake_dft(calls))
+    planned = []
+
+    def plan():
+        planned.append(1)
+        return make_plan({"al4": fcc_al(1)}, temperatures=[300], snapshots_per_temperature=3, md=FAST_MD, seed=1)
+
+    v1, v2 = datagen.protocol_settings("v1"), datagen.protocol_settings("v2")
+    out = tmp_path / "ds"
+    datagen.generate(out, plan, request={}, dft=v1, max_snapshots=1, progress=None)
+    assert read_manifest(out)["protocol"] == "bigdens-dft-v1" and load([out])[0].protocol == "bigdens-dft-v1"
+    with pytest.raises(InputError, match=r"is a protocol 'bigdens-dft-v1' data set, not 'bigdens-dft-v2'; "
+                                         r"resume it with its own protocol \(--protocol v1\)"):
+        datagen.generate(out, plan, request={}, dft=v2, progress=None)
+    assert len(calls) == 1 and len(read_manifest(out)["snapshots"]) == 1
+    # Allowed: the plan is reused, the new snapshot records v2, the manifest becomes "mixed".
+    datagen.generate(out, plan, request={}, dft=v2, max_snapshots=1, progress=None, allow_mixed_protocols=True)
+    manifest = read_manifest(out)
+    assert planned == [1] and len(calls) == 2 and manifest["protocol"] == "mixed"
+    assert [e["protocol"] for e in manifest["snapshots"]] == ["bigdens-dft-v1", "bigdens-dft-v2"]
+    with pytest.raises(InputError, match="2 different DFT protocols"):
+        load([out])
+    assert [s.protocol for s in load([out], allow_mixed_protocols=True)] == ["bigdens-dft-v1", "bigdens-dft-v2"]
+    # A mixed data set takes more only when allowed, whatever the protocol.
+    with pytest.raises(InputError, match="mixes protocols already"):
+        datagen.generate(out, plan, request={}, dft=v1, progress=None)
+    assert len(calls) == 2
+
+
 def test_tersoff_si_part_reproduces_matscipy():
     pytest.importorskip("matscipy")
     from matscipy.calculators.manybody import Manybody

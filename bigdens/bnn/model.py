@@ -15,7 +15,7 @@ from ..descriptors import DescriptorParams
 from ..errors import InputError
 from .prediction import predict_last_layer, predict_mean_field
 from .sampling import _empty_results, _make_net, _torch, sample_seed
-from .settings import FORMAT_VERSION, METADATA_KEY, Architecture, Scaling
+from .settings import FORMAT_VERSION, FORMAT_VERSION_NO_SIGMA_MAP, METADATA_KEY, Architecture, Scaling
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -133,6 +133,8 @@ class DensityModel:
             Bond spread of the structure the points belong to, Å
             (:func:`bigdens.thermal.bond_spread`): the aleatoric variance is
             multiplied by :meth:`Scaling.aleatoric_factor` of it.  None: factor 1.
+            Last, a model with a σ map (format 3) multiplies both variances by
+            :meth:`Scaling.sigma_ratio` ² of the point's total σ.
 
         Returns
         -------
@@ -180,7 +182,8 @@ class DensityModel:
             and ``w = sqrt(variance factor)`` (``Scaling.variance_factor``
             of the point's nearest-atom distance): the calibrated per-sample
             fields ``ρ̄ + w·(ρ_s − ρ̄)`` have the epistemic variance
-            :meth:`predict` returns.  Summed in float64 in point order.
+            :meth:`predict` returns before the σ map (format 3), which is a
+            per-point recalibration of σ and does not enter these sums.  Summed in float64 in point order.
             With ``groups = arange(n_points)`` they are the per-sample
             deviations of every point (a debugging aid).
         """
@@ -237,6 +240,11 @@ class DensityModel:
         g = self.scaling.aleatoric_factor(disorder)
         if g != 1.0:
             ale = (ale * g).astype(np.float32)
+        if self.scaling.sigma_knots:
+            # The σ map (format 3) scales both variances alike; the per-group sums keep the factors above.
+            r2 = self.scaling.sigma_ratio(np.sqrt(epi.astype(np.float64) + ale)) ** 2
+            epi = (epi * r2).astype(np.float32)
+            ale = (ale * r2).astype(np.float32)
         return mean, epi, ale, sums
 
     def nearest_distance(self, features) -> np.ndarray:
@@ -280,13 +288,17 @@ class DensityModel:
 
     # -- files -----------------------------------------------------------------------
     def metadata(self) -> dict:
+        """The file's JSON metadata; a model without a σ map is written as format 2, field for field."""
+        scaling = asdict(self.scaling)
+        if not self.scaling.sigma_knots:
+            del scaling["sigma_knots"], scaling["sigma_log_ratios"]
         return {
             "format": "bigdens-model",
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.scaling.sigma_knots else FORMAT_VERSION_NO_SIGMA_MAP,
             "bigdens_version": __version__,
             "descriptor": self.params.to_dict(),
             "architecture": asdict(self.arch),
-            "scaling": asdict(self.scaling),
+            "scaling": scaling,
             "info": self.info,
         }
 

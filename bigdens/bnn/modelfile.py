@@ -81,7 +81,9 @@ def load(path: str | Path) -> DensityModel:
                           region_scales=tuple(sc.get("region_scales", ())),
                           disorder_reference=float(sc.get("disorder_reference", 0.0)),
                           disorder_slope=float(sc.get("disorder_slope", 0.0)),
-                          disorder_floor=float(sc.get("disorder_floor", 0.0)))
+                          disorder_floor=float(sc.get("disorder_floor", 0.0)),
+                          sigma_knots=tuple(sc.get("sigma_knots", ())),
+                          sigma_log_ratios=tuple(sc.get("sigma_log_ratios", ())))
         if len(scaling.feature_mean) != params.n_features or len(scaling.feature_std) != params.n_features:
             raise ValueError("feature scaling does not match the descriptor size")
         model = DensityModel(params=params, arch=arch, scaling=scaling,

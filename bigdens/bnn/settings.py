@@ -12,8 +12,11 @@ from ..errors import InputError
 
 #: Version of the model file layout; files with a larger number are refused.  Format 2 adds the
 #: network kind, the cross-species descriptor block and per-region variance factors; format-1
-#: files load as mean-field models without the cross block.
-FORMAT_VERSION = 2
+#: files load as mean-field models without the cross block.  Format 3 adds the σ map
+#: (:meth:`Scaling.sigma_ratio`); a model without one is still written as format 2.
+FORMAT_VERSION = 3
+#: The format a model without a σ map is written in (readers of format 2 read it unchanged).
+FORMAT_VERSION_NO_SIGMA_MAP = 2
 #: Network kinds (:class:`Architecture`).
 KINDS = ("mean-field", "last-layer")
 #: Salt of the Monte Carlo seed (:func:`sample_seed`); changing it changes every prediction.
@@ -106,8 +109,25 @@ class Scaling:
     disorder_reference: float = 0.0
     disorder_slope: float = 0.0
     disorder_floor: float = 0.0
+    #: The σ map (format 3), fitted by :func:`bigdens.train.calibrate` so that RMSE = RMV in every σ
+    #: decile of the calibration data: a point whose σ (total, after every other factor) is s gets
+    #: both variances times ``exp(2·h(ln s))``, ``h`` piecewise linear through (``sigma_knots``,
+    #: ``sigma_log_ratios``) (ln of σ in e/Å³, ln of the ratio), constant beyond the end knots, and
+    #: ``ln s + h(ln s)`` non-decreasing (a larger σ stays at least as large).  Empty: no map.
+    sigma_knots: tuple[float, ...] = ()
+    sigma_log_ratios: tuple[float, ...] = ()
 
     def __post_init__(self):
+        knots = tuple(float(v) for v in self.sigma_knots)
+        logs = tuple(float(v) for v in self.sigma_log_ratios)
+        if len(knots) != len(logs) or not all(math.isfinite(v) for v in knots + logs) or any(
+                b <= a for a, b in zip(knots, knots[1:])):
+            raise InputError(f"the σ map needs as many finite log ratios as increasing knots, got {len(knots)} knots "
+                             f"and {len(logs)} ratios")
+        if any((b + hb) < (a + ha) - 1e-9 for a, b, ha, hb in zip(knots, knots[1:], logs, logs[1:])):
+            raise InputError("the σ map must not make a larger σ smaller (ln s + h(ln s) must be non-decreasing)")
+        object.__setattr__(self, "sigma_knots", knots)
+        object.__setattr__(self, "sigma_log_ratios", logs)
         if not all(math.isfinite(v) and v >= 0 for v in (self.disorder_slope, self.disorder_reference,
                                                           self.disorder_floor)):
             raise InputError(f"the disorder factor needs a slope >= 0, a reference >= 0 and a floor >= 0, got "
@@ -131,6 +151,14 @@ class Scaling:
             return np.full(d_min.shape, self.variance_scale)
         cls = np.searchsorted(np.asarray(self.region_edges), d_min, side="right")
         return self.variance_scale * np.asarray(self.region_scales)[cls]
+
+    def sigma_ratio(self, sigma: np.ndarray) -> np.ndarray:
+        """The σ map's factor on σ (≥ 0, float64) for total σ ``sigma`` (e/Å³, any shape); 1 without a map."""
+        sigma = np.asarray(sigma, dtype=np.float64)
+        if not self.sigma_knots:
+            return np.ones(sigma.shape)
+        x = np.log(np.maximum(sigma, 1e-300))
+        return np.exp(np.interp(x, self.sigma_knots, self.sigma_log_ratios))
 
     def aleatoric_factor(self, disorder: float | None) -> float:
         """Factor on the aleatoric variance of a structure of bond spread ``disorder`` (Å).

@@ -8,6 +8,22 @@ Examples::
         --snapshots-per-temperature 2 -o datasets/sige64
 
 Rerunning the same command on the same directory resumes it.
+
+DFT protocol (``--protocol``)
+-----------------------------
+A new data set gets protocol ``bigdens-dft-v2`` unless ``--protocol v1`` is
+given: v2 has v1's physics with converged numerical settings
+(:data:`bigdens.datagen.PROTOCOLS`, docs/data.md "Protocols"), so it is what
+new training data should use.  Without ``--protocol``, a rerun on an existing
+data set resumes it in *its own* protocol (the registered protocol that, with
+the given ``--kpts``/``--gpts``, gives the protocol its manifest or plan.json
+records): "rerun the same command to resume" keeps working for data sets
+started before v2 existed, instead of failing on a default that changed under
+them.  An explicit ``--protocol`` that differs from the data set's is refused
+unless ``--allow-mixed-protocols``.  Either way the run's first line names the
+protocol and its settings, and the protocol is recorded in ``plan.json``, the
+manifest and every snapshot's provenance.  (The library's own default,
+``bigdens.datagen.generate(dft=DFTSettings())``, stays v1.)
 """
 
 from __future__ import annotations
@@ -19,9 +35,10 @@ SPLIT = (0.7, 0.15, 0.15)
 
 HELP = "make a DFT density data set: Langevin thermalization, snapshots, GPAW single points (resumable)"
 
-#: Settings fields (:mod:`bigdens.datagen.settings`) -> the option that sets them, named in error messages.
+#: Settings fields (:mod:`bigdens.datagen.settings`; ``protocol``: a protocol name, the ``setting`` of
+#: :func:`~bigdens.datagen.protocol_name`'s error) -> the option that sets them, named in error messages.
 FLAGS = {"timestep_fs": "--timestep", "equilibration_ps": "--equilibration", "interval_ps": "--interval",
-         "melt_temperature_K": "--melt-temperature", "kpts": "--kpts", "gpts": "--gpts"}
+         "melt_temperature_K": "--melt-temperature", "kpts": "--kpts", "gpts": "--gpts", "protocol": "--protocol"}
 
 
 def settings_from_flags(cls, **values):
@@ -42,6 +59,43 @@ def settings_from_flags(cls, **values):
         if name not in FLAGS:
             raise
         raise InputError(f"{cls.__name__}.{name} ({FLAGS[name]}) {exc.problem}") from None
+
+
+def dft_settings_from_flags(protocol: str | None, *, kpts, gpts, output=None):
+    """The DFT settings of ``--protocol``, ``--kpts`` and ``--gpts`` (see the module docstring).
+
+    ``protocol`` None: the protocol of the data set in ``output`` being resumed,
+    else :data:`~bigdens.datagen.RECOMMENDED_PROTOCOL` (v2).  ``--kpts`` or
+    ``--gpts`` override the protocol's rule and so make a custom protocol.
+
+    Raises
+    ------
+    InputError
+        ``"--protocol 'v3' is unknown; known protocols: v1 (bigdens-dft-v1), v2 (bigdens-dft-v2)"``,
+        or a bad ``--kpts``/``--gpts`` (named as :func:`settings_from_flags` names them).
+    """
+    from dataclasses import asdict
+
+    from ..datagen import PROTOCOLS, RECOMMENDED_PROTOCOL, DFTSettings, protocol_name, recorded_protocol
+    from ..errors import InputError
+
+    overrides = {"kpts": tuple(kpts) if kpts else None, "gpts": tuple(gpts) if gpts else None}
+
+    def settings(name: str) -> "DFTSettings":
+        return settings_from_flags(DFTSettings, **dict(asdict(PROTOCOLS[name]), **overrides))
+
+    if protocol is not None:
+        try:
+            return settings(protocol_name(protocol))
+        except InputError as exc:
+            if getattr(exc, "setting", None) != "protocol":
+                raise
+            raise InputError(f"{FLAGS['protocol']} {protocol!r} {exc.problem}") from None
+    have = recorded_protocol(output) if output is not None else None
+    for name in PROTOCOLS:
+        if have is not None and settings(name).protocol == have:
+            return settings(name)
+    return settings(RECOMMENDED_PROTOCOL)
 
 
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,11 +151,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                  help=f"fractions of the snapshots in the train, validation and test splits (default "
                       f"{' '.join(map(str, SPLIT))})")
     parser.add_argument("--all-test", action="store_true", help="put every snapshot in the test split")
-    dft = parser.add_argument_group("DFT (defaults: protocol bigdens-dft-v1)")
+    dft = parser.add_argument_group("DFT (protocol bigdens-dft-v2 unless told otherwise; docs/data.md, Protocols)")
+    dft.add_argument("--protocol", metavar="{v1,v2}",
+                     help="DFT protocol: v2 (bigdens-dft-v2, converged settings; the default for a new data set) or "
+                          "v1 (bigdens-dft-v1, the shipped data sets); full names accepted. Default when -o is a data "
+                          "set being resumed: its own protocol")
+    dft.add_argument("--allow-mixed-protocols", action="store_true",
+                     help="add snapshots of --protocol to a data set (-o) of another protocol (its manifest's "
+                          "protocol becomes 'mixed')")
     dft.add_argument("--kpts", type=int, nargs=3, metavar=("K1", "K2", "K3"),
-                     help="fixed k-point mesh (changes the protocol; default ceil(16 Å/|a_i|))")
+                     help="fixed k-point mesh (makes a custom protocol; default: the protocol's ceil(L/|a_i|))")
     dft.add_argument("--gpts", type=int, nargs=3, metavar=("N1", "N2", "N3"),
-                     help="fixed grid shape (changes the protocol; default 4*ceil(|a_i|/0.8 Å))")
+                     help="fixed grid shape (makes a custom protocol; default: the protocol's M*ceil(|a_i|/h))")
     parser.add_argument("--max-snapshots", type=int, metavar="N", help="stop after N new snapshots")
     parser.add_argument("--log-dir", metavar="DIR", help="write GPAW's text log of each snapshot here")
     parser.add_argument("--description", default="", help="free text for the manifest")
@@ -113,8 +174,7 @@ def run(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
 
-    from ..datagen import (DFTSettings, assign_splits, build_variants, check_requirements,
-                           check_temperatures, generate, make_plan)
+    from ..datagen import assign_splits, build_variants, check_requirements, check_temperatures, generate, make_plan
     from ..errors import InputError
 
     md = check_generator_arguments(args)
@@ -135,14 +195,15 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"system {args.system!r} is a directory; give 'al', 'sige' or a structure file")
         if not Path(structure_file).is_file():
             raise InputError(f"system must be 'al', 'sige' or an existing structure file, got {args.system!r}")
-    dft = settings_from_flags(DFTSettings, kpts=tuple(args.kpts) if args.kpts else None,
-                              gpts=tuple(args.gpts) if args.gpts else None)
+    dft = dft_settings_from_flags(args.protocol, kpts=args.kpts, gpts=args.gpts)  # bad flags first, then -o
     fractions = (0.0, 0.0, 1.0) if args.all_test else tuple(args.split_fractions or SPLIT)
     assign_splits([], fractions=fractions, seed=args.seed)  # fail now, not after the MD, on bad fractions
     out = Path(args.output).absolute()
     there = next(p for p in (out, *out.parents) if p.exists())
     if not there.is_dir():
         raise InputError(f"-o {args.output!r}: {str(there)!r} exists and is not a folder; choose another -o")
+    if args.protocol is None:  # resuming a data set: its own protocol (module docstring)
+        dft = dft_settings_from_flags(None, kpts=args.kpts, gpts=args.gpts, output=out)
     with warnings.catch_warnings(record=True) as notes:  # shown with the first line of progress (say)
         warnings.simplefilter("always")
         variants, info = build_variants(system, cells=args.cells, x_values=args.x, vacancies=args.vacancies,
@@ -178,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
 
     with progress_lines("bigdens.datagen", before=show_notes):  # the MD, plan and DFT lines, on stdout
         out = generate(args.output, plan, request=request, dft=dft, description=args.description,
-                       max_snapshots=args.max_snapshots, log_dir=args.log_dir)
+                       max_snapshots=args.max_snapshots, log_dir=args.log_dir,
+                       allow_mixed_protocols=args.allow_mixed_protocols)
     print(f"data set {str(out)!r} is up to date")
     return 0

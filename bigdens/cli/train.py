@@ -56,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_split(args) -> tuple[list, list]:
-    """Training and validation snapshots from ``DATA`` and ``--val``."""
-    from ..data import load
+    """Training and validation snapshots from ``DATA`` and ``--val``; never test cells
+    (:func:`bigdens.data.refuse_test_cells`)."""
+    from ..data import load, refuse_test_cells
     from ..errors import InputError
 
     mixed = args.allow_mixed_protocols
@@ -81,6 +82,10 @@ def load_split(args) -> tuple[list, list]:
         raise InputError(f"no training snapshots in {args.data}: the data sets hold only validation/test splits")
     if not val:
         raise InputError("no validation snapshot: give --val DATA or a data set with a 'validation' split")
+    # Validation snapshots early-stop the fit and calibrate its σ: neither they nor the training data may be test data.
+    refuse_test_cells([*train, *val],
+                      todo="train and validate on train and validation snapshots, never on test data (a data-set "
+                           "folder gives its train split, --val FOLDER its validation split)")
     return train, val
 
 

@@ -4,7 +4,8 @@
 ``plan.json`` (or makes and saves the plan), computes only the snapshots that
 the manifest does not list yet and writes each one atomically into the data
 set (:mod:`bigdens.data`).  A lock file (``.datagen.lock``) keeps two runs
-from writing the same directory.
+from writing the same directory, and a data set keeps one DFT protocol
+(:func:`recorded_protocol`) unless mixing is asked for.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import numpy as np
 from .._imports import attempt_import
 from ..errors import InputError
 from .dft import compute_snapshot
-from .plan import PLAN_FILE, PlannedSnapshot, load_plan, save_plan
+from .plan import PLAN_FILE, PlannedSnapshot, load_plan, read_request, save_plan
 from .potentials import potential_name
-from .settings import DFTSettings, MDSettings
+from .settings import PROTOCOL_ALIASES, PROTOCOLS, DFTSettings, MDSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -51,6 +52,42 @@ def check_requirements(variants: dict[str, "Atoms"], *, md: MDSettings, dft: boo
         attempt_import("gpaw", purpose="computing DFT densities (bigdens datagen)")
     if any(potential_name(atoms, potential=md.potential) == "tersoff-sige" for atoms in variants.values()):
         attempt_import("matscipy", purpose="thermalizing Si/Ge with the Tersoff potential")
+
+
+def recorded_protocol(directory: str | Path) -> str | None:
+    """The DFT protocol of the data set in ``directory``, or None for a new directory.
+
+    The manifest's ``protocol`` (``"mixed"`` where mixing was allowed), else,
+    for a run stopped before its first snapshot (``--max-snapshots 0``), the
+    protocol its ``plan.json`` was made for.
+
+    Raises
+    ------
+    InputError
+        If the manifest or ``plan.json`` is damaged.
+    """
+    from ..data import MANIFEST, read_manifest
+
+    directory = Path(directory)
+    if (directory / MANIFEST).is_file():
+        return read_manifest(directory).get("protocol")
+    request = read_request(directory) if directory.is_dir() else None
+    return None if request is None else request.get("protocol")
+
+
+def _other_protocol(directory: Path, have: str, want: str) -> InputError:
+    # The refusal to write protocol `want` snapshots into a data set of protocol `have`.
+    alias = {full: short for short, full in PROTOCOL_ALIASES.items()}
+    if have == "mixed":
+        resume = "it mixes protocols already"
+    elif have in PROTOCOLS:
+        resume = f"resume it with its own protocol (--protocol {alias.get(have, have)})"
+    else:
+        resume = "resume it with the DFT settings it was made with (its plan.json records them)"
+    return InputError(
+        f"{str(directory)!r} is a protocol {have!r} data set, not {want!r}; {resume}, write {want!r} data to a new "
+        "directory (-o), or pass allow_mixed_protocols=True (--allow-mixed-protocols) to mix the two in this one"
+    )
 
 
 class _DirLock:
@@ -103,6 +140,7 @@ def generate(
     max_snapshots: int | None = None,
     progress: Callable[[str], None] | None = None,
     log_dir: str | Path | None = None,
+    allow_mixed_protocols: bool = False,
 ) -> Path:
     """Make or resume a data set in ``directory``.
 
@@ -117,7 +155,10 @@ def generate(
         JSON-compatible description of everything that defines the run; a
         resumed run must have the same.
     dft
-        DFT settings.
+        DFT settings (default: protocol ``bigdens-dft-v1``, :data:`~bigdens.datagen.DEFAULT_PROTOCOL`;
+        :func:`~bigdens.datagen.protocol_settings` gives the others).  Their protocol
+        (:attr:`DFTSettings.protocol`) goes into the plan's request, the manifest and
+        every snapshot's provenance.
     description
         Free text stored in the manifest.
     max_snapshots
@@ -127,18 +168,38 @@ def generate(
         logger (``bigdens.datagen.pipeline``, INFO); default None: the logger.
     log_dir
         Directory for GPAW's text logs (one per snapshot), or None.
+    allow_mixed_protocols
+        Add snapshots of ``dft``'s protocol to a data set of another protocol
+        (its plan is reused, its manifest's protocol becomes ``"mixed"``).
 
     Returns
     -------
     Path
         The data-set directory.
+
+    Raises
+    ------
+    InputError
+        If ``directory`` is a data set of another protocol (:func:`recorded_protocol`)
+        and ``allow_mixed_protocols`` is False; or was started with another request.
     """
     say = progress or logger.info
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     request = dict(request, protocol=dft.protocol, dft_settings=asdict(dft))
     with _DirLock(directory):
-        plan = _load_or_make_plan(directory, plan_factory, request=request, say=say)
+        have = recorded_protocol(directory)
+        mixed = have is not None and have != dft.protocol
+        if mixed and not allow_mixed_protocols:
+            raise _other_protocol(directory, have, dft.protocol)
+        # Checked before the first line of output: a refused run shows only its error.
+        plan = load_plan(directory, request=request, ignore=("protocol", "dft_settings") if mixed else ())
+        say(f"DFT protocol {dft.protocol}: {dft.describe()}"
+            + (f" (added to a {have!r} data set: --allow-mixed-protocols)" if mixed else ""))
+        if plan is None:
+            plan = plan_factory()
+            save_plan(directory, plan, request=request)
+            say(f"planned {len(plan)} snapshots in {str(directory / PLAN_FILE)!r}")
         manifest = _open_manifest(directory, dft=dft, description=description)
         done = {e["name"] for e in manifest["snapshots"] if (directory / e["file"]).is_file()}
         _check_done_match_plan(directory, manifest, plan, done)
@@ -147,40 +208,25 @@ def generate(
             todo = todo[:max_snapshots]
         say(f"{len(done)} of {len(plan)} snapshots exist; computing {len(todo)}")
         _compute(directory, todo, manifest, first=len(done) + 1, total=len(plan), dft=dft, say=say,
-                 log_dir=log_dir)
+                 log_dir=log_dir, allow_mixed_protocols=mixed)
     return directory
 
 
-def _load_or_make_plan(directory: Path, plan_factory: Callable[[], list[PlannedSnapshot]], *,
-                       request: dict[str, Any], say: Callable[[str], None]) -> list[PlannedSnapshot]:
-    # The saved plan.json of a resumed run, else a new plan, saved before any DFT.
-    plan = load_plan(directory, request=request)
-    if plan is None:
-        plan = plan_factory()
-        save_plan(directory, plan, request=request)
-        say(f"planned {len(plan)} snapshots in {str(directory / PLAN_FILE)!r}")
-    return plan
-
-
 def _open_manifest(directory: Path, *, dft: DFTSettings, description: str) -> dict:
-    # The data set's manifest (a new one if there is none); InputError if it holds another protocol.
+    # The data set's manifest (a new one, of dft's protocol, if there is none); its protocol is checked by generate.
     from ..data import MANIFEST, new_manifest, read_manifest
 
     if not (directory / MANIFEST).is_file():
         return new_manifest(protocol=dft.protocol, description=description)
     manifest = read_manifest(directory)
-    if manifest.get("protocol") != dft.protocol:
-        raise InputError(
-            f"{str(directory)!r} holds protocol {manifest.get('protocol')!r} data, not {dft.protocol!r}; "
-            "write to a new directory"
-        )
     if description:
         manifest["description"] = description
     return manifest
 
 
 def _compute(directory: Path, todo: list[PlannedSnapshot], manifest: dict, *, first: int, total: int,
-             dft: DFTSettings, say: Callable[[str], None], log_dir: str | Path | None) -> None:
+             dft: DFTSettings, say: Callable[[str], None], log_dir: str | Path | None,
+             allow_mixed_protocols: bool = False) -> None:
     # The DFT of each snapshot of todo in turn, each added to the data set as soon as it is done.
     from ..data import add_snapshot
     from ..structure import species_counts
@@ -193,7 +239,7 @@ def _compute(directory: Path, todo: list[PlannedSnapshot], manifest: dict, *, fi
             f"k {dft.kpts_for(atoms.cell[:])}, grid {dft.gpts_for(atoms.cell[:])} ...")
         txt = Path(log_dir) / f"{directory.name}-{p.name}.txt" if log_dir else None
         snap = compute_snapshot(p, dft=dft, txt=txt)
-        manifest = add_snapshot(directory, snap, manifest=manifest)
+        manifest = add_snapshot(directory, snap, manifest=manifest, allow_mixed_protocols=allow_mixed_protocols)
         elapsed = time.perf_counter() - t_start
         eta = elapsed / (i + 1) * (len(todo) - i - 1)
         timing = snap.provenance["timing"]

@@ -190,14 +190,25 @@ def read_plan(directory: str | Path) -> list[PlannedSnapshot]:
     return [PlannedSnapshot.from_json(d) for d in _read_plan_file(path)["snapshots"]]
 
 
-def load_plan(directory: Path, *, request: dict[str, Any]) -> list[PlannedSnapshot] | None:
-    """The saved plan of ``directory`` if any; InputError if made by another request."""
+def read_request(directory: str | Path) -> dict[str, Any] | None:
+    """The request saved with the plan of ``directory`` (what defined the run), or None without a plan."""
+    path = Path(directory) / PLAN_FILE
+    return _read_plan_file(path).get("request", {}) if path.is_file() else None
+
+
+def load_plan(directory: Path, *, request: dict[str, Any], ignore: Sequence[str] = ()) -> list[PlannedSnapshot] | None:
+    """The saved plan of ``directory`` if any; InputError if made by another request.
+
+    ``ignore`` names request keys that may differ (``generate`` ignores the
+    protocol's when told to add another protocol's snapshots to a data set).
+    """
     path = directory / PLAN_FILE
     if not path.is_file():
         return None
     saved = _read_plan_file(path)
-    if saved.get("request") != json.loads(json.dumps(request)):
-        old, new = saved.get("request", {}), json.loads(json.dumps(request))
+    old = {k: v for k, v in saved.get("request", {}).items() if k not in ignore}
+    new = {k: v for k, v in json.loads(json.dumps(request)).items() if k not in ignore}
+    if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise InputError(
             f"{str(directory)!r} was started with other settings (differing: {', '.join(diff)}); "

@@ -1,5 +1,26 @@
 """The settings of a data-generation run: the DFT protocol and the MD thermalization.
 
+DFT protocols
+-------------
+A protocol is a name for a frozen :class:`DFTSettings`; every snapshot records
+the name of its settings (``provenance["protocol"]``) and a data set holds one
+protocol.  :data:`PROTOCOLS` registers them, as ASE and xarray register their
+formats and engines: full name -> settings.
+
+=================== ===================================================================
+``bigdens-dft-v1``  ``DFTSettings()``: LDA, HGH setups, Fermi-Dirac 0.1 eV, 600 eV,
+                    k-points ``ceil(16 Å / |a_i|)``, grid ``4·ceil(|a_i| / 0.8 Å)``,
+                    density tolerance 1e-5 (the shipped data sets)
+``bigdens-dft-v2``  the same physics with converged numerical settings
+                    (:data:`V2_KPOINT_LENGTH` ... :data:`V2_GRID_MULTIPLE`); recommended
+                    for new data
+=================== ===================================================================
+
+Input accepts the short aliases ``"v1"`` and ``"v2"`` (:data:`PROTOCOL_ALIASES`);
+what is recorded is always the full name.  :func:`protocol_settings` turns a
+name into its settings; :attr:`DFTSettings.protocol` turns settings back into
+their registered name, or ``"custom-<hash>"`` for settings no protocol has.
+
 An invalid value raises :class:`~bigdens.errors.InputError` naming the
 setting (``"MDSettings.timestep_fs must be a positive number, got 0.0"``);
 the error's ``setting`` attribute holds the field name, so that a command can
@@ -13,12 +34,30 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 
 from ..errors import InputError
 
+#: Name of protocol v1, the settings of ``DFTSettings()`` (the shipped data sets).
 PROTOCOL = "bigdens-dft-v1"
+#: Name of protocol v2: v1's physics with converged numerical settings.
+PROTOCOL_V2 = "bigdens-dft-v2"
+
+# Protocol v2's numerical settings, each set once here.  PLACEHOLDERS until
+# benchmarks/results/label_convergence.json fixes them (docs/data.md, "Protocols", quotes them).
+#: v2 Monkhorst-Pack k-points per direction ``max(1, ceil(V2_KPOINT_LENGTH / |a_i|))``, Å.
+V2_KPOINT_LENGTH = 48.0
+#: v2 plane-wave cutoff, eV.
+V2_ECUT = 600.0
+#: v2 GPAW density convergence (``convergence={'density': ...}``).
+V2_DENSITY_CONVERGENCE = 1e-5
+#: v2 real-space grid spacing, Å (grid ``V2_GRID_MULTIPLE·ceil(|a_i| / V2_GRID_SPACING)``).
+V2_GRID_SPACING = 0.8
+#: v2 grid multiple (see ``V2_GRID_SPACING``).
+V2_GRID_MULTIPLE = 4
 
 
 def _invalid(owner: str, name: str, problem: str) -> InputError:
@@ -33,7 +72,7 @@ def _invalid(owner: str, name: str, problem: str) -> InputError:
 class DFTSettings:
     """GPAW settings of a DFT single point.
 
-    The defaults are protocol ``bigdens-dft-v1``: plane waves at 600 eV, HGH
+    The defaults are protocol ``bigdens-dft-v1`` (:data:`PROTOCOLS` has the others): plane waves at 600 eV, HGH
     pseudopotentials, LDA, Fermi-Dirac smearing of 0.1 eV, density converged
     to 1e-5, Monkhorst-Pack ``n_i = max(1, ceil(16 Å / |a_i|))`` and a real-space
     grid of ``n_i = 4·ceil(|a_i| / 0.8 Å)`` points.  Any other value makes a
@@ -89,11 +128,25 @@ class DFTSettings:
 
     @property
     def protocol(self) -> str:
-        """``"bigdens-dft-v1"`` for the default settings, else ``"custom-<hash>"``."""
-        if self == DFTSettings():
-            return PROTOCOL
+        """The registered name of these settings (:data:`PROTOCOLS`), else ``"custom-<hash>"``.
+
+        ``"bigdens-dft-v1"`` for ``DFTSettings()``; any field that differs from
+        every protocol's (a fixed ``kpts`` or ``gpts`` included) gives
+        ``"custom-"`` and the first 10 hex digits of the SHA-256 of the
+        settings as sorted JSON.
+        """
+        for name, settings in PROTOCOLS.items():
+            if self == settings:
+                return name
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
         return f"custom-{digest}"
+
+    def describe(self) -> str:
+        """One line: the settings as a person reads them (``bigdens datagen`` shows it with the protocol)."""
+        k = "x".join(map(str, self.kpts)) if self.kpts else f"ceil({self.kpoint_length:g} Å/|a_i|)"
+        g = "x".join(map(str, self.gpts)) if self.gpts else f"{self.grid_multiple}·ceil(|a_i|/{self.grid_spacing:g} Å)"
+        return (f"{self.xc}, {self.setups} setups, Fermi-Dirac {self.smearing:g} eV, {self.ecut:g} eV, "
+                f"k-points {k}, grid {g}, density tolerance {self.density_convergence:g}")
 
     def kpts_for(self, cell: np.ndarray) -> tuple[int, int, int]:
         """Monkhorst-Pack mesh for ``cell`` (rows, Å)."""
@@ -109,6 +162,65 @@ class DFTSettings:
         lengths = np.linalg.norm(np.asarray(cell, dtype=np.float64), axis=1)
         m = self.grid_multiple
         return tuple(m * math.ceil(length / self.grid_spacing - 1e-9) for length in lengths)
+
+
+#: The DFT protocols: full name -> frozen settings (read-only).  Two protocols never have equal
+#: settings, so that :attr:`DFTSettings.protocol` names each unambiguously (tested).
+PROTOCOLS: Mapping[str, DFTSettings] = MappingProxyType({
+    PROTOCOL: DFTSettings(),
+    PROTOCOL_V2: DFTSettings(ecut=V2_ECUT, density_convergence=V2_DENSITY_CONVERGENCE,
+                             kpoint_length=V2_KPOINT_LENGTH, grid_spacing=V2_GRID_SPACING,
+                             grid_multiple=V2_GRID_MULTIPLE),
+})
+#: Short names accepted on input (``--protocol v2``) -> the full name that is recorded.
+PROTOCOL_ALIASES: Mapping[str, str] = MappingProxyType({"v1": PROTOCOL, "v2": PROTOCOL_V2})
+#: The protocol of the library's defaults (``DFTSettings()``, :func:`~bigdens.datagen.generate`, the
+#: active-learning DFT cache): v1, so that code written against v1 keeps making v1 data.
+DEFAULT_PROTOCOL = PROTOCOL
+#: The protocol recommended for new data: ``bigdens datagen`` makes it unless told ``--protocol``.
+RECOMMENDED_PROTOCOL = PROTOCOL_V2
+
+
+def known_protocols() -> str:
+    """``"v1 (bigdens-dft-v1), v2 (bigdens-dft-v2)"``: the protocols as error messages list them."""
+    full_to_alias = {full: alias for alias, full in PROTOCOL_ALIASES.items()}
+    return ", ".join(f"{full_to_alias[n]} ({n})" if n in full_to_alias else n for n in PROTOCOLS)
+
+
+def protocol_name(name: str) -> str:
+    """The full registered name of protocol ``name`` (an alias such as ``"v2"``, or a full name).
+
+    Raises
+    ------
+    InputError
+        ``"DFT protocol 'v3' is unknown; known protocols: v1 (bigdens-dft-v1), v2 (bigdens-dft-v2)"``;
+        its ``setting`` is ``"protocol"`` and its ``problem`` the text after the name (so that a
+        command can name its own option, as ``bigdens datagen --protocol`` does).
+    """
+    full = PROTOCOL_ALIASES.get(name, name)
+    if isinstance(full, str) and full in PROTOCOLS:
+        return full
+    problem = f"is unknown; known protocols: {known_protocols()}"
+    error = InputError(f"DFT protocol {name!r} {problem}")
+    error.setting = "protocol"
+    error.problem = problem
+    raise error
+
+
+def protocol_settings(name: str) -> DFTSettings:
+    """The frozen settings of protocol ``name`` (``"v1"``, ``"bigdens-dft-v2"``, ...).
+
+    >>> protocol_settings("v1") == DFTSettings()
+    True
+    >>> protocol_settings("v2").protocol
+    'bigdens-dft-v2'
+
+    Raises
+    ------
+    InputError
+        If ``name`` is no registered protocol or alias (:func:`protocol_name`).
+    """
+    return PROTOCOLS[protocol_name(name)]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..lineage import lineage
 from .features import _check_snapshots, _stack
 from .identity import snapshot_digest
+from .sigma_map import fit_sigma_map
 
 #: Calibration cells whose bond spreads differ by less than this ratio fit no disorder dependence.
 DISORDER_MIN_SPREAD = 1.1
@@ -96,7 +97,8 @@ def _disorder_fit(e2: np.ndarray, epi: np.ndarray, ale: np.ndarray, sizes: Seque
 
 
 def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int, fit_variance: bool = True,
-               cells: tuple[Sequence[int], Sequence[float]] | None = None) -> tuple[Scaling, dict]:
+               cells: tuple[Sequence[int], Sequence[float]] | None = None,
+               sigma_map: bool = False) -> tuple[Scaling, dict]:
     """Variance factors so that |ρ̂ − ρ| ≤ σ holds for 68.3 % of validation points, and the
     epistemic reference: quantiles of the (rescaled) epistemic σ over those points.
 
@@ -108,8 +110,12 @@ def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int, fit_vari
     its own points.  With ``cells`` (each validation snapshot's number of
     points and bond spread, :func:`_cells`), the aleatoric variance also gets
     a factor growing with the structure's bond spread (:func:`_disorder_fit`),
-    fitted before the global factor.  With ``fit_variance=False`` the model's
-    factors are kept.
+    fitted before the global factor.  Last, with ``sigma_map`` (:func:`calibrate`
+    on a calibration split; not the provisional calibration at the end of
+    training, whose validation data also chose the epoch), the σ map
+    (:func:`bigdens.train.sigma_map.fit_sigma_map`, model format 3) makes RMSE
+    equal RMV in every σ decile of the validation points under those factors.
+    With ``fit_variance=False`` the model's factors and map are kept.
 
     Returns
     -------
@@ -121,7 +127,7 @@ def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int, fit_vari
     """
     if fit_variance:
         base = replace(model.scaling, region_edges=(), region_scales=(), disorder_reference=0.0, disorder_slope=0.0,
-                       disorder_floor=0.0)
+                       disorder_floor=0.0, sigma_knots=(), sigma_log_ratios=())
         probe = DensityModel(params=model.params, arch=model.arch, scaling=base, net=model.net, info=model.info)
     else:
         probe, base = model, model.scaling
@@ -144,6 +150,11 @@ def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int, fit_vari
             edges, rel = _region_factors(model, Xv, z2)
             scaling = replace(scaling, region_edges=edges, region_scales=rel)
         factor = scaling.variance_factor(model.nearest_distance(Xv)) / base.variance_scale
+        if sigma_map:
+            sigma = np.sqrt((epi64 + ale64) * factor)
+            knots, logs = fit_sigma_map(mean.astype(np.float64) - yv, sigma)
+            scaling = replace(scaling, sigma_knots=knots, sigma_log_ratios=logs)
+            factor = factor * scaling.sigma_ratio(sigma) ** 2
     else:
         scaling, factor = model.scaling, 1.0
     qs = (0.5, 0.9, 0.99, EPISTEMIC_QUANTILE)
@@ -156,11 +167,12 @@ def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int, fit_vari
 
 
 def _check_calibration_set(model: DensityModel, snapshots: Sequence) -> None:
-    """Refuse test-split snapshots and snapshots that any stage of ``model`` trained on."""
-    test = sorted(s.name for s in snapshots if s.split == "test")
-    if test:
-        raise InputError(f"{', '.join(test)} belong to the test split: calibrate on a calibration (validation) "
-                         "split, never on test data (e.g. --split validation)")
+    """Refuse test cells (split "test", or a shipped test cell's structure under any name:
+    :func:`bigdens.data.refuse_test_cells`) and snapshots that any stage of ``model`` trained on."""
+    from ..data import refuse_test_cells
+
+    refuse_test_cells(snapshots, todo="calibrate on validation snapshots, never on test data (e.g. a data set "
+                                      "with --split validation)")
     records = [d for r in lineage(model.info) for d in (r.get("data") or {}).get("train", [])]
     # By content where the model recorded it (two data sets may name different cells alike), else by name.
     digests = {d["digest"] for d in records if "digest" in d}
@@ -172,7 +184,7 @@ def _check_calibration_set(model: DensityModel, snapshots: Sequence) -> None:
 
 
 def calibrate(model: DensityModel, val_snapshots: Sequence, *, samples: int = 20, seed: int = 0,
-              fit_variance: bool = True) -> DensityModel:
+              fit_variance: bool = True, sigma_map: bool = False) -> DensityModel:
     """Refit ``model``'s variance factor and epistemic reference on validation snapshots.
 
     Parameters
@@ -185,11 +197,18 @@ def calibrate(model: DensityModel, val_snapshots: Sequence, *, samples: int = 20
         Monte Carlo samples and their seed (block index 0).
     fit_variance
         False keeps the model's variance factor and refits only the reference.
+    sigma_map
+        Fit the σ map too (model format 3: RMSE = RMV in every σ decile of
+        ``val_snapshots``).  Off by default: left out of one calibration cell at
+        a time, the map fitted on the others did not calibrate that cell better
+        than the factors alone (``benchmarks/sigma_map_cv.py``, docs/models.md);
+        the cells differ in σ level more than in the shape of σ.
 
     Returns
     -------
     DensityModel
         A copy whose total σ covers |ρ̂ − ρ| at 68.3 % of the validation points
+        (then, with the σ map, has RMSE = RMV in each of their σ deciles)
         and whose ``info["epistemic_reference"]`` holds quantiles of the
         epistemic σ there (e/Å³).  :func:`bigdens.engine.run` counts predicted
         points above the 99.9 % quantile: places unlike the validation data,
@@ -199,13 +218,14 @@ def calibrate(model: DensityModel, val_snapshots: Sequence, *, samples: int = 20
     _check_calibration_set(model, val_snapshots)
     Xv, yv = _stack(val_snapshots, model.params)
     scaling, reference = _calibrate(model, Xv, yv, samples=samples, seed=seed, fit_variance=fit_variance,
-                                    cells=_cells(val_snapshots) if fit_variance else None)
+                                    cells=_cells(val_snapshots) if fit_variance else None, sigma_map=sigma_map)
     reference["validation"] = [s.name for s in val_snapshots]
     new = DensityModel(params=model.params, arch=model.arch, scaling=scaling,
                        net=model.net, info={**model.info, "epistemic_reference": reference})
     if fit_variance:
         new.info["calibration"] = {"variance_scale_before": model.scaling.variance_scale,
-                                   "validation": reference["validation"], "samples": samples, "seed": seed}
+                                   "validation": reference["validation"], "samples": samples, "seed": seed,
+                                   "sigma_map": bool(scaling.sigma_knots)}
     return new
 
 
