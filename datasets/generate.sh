@@ -19,35 +19,35 @@ LOGS=${BIGDENS_GPAW_LOGS:-/tmp/bigdens_runs/gpaw-logs}
 mkdir -p "$LOGS"
 case "${1:-}" in
 1)
-  nice -n 19 $PY -m bigdens datagen al --cells 2 2 2 --temperatures 300 600 900 1400 --melt-above 1400 \
+  nice -n 19 $PY -m bigdens datagen --protocol v1 al --cells 2 2 2 --temperatures 300 600 900 1400 --melt-above 1400 \
     --snapshots-per-temperature 10 --seed 1 -o datasets/al32 --log-dir $LOGS \
     --description "FCC Al 2x2x2 (32 atoms), EMT Langevin MD; 1400 K melted at 2500 K first (liquid; at 1200 K the EMT liquid recrystallizes in this cell)"
-  nice -n 19 $PY -m bigdens datagen al --cells 2 2 2 --vacancies 1 --temperatures 300 400 500 600 \
+  nice -n 19 $PY -m bigdens datagen --protocol v1 al --cells 2 2 2 --vacancies 1 --temperatures 300 400 500 600 \
     --snapshots-per-temperature 1 --all-test --seed 2 -o datasets/al32-vacancy --log-dir $LOGS \
     --description "FCC Al 2x2x2 with one vacancy (31 atoms), EMT Langevin MD; all test"
-  nice -n 19 $PY -m bigdens datagen al --cells 3 3 3 --temperatures 300 600 900 \
+  nice -n 19 $PY -m bigdens datagen --protocol v1 al --cells 3 3 3 --temperatures 300 600 900 \
     --snapshots-per-temperature 2 --split-fractions 0.5 0 0.5 --seed 3 -o datasets/al108 --log-dir $LOGS \
     --description "FCC Al 3x3x3 (108 atoms), EMT Langevin MD; for transfer learning (train) and held-out test"
   # Active-learning hold-out (never in the pool of benchmarks/active_learning.py): ~2,500 core-s each.
-  nice -n 19 $PY -m bigdens datagen al --cells 3 3 3 --vacancies 1 --temperatures 300 900 \
+  nice -n 19 $PY -m bigdens datagen --protocol v1 al --cells 3 3 3 --vacancies 1 --temperatures 300 900 \
     --snapshots-per-temperature 1 --all-test --seed 7 -o datasets/al108-vacancy --log-dir $LOGS \
     --description "FCC Al 3x3x3 with one vacancy (107 atoms), EMT Langevin MD; all test (active-learning hold-out)"
-  nice -n 19 $PY -m bigdens datagen sige --x 0.5 --cells 2 2 2 --vacancies 1 --temperatures 300 600 900 \
+  nice -n 19 $PY -m bigdens datagen --protocol v1 sige --x 0.5 --cells 2 2 2 --vacancies 1 --temperatures 300 600 900 \
     --snapshots-per-temperature 1 --all-test --seed 5 -o datasets/sige64-vacancy --log-dir $LOGS \
     --description "diamond Si0.5Ge0.5 2x2x2 with one vacancy (63 atoms), Tersoff Langevin MD; all test"
   # Gamma-only 216-atom cells, serial (GPAW's MPI here splits k-points only): 3,984 core-s for the
   # first (20 SCF iterations, ~3.3 min each on a quiet core); about 1.1 core-hours each.
-  nice -n 19 $PY -m bigdens datagen sige --x 0.25 0.5 --cells 3 3 3 --temperatures 300 900 \
+  nice -n 19 $PY -m bigdens datagen --protocol v1 sige --x 0.25 0.5 --cells 3 3 3 --temperatures 300 900 \
     --snapshots-per-temperature 1 --split-fractions 0.5 0 0.5 --seed 6 -o datasets/sige216 --log-dir $LOGS \
     --description "diamond Si(1-x)Ge(x) 3x3x3 (216 atoms), Tersoff Langevin MD; for transfer learning (train) and held-out test"
   # A 900 K 216-atom training cell, added when the Si-Ge stage 2 trained on the two 300 K cells
   # above did not carry over to the 900 K test cells; x = 0.75, a composition the others lack.
-  nice -n 19 $PY -m bigdens datagen sige --x 0.75 --cells 3 3 3 --temperatures 900 \
+  nice -n 19 $PY -m bigdens datagen --protocol v1 sige --x 0.75 --cells 3 3 3 --temperatures 900 \
     --snapshots-per-temperature 1 --split-fractions 1 0 0 --seed 7 -o datasets/sige216-900k --log-dir $LOGS \
     --description "diamond Si0.25Ge0.75 3x3x3 (216 atoms) at 900 K, Tersoff Langevin MD; a stage-2 training cell"
   ;;
 2)
-  nice -n 19 $PY -m bigdens datagen sige --x 0 0.25 0.5 0.75 1 --cells 2 2 2 --temperatures 300 600 900 \
+  nice -n 19 $PY -m bigdens datagen --protocol v1 sige --x 0 0.25 0.5 0.75 1 --cells 2 2 2 --temperatures 300 600 900 \
     --snapshots-per-temperature 2 --seed 4 -o datasets/sige64 --log-dir $LOGS \
     --description "diamond Si(1-x)Ge(x) 2x2x2 (64 atoms), Tersoff (PRB 39, 5566) Langevin MD"
   ;;
@@ -57,7 +57,7 @@ case "${1:-}" in
   # Two serial GPAW processes side by side, ~3,900 core-s each.
   for T in 600 900; do
     # (FCC Al 3x3x3 from a file, so that the snapshot names, al108cal-T..., differ from al108's)
-    nice -n 19 $PY -m bigdens datagen datasets/structures/al108cal.xyz --temperatures $T --snapshots-per-temperature 1 \
+    nice -n 19 $PY -m bigdens datagen --protocol v1 datasets/structures/al108cal.xyz --temperatures $T --snapshots-per-temperature 1 \
       --split-fractions 0 1 0 --seed $((8 + T / 300)) -o datasets/al108-cal$T --log-dir $LOGS \
       --description "FCC Al 3x3x3 (108 atoms) at $T K, EMT Langevin MD; calibration split (never trained on)" &
   done

@@ -209,8 +209,8 @@ def test_learn_refuses_bad_data_before_writing(tmp_path):
     pool = [_cand(_snap("al32-vacancy", "al32-vac1-T0400-00")), _cand(hold)]
     kw = dict(workdir=tmp_path / "w", cache=DFTCache(tmp_path / "cache", dft=DFTSettings()), cost=cm,
               config=LearnConfig(budget=1000.0), cluster=PredictConfig(out=tmp_path / "u.zarr", workers=0))
-    with pytest.raises(InputError, match="hold-out cell 'al32-vac1-T0300-00' is also training or calibration"):
-        Loop(SHIPPED_AL, pool, data=Data(train=[hold], calibration=[val], holdout=[hold]), **kw)
+    with pytest.raises(InputError, match="hold-out cell 'al32-T0300-06' is also training or calibration"):
+        Loop(SHIPPED_AL, pool, data=Data(calibration=[val], holdout=[hold, val]), **kw)
     with pytest.raises(InputError, match="every candidate is a hold-out cell"):
         Loop(SHIPPED_AL, pool[1:], data=Data(calibration=[val], holdout=[hold]), **kw)
     with pytest.raises(InputError, match="smaller than the cheapest"):
@@ -220,6 +220,99 @@ def test_learn_refuses_bad_data_before_writing(tmp_path):
     with pytest.raises(InputError, match="contains Si, which the model was not trained on"):
         Loop(SHIPPED_AL, [si], data=Data(calibration=[val], holdout=[hold]), **kw)
     assert not (tmp_path / "w").exists() and not (tmp_path / "cache").exists()
+
+
+def _learn_kw(tmp_path):
+    from bigdens.active.cache import DFTCache
+    from bigdens.active.loop import LearnConfig
+    from bigdens.config import PredictConfig
+    from bigdens.datagen import DFTSettings
+
+    return dict(workdir=tmp_path / "w", cache=DFTCache(tmp_path / "cache", dft=DFTSettings()),
+                cost=cost.fit([cost.CostRecord("Al", 96, 8, 160.0)], protocol=PROTOCOL),
+                config=LearnConfig(budget=1000.0), cluster=PredictConfig(out=tmp_path / "u.zarr", workers=0))
+
+
+def test_learn_never_trains_or_calibrates_on_test_cells(tmp_path):
+    import dataclasses
+
+    from bigdens.active.loop import STATE, Data, Loop
+
+    pytest.importorskip("gpaw")
+    kw = _learn_kw(tmp_path)
+    test_cell = _snap("al32", "al32-T0300-01")  # a shipped test cell (by its dataset.json)
+    hold = _snap("al32-vacancy", "al32-vac1-T0300-00")
+    val, train = _snap("al32", "al32-T0300-06"), _snap("al32", "al32-T0300-00")
+    pool = [_cand(_snap("al32-vacancy", "al32-vac1-T0400-00")), _cand(hold)]
+    assert test_cell.split == "test" and val.split == "validation" and train.split == "train"
+    with pytest.raises(InputError, match="al32-T0300-01 is in the test split: learn trains on --train data"):
+        Loop(SHIPPED_AL, pool, data=Data(train=[train, test_cell], calibration=[val], holdout=[hold]), **kw)
+    with pytest.raises(InputError, match="al32-T0300-01 is in the test split: learn calibrates on --val data"):
+        Loop(SHIPPED_AL, pool, data=Data(train=[train], calibration=[val, test_cell], holdout=[hold]), **kw)
+    # A renamed copy labelled validation is still the shipped test cell.
+    copy = dataclasses.replace(test_cell, name="mine", split="validation")
+    with pytest.raises(InputError, match=r"mine \(= al32/al32-T0300-01\) is a copy of a test cell shipped"):
+        Loop(SHIPPED_AL, pool, data=Data(train=[train], calibration=[val, copy], holdout=[hold]), **kw)
+    assert not (tmp_path / "w").exists() and not (tmp_path / "cache").exists()
+    # A resumed run too (its state written before the check existed).
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / STATE).write_text(json.dumps({"request": {}, "rounds": [], "stopped": None}))
+    with pytest.raises(InputError, match="learn calibrates on --val data"):
+        Loop(SHIPPED_AL, pool, data=Data(train=[train], calibration=[val, test_cell], holdout=[hold]), **kw)
+    # The hold-out is the place for test cells.
+    Loop(SHIPPED_AL, pool, data=Data(train=[train], calibration=[val], holdout=[hold, test_cell]),
+         **{**kw, "workdir": tmp_path / "ok"})
+    assert (tmp_path / "ok" / STATE).is_file()
+
+
+def test_learn_cli_refuses_a_test_cell_in_val_before_building_the_pool(tmp_path, monkeypatch, capsys):
+    from bigdens.cli import _common, main
+
+    def no_pool(*a, **k):
+        raise AssertionError("the pool was built (generators run MD) before the data were checked")
+
+    monkeypatch.setattr(_common, "read_candidates", no_pool)
+    monkeypatch.chdir(tmp_path)
+    status = main(["learn", str(SHIPPED_AL), "--candidates", "al --temperatures 300", "--budget", "1000",
+                   "--holdout", str(DATASETS / "al32-vacancy"), "--val", str(DATASETS / "al32"),
+                   "--cost-data", str(DATASETS / "al32"), "--workers", "0", "-o", "m.safetensors"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "in the test split: learn calibrates on --val data" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_learn_holdout_is_never_the_models_own_training_data(al_model):
+    import dataclasses
+
+    from bigdens.active.loop import Data, check_data
+    from bigdens.bnn import DensityModel
+    from bigdens.train import _provenance
+
+    train, val = _snap("al32", "al32-T0300-00"), _snap("al32", "al32-T0300-06")
+    hold = _snap("al32-vacancy", "al32-vac1-T0300-00")
+    pool = [_cand(_snap("al32-vacancy", "al32-vac1-T0400-00"))]
+    renamed = dataclasses.replace(train, name="fresh-cell", split="test")
+
+    def model(records):  # the shipped model, trained (both stages) on `records`
+        parent = {**al_model.info, "data": {"train": records}, "parent": None}
+        return DensityModel(params=al_model.params, arch=al_model.arch, scaling=al_model.scaling, net=al_model.net,
+                            info={**al_model.info, "data": {"train": []}, "parent": parent})
+
+    records = _provenance([train])
+    assert records[0]["structure_digest"] == data.structure_digest(train)
+    with pytest.raises(InputError, match="hold-out cell 'fresh-cell' is the model's own training data \\(the same "
+                                         "structure as its training cell 'al32-T0300-00'\\)"):
+        check_data(model(records), Data(calibration=[val], holdout=[hold, renamed]), pool)
+    # Older models: by name and structure (a renamed copy goes unseen), or by name only.
+    check_data(model([{k: v for k, v in records[0].items() if k != "structure_digest"}]),
+               Data(calibration=[val], holdout=[hold, renamed]), pool)
+    named = [{"name": "al32-T0300-00"}]
+    with pytest.raises(InputError, match="hold-out cell 'al32-T0300-00' is the model's own training data;"):
+        check_data(model(named), Data(calibration=[val], holdout=[train]), pool)
+    # A renamed copy of a --train or --val cell.
+    with pytest.raises(InputError, match="hold-out cell 'fresh-cell' is also training or calibration data "
+                                         "\\(the same structure as 'al32-T0300-00'\\)"):
+        check_data(al_model, Data(train=[train], calibration=[val], holdout=[hold, renamed]), pool)
 
 
 def test_learn_without_gpaw_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):

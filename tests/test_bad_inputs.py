@@ -552,6 +552,11 @@ GROUPS: dict[str, list[Case]] = {
              "calibrate trained.safetensors al4 -o cal.safetensors",
              "the model was trained on al4-T0300-00: calibrate on snapshots it has not seen (its errors there are "
              "too small)"),
+        case("calibrate-renamed-training-cell", "calibrating on a renamed copy of a cell the model was trained on "
+             "(the model records its training cells' structure digests)",
+             "calibrate trained-struct.safetensors renamed.npz -o cal.safetensors",
+             "the model was trained on renamed (= al4-T0300-00): calibrate on snapshots it has not seen (its errors "
+             "there are too small)"),
         case("calibrate-output-is-folder", "-o names a folder", "calibrate al.safetensors al4 -o al4",
              "-o 'al4' is a folder; give a model file, e.g. -o 'al4/model.safetensors'"),
         case("train-seed-negative", "--seed -1", "train al4 --seed -1 -o m.safetensors",
@@ -705,6 +710,22 @@ GROUPS: dict[str, list[Case]] = {
              "learn shipped-al.safetensors " + LEARN + " --budget 1000 --holdout al4 --train al4",
              "hold-out cell 'al4-T0300-00' is also training or calibration data; a hold-out must be data the model "
              "never sees"),
+        case("learn-holdout-renamed-train-cell", "a hold-out that is a renamed copy of a --train cell",
+             "learn shipped-al.safetensors " + LEARN + " --budget 1000 --holdout renamed.npz --train "
+             "al4/al4-T0300-00.npz",
+             "hold-out cell 'renamed' is also training or calibration data (the same structure as 'al4-T0300-00'); "
+             "a hold-out must be data the model never sees"),
+        case("learn-holdout-renamed-model-cell", "a hold-out that is a renamed copy of the model's own training data "
+             "(the model records its training cells' structure digests)",
+             "learn trained-struct.safetensors " + LEARN + " --budget 1000 --holdout renamed.npz",
+             "hold-out cell 'renamed' is the model's own training data (the same structure as its training cell "
+             "'al4-T0300-00'); a hold-out must be data the model never sees"),
+        case("learn-val-test-cell", "--val a data-set folder that holds a test cell (a folder gives all its splits)",
+             "learn shipped-al.safetensors --candidates al.xyz --val al4-test --cost-data al4 --workers 0 "
+             "-o new.safetensors --budget 1000 --holdout al4-test/al4-T0900-01.npz",
+             "snapshot al4-T0900-01 is in the test split: learn calibrates on --val data every round (early "
+             "stopping, σ), never on test data: give test cells as --holdout, and give --val the validation "
+             "snapshots (.npz files) of a folder that also holds test cells (a folder gives all its splits)"),
         case("learn-budget-too-small", "a budget below the cheapest candidate",
              "learn shipped-al.safetensors " + LEARN + " --budget 1 --holdout al4/al4-T0900-00.npz",
              "the budget of 1 core-seconds is smaller than the cheapest candidate (al: about … core-seconds of "
@@ -870,6 +891,13 @@ def inputs(tmp_path_factory) -> Path:
     (d / "al4-test" / "dataset.json").write_text(json.dumps(manifest))
     # A test cell shipped in datasets/ (a file of the old format: no recorded split), copied under another name.
     shutil.copy(ROOT / "datasets" / "al32" / "al32-T0300-01.npz", d / "mine.npz")
+    # A training cell copied under another name, and a model that records the structure of that cell.
+    shutil.copy(AL4 / "al4-T0300-00.npz", d / "renamed.npz")
+    from bigdens.data import read_snapshot
+    from bigdens.train import _provenance
+
+    _make_model(d / "trained-struct.safetensors",
+                info={"data": {"train": _provenance([read_snapshot(AL4 / "al4-T0300-00.npz")])}})
     (d / "damaged-ds").mkdir()
     (d / "damaged-ds" / "dataset.json").write_text("{not json")
     (d / "notes").mkdir()

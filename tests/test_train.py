@@ -52,6 +52,7 @@ def test_training_reduces_loss_on_real_snapshot(snaps, base):
     assert model.scaling.variance_scale > 0
     assert model.info["data"]["train"][0]["protocol"] == "bigdens-dft-v1"
     assert model.info["data"]["train"][0]["composition"] == {"Al": 1.0}
+    assert [d["structure_digest"] for d in model.info["data"]["train"]] == [data.structure_digest(s) for s in tr]
     # The nearest-neighbour range of the training cells, measured by brute force here.
     nn = np.concatenate([np.where(np.eye(len(s.positions), dtype=bool), np.inf, _pair_distances(s)).min(axis=1)
                          for s in tr])
@@ -311,7 +312,28 @@ def test_calibration_tells_a_trained_cell_from_another_named_alike(snaps):
     twin = dataclasses.replace(va[0], name=tr[0].name)
     _check_calibration_set(model, [twin])
     # Models that recorded names only (before digests) still refuse it: they cannot tell.
-    named = [{k: v for k, v in d.items() if k != "digest"} for d in model.info["data"]["train"]]
+    named = [{k: v for k, v in d.items() if k not in ("digest", "structure_digest")}
+             for d in model.info["data"]["train"]]
     old = dataclasses.replace(model, info={"data": {"train": named}})
     with pytest.raises(InputError, match=f"was trained on {tr[0].name}"):
         _check_calibration_set(old, [twin])
+
+
+def test_calibration_refuses_a_renamed_copy_of_a_trained_cell(snaps):
+    import dataclasses
+
+    from bigdens.data import structure_digest
+    from bigdens.train import _check_calibration_set, _provenance
+
+    tr, va = snaps
+    records = _provenance(tr)
+    assert [d["structure_digest"] for d in records] == [structure_digest(s) for s in tr]
+    model = DensityModel.new(PARAMS, Architecture(hidden=(8,)), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0,
+                             info={"data": {"train": []}, "parent": {"data": {"train": records}}})
+    copy = dataclasses.replace(tr[0], name="renamed", split="validation")
+    with pytest.raises(InputError, match=rf"was trained on renamed \(= {tr[0].name}\): calibrate on snapshots"):
+        _check_calibration_set(model, [va[0], copy])
+    _check_calibration_set(model, va)
+    # Models from before structure digests (name-and-structure digests only) cannot tell a renamed copy.
+    older = [{k: v for k, v in d.items() if k != "structure_digest"} for d in records]
+    _check_calibration_set(dataclasses.replace(model, info={"data": {"train": older}}), [copy])

@@ -131,9 +131,31 @@ def _hash(s) -> str:
     return structure_hash(s.cell, s.positions, s.numbers)
 
 
+def check_splits(data: Data) -> None:
+    """Refuse test cells in the training and calibration data (:func:`bigdens.data.refuse_test_cells`: split
+    ``"test"``, or the structure of a test cell shipped in ``datasets/`` under any name).
+
+    The training data are trained on every round; the calibration data stop the fine-tuning early and
+    fit σ and the epistemic threshold: neither may be test data.  Test cells belong in the hold-out.
+    """
+    from ..data import refuse_test_cells
+
+    folder = "of a folder that also holds test cells (a folder gives all its splits)"
+    refuse_test_cells(data.train, todo="learn trains on --train data every round, never on test data: give test "
+                                       "cells as --holdout, and give --train the training snapshots (.npz files) "
+                                       f"{folder}")
+    refuse_test_cells(data.calibration, todo="learn calibrates on --val data every round (early stopping, σ), never "
+                                             "on test data: give test cells as --holdout, and give --val the "
+                                             f"validation snapshots (.npz files) {folder}")
+
+
 def check_data(model: "DensityModel", data: Data, pool: Sequence["Candidate"]) -> None:
-    """Refuse a hold-out that overlaps training or calibration data, and an empty calibration split."""
-    from ..lineage import lineage
+    """Refuse a hold-out cell that the model (at any stage) trained on or that is also training or
+    calibration data (by structure: a renamed copy too), and an empty calibration split or hold-out.
+
+    (:class:`Loop` refuses test cells in the training and calibration data first: :func:`check_splits`.)
+    """
+    from ..train.identity import trained_on
     from .acquisition import check_species
 
     check_species(model, pool)
@@ -142,12 +164,17 @@ def check_data(model: "DensityModel", data: Data, pool: Sequence["Candidate"]) -
                          "epistemic threshold after each round")
     if not data.holdout:
         raise InputError("give hold-out cells (--holdout DATA) to evaluate each round on")
-    trained = {d["name"] for r in lineage(model.info) for d in (r.get("data") or {}).get("train", [])}
+    # The model's training cells by structure where it recorded it, else by name and structure, else by name.
+    for name, cell in trained_on(model.info, data.holdout):
+        same = "" if name == cell else f" (the same structure as its training cell {cell!r})"
+        raise InputError(f"hold-out cell {name!r} is the model's own training data{same}; a hold-out must be data "
+                         "the model never sees")
     seen = {_hash(s): s.name for s in [*data.train, *data.calibration]}
     for s in data.holdout:
-        if s.name in trained or _hash(s) in seen:
-            raise InputError(f"hold-out cell {s.name!r} is also training or calibration data; a hold-out must be "
-                             "data the model never sees")
+        if _hash(s) in seen:
+            same = "" if seen[_hash(s)] == s.name else f" (the same structure as {seen[_hash(s)]!r})"
+            raise InputError(f"hold-out cell {s.name!r} is also training or calibration data{same}; a hold-out "
+                             "must be data the model never sees")
     held = {_hash(s) for s in data.holdout}
     n = sum(c.hash in held for c in pool)
     if n == len(pool):
@@ -179,6 +206,7 @@ class Loop:
         request = {"model_sha256": file_hash(model_path), "pool": sorted(c.hash for c in pool),
                    "config": asdict(config), "protocol": cache.dft.protocol,
                    "data": {k: sorted(_hash(s) for s in getattr(data, k)) for k in ("train", "calibration", "holdout")}}
+        check_splits(data)  # a resumed run too: test cells never train or calibrate
         state_file = self.workdir / STATE
         if state_file.is_file():
             self.state = json.loads(state_file.read_text())

@@ -21,11 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--round-budget", type=float, metavar="CORE_SECONDS",
                         help="core-seconds per round (default: --budget / --rounds)")
     parser.add_argument("--holdout", nargs="+", required=True, metavar="DATA",
-                        help="DFT data each round is evaluated on; never picked, never trained on")
+                        help="DFT data each round is evaluated on (test cells belong here); never picked, never "
+                             "trained on, not the model's own training cells")
     parser.add_argument("--val", nargs="+", required=True, metavar="DATA",
-                        help="calibration data (never trained on): early stopping, σ and the epistemic threshold")
+                        help="calibration data (never trained on, never test cells): early stopping, σ and the "
+                             "epistemic threshold")
     parser.add_argument("--train", nargs="+", metavar="DATA",
-                        help="data each round trains on besides the picks (default: the picks only)")
+                        help="data each round trains on besides the picks (default: the picks only; never test "
+                             "cells)")
     parser.add_argument("--calibration-share", type=float, default=0.25, metavar="SHARE",
                         help="share of the picks that join --val instead of training (default 0.25: the 2nd, 6th, "
                              "... pick), so early stopping and σ see the new kind of structure")
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..active import cost as cost_model
     from ..active.cache import DFTCache
-    from ..active.loop import Data, LearnConfig, Loop
+    from ..active.loop import Data, LearnConfig, Loop, check_splits
     from ..data import load
     from ..datagen import DFTSettings
     from ..errors import InputError
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     data = Data(train=load(args.train, allow_mixed_protocols=True) if args.train else [],
                 calibration=load(args.val, allow_mixed_protocols=True),
                 holdout=load(args.holdout, allow_mixed_protocols=True))
+    check_splits(data)  # before the pool: its generators run MD
     pool = read_candidates(args.candidates, format=args.format)
     logging.getLogger("bigdens").setLevel(logging.INFO)
     if not logging.getLogger().handlers:

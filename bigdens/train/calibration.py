@@ -11,9 +11,7 @@ import numpy as np
 
 from ..bnn import EPISTEMIC_QUANTILE, REGION_EDGES, REGION_MIN_POINTS, DensityModel, Scaling
 from ..errors import InputError
-from ..lineage import lineage
 from .features import _check_snapshots, _stack
-from .identity import snapshot_digest
 from .sigma_map import fit_sigma_map
 
 #: Calibration cells whose bond spreads differ by less than this ratio fit no disorder dependence.
@@ -168,16 +166,15 @@ def _calibrate(model: DensityModel, Xv, yv, *, samples: int, seed: int, fit_vari
 
 def _check_calibration_set(model: DensityModel, snapshots: Sequence) -> None:
     """Refuse test cells (split "test", or a shipped test cell's structure under any name:
-    :func:`bigdens.data.refuse_test_cells`) and snapshots that any stage of ``model`` trained on."""
+    :func:`bigdens.data.refuse_test_cells`) and snapshots that any stage of ``model`` trained on
+    (:func:`bigdens.train.identity.trained_on`: by structure where the model recorded it, so a renamed
+    copy too; else by name and structure; else by name)."""
     from ..data import refuse_test_cells
+    from .identity import trained_on
 
     refuse_test_cells(snapshots, todo="calibrate on validation snapshots, never on test data (e.g. a data set "
                                       "with --split validation)")
-    records = [d for r in lineage(model.info) for d in (r.get("data") or {}).get("train", [])]
-    # By content where the model recorded it (two data sets may name different cells alike), else by name.
-    digests = {d["digest"] for d in records if "digest" in d}
-    names = {d["name"] for d in records if "digest" not in d}
-    seen = sorted(s.name for s in snapshots if snapshot_digest(s) in digests or s.name in names)
+    seen = sorted(name if name == cell else f"{name} (= {cell})" for name, cell in trained_on(model.info, snapshots))
     if seen:
         raise InputError(f"the model was trained on {', '.join(seen)}: calibrate on snapshots it has not seen "
                          "(its errors there are too small)")

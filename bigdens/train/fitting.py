@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..bnn import Architecture, DensityModel, Scaling, resolve_device
+from ..data import structure_digest
 from ..descriptors import DescriptorParams
 from ..domain import merge_references, training_reference
 from ..lineage import composition
@@ -113,11 +114,16 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
 
 
 def _provenance(snapshots) -> list[dict]:
+    """One record per snapshot, for a model's ``info["data"]``: ``digest`` (:func:`snapshot_digest`: name
+    and structure) tells a cell from another named alike, ``structure_digest``
+    (:func:`bigdens.data.structure_digest`: the structure only) a renamed copy of it
+    (:func:`bigdens.train.identity.trained_on`)."""
     out = []
     for s in snapshots:
         out.append({
             "name": s.name,
             "digest": snapshot_digest(s),
+            "structure_digest": structure_digest(s),
             "split": s.split,
             "n_atoms": int(len(s.numbers)),
             "grid": list(s.density.shape),
