@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,6 +48,15 @@ def model(tmp_path):
     return make_model(tmp_path / "al.safetensors")
 
 
+@pytest.fixture(scope="session")
+def al4_splits():
+    """The training and validation snapshots of tests/data/al4 (real GPAW densities of 4-atom Al cells)."""
+    from bigdens import data
+
+    snaps = data.load([Path(__file__).parent / "data" / "al4"])
+    return [x for x in snaps if x.split == "train"], [x for x in snaps if x.split == "validation"]
+
+
 @pytest.fixture
 def atoms():
     """A rattled 32-atom Al cell."""
@@ -63,7 +73,6 @@ def local_slurm():
     with CI=true they fail instead (tests/run.sh starts it there).
     """
     import subprocess
-    from pathlib import Path
 
     script = Path(__file__).resolve().parent.parent / "cluster_configs" / "local-slurm" / "slurm.sh"
     if subprocess.run(["bash", str(script), "status"], capture_output=True).returncode != 0:

@@ -115,9 +115,8 @@ def test_a_sigma_map_that_shrinks_a_larger_sigma_is_refused():
 
 
 @pytest.fixture(scope="module")
-def snaps():
-    s = data.load([AL4])
-    return [x for x in s if x.split == "train"], [x for x in s if x.split == "validation"]
+def snaps(al4_splits):
+    return al4_splits
 
 
 @pytest.fixture(scope="module")

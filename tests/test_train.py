@@ -24,9 +24,8 @@ FAST = TrainConfig(epochs=6, points_per_epoch=8000, batch_size=512, patience=10,
 
 
 @pytest.fixture(scope="module")
-def snaps():
-    s = data.load([AL4])
-    return [x for x in s if x.split == "train"], [x for x in s if x.split == "validation"]
+def snaps(al4_splits):
+    return al4_splits
 
 
 @pytest.fixture(scope="module")
