@@ -676,6 +676,12 @@ GROUPS: dict[str, list[Case]] = {
              "'al4' is a protocol 'bigdens-dft-v1' data set, not 'bigdens-dft-v2'; resume it with its own protocol "
              "(--protocol v1), write 'bigdens-dft-v2' data to a new directory (-o), or pass "
              "allow_mixed_protocols=True (--allow-mixed-protocols) to mix the two in this one"),
+        case("relabel-output-is-input", "data relabel -o names its own input data set",
+             "data relabel al4 --protocol v2 -o al4",
+             "-o 'al4' is one of the inputs: write the new labels to another folder"),
+        case("relabel-protocol-unknown", "data relabel --protocol v3 (no such protocol)",
+             "data relabel al4 --protocol v3 -o new",
+             "--protocol 'v3' is unknown; known protocols: v1 (bigdens-dft-v1), v2 (bigdens-dft-v2)"),
     ],
     "Active learning (suggest, learn; refused before any scoring, MD or DFT)": [
         case("suggest-no-budget", "neither --budget nor --count", "suggest " + SUGGEST,

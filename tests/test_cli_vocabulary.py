@@ -25,7 +25,7 @@ from bigdens.train import TrainConfig
 
 #: Sub-commands (space-separated for nested ones) that write one file or folder, and their old spellings.
 WRITERS = {"build": (), "predict": ("--out",), "export": ("--cube",), "charges": (), "plot": (), "calibrate": (),
-           "train": (), "finetune": (), "learn": (), "suggest": (), "data import": (), "datagen": ()}
+           "train": (), "finetune": (), "learn": (), "suggest": (), "data import": (), "data relabel": (), "datagen": ()}
 #: Sub-commands that write no file of their own (they print, or change a store in place).
 READERS = {"describe", "evaluate", "verify", "clusters", "data info"}
 #: Sub-commands with ``--threads`` (threads of this process); predict and suggest have ``--threads-per-worker``.

@@ -6,6 +6,7 @@ Examples::
     bigdens data info datasets/al32 --json
     bigdens data import run1/CHGCAR run2/CHGCAR -o datasets/my-vasp --split test
     bigdens data import si.rho.xsf -o datasets/my-qe   # Quantum ESPRESSO pp.x output
+    bigdens data relabel datasets/al32 --split test --protocol v2 -o datasets/al32-v2-test
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import json
 #: Default of --allow-negative (bigdens.data.NEGATIVE_TOLERANCE, repeated so that --help imports no numpy).
 NEGATIVE_TOLERANCE = 1e-3
 
-HELP = "inspect a DFT density data set (info) or import cube/CHGCAR/.gpw/XSF files into one (import)"
+HELP = ("inspect a DFT density data set (info), import cube/CHGCAR/.gpw/XSF files into one (import), or compute "
+        "its cells again under another DFT protocol (relabel)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ._common import add_output_argument, add_split_argument
 
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True,
-                                help="info or import; `bigdens data ACTION --help` shows its options")
+                                help="info, import or relabel; `bigdens data ACTION --help` shows its options")
     info = sub.add_parser("info", help="snapshots, sizes, temperatures, electron integrals, DFT cost",
                           description="Summarise data sets or density files.")
     info.add_argument("paths", nargs="+", metavar="PATH", help="data-set directories or density files")
@@ -51,10 +53,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "the cores: raise this, e.g. --allow-negative 0.02, to import them")
 
 
+    rel = sub.add_parser("relabel", help="compute snapshots again under another DFT protocol (same structures, "
+                                         "names and splits; needs the dft extra)",
+                         description="Compute the DFT of existing snapshots again with another protocol's settings "
+                                     "(docs/data.md, Protocols): the same cells, positions, names, splits and "
+                                     "temperatures. Resumable: rerun the same command to continue.")
+    rel.add_argument("paths", nargs="+", metavar="DATA", help="data-set directories and/or snapshot files")
+    add_split_argument(rel, help="only snapshots of this split")
+    rel.add_argument("--protocol", default="v2", metavar="{v1,v2}", help="the protocol of the new labels (default v2)")
+    rel.add_argument("--max-snapshots", type=int, metavar="N", help="stop after N new snapshots")
+    rel.add_argument("--log-dir", metavar="DIR", help="folder for GPAW's text logs (one per snapshot)")
+    rel.add_argument("--allow-mixed-protocols", action="store_true",
+                     help="accept input snapshots made with different DFT settings")
+    add_output_argument(rel, metavar="DATASET", help="data-set directory of the new labels (created or resumed)")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "info":
         return _info(args)
+    if args.data_command == "relabel":
+        return _relabel(args)
     return _import(args)
+
+
+def _relabel(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..data import load
+    from .._imports import attempt_import
+    from ..datagen import relabel
+    from ..errors import InputError
+    from ._common import progress_lines
+    from .datagen import dft_settings_from_flags
+
+    if args.max_snapshots is not None and args.max_snapshots < 0:
+        raise InputError(f"--max-snapshots must be >= 0 (0: write the plan only), got {args.max_snapshots}")
+    if args.log_dir is not None and not Path(args.log_dir).is_dir():
+        raise InputError(f"--log-dir {args.log_dir!r} is not an existing folder; give one for GPAW's logs")
+    dft = dft_settings_from_flags(args.protocol, kpts=None, gpts=None)
+    snaps = load(args.paths, split=args.split, allow_mixed_protocols=args.allow_mixed_protocols)
+    if not snaps:
+        raise InputError(f"no snapshots{' of split ' + repr(args.split) if args.split else ''} in {args.paths}")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {args.output!r} exists and is not a folder; choose another -o")
+    if any(out.resolve() == Path(p).resolve() for p in args.paths):
+        raise InputError(f"-o {args.output!r} is one of the inputs: write the new labels to another folder")
+    attempt_import("gpaw", purpose="computing DFT densities (bigdens data relabel)")
+    with progress_lines("bigdens.datagen"):
+        relabel(snaps, out, dft=dft, max_snapshots=args.max_snapshots, log_dir=args.log_dir)
+    return 0
 
 
 def summarize(path) -> dict:

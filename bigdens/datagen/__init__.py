@@ -50,6 +50,7 @@ from .md import check_temperatures, thermalize
 from .pipeline import LOCK_FILE, check_requirements, generate, recorded_protocol
 from .plan import PLAN_FILE, PLAN_VERSION, PlannedSnapshot, assign_splits, load_plan, make_plan, read_plan, save_plan
 from .potentials import Tersoff_PRB_39_5566_Si_Ge, classical_calculator, potential_name
+from .relabel import planned_from, relabel
 from .settings import (DEFAULT_PROTOCOL, PROTOCOL, PROTOCOL_ALIASES, PROTOCOL_V2, PROTOCOLS, RECOMMENDED_PROTOCOL,
                        DFTSettings, MDSettings, known_protocols, protocol_name, protocol_settings)
 from .variants import build_variants
@@ -63,5 +64,5 @@ __all__ = [
     "Tersoff_PRB_39_5566_Si_Ge", "assign_splits", "build_variants", "check_requirements", "check_temperatures",
     "classical_calculator", "compute_snapshot", "dft_density", "generate", "known_protocols", "load_plan",
     "make_plan", "potential_name", "protocol_name", "protocol_settings", "read_plan", "recorded_protocol",
-    "save_plan", "thermalize",
+    "save_plan", "thermalize", "planned_from", "relabel",
 ]

@@ -1,0 +1,73 @@
+"""``bigdens data relabel``: the same cells computed again under another DFT protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bigdens import data, datagen
+from bigdens.cli import main
+from bigdens.errors import InputError
+
+AL4 = Path(__file__).parent / "data" / "al4"
+
+
+def _fake_dft(calls):
+    # Plumbing only: a uniform density of the right electron count on the protocol's grid.
+    def dft_density(atoms, *, settings, txt=None):
+        calls.append((len(atoms), settings.kpts_for(atoms.cell[:])))
+        n = 3.0 * len(atoms)
+        rho = np.full(settings.gpts_for(atoms.cell[:]), n / atoms.get_volume())
+        return rho, {"protocol": settings.protocol, "electron_integral": n, "n_electrons_expected": n,
+                     "timing": {"wall_seconds": 1.0, "core_seconds": 1.0}}
+    return dft_density
+
+
+def test_relabel_keeps_structures_names_splits_and_temperatures(monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr("bigdens.datagen.dft.dft_density", _fake_dft(calls))
+    monkeypatch.setattr("bigdens._imports.attempt_import", lambda *a, **k: None)
+    src = data.load([AL4])
+    out = tmp_path / "v2"
+    assert main(["data", "relabel", str(AL4), "--protocol", "v2", "--max-snapshots", "2", "-o", str(out)]) == 0
+    assert len(calls) == 2
+    assert main(["data", "relabel", str(AL4), "--protocol", "v2", "-o", str(out)]) == 0  # resumes
+    assert len(calls) == len(src)  # each cell once
+    assert "4 of 4 snapshots exist" not in capsys.readouterr().out
+    new = {s.name: s for s in data.load([out])}
+    assert sorted(new) == sorted(s.name for s in src)
+    for s in src:
+        n = new[s.name]
+        assert data.structure_digest(n) == data.structure_digest(s)  # the same atoms, bit for bit
+        assert (n.split, n.temperature) == (s.split, s.temperature)
+        assert n.protocol == "bigdens-dft-v2" and n.provenance["thermalization"]["relabelled_from"] == {
+            "name": s.name, "protocol": "bigdens-dft-v1", "structure_digest": data.structure_digest(s)}
+    # v2's k-mesh for the 4.05 Å cell: ceil(24 / 4.05) = 6 per direction (v1: 4).
+    assert {k for _, k in calls} == {(6, 6, 6)}
+    assert main(["data", "relabel", str(AL4), "--protocol", "v2", "--max-snapshots", "0", "-o", str(out)]) == 0
+    # Other cells into the same folder: refused, one line; the data set is unchanged.
+    assert main(["data", "relabel", str(AL4), "--split", "train", "--protocol", "v2", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(data.load([out])) == len(src)
+    # The new data set is v2: evaluating it with the v1 cells needs the flag.
+    with pytest.raises(InputError, match="allow-mixed-protocols"):
+        data.load([AL4, out])
+
+
+def test_relabel_refuses_its_own_input_as_output(tmp_path, capsys):
+    assert main(["data", "relabel", str(AL4), "-o", str(AL4)]) == 2
+    assert "one of the inputs" in capsys.readouterr().err
+
+
+@pytest.mark.gpaw
+def test_relabel_under_the_same_protocol_reproduces_the_label(tmp_path):
+    """GPAW on one 4-atom cell again with v1: the stored v1 label comes back (the same calculation)."""
+    pytest.importorskip("gpaw", reason="GPAW (the dft extra) is not installed")
+    src = [s for s in data.load([AL4]) if s.split == "validation"][:1]
+    out = datagen.relabel(src, tmp_path / "again", dft=datagen.protocol_settings("v1"))
+    again = data.load([out])[0]
+    assert again.name == src[0].name and again.protocol == "bigdens-dft-v1"
+    diff = np.abs(again.density.astype(np.float64) - src[0].density)
+    assert diff.max() < 1e-5 * src[0].density.max(), diff.max()
