@@ -61,13 +61,28 @@ def test_relabel_refuses_its_own_input_as_output(tmp_path, capsys):
     assert "one of the inputs" in capsys.readouterr().err
 
 
-@pytest.mark.gpaw
-def test_relabel_under_the_same_protocol_reproduces_the_label(tmp_path):
-    """GPAW on one 4-atom cell again with v1: the stored v1 label comes back (the same calculation)."""
-    pytest.importorskip("gpaw", reason="GPAW (the dft extra) is not installed")
-    src = [s for s in data.load([AL4]) if s.split == "validation"][:1]
-    out = datagen.relabel(src, tmp_path / "again", dft=datagen.protocol_settings("v1"))
+def test_a_label_of_the_same_calculation_is_taken_over(monkeypatch, tmp_path):
+    """A v1 cell relabelled to v1 (or an al108 cell to v2: the same 2×2×2 mesh) runs no DFT."""
+    from importlib.metadata import version
+
+    from bigdens.datagen.relabel import same_calculation
+
+    monkeypatch.setattr("bigdens.datagen.dft.dft_density", lambda *a, **k: pytest.fail("ran DFT"))
+    src = [s for s in data.load([AL4]) if s.provenance.get("code_version") == version("gpaw")]
+    assert src and all(same_calculation(s, datagen.protocol_settings("v1")) for s in src)
+    assert not any(same_calculation(s, datagen.protocol_settings("v2")) for s in src)  # 4×4×4 -> 6×6×6
+    out = datagen.relabel(src[:1], tmp_path / "same", dft=datagen.protocol_settings("v1"))
     again = data.load([out])[0]
-    assert again.name == src[0].name and again.protocol == "bigdens-dft-v1"
-    diff = np.abs(again.density.astype(np.float64) - src[0].density)
-    assert diff.max() < 1e-5 * src[0].density.max(), diff.max()
+    np.testing.assert_array_equal(again.density, src[0].density)
+    assert again.provenance["thermalization"]["relabelled_from"]["same_calculation"] is True
+
+
+@pytest.mark.gpaw
+def test_gpaw_repeats_a_calculation_bit_for_bit(tmp_path):
+    """What taking a label over rests on: one 4-atom cell computed again with its own settings gives its label."""
+    pytest.importorskip("gpaw", reason="GPAW (the dft extra) is not installed")
+    from bigdens.datagen import compute_snapshot, planned_from
+
+    src = [s for s in data.load([AL4]) if s.split == "validation"][0]
+    again = compute_snapshot(planned_from(src), dft=datagen.protocol_settings("v1"))
+    np.testing.assert_array_equal(again.density, src.density)

@@ -30,6 +30,8 @@ from .settings import PROTOCOL_ALIASES, PROTOCOLS, DFTSettings, MDSettings
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
 
+    from ..data import Snapshot
+
 #: Progress lines of the plan and the DFT runs, at INFO (a child of ``bigdens.datagen``; ``bigdens datagen``
 #: shows them).
 logger = logging.getLogger(__name__)
@@ -141,6 +143,7 @@ def generate(
     progress: Callable[[str], None] | None = None,
     log_dir: str | Path | None = None,
     allow_mixed_protocols: bool = False,
+    compute: Callable[..., "Snapshot"] = compute_snapshot,
 ) -> Path:
     """Make or resume a data set in ``directory``.
 
@@ -171,6 +174,10 @@ def generate(
     allow_mixed_protocols
         Add snapshots of ``dft``'s protocol to a data set of another protocol
         (its plan is reused, its manifest's protocol becomes ``"mixed"``).
+    compute
+        ``compute(planned, dft=, txt=) -> Snapshot``: the DFT of one planned snapshot
+        (:func:`~bigdens.datagen.dft.compute_snapshot`; :func:`~bigdens.datagen.relabel`
+        reuses a label that was computed with the same settings).
 
     Returns
     -------
@@ -208,7 +215,7 @@ def generate(
             todo = todo[:max_snapshots]
         say(f"{len(done)} of {len(plan)} snapshots exist; computing {len(todo)}")
         _compute(directory, todo, manifest, first=len(done) + 1, total=len(plan), dft=dft, say=say,
-                 log_dir=log_dir, allow_mixed_protocols=mixed)
+                 log_dir=log_dir, allow_mixed_protocols=mixed, compute=compute)
     return directory
 
 
@@ -226,7 +233,7 @@ def _open_manifest(directory: Path, *, dft: DFTSettings, description: str) -> di
 
 def _compute(directory: Path, todo: list[PlannedSnapshot], manifest: dict, *, first: int, total: int,
              dft: DFTSettings, say: Callable[[str], None], log_dir: str | Path | None,
-             allow_mixed_protocols: bool = False) -> None:
+             allow_mixed_protocols: bool = False, compute: Callable[..., "Snapshot"] = compute_snapshot) -> None:
     # The DFT of each snapshot of todo in turn, each added to the data set as soon as it is done.
     from ..data import add_snapshot
     from ..structure import species_counts
@@ -238,7 +245,7 @@ def _compute(directory: Path, todo: list[PlannedSnapshot], manifest: dict, *, fi
         say(f"[{first + i}/{total}] {p.name}: {counts}, {p.temperature:g} K, split {p.split}, "
             f"k {dft.kpts_for(atoms.cell[:])}, grid {dft.gpts_for(atoms.cell[:])} ...")
         txt = Path(log_dir) / f"{directory.name}-{p.name}.txt" if log_dir else None
-        snap = compute_snapshot(p, dft=dft, txt=txt)
+        snap = compute(p, dft=dft, txt=txt)
         manifest = add_snapshot(directory, snap, manifest=manifest, allow_mixed_protocols=allow_mixed_protocols)
         elapsed = time.perf_counter() - t_start
         eta = elapsed / (i + 1) * (len(todo) - i - 1)
