@@ -7,7 +7,12 @@ the cell once (S = 20, the snapshot's block index and bond spread, as ``bigdens 
 DESIGN §5 are taken against the stored label and against each recomputed one: NMAE, ΔN, 1σ/2σ coverage, ENCE,
 rms(err/σ).  Only variants that change the k-mesh, the cutoff, the grid or the tolerance of the protocol are read.
 
+With ``--relabelled DATA... --original DATA...`` the pairs are instead the snapshots of a relabelled
+data set (``bigdens data relabel``) and the snapshots of the same names they were relabelled from.
+
 Run:  python -m benchmarks.label_versions [-o benchmarks/results/label_versions.json]
+      python -m benchmarks.label_versions --relabelled datasets/al32-v2-test --original datasets/al32 \
+          datasets/al32-vacancy -o benchmarks/results/label_versions_v2.json
 """
 
 from __future__ import annotations
@@ -40,15 +45,32 @@ def scores(mean, sigma, ref, *, dv: float, n_electrons: float) -> dict:
     }
 
 
-def run(directory: Path = RESULTS) -> dict:
-    out: dict = {}
+def _label_noise_pairs(directory: Path) -> list[tuple]:
+    # (stored snapshot, [(variant, reference density, label NMAE %)]) from the label_noise results.
     by_cell: dict[str, list[tuple[str, dict]]] = {}
     for f in sorted(directory.glob("*.json")):
         r = json.loads(f.read_text())
         if r.get("benchmark") == "label_noise" and r.get("dense_density_file") and r["nmae_pct"] > 0:
             by_cell.setdefault(r["file"], []).append((r.get("variant") or f.stem.split("-")[-1], r))
-    for path, variants in by_cell.items():
-        snap = load(path)
+    return [(load(path), [(name, data.read_snapshot(directory / r["dense_density_file"]).density, r["nmae_pct"])
+                          for name, r in variants]) for path, variants in by_cell.items()]
+
+
+def _relabelled_pairs(relabelled: list[str], original: list[str]) -> list[tuple]:
+    # (original snapshot, [(new protocol, its density, label NMAE %)]) for every relabelled snapshot.
+    old = {s.name: s for s in data.load(original)}
+    pairs = []
+    for new in data.load(relabelled):
+        src = old[new.name]
+        if data.structure_digest(src) != data.structure_digest(new):
+            raise SystemExit(f"{new.name}: the relabelled structure is not the original's")
+        pairs.append((src, [(str(new.protocol), new.density, metrics.nmae(src.density, new.density))]))
+    return pairs
+
+
+def run(pairs: list[tuple]) -> dict:
+    out: dict = {}
+    for snap, variants in pairs:
         model_file = shipped_model_for(snap.numbers)
         model = load_model(model_file)
         X, y = snapshot_features(snap, model.params)
@@ -57,13 +79,13 @@ def run(directory: Path = RESULTS) -> dict:
         mean = mean.astype(np.float64)
         sigma = np.sqrt(epi.astype(np.float64) + ale)
         dv = snap.grid().dv
-        row = {"file": path, "split": snap.split, "model": f"bigdens/models/{model_file.name}",
+        row = {"split": snap.split, "protocol": snap.protocol, "model": f"bigdens/models/{model_file.name}",
                "protocol_label": scores(mean, sigma, y.astype(np.float64), dv=dv, n_electrons=snap.n_electrons_expected),
                "recomputed": {}}
-        for name, r in variants:
-            ref = data.read_snapshot(directory / r["dense_density_file"]).density.astype(np.float64).ravel()
+        for name, density, label_nmae in variants:
+            ref = np.asarray(density, dtype=np.float64).ravel()
             row["recomputed"][name] = dict(scores(mean, sigma, ref, dv=dv, n_electrons=snap.n_electrons_expected),
-                                           label_nmae_pct=r["nmae_pct"])
+                                           label_nmae_pct=label_nmae)
         out[snap.name] = row
         print(snap.name, json.dumps({k: round(v, 3) for k, v in row["protocol_label"].items()}), flush=True)
         for name, s in row["recomputed"].items():
@@ -73,9 +95,14 @@ def run(directory: Path = RESULTS) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--relabelled", nargs="+", help="relabelled data sets (bigdens data relabel)")
+    ap.add_argument("--original", nargs="+", help="the data sets they were relabelled from")
     ap.add_argument("-o", "--out", default="benchmarks/results/label_versions.json")
     args = ap.parse_args(argv)
-    return write_result(args.out, run())
+    if bool(args.relabelled) != bool(args.original):
+        ap.error("--relabelled and --original go together")
+    pairs = (_relabelled_pairs(args.relabelled, args.original) if args.relabelled else _label_noise_pairs(RESULTS))
+    return write_result(args.out, run(pairs))
 
 
 if __name__ == "__main__":
