@@ -639,8 +639,10 @@ def find_test_cells(root: str | Path) -> list[dict[str, str]]:
     Returns
     -------
     list of dict
-        ``{"cell": "DATASET/NAME", "digest": structure_digest}`` per snapshot whose split (as
-        :func:`read_dataset` reads it) is ``"test"``, sorted by ``cell``.
+        ``{"cell": "DATASET/NAME", "digest": structure_digest}`` per structure of a snapshot whose
+        split (as :func:`read_dataset` reads it) is ``"test"``, sorted by ``cell``.  A structure in
+        several data sets (a cell relabelled under another protocol, ``bigdens data relabel``) is
+        listed once, under its original (the cell it was relabelled from).
     """
     from types import SimpleNamespace
 
@@ -649,13 +651,17 @@ def find_test_cells(root: str | Path) -> list[dict[str, str]]:
         directory = manifest.parent
         for entry in read_manifest(directory)["snapshots"]:
             path = directory / entry["file"]
-            arrays = _read_arrays(path, ("cell", "positions", "numbers", "split"))
+            arrays = _read_arrays(path, ("cell", "positions", "numbers", "split", "provenance"))
             split = _split_of(recorded=_recorded_split(path, arrays), listed=entry.get("split"), split=None,
                               default="train")
             if split == "test":
-                cells.append({"cell": f"{directory.name}/{entry['name']}",
-                              "digest": structure_digest(SimpleNamespace(**arrays))})
-    return sorted(cells, key=lambda c: c["cell"])
+                relabelled = "relabelled_from" in (json.loads(str(arrays["provenance"])).get("thermalization") or {})
+                cells.append((relabelled, {"cell": f"{directory.name}/{entry['name']}",
+                                           "digest": structure_digest(SimpleNamespace(**arrays))}))
+    first: dict[str, dict[str, str]] = {}
+    for _, c in sorted(cells, key=lambda rc: (rc[0], rc[1]["cell"])):  # originals before relabelled copies
+        first.setdefault(c["digest"], c)
+    return sorted(first.values(), key=lambda c: c["cell"])
 
 
 def write_test_cells(root: str | Path, path: str | Path = TEST_CELLS) -> Path:

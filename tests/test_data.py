@@ -495,8 +495,11 @@ def test_the_registry_of_shipped_test_cells_is_current():
     assert registry == {c["digest"]: c["cell"] for c in found}, "bigdens/test_cells.json is out of date"
     folders = sorted(p.parent for p in (ROOT / "datasets").glob("*/dataset.json"))
     entries = [(f.name, e) for f in folders for e in read_manifest(f)["snapshots"]]
-    tests = sorted(f"{f}/{e['name']}" for f, e in entries if e["split"] == "test")
-    assert sorted(registry.values()) == tests and len(tests) >= 20  # one digest per cell: no two alike
+    tests = {f"{f}/{e['name']}": e.get("digest") for f, e in entries if e["split"] == "test"}
+    # Every test cell's structure is listed, once (a relabelled copy shares its original's digest),
+    # under a cell that is a test cell; at least the 20-odd v1 test cells.
+    assert set(registry.values()) <= set(tests) and len(registry) >= 20
+    assert {d for d in tests.values() if d is not None} <= set(registry)
     # No shipped train or validation cell has a test cell's structure (they would be refused).
     for f in folders:
         for s in read_dataset(f):
