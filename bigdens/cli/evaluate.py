@@ -44,7 +44,8 @@ def with_protocols(result: dict, snapshots) -> dict:
 
 def format_table(result: dict) -> str:
     cols = [("nmae_pct", "NMAE %"), ("nrmse_pct", "NRMSE %"), ("electron_count_error_pct", "ΔN %"),
-            ("coverage_1sigma_pct", "cov1σ %"), ("coverage_2sigma_pct", "cov2σ %"), ("spearman_sigma_error", "Spearman")]
+            ("coverage_1sigma_pct", "cov1σ %"), ("coverage_2sigma_pct", "cov2σ %"), ("ence", "ENCE"),
+            ("spearman_sigma_error", "Spearman")]
     if "epistemic_high_pct" in result["overall"]:
         cols.append(("epistemic_high_pct", "epi>q999 %"))  # 0.1 % where the data are like the validation data
     protocols = result.get("protocols", [])
