@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bigdens import data, metrics
+from bigdens import metrics
 from bigdens.bnn import Architecture, DensityModel, Scaling, load
 from bigdens.descriptors import DescriptorParams
 from bigdens.errors import InputError
@@ -115,13 +115,8 @@ def test_a_sigma_map_that_shrinks_a_larger_sigma_is_refused():
 
 
 @pytest.fixture(scope="module")
-def snaps(al4_splits):
-    return al4_splits
-
-
-@pytest.fixture(scope="module")
-def model(snaps):
-    tr, va = snaps
+def model(al4_splits):
+    tr, va = al4_splits
     config = TrainConfig(epochs=4, points_per_epoch=6000, batch_size=512, patience=10, seed=1)
     return train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16), kind="last-layer"), config=config,
                  log=lambda _: None)
@@ -140,8 +135,8 @@ def _deciles(m, snapshots, *, seed=0):
     return metrics.binned_calibration(mean, y, sigma), (mean, sigma, y)
 
 
-def test_calibrate_fits_the_map_on_real_snapshots_and_the_file_keeps_it(snaps, model, tmp_path):
-    tr, va = snaps
+def test_calibrate_fits_the_map_on_real_snapshots_and_the_file_keeps_it(al4_splits, model, tmp_path):
+    tr, va = al4_splits
     plain = calibrate(model, va)
     assert not plain.scaling.sigma_knots  # the map is opt-in
     before = _deciles(plain, va)[0]
@@ -170,7 +165,7 @@ def test_calibrate_fits_the_map_on_real_snapshots_and_the_file_keeps_it(snaps, m
     assert _deciles(again, va)[1][1] == pytest.approx(sigma, rel=1e-6)
 
 
-def test_cli_calibrate_fits_the_map_only_when_asked(snaps, model, tmp_path, capsys):
+def test_cli_calibrate_fits_the_map_only_when_asked(al4_splits, model, tmp_path, capsys):
     from bigdens.cli import main
 
     src = model.save(tmp_path / "m.safetensors")
@@ -185,10 +180,10 @@ def test_cli_calibrate_fits_the_map_only_when_asked(snaps, model, tmp_path, caps
     assert err.count("\n") == 1 and "--keep-variance" in err and not (tmp_path / "x.safetensors").exists()
 
 
-def test_evaluate_reports_the_binned_calibration_and_the_regions(snaps, model):
+def test_evaluate_reports_the_binned_calibration_and_the_regions(al4_splits, model):
     from bigdens.train import evaluate
 
-    tr, va = snaps
+    tr, va = al4_splits
     res = evaluate(model, va, samples=8)
     for row in res["snapshots"]:
         assert len(row["sigma_bins"]["ratio"]) == metrics.SIGMA_BINS and row["ence"] >= 0
