@@ -8,8 +8,8 @@ protocol-checked exactly like ``bigdens datagen``.  Each new snapshot's thermali
 the snapshot it was relabelled from (name, protocol, structure digest).
 
 A cell whose recorded calculation is already the new protocol's (the same k-mesh, grid, cutoff,
-functional, setups, smearing, tolerance and GPAW version: e.g. a 108-atom Al cell, 2 × 2 × 2 in
-both v1 and v2) is not computed again: its density is taken over (GPAW repeats a calculation bit
+functional, setups, smearing, tolerance and GPAW version: e.g. a cell relabelled into a protocol
+whose rules give it the settings it was computed with) is not computed again: its density is taken over (GPAW repeats a calculation bit
 for bit; ``tests/test_relabel.py`` checks it on a real cell) and its provenance says so
 (``relabelled_from["same_calculation"]``).
 """
