@@ -62,7 +62,7 @@ def test_relabel_refuses_its_own_input_as_output(tmp_path, capsys):
 
 
 def test_a_label_of_the_same_calculation_is_taken_over(monkeypatch, tmp_path):
-    """A v1 cell relabelled to v1 (the same calculation) runs no DFT; to v2 (6×6×6, 1000 eV) it would."""
+    """A v1 cell relabelled to v1 (the same calculation) runs no DFT; to v2 (6×6×6, 800 eV) it would."""
     from importlib.metadata import version
 
     from bigdens.datagen.relabel import same_calculation
