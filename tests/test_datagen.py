@@ -534,7 +534,7 @@ def test_shipped_datasets_follow_the_protocol():
             st, th = prov["settings"], prov["thermalization"]
             where = f"{d.name}/{snap.name}"
             assert snap.protocol == manifest["protocol"] and prov["code"] == "GPAW" and prov["code_version"] == "26.7.0", where
-            assert (st["mode"], st["ecut_eV"], st["setups"], st["xc"]) == ("pw", 600.0, "hgh", "LDA"), where
+            assert (st["mode"], st["ecut_eV"], st["setups"], st["xc"]) == ("pw", s.ecut, "hgh", "LDA"), where
             assert st["occupations"] == {"name": "fermi-dirac", "width_eV": 0.1}, where
             assert st["convergence"] == {"density": 1e-5}, where
             assert tuple(st["kpts"]["size"]) == s.kpts_for(cell) and st["gpts"] == list(s.gpts_for(cell)), where
