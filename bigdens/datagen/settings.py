@@ -54,7 +54,7 @@ PROTOCOL_V2 = "bigdens-dft-v2"
 #: the ≤ 0.05 % target is not met for Al at any mesh that was affordable (reported, not hidden).
 V2_KPOINT_LENGTH = 24.0
 #: v2 plane-wave cutoff, eV.  600 eV moves the al32 label by 0.046 % against 1000 eV, but the sige64
-#: label by 0.080 % against 800 eV: Si-Ge needs more.  800 eV costs the same core-seconds as 600 eV on
+#: label by 0.079 % against 950 eV (800 eV: 0.023 %): Si-Ge needs more.  800 eV costs the same core-seconds as 600 eV on
 #: the fixed grid, and it is the largest round cutoff whose plane waves every shipped cell's protocol grid
 #: holds: GPAW refuses 1000 eV on sige64's 56³ grid ("grid too small"; that grid holds up to ~958 eV).
 V2_ECUT = 800.0
