@@ -55,6 +55,7 @@ def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, see
         allr.append(y)
         alls.append(sigma)
     p, r, sg = np.concatenate(allp), np.concatenate(allr), np.concatenate(alls)
+    binned = metrics.binned_calibration(p, r, sg)  # sorts every point once
     overall = {
         "nmae_pct": metrics.nmae(p, r),
         "nrmse_pct": metrics.nrmse(p, r),
@@ -62,9 +63,9 @@ def evaluate(model: DensityModel, snapshots: Sequence, *, samples: int = 20, see
         "coverage_1sigma_pct": metrics.coverage(p, r, sg, 1.0),
         "coverage_2sigma_pct": metrics.coverage(p, r, sg, 2.0),
         "spearman_sigma_error": float(np.nanmean([row["spearman_sigma_error"] for row in rows])),
-        "ence": metrics.binned_calibration(p, r, sg)["ence"],
+        "ence": binned["ence"],
         "ence_max": float(max(row["ence"] for row in rows)),
-        "sigma_bins": _bins(metrics.binned_calibration(p, r, sg)),
+        "sigma_bins": _bins(binned),
         "n_snapshots": len(rows),
         "n_points": int(len(p)),
     }
