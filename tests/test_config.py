@@ -147,6 +147,9 @@ def test_config_default_reads_the_dataclass_field():
     ({"nll_beta": float("nan")}, "nll_beta"),
     ({"time_limit": 0}, "time_limit"),
     ({"time_limit": -60.0}, "time_limit"),
+    ({"schedule": "linear"}, "schedule"),
+    ({"min_lr_factor": 0.0}, "min_lr_factor"),
+    ({"min_lr_factor": 1.5}, "min_lr_factor"),
 ])
 def test_train_config_refuses_a_bad_value_naming_it(kw, field):
     with pytest.raises(InputError) as exc:
@@ -165,5 +168,5 @@ def test_train_config_is_frozen():
 def test_train_defaults_are_what_the_command_line_shows():
     args = _cli_defaults("train", "data", "-o", "m.safetensors")
     for field in ("epochs", "points_per_epoch", "batch_size", "lr", "patience", "seed", "nll_beta", "device",
-                  "time_limit"):
+                  "time_limit", "schedule"):
         assert args[field] == config_default(TrainConfig, field), field

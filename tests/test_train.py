@@ -193,6 +193,22 @@ def test_time_limit_stops_at_the_epoch_boundary_and_keeps_the_best(snaps):
     assert lines[-1] == "time limit (1e-06 s) reached after epoch 1"
 
 
+def test_cosine_schedule_runs_from_lr_down_to_its_floor_and_plateau_starts_flat(snaps):
+    import dataclasses
+
+    tr, va = snaps
+    cfg = dataclasses.replace(FAST, epochs=5, patience=10, schedule="cosine", min_lr_factor=0.05)
+    lrs = [e["lr"] for e in train(tr, va, PARAMS, arch=Architecture(hidden=(8,)), config=cfg,
+                                  log=lambda _: None).info["history"]]
+    assert lrs[0] == pytest.approx(cfg.lr) and lrs[-1] == pytest.approx(cfg.lr * 0.05)
+    assert lrs[2] == pytest.approx(cfg.lr * (0.05 + 0.95 * 0.5))  # half way down the cosine, mid-run
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    flat = [e["lr"] for e in train(tr, va, PARAMS, arch=Architecture(hidden=(8,)),
+                                   config=dataclasses.replace(cfg, schedule="plateau"),
+                                   log=lambda _: None).info["history"]]
+    assert flat[:3] == [cfg.lr] * 3  # halved only after max(2, patience // 3) epochs without progress
+
+
 def test_progress_goes_to_the_module_logger(snaps, caplog, capsys):
     # No print: without a handler the lines are dropped; `bigdens train` shows them (tests/test_data.py).
     import dataclasses

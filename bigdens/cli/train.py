@@ -21,6 +21,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def add_optimiser_arguments(parser: argparse.ArgumentParser, *, epochs: int, lr: float) -> None:
     """The optimiser, ``--threads``, ``--device`` (default: :class:`~bigdens.train.TrainConfig`'s) and ``-o``."""
     from ..train import TrainConfig
+    from ..train.config import SCHEDULES
     from ._common import add_device_argument, add_output_argument, add_threads_argument, config_default
 
     parser.add_argument("--epochs", type=int, default=epochs, help=f"maximum epochs (default {epochs})")
@@ -31,6 +32,9 @@ def add_optimiser_arguments(parser: argparse.ArgumentParser, *, epochs: int, lr:
     parser.add_argument("--patience", type=int, default=25, help="early-stopping patience, epochs (default 25)")
     parser.add_argument("--nll-beta", type=float, default=0.0,
                         help="β-NLL weight in [0, 1] (default 0: plain Gaussian NLL; 0.5 fits hard points harder)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=config_default(TrainConfig, "schedule"),
+                        help="learning rate: plateau (default; halved when validation stalls) or cosine "
+                             "(from --lr down to 1 %% of it over --epochs)")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="start no new epoch after this many seconds of training; keep the best so far")
     parser.add_argument("--seed", type=int, default=0,
@@ -148,7 +152,7 @@ def config_from_args(args, **extra):
 
     return TrainConfig(epochs=args.epochs, points_per_epoch=args.points_per_epoch, batch_size=args.batch_size,
                        lr=args.lr, patience=args.patience, seed=args.seed, nll_beta=args.nll_beta,
-                       device=args.device, time_limit=args.time_limit, **extra)
+                       device=args.device, time_limit=args.time_limit, schedule=args.schedule, **extra)
 
 
 def run(args: argparse.Namespace) -> int:

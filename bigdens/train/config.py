@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 
+#: Learning-rate schedules of :class:`TrainConfig` (``schedule``).
+SCHEDULES = ("plateau", "cosine")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -43,6 +46,15 @@ class TrainConfig:
         Wall-clock seconds after which no new epoch starts (None: no limit);
         the best epoch so far is kept, as on early stopping.  For jobs with
         a wall-time limit (SLURM).
+    schedule
+        How the learning rate moves, one of :data:`SCHEDULES`: ``"plateau"``
+        halves it when the validation NMAE has not improved for
+        ``max(2, patience // 3)`` epochs; ``"cosine"`` lowers it from ``lr``
+        to ``lr · min_lr_factor`` along half a cosine over ``epochs`` (by
+        epoch, not by clock: set ``epochs`` to what ``time_limit`` allows, or
+        the run stops before the rate is low).
+    min_lr_factor
+        ``"cosine"``: the final learning rate as a share of ``lr``.
     """
 
     epochs: int = 150
@@ -56,6 +68,8 @@ class TrainConfig:
     nll_beta: float = 0.0
     device: str = "cpu"
     time_limit: float | None = None
+    schedule: str = "plateau"
+    min_lr_factor: float = 0.01
 
     def __post_init__(self):
         from ..config import DEVICES
@@ -75,3 +89,7 @@ class TrainConfig:
             raise InputError(f"nll_beta must be within [0, 1], got {self.nll_beta!r}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise InputError(f"time_limit must be > 0 seconds (or None), got {self.time_limit!r}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0 < self.min_lr_factor <= 1:
+            raise InputError(f"min_lr_factor must be within (0, 1], got {self.min_lr_factor!r}")

@@ -47,6 +47,17 @@ def _nll(out, y, beta: float = 0.0):
     return term.mean()
 
 
+def _scheduler(opt, config: TrainConfig):
+    """The learning-rate schedule of ``config.schedule``, stepped once per epoch."""
+    import torch
+
+    if config.schedule == "cosine":  # every group's rate times one factor: 1 in the first epoch, low in the last
+        low, last = config.min_lr_factor, max(1, config.epochs - 1)
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda e: low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(e, last) / last)))
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(2, config.patience // 3))
+
+
 def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[str], None]) -> dict:
     """Bayes by backprop on scaled arrays; returns the training history."""
     import torch
@@ -67,7 +78,7 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
         if scale > 0:
             groups.append({"params": list(layer.parameters()), "lr": config.lr * scale})
     opt = torch.optim.Adam(groups)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(2, config.patience // 3))
+    sched = _scheduler(opt, config)
     Xt, yt = model.scale_features(X).to(dev), model.scale_target(y).to(dev)
     Xvt = model.scale_features(Xv).to(dev)
     n = len(Xt)
@@ -87,13 +98,14 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
             opt.step()
             total += loss.detach() * len(b)
         total = float(total)
+        lr = opt.param_groups[-1]["lr"]  # the rate of this epoch (the last trained layer's)
         net.eval()
         with torch.no_grad():
             pv = net.forward_mean(Xvt)[:, 0].double().cpu().numpy() * model.scaling.target_std \
                 + model.scaling.target_mean
         val = metrics.nmae(pv, yv)
-        sched.step(val)
-        history.append({"epoch": epoch + 1, "loss": total / len(idx), "val_nmae_pct": val})
+        sched.step(val) if config.schedule == "plateau" else sched.step()
+        history.append({"epoch": epoch + 1, "loss": total / len(idx), "val_nmae_pct": val, "lr": lr})
         improved = val < best[0]
         if improved:
             best = (val, {k: v.detach().clone() for k, v in net.state_dict().items()}, epoch + 1)
