@@ -17,8 +17,8 @@ from ..errors import InputError
 FORMAT_VERSION = 3
 #: The format a model without a σ map is written in (readers of format 2 read it unchanged).
 FORMAT_VERSION_NO_SIGMA_MAP = 2
-#: Network kinds (:class:`Architecture`).
-KINDS = ("mean-field", "last-layer")
+#: Network kinds (:class:`Architecture`), the default first; ``bigdens train --kind`` offers these.
+KINDS = ("last-layer", "mean-field")
 #: Salt of the Monte Carlo seed (:func:`sample_seed`); changing it changes every prediction.
 SAMPLE_SALT = 0xB16D
 #: Edges (Å, nearest-atom distance) of the region classes whose variance factors are fitted

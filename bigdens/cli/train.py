@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-KINDS = ("last-layer", "mean-field")
-
 HELP = "train a Bayesian density model from scratch on DFT data sets (stage 1)"
 
 
@@ -45,6 +43,8 @@ def add_optimiser_arguments(parser: argparse.ArgumentParser, *, epochs: int, lr:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..bnn.settings import KINDS
+
     add_data_arguments(parser)
     parser.add_argument("--r-cut", type=float, default=6.0, help="descriptor cutoff, Å (default 6.0)")
     parser.add_argument("--m", type=int, nargs="+", default=[32], help="radial neighbours per species (one value or one per species)")
