@@ -266,12 +266,12 @@ def test_learn_never_trains_or_calibrates_on_test_cells(tmp_path):
 
 
 def test_learn_cli_refuses_a_test_cell_in_val_before_building_the_pool(tmp_path, monkeypatch, capsys):
-    from bigdens.cli import _common, main
+    from bigdens.cli import main, suggest
 
     def no_pool(*a, **k):
         raise AssertionError("the pool was built (generators run MD) before the data were checked")
 
-    monkeypatch.setattr(_common, "read_candidates", no_pool)
+    monkeypatch.setattr(suggest, "read_candidates", no_pool)
     monkeypatch.chdir(tmp_path)
     status = main(["learn", str(SHIPPED_AL), "--candidates", "al --temperatures 300", "--budget", "1000",
                    "--holdout", str(DATASETS / "al32-vacancy"), "--val", str(DATASETS / "al32"),

@@ -277,14 +277,14 @@ class DensityModel:
     def _predict_last_layer(self, features, *, samples: int, seed: int, block_index: int,
                             device: str, batch: int, acc=None):
         """Format 2: :func:`bigdens.bnn.prediction.predict_last_layer` of this model."""
-        return predict_last_layer(self, features, samples=samples, seed=seed, block_index=block_index,
-                                  device=device, batch=batch, acc=acc)
+        noise = self.draw_head_eps(samples, seed=seed, block_index=block_index)
+        return predict_last_layer(self.net, self.scaling, features, noise, device=device, batch=batch, acc=acc)
 
     def _predict_mean_field(self, features, *, samples: int, seed: int, block_index: int,
                             device: str, batch: int, acc=None):
         """Format 1: :func:`bigdens.bnn.prediction.predict_mean_field` of this model."""
-        return predict_mean_field(self, features, samples=samples, seed=seed, block_index=block_index,
-                                  device=device, batch=batch, acc=acc)
+        eps = self.draw_eps(samples, seed=seed, block_index=block_index)
+        return predict_mean_field(self.net, self.scaling, features, eps, device=device, batch=batch, acc=acc)
 
     # -- files -----------------------------------------------------------------------
     def metadata(self) -> dict:

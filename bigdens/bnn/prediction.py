@@ -1,20 +1,17 @@
 """The prediction passes of the two network kinds (:meth:`DensityModel.predict <bigdens.bnn.model.DensityModel.predict>`
-calls them): format 2 (last-layer) and format 1 (mean-field), on scaled-unit buffers, results in e/Å³."""
+calls them): format 2 (last-layer) and format 1 (mean-field), on scaled-unit buffers, results in e/Å³.
+
+Each pass takes the network, its :class:`~bigdens.bnn.settings.Scaling` and the weight noise already
+drawn, not the model: the model calls the passes, the passes know nothing of the model."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .sampling import (_accumulate_deviations, _cpu_chunk, _device_features, _empty_results, _reduce_head,
                        _sampled_weights, _silu_, _torch)
-from .settings import GROUP_POINTS, LAST_LAYER_CHUNK, LOGVAR_RANGE
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import DensityModel
+from .settings import GROUP_POINTS, LAST_LAYER_CHUNK, LOGVAR_RANGE, Scaling
 
 
-def predict_last_layer(model: DensityModel, features, *, samples: int, seed: int, block_index: int,
-                       device: str, batch: int, acc=None):
+def predict_last_layer(net, scaling: Scaling, features, noise, *, device: str, batch: int, acc=None):
     """Format 2 (see :mod:`bigdens.bnn`): trunk once per point, S samples of the head only.
 
     For sample s with last-layer noise ε_s and slope noise η_s,
@@ -28,23 +25,27 @@ def predict_last_layer(model: DensityModel, features, *, samples: int, seed: int
     :func:`~bigdens.bnn.sampling._accumulate_deviations` (None: no per-group sums).
     ``features``: the raw descriptors, (n_points, n_features) float32, an ndarray or a tensor on ``device``
     (as :meth:`DensityModel._predict <bigdens.bnn.model.DensityModel._predict>` leaves them).
+    ``net``: the format-2 network (moved to ``device``); ``scaling``: the model's;
+    ``noise``: ``(e_w, e_lo, e_hi)`` of :meth:`DensityModel.draw_head_eps
+    <bigdens.bnn.model.DensityModel.draw_head_eps>`, whose first dimension is S.
     """
     torch = _torch()
     n = len(features)
     mean, epi, ale = _empty_results(n)
     dev = torch.device(device)
-    net = model.net.to(dev)
-    ts, tm = model.scaling.target_std, model.scaling.target_mean
-    vs = ts * ts * model.scaling.variance_scale
+    net = net.to(dev)
+    e_w, e_lo, e_hi = noise
+    samples = e_w.shape[0]
+    ts, tm = scaling.target_std, scaling.target_mean
+    vs = ts * ts * scaling.variance_scale
     chunk = min(batch, LAST_LAYER_CHUNK if dev.type == "cpu" else batch, n)
     with torch.inference_mode():
-        e_w, e_lo, e_hi = model.draw_head_eps(samples, seed=seed, block_index=block_index)
         delta = (net.post_chol.double() @ e_w.double().T).float().to(dev)  # (H+1, S)
         d_w, d_b = delta[:-1].contiguous(), delta[-1]
         g_lo = (net.slope_lo[:, None] * e_lo.T.to(dev)).contiguous()  # (F, S)
         g_hi = (net.slope_hi[:, None] * e_hi.T.to(dev)).contiguous()
-        f_mean = torch.tensor(model.scaling.feature_mean, dtype=torch.float32, device=dev)
-        f_std = torch.tensor(model.scaling.feature_std, dtype=torch.float32, device=dev)
+        f_mean = torch.tensor(scaling.feature_mean, dtype=torch.float32, device=dev)
+        f_std = torch.tensor(scaling.feature_std, dtype=torch.float32, device=dev)
         feats = _device_features(features, dev)
         res = torch.empty(3, n, dtype=torch.float64, device=dev)
         head = net.layers[-1]
@@ -76,32 +77,33 @@ def predict_last_layer(model: DensityModel, features, *, samples: int, seed: int
     return mean, epi, ale
 
 
-def predict_mean_field(model: DensityModel, features, *, samples: int, seed: int, block_index: int,
-                       device: str, batch: int, acc=None):
+def predict_mean_field(net, scaling: Scaling, features, eps, *, device: str, batch: int, acc=None):
     """Format 1: every layer sampled (the transposed, cache-sized layout described in
     :meth:`DensityModel.predict <bigdens.bnn.model.DensityModel.predict>`).
 
-    Returns and ``acc`` as :func:`predict_last_layer`.
+    ``eps``: the weight noise of :meth:`DensityModel.draw_eps <bigdens.bnn.model.DensityModel.draw_eps>`
+    (S samples).  Returns, ``features`` and ``acc`` as :func:`predict_last_layer`.
     """
     torch = _torch()
     n = len(features)
     mean, epi, ale = _empty_results(n)
     dev = torch.device(device)
-    net = model.net.to(dev)
+    net = net.to(dev)
+    samples = eps[0][0].shape[0]
     widths = [layer.w_mu.shape[1] for layer in net.layers]
     chunk = int(batch)
     if dev.type == "cpu":
         chunk = min(chunk, _cpu_chunk(samples, max(widths[:-1])))
     chunk = min(chunk, n)
-    ts, tm = model.scaling.target_std, model.scaling.target_mean
-    vs = ts * ts * model.scaling.variance_scale
+    ts, tm = scaling.target_std, scaling.target_mean
+    vs = ts * ts * scaling.variance_scale
     group = min(chunk * max(1, GROUP_POINTS // chunk), n)  # points scaled and reduced together
     with torch.inference_mode():
-        weights, biases = _sampled_weights(net, model.draw_eps(samples, seed=seed, block_index=block_index), dev)
+        weights, biases = _sampled_weights(net, eps, dev)
         w0 = weights[0].reshape(-1, weights[0].shape[-1])  # (S·h1, F): all samples in one GEMM
         b0 = biases[0].reshape(-1, 1)
-        f_mean = torch.tensor(model.scaling.feature_mean, dtype=torch.float32, device=dev)[:, None]
-        f_std = torch.tensor(model.scaling.feature_std, dtype=torch.float32, device=dev)[:, None]
+        f_mean = torch.tensor(scaling.feature_mean, dtype=torch.float32, device=dev)[:, None]
+        f_std = torch.tensor(scaling.feature_std, dtype=torch.float32, device=dev)[:, None]
         feats = _device_features(features, dev)
         # Buffers, allocated once: scaled inputs (F, group); per layer (S, width, chunk); the
         # outputs of a group (S, 2, group) and their float64 copy; the results (3, n), scaled.

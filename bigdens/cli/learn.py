@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load
     from ..datagen import DFTSettings
     from ..errors import InputError
-    from ._common import cluster_config, cost_data_dirs, read_candidates
+    from ._common import cluster_config, cost_data_dirs
+    from .suggest import read_candidates
     from .train import check_output, check_run_arguments, set_threads
 
     check_run_arguments(args)

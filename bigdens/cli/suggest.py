@@ -47,6 +47,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="plan file (default suggestion.json)")
 
 
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print the usage and exit
+        from ..errors import InputError
+
+        raise InputError(message)
+
+
+def read_candidates(specs: list[str], *, format: str | None = None) -> list:
+    """The candidate pool of ``bigdens suggest`` / ``learn``: structure files, pool files and generators.
+
+    A spec is an existing file (any ASE format, every frame; or a pool ``.json`` written by
+    ``--save-pool``) or a generator: ``"al|sige FLAGS"`` with the flags of ``bigdens datagen``
+    (e.g. ``"al --cells 2 2 2 --vacancies 1 --temperatures 300 900 --snapshots-per-temperature 10"``).
+    """
+    import shlex
+    from pathlib import Path
+
+    from ..active import candidates as C
+    from ..errors import InputError
+    from .datagen import add_generator_arguments, check_generator_arguments
+
+    pool = []
+    for spec in specs:
+        words = shlex.split(spec)
+        if Path(spec).is_file():
+            pool += C.load_pool(spec) if C.is_pool_file(spec) else C.from_file(spec, format=format)
+        elif words and words[0] in ("al", "sige"):
+            parser = _RaisingParser(prog=f"candidate generator {spec!r}", add_help=False)
+            add_generator_arguments(parser)
+            try:
+                g = parser.parse_args(words[1:])
+            except InputError as exc:
+                raise InputError(f"candidate generator {spec!r}: {exc}") from None
+            md = check_generator_arguments(g)
+            pool += C.from_generator(words[0], temperatures=g.temperatures, snapshots=g.snapshots_per_temperature,
+                                     md=md, cells=g.cells, x_values=g.x, vacancies=g.vacancies, void=g.void,
+                                     seed=g.seed, source=spec)
+        elif Path(spec).exists():
+            raise InputError(f"candidate {spec!r} is a folder; give structure files or generators")
+        else:
+            raise InputError(f"candidate {spec!r} is neither a file nor a generator ('al FLAGS' or 'sige FLAGS', "
+                             "with the flags of `bigdens datagen`)")
+    pool, dropped = C.unique(pool)
+    if dropped:
+        import warnings
+
+        warnings.warn(f"{len(dropped)} candidates are exact duplicates of others and were dropped "
+                      f"({', '.join(dropped[:5])}{' ...' if len(dropped) > 5 else ''})", stacklevel=2)
+    if not pool:
+        raise InputError("the candidate pool is empty; give structure files or generators")
+    return pool
+
+
 def exclude_hashes(paths: list[str] | None) -> list[str]:
     """Structure hashes of the snapshots or structures in ``paths``."""
     from pathlib import Path
@@ -72,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bnn import load
     from ..datagen import DFTSettings
     from ..errors import InputError
-    from ._common import cluster_config, cost_data_dirs, read_candidates
+    from ._common import cluster_config, cost_data_dirs
 
     request = Request(budget=args.budget, count=args.count, strategy=args.strategy, spacing=args.spacing,
                       samples=args.mc_samples, seed=args.seed)
