@@ -39,7 +39,7 @@ from bigdens.bnn import LOGVAR_RANGE, Architecture, DensityModel, Scaling
 from bigdens.descriptors import DescriptorParams, default_params
 
 PARAMS = default_params([13])
-ARCH = Architecture(hidden=(64, 64))
+ARCH = Architecture(hidden=(64, 64), kind="mean-field")
 SAMPLES = 20
 #: ``batch`` passed to predict: the engine's default (``PredictConfig.batch``).
 BATCH = 16384

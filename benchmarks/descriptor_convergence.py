@@ -59,7 +59,8 @@ def run_setting(setting: tuple, args: argparse.Namespace) -> dict:
                       patience=args.patience or max(5, args.epochs // 3), lr=args.lr, nll_beta=args.nll_beta,
                       device=args.device, time_limit=args.time_limit)
     t = time.perf_counter()
-    model = train(tr, va, params, arch=Architecture(hidden=tuple(args.hidden)), config=cfg, log=lambda _: None)
+    arch = Architecture(hidden=tuple(args.hidden), kind="mean-field")
+    model = train(tr, va, params, arch=arch, config=cfg, log=lambda _: None)
     ev = evaluate(model, va, samples=10, seed=args.seed)["overall"]
     training = model.info["training"]
     return {"varied": label, "m": m, "k": k, "r_cut": r, "n_features": params.n_features,

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     n = len(args.species)
     rep = lambda v: tuple(v) * n if len(v) == 1 else tuple(v)  # noqa: E731
     params = DescriptorParams(species=tuple(args.species), m=rep(args.m), k=rep(args.k), r_cut=args.r_cut)
-    arch = Architecture(hidden=tuple(args.hidden))
+    arch = Architecture(hidden=tuple(args.hidden), kind="mean-field")
     cfg = TrainConfig(epochs=args.epochs, points_per_epoch=args.points_per_epoch, seed=args.seed, device=args.device)
     ft_cfg = TrainConfig(epochs=args.finetune_epochs, points_per_epoch=args.points_per_epoch, seed=args.seed,
                          train_layers=2, lr=1e-3, device=args.device)

@@ -19,7 +19,8 @@ def make_model(path, *, seed=1, info=None):
     rng = np.random.default_rng(seed)
     X = rng.uniform(0.5, 4.0, size=(300, PARAMS.n_features)).astype(np.float32)
     y = rng.uniform(0.01, 0.05, size=300)
-    DensityModel.new(PARAMS, Architecture(hidden=(16, 16)), Scaling.fit(X, y), seed=seed, info=info).save(path)
+    arch = Architecture(hidden=(16, 16), kind="mean-field")
+    DensityModel.new(PARAMS, arch, Scaling.fit(X, y), seed=seed, info=info).save(path)
     return path
 
 

@@ -756,7 +756,8 @@ def _make_model(path: Path, species=(13,), info=None) -> Path:
     rng = np.random.default_rng(1)
     X = rng.uniform(0.5, 4.0, size=(300, params.n_features)).astype(np.float32)
     y = rng.uniform(0.01, 0.05, size=300)
-    DensityModel.new(params, Architecture(hidden=(16, 16)), Scaling.fit(X, y), seed=1, info=info).save(path)
+    arch = Architecture(hidden=(16, 16), kind="mean-field")
+    DensityModel.new(params, arch, Scaling.fit(X, y), seed=1, info=info).save(path)
     return path
 
 

@@ -247,7 +247,8 @@ def test_cross_calibration_smoke(tmp_path):
     va = [s for s in snaps if s.split == "validation"]
     params = DescriptorParams(species=(13,), m=(8,), k=(2,), r_cut=4.0)
     quick = TrainConfig(epochs=1, points_per_epoch=2000, batch_size=512, seed=0)
-    parent = train(tr, va, params, arch=Architecture(hidden=(8, 8)), config=quick, log=lambda _: None)
+    parent = train(tr, va, params, arch=Architecture(hidden=(8, 8), kind="mean-field"), config=quick,
+                   log=lambda _: None)
     parent.save(tmp_path / "parent.safetensors")
     model = finetune(parent, tr[1:], tr[:1], config=TrainConfig(epochs=1, points_per_epoch=2000, batch_size=512,
                                                                  seed=0, train_layers=2), log=lambda _: None)

@@ -25,7 +25,7 @@ SAMPLE_SEED_1_4 = 9135799944750005330
 def model(rng):
     X = rng.normal(size=(500, PARAMS.n_features)).astype(np.float32)
     y = (0.03 + 0.01 * np.tanh(X[:, 0])).astype(np.float32)
-    return DensityModel.new(PARAMS, Architecture(hidden=(16, 16)), Scaling.fit(X, y), seed=3), X, y
+    return DensityModel.new(PARAMS, Architecture(hidden=(16, 16), kind="mean-field"), Scaling.fit(X, y), seed=3), X, y
 
 
 def test_gradients_flow_and_kl_is_finite(model):
@@ -181,7 +181,7 @@ def test_fast_predict_equals_plain_per_sample_loop(rng, hidden, samples, batch):
     n = 5000 if hidden == (16, 16) else 700
     X = rng.normal(size=(n, PARAMS.n_features)).astype(np.float32)
     y = (0.03 + 0.01 * np.tanh(X[:, 0])).astype(np.float32)
-    m = DensityModel.new(PARAMS, Architecture(hidden=hidden), Scaling.fit(X, y), seed=11)
+    m = DensityModel.new(PARAMS, Architecture(hidden=hidden, kind="mean-field"), Scaling.fit(X, y), seed=11)
     m.scaling = dataclasses.replace(m.scaling, variance_scale=1.7)
     with torch.no_grad():  # a posterior as wide as training leaves it, so the spread is well above rounding
         for layer in m.net.layers:
@@ -206,7 +206,7 @@ def test_cuda_predict_equals_plain_per_sample_loop(rng, hidden, samples, batch):
     n = 5000
     X = rng.normal(size=(n, PARAMS.n_features)).astype(np.float32)
     y = (0.03 + 0.01 * np.tanh(X[:, 0])).astype(np.float32)
-    m = DensityModel.new(PARAMS, Architecture(hidden=hidden), Scaling.fit(X, y), seed=11)
+    m = DensityModel.new(PARAMS, Architecture(hidden=hidden, kind="mean-field"), Scaling.fit(X, y), seed=11)
     with torch.no_grad():
         for layer in m.net.layers:
             layer.w_rho.fill_(-4.0)

@@ -23,6 +23,11 @@ PARAMS = DescriptorParams(species=(13,), m=(16,), k=(4,), r_cut=5.0)
 FAST = TrainConfig(epochs=6, points_per_epoch=8000, batch_size=512, patience=10, seed=1)
 
 
+def _mean_field(*hidden):
+    """A small mean-field network, what these tests are about (Architecture()'s default is last-layer 128 × 128)."""
+    return Architecture(hidden=hidden, kind="mean-field")
+
+
 @pytest.fixture(scope="module")
 def snaps(al4_splits):
     return al4_splits
@@ -31,7 +36,7 @@ def snaps(al4_splits):
 @pytest.fixture(scope="module")
 def _trained(snaps):
     tr, va = snaps
-    return train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
+    return train(tr, va, PARAMS, arch=_mean_field(16, 16), config=FAST, log=lambda _: None)
 
 
 @pytest.fixture
@@ -127,7 +132,7 @@ def test_calibration_is_absolute_and_sets_the_epistemic_reference(snaps, base):
 
 def test_evaluate_reads_a_snapshot_the_same_in_any_list(snaps):
     tr, va = snaps
-    model = DensityModel.new(PARAMS, Architecture(hidden=(8,)), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0)
+    model = DensityModel.new(PARAMS, _mean_field(8), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0)
     alone = evaluate(model, va[:1], samples=4, seed=3)["snapshots"][0]
     listed = evaluate(model, [*tr, va[0]], samples=4, seed=3)["snapshots"][-1]
     assert alone == listed
@@ -136,7 +141,7 @@ def test_evaluate_reads_a_snapshot_the_same_in_any_list(snaps):
 
 def test_evaluate_matches_numpy(snaps, tmp_path):
     tr, va = snaps
-    model = DensityModel.new(PARAMS, Architecture(hidden=(8,)), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0)
+    model = DensityModel.new(PARAMS, _mean_field(8), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0)
     res = evaluate(model, va, samples=4, seed=3)
     s = va[0]
     X, y = snapshot_features(s, PARAMS)
@@ -187,7 +192,7 @@ def test_time_limit_stops_at_the_epoch_boundary_and_keeps_the_best(snaps):
     import dataclasses
 
     lines = []
-    model = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)),
+    model = train(tr, va, PARAMS, arch=_mean_field(16, 16),
                   config=dataclasses.replace(FAST, time_limit=1e-6), log=lines.append)
     assert len(model.info["history"]) == 1 and model.info["training"]["best_epoch"] == 1
     assert lines[-1] == "time limit (1e-06 s) reached after epoch 1"
@@ -198,12 +203,12 @@ def test_cosine_schedule_runs_from_lr_down_to_its_floor_and_plateau_starts_flat(
 
     tr, va = snaps
     cfg = dataclasses.replace(FAST, epochs=5, patience=10, schedule="cosine", min_lr_factor=0.05)
-    lrs = [e["lr"] for e in train(tr, va, PARAMS, arch=Architecture(hidden=(8,)), config=cfg,
+    lrs = [e["lr"] for e in train(tr, va, PARAMS, arch=_mean_field(8), config=cfg,
                                   log=lambda _: None).info["history"]]
     assert lrs[0] == pytest.approx(cfg.lr) and lrs[-1] == pytest.approx(cfg.lr * 0.05)
     assert lrs[2] == pytest.approx(cfg.lr * (0.05 + 0.95 * 0.5))  # half way down the cosine, mid-run
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
-    flat = [e["lr"] for e in train(tr, va, PARAMS, arch=Architecture(hidden=(8,)),
+    flat = [e["lr"] for e in train(tr, va, PARAMS, arch=_mean_field(8),
                                    config=dataclasses.replace(cfg, schedule="plateau"),
                                    log=lambda _: None).info["history"]]
     assert flat[:3] == [cfg.lr] * 3  # halved only after max(2, patience // 3) epochs without progress
@@ -216,7 +221,7 @@ def test_progress_goes_to_the_module_logger(snaps, caplog, capsys):
 
     tr, va = snaps
     with caplog.at_level(logging.INFO, logger="bigdens.train"):
-        train(tr, va, PARAMS, arch=Architecture(hidden=(8,)), config=dataclasses.replace(FAST, epochs=1))
+        train(tr, va, PARAMS, arch=_mean_field(8), config=dataclasses.replace(FAST, epochs=1))
     assert capsys.readouterr().out == ""
     lines = [r.getMessage() for r in caplog.records if r.name == "bigdens.train"]
     assert lines[0].startswith("training on ") and lines[1].startswith("epoch    1  loss")
@@ -237,7 +242,7 @@ def test_lineage_helpers_live_next_to_the_model():
 def test_same_seed_same_model_on_the_cpu(snaps, base):
     tr, va = snaps
     a = base  # trained earlier in this process, with other tests run in between
-    b = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
+    b = train(tr, va, PARAMS, arch=_mean_field(16, 16), config=FAST, log=lambda _: None)
     assert a.info["training"]["device"] == "cpu"
     for p, q in zip(a.net.state_dict().values(), b.net.state_dict().values()):
         assert np.array_equal(p.numpy(), q.numpy())
@@ -249,11 +254,11 @@ def test_training_and_finetuning_on_the_gpu(snaps):
 
     tr, va = snaps
     cfg = dataclasses.replace(FAST, device="cuda")
-    model = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=cfg, log=lambda _: None)
+    model = train(tr, va, PARAMS, arch=_mean_field(16, 16), config=cfg, log=lambda _: None)
     hist = model.info["history"]
     assert model.info["training"]["device"] == "cuda" and hist[-1]["loss"] < hist[0]["loss"]
     assert all(p.device.type == "cpu" for p in model.net.parameters())  # handed back on the CPU
-    cpu = train(tr, va, PARAMS, arch=Architecture(hidden=(16, 16)), config=FAST, log=lambda _: None)
+    cpu = train(tr, va, PARAMS, arch=_mean_field(16, 16), config=FAST, log=lambda _: None)
     # Same data and schedule on either device: validation errors of the same size.
     assert model.info["training"]["best_val_nmae_pct"] < 1.5 * cpu.info["training"]["best_val_nmae_pct"]
     new = finetune(model, va, tr, config=dataclasses.replace(cfg, epochs=2, train_layers=1), log=lambda _: None)
@@ -319,7 +324,7 @@ def test_calibration_tells_a_trained_cell_from_another_named_alike(snaps):
     from bigdens.train import _check_calibration_set, _provenance
 
     tr, va = snaps
-    model = DensityModel.new(PARAMS, Architecture(hidden=(8,)), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0,
+    model = DensityModel.new(PARAMS, _mean_field(8), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0,
                              info={"data": {"train": _provenance(tr)}})
     with pytest.raises(InputError, match=f"was trained on {tr[0].name}"):
         _check_calibration_set(model, [dataclasses.replace(tr[0], split="validation")])
@@ -343,7 +348,7 @@ def test_calibration_refuses_a_renamed_copy_of_a_trained_cell(snaps):
     tr, va = snaps
     records = _provenance(tr)
     assert [d["structure_digest"] for d in records] == [structure_digest(s) for s in tr]
-    model = DensityModel.new(PARAMS, Architecture(hidden=(8,)), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0,
+    model = DensityModel.new(PARAMS, _mean_field(8), Scaling.fit(*snapshot_features(tr[0], PARAMS)), seed=0,
                              info={"data": {"train": []}, "parent": {"data": {"train": records}}})
     copy = dataclasses.replace(tr[0], name="renamed", split="validation")
     with pytest.raises(InputError, match=rf"was trained on renamed \(= {tr[0].name}\): calibrate on snapshots"):

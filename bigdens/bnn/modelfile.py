@@ -70,7 +70,9 @@ def load(path: str | Path) -> DensityModel:
         )
     try:
         params = DescriptorParams.from_dict(meta["descriptor"])
-        arch = Architecture(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["architecture"].items()})
+        # A file without a kind predates it (format 1): its network is mean-field, whatever Architecture's default.
+        arch = Architecture(**{"kind": "mean-field",
+                               **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["architecture"].items()}})
         if version < 2 and (arch.kind != "mean-field" or params.cross):
             raise ValueError("a format-1 file can hold only a mean-field network without the cross-species block")
         sc = meta["scaling"]

@@ -17,7 +17,7 @@ from ..errors import InputError
 FORMAT_VERSION = 3
 #: The format a model without a σ map is written in (readers of format 2 read it unchanged).
 FORMAT_VERSION_NO_SIGMA_MAP = 2
-#: Network kinds (:class:`Architecture`), the default first; ``bigdens train --kind`` offers these.
+#: Network kinds (:class:`Architecture`), its default first; ``bigdens train --kind`` offers these.
 KINDS = ("last-layer", "mean-field")
 #: Salt of the Monte Carlo seed (:func:`sample_seed`); changing it changes every prediction.
 SAMPLE_SALT = 0xB16D
@@ -49,6 +49,9 @@ LAST_LAYER_CHUNK = 2048
 class Architecture:
     """Shape of the network and its prior.
 
+    The defaults are the network ``bigdens train`` trains when given no
+    ``--hidden``/``--kind`` (it reads them from here): last-layer, 128 × 128.
+
     Parameters
     ----------
     hidden : tuple of int
@@ -57,17 +60,17 @@ class Architecture:
         Standard deviation of the Gaussian prior on every weight.
     init_rho : float
         Initial ρ of the posterior scales (σ = softplus(ρ)).
-    kind : {"mean-field", "last-layer"}
+    kind : {"last-layer", "mean-field"}
         ``"mean-field"`` (model format 1): every weight Bayesian, linear output;
         ``prior_sigma`` and ``init_rho`` apply.  ``"last-layer"`` (format 2): a
         deterministic trunk and a softplus density head with a Gaussian
         posterior over its last layer (see :mod:`bigdens.bnn`).
     """
 
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[int, ...] = (128, 128)
     prior_sigma: float = 1.0
     init_rho: float = -7.0
-    kind: str = "mean-field"
+    kind: str = "last-layer"
 
     def __post_init__(self):
         hidden = tuple(int(h) for h in self.hidden)

@@ -16,47 +16,59 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept snapshots made with different DFT settings")
 
 
-def add_optimiser_arguments(parser: argparse.ArgumentParser, *, epochs: int, lr: float) -> None:
-    """The optimiser, ``--threads``, ``--device`` (default: :class:`~bigdens.train.TrainConfig`'s) and ``-o``."""
-    from ..train import TrainConfig
+def add_optimiser_arguments(parser: argparse.ArgumentParser, *, defaults) -> None:
+    """The optimiser, ``--threads``, ``--device`` and ``-o``; every default is the field of ``defaults``
+    (a :class:`~bigdens.train.TrainConfig`: what the Python function behind the command uses)."""
     from ..train.config import SCHEDULES
-    from ._common import add_device_argument, add_output_argument, add_threads_argument, config_default
+    from ._common import add_device_argument, add_output_argument, add_threads_argument
 
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"maximum epochs (default {epochs})")
-    parser.add_argument("--points-per-epoch", type=int, default=300_000,
-                        help="grid points drawn per epoch (default 300000)")
-    parser.add_argument("--batch-size", type=int, default=2048, help="grid points per optimiser step (default 2048)")
-    parser.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
-    parser.add_argument("--patience", type=int, default=25, help="early-stopping patience, epochs (default 25)")
-    parser.add_argument("--nll-beta", type=float, default=0.0,
-                        help="β-NLL weight in [0, 1] (default 0: plain Gaussian NLL; 0.5 fits hard points harder)")
-    parser.add_argument("--schedule", choices=SCHEDULES, default=config_default(TrainConfig, "schedule"),
-                        help="learning rate: plateau (default; halved when validation stalls) or cosine "
-                             "(from --lr down to 1 %% of it over --epochs)")
-    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+    d = defaults
+    parser.add_argument("--epochs", type=int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
+    parser.add_argument("--points-per-epoch", type=int, default=d.points_per_epoch,
+                        help=f"grid points drawn per epoch (default {d.points_per_epoch})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help=f"grid points per optimiser step (default {d.batch_size})")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
+    parser.add_argument("--patience", type=int, default=d.patience,
+                        help=f"early-stopping patience, epochs (default {d.patience})")
+    parser.add_argument("--nll-beta", type=float, default=d.nll_beta,
+                        help=f"β-NLL weight in [0, 1] (default {d.nll_beta:g}; 0 is the plain Gaussian NLL, 0.5 "
+                             "fits hard points harder)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                        help=f"learning rate: plateau (halved when validation stalls) or cosine (from --lr down to "
+                             f"1 %% of it over --epochs); default {d.schedule}")
+    parser.add_argument("--time-limit", type=float, default=d.time_limit, metavar="SECONDS",
                         help="start no new epoch after this many seconds of training; keep the best so far")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the weights, the points drawn and the training noise (default 0)")
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help=f"seed of the weights, the points drawn and the training noise (default {d.seed})")
     add_threads_argument(parser)
-    add_device_argument(parser, default=config_default(TrainConfig, "device"), what="the optimisation")
+    add_device_argument(parser, default=d.device, what="the optimisation")
     add_output_argument(parser, metavar="MODEL.safetensors", help="model file to write (.safetensors)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..bnn import Architecture
     from ..bnn.settings import KINDS
+    from ..descriptors import DEFAULT_K, DEFAULT_M, DEFAULT_R_CUT
+    from ..train import TrainConfig
 
+    arch = Architecture()  # the defaults of the Python API: bigdens.train.train(arch=Architecture())
     add_data_arguments(parser)
-    parser.add_argument("--r-cut", type=float, default=6.0, help="descriptor cutoff, Å (default 6.0)")
-    parser.add_argument("--m", type=int, nargs="+", default=[32], help="radial neighbours per species (one value or one per species)")
-    parser.add_argument("--k", type=int, nargs="+", default=[6], help="angular neighbours per species")
+    parser.add_argument("--r-cut", type=float, default=DEFAULT_R_CUT,
+                        help=f"descriptor cutoff, Å (default {DEFAULT_R_CUT})")
+    parser.add_argument("--m", type=int, nargs="+", default=[DEFAULT_M],
+                        help=f"radial neighbours per species (one value or one per species; default {DEFAULT_M})")
+    parser.add_argument("--k", type=int, nargs="+", default=[DEFAULT_K],
+                        help=f"angular neighbours per species (default {DEFAULT_K})")
     parser.add_argument("--species", nargs="+", help="chemical symbols in model order (default: those in the data, by Z)")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128], help="hidden layer widths (default 128 128)")
-    parser.add_argument("--kind", choices=KINDS, default="last-layer",
-                        help="network: last-layer (default; deterministic trunk, Bayesian last layer, format 2) "
-                             "or mean-field (every weight Bayesian, format 1's network)")
+    parser.add_argument("--hidden", type=int, nargs="+", default=list(arch.hidden),
+                        help=f"hidden layer widths (default {' '.join(map(str, arch.hidden))})")
+    parser.add_argument("--kind", choices=KINDS, default=arch.kind,
+                        help=f"network: last-layer (deterministic trunk, Bayesian last layer, format 2) or mean-field "
+                             f"(every weight Bayesian, format 1's network); default {arch.kind}")
     parser.add_argument("--no-cross", dest="cross", action="store_false",
                         help="leave out the cross-species angular block of the descriptor (two or more species)")
-    add_optimiser_arguments(parser, epochs=150, lr=2e-3)
+    add_optimiser_arguments(parser, defaults=TrainConfig())
 
 
 def load_split(args) -> tuple[list, list]:
