@@ -103,6 +103,15 @@ def score_snapshot(models: list, snapshot, *, samples: int) -> dict:
     return row
 
 
+def _member(path: str, model) -> dict:
+    """What a score row needs to say of the model it scored: file hash, stage, validation result, optimiser."""
+    from bigdens.bnn import file_hash
+
+    info = model.info or {}
+    return {"file": path, "sha256": file_hash(path), "stage": info.get("stage"),
+            "training": info.get("training"), "train_config": info.get("train_config")}
+
+
 def table(paths: list[str]) -> str:
     """A markdown table of score files: one row per model and snapshot."""
     lines = ["| model | snapshot | NMAE % | ΔN % | 1σ / 2σ cov. % | Spearman | open space: cov1 % / rms(err/σ) | bonds Si-Si / Si-Ge / Ge-Ge % |",
@@ -139,7 +148,8 @@ def main(argv=None) -> int:
     for spec in args.models:
         models = [load(p) for p in spec.split("+")]
         rows = [score_snapshot(models, s, samples=args.samples) for s in snaps]
-        result[spec] = {"samples": args.samples, "split": args.split, "data": args.data, "snapshots": rows}
+        result[spec] = {"samples": args.samples, "split": args.split, "data": args.data, "snapshots": rows,
+                        "members": [_member(p, m) for p, m in zip(spec.split("+"), models)]}
         for r in rows:
             extra = ""
             if "open_space" in r:
