@@ -83,6 +83,22 @@ def local_slurm():
         pytest.skip(why)
 
 
+@pytest.fixture(scope="session")
+def gpaw():
+    """The gpaw module (the dft extra).
+
+    Outside CI a test that needs it skips with the reason when it does not import;
+    with CI=true it fails instead (tests/run.sh installs the dft extra there).
+    """
+    try:
+        import gpaw
+    except ImportError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"GPAW (the dft extra) does not import ({exc}); with CI=true the GPAW tests must run")
+        pytest.skip("GPAW (the dft extra) is not installed")
+    return gpaw
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _stop_signals_as_a_terminal_sends_them():
     """The suite runs with SIGINT handled as in a terminal, also when started in the background.

@@ -233,12 +233,11 @@ def _learn_kw(tmp_path):
                 config=LearnConfig(budget=1000.0), cluster=PredictConfig(out=tmp_path / "u.zarr", workers=0))
 
 
-def test_learn_never_trains_or_calibrates_on_test_cells(tmp_path):
+def test_learn_never_trains_or_calibrates_on_test_cells(tmp_path, gpaw):
     import dataclasses
 
     from bigdens.active.loop import STATE, Data, Loop
 
-    pytest.importorskip("gpaw")
     kw = _learn_kw(tmp_path)
     test_cell = _snap("al32", "al32-T0300-01")  # a shipped test cell (by its dataset.json)
     hold = _snap("al32-vacancy", "al32-vac1-T0300-00")
@@ -349,8 +348,7 @@ def _cli(argv: list[str], **kw) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_a_killed_learn_resumes_at_the_same_dft_and_gives_the_same_model(tmp_path):
-    gpaw = pytest.importorskip("gpaw")  # noqa: F841
+def test_a_killed_learn_resumes_at_the_same_dft_and_gives_the_same_model(tmp_path, gpaw):
     from bigdens import bnn
 
     argv = _learn_argv(tmp_path, "a", "--workers", "1")
@@ -397,8 +395,7 @@ def test_a_killed_learn_resumes_at_the_same_dft_and_gives_the_same_model(tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.slurm
-def test_learn_runs_its_dft_as_slurm_jobs(tmp_path, local_slurm):
-    pytest.importorskip("gpaw")
+def test_learn_runs_its_dft_as_slurm_jobs(tmp_path, local_slurm, gpaw):
     p = _cli(_learn_argv(tmp_path, "s", "--cluster", "slurm:local-slurm"), cwd=tmp_path)  # job logs land there
     out = p.communicate(timeout=1500)[0]
     assert p.returncode == 0, out

@@ -155,8 +155,7 @@ def test_strong_scaling_smoke_slurm_oversubscribed(tmp_path, local_slurm):
 
 @pytest.mark.slow
 @pytest.mark.gpaw
-def test_ml_vs_dft_smoke(tmp_path):
-    pytest.importorskip("gpaw", reason="GPAW (the dft extra) is not installed")
+def test_ml_vs_dft_smoke(tmp_path, gpaw):
     from benchmarks import ml_vs_dft
 
     out = tmp_path / "m.json"
@@ -326,11 +325,10 @@ def test_descriptor_convergence_side_by_side_matches_one_at_a_time(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.gpaw
-def test_label_noise_smoke(tmp_path, monkeypatch):
+def test_label_noise_smoke(tmp_path, monkeypatch, gpaw):
     """A 4-atom cell again at Γ only (under a second): same grid, the comparison written, then skipped."""
     from pathlib import Path
 
-    pytest.importorskip("gpaw", reason="GPAW (the dft extra) is not installed")
     from benchmarks import label_noise
     from bigdens import data, datagen
 

@@ -22,17 +22,6 @@ from bigdens.structure import diamond_sige, fcc_al
 FAST_MD = MDSettings(equilibration_ps=0.02, interval_ps=0.01)
 
 
-def require_gpaw():
-    """GPAW, or skip; with CI=true (tests/run.sh installs the dft extra there) fail instead."""
-    try:
-        import gpaw
-    except ImportError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"GPAW (the dft extra) does not import ({exc}); with CI=true the GPAW tests must run")
-        pytest.skip("GPAW (the dft extra) is not installed")
-    return gpaw
-
-
 def test_protocol_grid_and_kpoints():
     s = DFTSettings()
     assert s.protocol == PROTOCOL
@@ -326,10 +315,31 @@ def test_protocol_settings_reach_gpaw(monkeypatch):
     assert info["timing"]["wall_seconds"] >= 0 and info["timing"]["core_seconds"] >= 0
 
 
+@pytest.mark.slow
+def test_gpaw_tests_fail_instead_of_skipping_in_ci(tmp_path):
+    """With CI=true a test that needs GPAW (the ``gpaw`` fixture) fails where it does not import; elsewhere it skips."""
+    import subprocess
+    from pathlib import Path
+
+    (tmp_path / "gpaw").mkdir()
+    (tmp_path / "gpaw" / "__init__.py").write_text("raise ImportError('no GPAW here')\n")  # first on the path
+    tests = Path(__file__).resolve().parent
+    node = f"{tests / 'test_relabel.py'}::test_gpaw_repeats_a_calculation_bit_for_bit"
+    results = {}
+    for ci in ("true", ""):
+        env = {**os.environ, "CI": ci, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", node],
+                              cwd=tests.parent, env=env, capture_output=True, text=True, timeout=300)
+        results[ci] = (proc.returncode, proc.stdout)
+    assert results["true"][0] == 1 and "1 error" in results["true"][1], results["true"][1][-2000:]
+    assert "no GPAW here); with CI=true the GPAW tests must run" in results["true"][1]
+    assert results[""][0] == 0 and "1 skipped" in results[""][1], results[""][1][-2000:]
+    assert "GPAW (the dft extra) is not installed" in results[""][1]
+
+
 @pytest.mark.gpaw
-def test_hgh_valences_are_gpaws():
+def test_hgh_valences_are_gpaws(gpaw):
     # The valence table behind the "no HGH setup" error and the electron-count check is GPAW's own.
-    require_gpaw()
     from gpaw.hgh import setups
 
     from bigdens.data import HGH_VALENCE
@@ -563,8 +573,7 @@ def run_serial(*args):
 
 
 @pytest.mark.gpaw
-def test_end_to_end_al4_with_gpaw(tmp_path):
-    require_gpaw()
+def test_end_to_end_al4_with_gpaw(tmp_path, gpaw):
     out = tmp_path / "al4"
     r = run_serial("-m", "bigdens", "datagen", "al", "--temperatures", "300", "--snapshots-per-temperature", "1",
                    "--equilibration", "0.05", "--protocol", "v1", "--kpts", "2", "2", "2", "--gpts", "16", "16", "16",

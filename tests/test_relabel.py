@@ -78,9 +78,8 @@ def test_a_label_of_the_same_calculation_is_taken_over(monkeypatch, tmp_path):
 
 
 @pytest.mark.gpaw
-def test_gpaw_repeats_a_calculation_bit_for_bit(tmp_path):
+def test_gpaw_repeats_a_calculation_bit_for_bit(tmp_path, gpaw):
     """What taking a label over rests on: one 4-atom cell computed again with its own settings gives its label."""
-    pytest.importorskip("gpaw", reason="GPAW (the dft extra) is not installed")
     from bigdens.datagen import compute_snapshot, planned_from
 
     src = [s for s in data.load([AL4]) if s.split == "validation"][0]
