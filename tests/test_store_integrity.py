@@ -323,19 +323,42 @@ def test_unwritable_destination_one_line(out, tmp_path, capsys, command):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders and files regardless of mode")
+def _permissions_bind_root_too(monkeypatch):
+    """As root, make ``os.access`` answer as it does for an unprivileged owner: by the owner's mode bits.
+
+    Root writes into read-only folders and files, so as root (which CI always is) a chmod refuses
+    nothing.  The commands ask ``os.access`` before they write (:func:`bigdens._files.atomic_write`);
+    as root the test gives them the answer a user gets.  As a user it runs on the real permissions.
+    """
+    import stat
+
+    if os.geteuid() != 0:
+        return
+
+    def access(path, mode, **kw):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        bits = ((os.R_OK, stat.S_IRUSR), (os.W_OK, stat.S_IWUSR), (os.X_OK, stat.S_IXUSR))
+        return all(st.st_mode & bit for flag, bit in bits if mode & flag)
+
+    monkeypatch.setattr(os, "access", access)
+
+
 @pytest.mark.parametrize("command", ["export", "plot"])
-def test_read_only_destination_one_line(out, tmp_path, capsys, command):
+def test_read_only_destination_one_line(out, tmp_path, capsys, monkeypatch, command):
     flag = "--cube" if command == "export" else "-o"
     folder = tmp_path / "ro"
     folder.mkdir()
     (folder / "old.png").write_text("old")
     (folder / "old.png").chmod(0o444)
-    rc, _, err = run_cli(capsys, command, out, flag, folder / "old.out")
+    _permissions_bind_root_too(monkeypatch)
+    rc, _, err = run_cli(capsys, command, out, flag, folder / "old.png")  # a read-only file in a writable folder
     assert rc == 2 and "permission denied" in assert_one_line(err, command)
     folder.chmod(0o555)
     try:
-        rc, _, err = run_cli(capsys, command, out, flag, folder / "new.png")
+        rc, _, err = run_cli(capsys, command, out, flag, folder / "new.png")  # a new file in a read-only folder
         assert rc == 2 and "permission denied" in assert_one_line(err, command)
     finally:
         folder.chmod(0o755)
