@@ -9,21 +9,14 @@ from .train import add_data_arguments, add_optimiser_arguments
 
 HELP = "fine-tune a trained model's last layers on new (larger-cell) data (stage 2)"
 
-#: ``--epochs`` without the flag.  The one default of the command that is not the Python API's:
-#: :func:`bigdens.train.finetune`'s own default config has :class:`~bigdens.train.TrainConfig`'s 150, and
-#: the shipped models' recipes were made with this one (issue 33: the API is to take it over).
-EPOCHS = 100
-
-
 def defaults():
     """The :class:`~bigdens.train.TrainConfig` behind ``bigdens finetune`` without flags: the default
-    ``config`` of :func:`bigdens.train.finetune`, with :data:`EPOCHS` epochs."""
-    import dataclasses
+    ``config`` of :func:`bigdens.train.finetune`."""
     import inspect
 
     from ..train import finetune
 
-    return dataclasses.replace(inspect.signature(finetune).parameters["config"].default, epochs=EPOCHS)
+    return inspect.signature(finetune).parameters["config"].default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,12 +34,12 @@ from .calibration import (  # noqa: F401
 from .config import TrainConfig
 from .evaluation import evaluate
 from .features import _check_snapshots, _stack, snapshot_features  # noqa: F401
-from .fitting import _dft_settings, _fit, _nll, _provenance, finetune, logger, train  # noqa: F401
+from .fitting import FINETUNE_CONFIG, _dft_settings, _fit, _nll, _provenance, finetune, logger, train  # noqa: F401
 from .identity import _identity_hash, snapshot_block_index, snapshot_digest  # noqa: F401
 from .posterior import EDGE_SHARE, POSTERIOR_POINTS, RANGE_QUANTILE, fit_posterior
 
 __all__ = [
-    "DISORDER_MIN_SPREAD", "EDGE_SHARE", "POSTERIOR_POINTS", "RANGE_QUANTILE", "TrainConfig", "calibrate",
+    "DISORDER_MIN_SPREAD", "EDGE_SHARE", "FINETUNE_CONFIG", "POSTERIOR_POINTS", "RANGE_QUANTILE", "TrainConfig", "calibrate",
     "composition", "epistemic_threshold", "evaluate", "finetune", "fit_posterior", "lineage", "logger",
     "snapshot_block_index", "snapshot_digest", "snapshot_features", "train", "training_compositions",
     "with_variance_scale",

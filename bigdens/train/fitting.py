@@ -205,8 +205,12 @@ def train(train_snapshots: Sequence, val_snapshots: Sequence, params: Descriptor
     return model
 
 
+#: :func:`finetune`'s default (and ``bigdens finetune``'s): the last two layers, 100 epochs at 1e-3.
+FINETUNE_CONFIG = TrainConfig(train_layers=2, lr=1e-3, epochs=100)
+
+
 def finetune(model: DensityModel, train_snapshots: Sequence, val_snapshots: Sequence, *,
-             config: TrainConfig = TrainConfig(train_layers=2, lr=1e-3),
+             config: TrainConfig = FINETUNE_CONFIG,
              calibration_samples: int = 20, recalibrate: bool = True,
              log: Callable[[str], None] | None = None) -> DensityModel:
     """Stage 2 of transfer learning: retrain the last layers of ``model`` on new snapshots.
