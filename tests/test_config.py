@@ -214,3 +214,14 @@ def test_finetune_defaults_are_what_the_command_line_shows():
     assert {"epochs", "lr", "train_layers", "frozen_lr_scale", "patience", "seed", "device"} <= pairs.keys()
     for name, (cli, python) in pairs.items():
         assert cli == python, (name, cli, python)
+
+
+def test_learn_defaults_are_the_apis():
+    from bigdens.active.loop import LEARN_FINETUNE, LearnConfig
+
+    args = _cli_defaults("learn", "m.safetensors", "--candidates", "c.xyz", "--budget", "10", "--holdout", "h",
+                         "--val", "v", "-o", "n.safetensors")
+    cli = {FIELD_OF.get(k, k): args[k] for k in ("layers", "epochs", "points_per_epoch", "lr", "patience")}
+    assert cli == LEARN_FINETUNE == LearnConfig(budget=1.0).finetune
+    for name in ("rounds", "calibration_share", "seed", "strategy"):
+        assert args[name] == config_default(LearnConfig, name), name

@@ -46,6 +46,11 @@ POOL = "pool.json"
 DFT_TIMEOUT_FLOOR_S = 3600.0
 
 
+#: The fine-tuning of each round unless ``LearnConfig.finetune`` says otherwise (``bigdens learn``'s defaults):
+#: :class:`~bigdens.train.TrainConfig` fields.
+LEARN_FINETUNE = {"train_layers": 2, "epochs": 40, "points_per_epoch": 100_000, "lr": 1e-3, "patience": 15}
+
+
 @dataclass(frozen=True)
 class LearnConfig:
     """Settings of the loop.
@@ -81,7 +86,7 @@ class LearnConfig:
     spacing: float = SCORE_SPACING
     samples: int = SCORE_SAMPLES
     seed: int = 0
-    finetune: dict = field(default_factory=lambda: {"train_layers": 2, "epochs": 40, "lr": 1e-3})
+    finetune: dict = field(default_factory=lambda: dict(LEARN_FINETUNE))
     calibration_share: float = 0.25
 
     def __post_init__(self):

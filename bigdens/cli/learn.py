@@ -9,15 +9,19 @@ HELP = ("active learning: pick candidates by uncertainty, compute their DFT, fin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ._common import add_output_argument, add_threads_argument
+    from ..active.loop import LEARN_FINETUNE, LearnConfig
+    from ._common import add_output_argument, add_threads_argument, config_default
     from .suggest import add_selection_arguments
+
+    rounds, share, ft_default = (config_default(LearnConfig, "rounds"), config_default(LearnConfig, "calibration_share"),
+                                 LEARN_FINETUNE)
 
     parser.add_argument("model", help="calibrated starting model (.safetensors)")
     parser.add_argument("--candidates", nargs="+", required=True, metavar="CANDIDATE",
                         help="the pool, as for `bigdens suggest` (files, pool files, generators)")
     parser.add_argument("--budget", type=float, required=True, metavar="CORE_SECONDS",
                         help="DFT core-seconds all rounds may spend together (estimated)")
-    parser.add_argument("--rounds", type=int, default=3, help="most rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"most rounds (default {rounds})")
     parser.add_argument("--round-budget", type=float, metavar="CORE_SECONDS",
                         help="core-seconds per round (default: --budget / --rounds)")
     parser.add_argument("--holdout", nargs="+", required=True, metavar="DATA",
@@ -29,20 +33,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", nargs="+", metavar="DATA",
                         help="data each round trains on besides the picks (default: the picks only; never test "
                              "cells)")
-    parser.add_argument("--calibration-share", type=float, default=0.25, metavar="SHARE",
-                        help="share of the picks that join --val instead of training (default 0.25: the 2nd, 6th, "
-                             "... pick), so early stopping and σ see the new kind of structure")
+    parser.add_argument("--calibration-share", type=float, default=share, metavar="SHARE",
+                        help=f"share of the picks that join --val instead of training (default {share}: with 0.25 the "
+                             "2nd, 6th, ... pick), so early stopping and σ see the new kind of structure")
     parser.add_argument("--cache", default="dft-cache", metavar="DIR",
                         help="DFT cache, by structure and protocol, shared by runs (default ./dft-cache)")
     parser.add_argument("-w", "--workdir", metavar="DIR",
                         help="state, plans, round models and report (default: OUTPUT without suffix + '.learn')")
     add_selection_arguments(parser)
     ft = parser.add_argument_group("fine-tuning each round (from the starting model)")
-    ft.add_argument("--layers", type=int, default=2, help="last layers trained (default 2)")
-    ft.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40)")
-    ft.add_argument("--points-per-epoch", type=int, default=100_000, help="grid points per epoch (default 100000)")
-    ft.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    ft.add_argument("--patience", type=int, default=15, help="early-stopping patience, epochs (default 15)")
+    ft.add_argument("--layers", type=int, default=ft_default["train_layers"],
+                    help=f"last layers trained (default {ft_default['train_layers']})")
+    ft.add_argument("--epochs", type=int, default=ft_default["epochs"], help=f"maximum epochs (default {ft_default['epochs']})")
+    ft.add_argument("--points-per-epoch", type=int, default=ft_default["points_per_epoch"],
+                    help=f"grid points per epoch (default {ft_default['points_per_epoch']})")
+    ft.add_argument("--lr", type=float, default=ft_default["lr"], help=f"learning rate (default {ft_default['lr']:g})")
+    ft.add_argument("--patience", type=int, default=ft_default["patience"],
+                    help=f"early-stopping patience, epochs (default {ft_default['patience']})")
     add_threads_argument(ft)
     add_output_argument(parser, metavar="MODEL.safetensors", help="the last round's model (.safetensors)")
 
