@@ -38,6 +38,14 @@ def _cand(snapshot) -> C.Candidate:
     return C.from_atoms(snapshot.atoms(), name=snapshot.name, source="test")
 
 
+def _fresh(snapshot) -> C.Candidate:
+    """A candidate that is no shipped cell: ``snapshot``'s atoms moved by a fixed 0.01 Å rattle (every shipped
+    vacancy cell is a test cell, and learn never picks test cells)."""
+    atoms = snapshot.atoms()
+    atoms.rattle(0.01, seed=1)
+    return C.from_atoms(atoms, name=f"{snapshot.name}-r", source="test")
+
+
 @pytest.fixture(scope="module")
 def al_model():
     from bigdens import bnn
@@ -206,7 +214,7 @@ def test_learn_refuses_bad_data_before_writing(tmp_path):
     cm = cost.fit([cost.CostRecord("Al", 96, 8, 160.0)], protocol=PROTOCOL)
     hold = _snap("al32-vacancy", "al32-vac1-T0300-00")
     val = _snap("al32", "al32-T0300-06")
-    pool = [_cand(_snap("al32-vacancy", "al32-vac1-T0400-00")), _cand(hold)]
+    pool = [_fresh(_snap("al32-vacancy", "al32-vac1-T0400-00")), _cand(hold)]
     kw = dict(workdir=tmp_path / "w", cache=DFTCache(tmp_path / "cache", dft=DFTSettings()), cost=cm,
               config=LearnConfig(budget=1000.0), cluster=PredictConfig(out=tmp_path / "u.zarr", workers=0))
     with pytest.raises(InputError, match="hold-out cell 'al32-T0300-06' is also training or calibration"):
@@ -242,7 +250,7 @@ def test_learn_never_trains_or_calibrates_on_test_cells(tmp_path, gpaw):
     test_cell = _snap("al32", "al32-T0300-01")  # a shipped test cell (by its dataset.json)
     hold = _snap("al32-vacancy", "al32-vac1-T0300-00")
     val, train = _snap("al32", "al32-T0300-06"), _snap("al32", "al32-T0300-00")
-    pool = [_cand(_snap("al32-vacancy", "al32-vac1-T0400-00")), _cand(hold)]
+    pool = [_fresh(_snap("al32-vacancy", "al32-vac1-T0400-00")), _cand(hold)]
     assert test_cell.split == "test" and val.split == "validation" and train.split == "train"
     with pytest.raises(InputError, match="al32-T0300-01 is in the test split: learn trains on --train data"):
         Loop(SHIPPED_AL, pool, data=Data(train=[train, test_cell], calibration=[val], holdout=[hold]), **kw)
@@ -289,7 +297,7 @@ def test_learn_holdout_is_never_the_models_own_training_data(al_model):
 
     train, val = _snap("al32", "al32-T0300-00"), _snap("al32", "al32-T0300-06")
     hold = _snap("al32-vacancy", "al32-vac1-T0300-00")
-    pool = [_cand(_snap("al32-vacancy", "al32-vac1-T0400-00"))]
+    pool = [_fresh(_snap("al32-vacancy", "al32-vac1-T0400-00"))]
     renamed = dataclasses.replace(train, name="fresh-cell", split="test")
 
     def model(records):  # the shipped model, trained (both stages) on `records`
@@ -312,6 +320,28 @@ def test_learn_holdout_is_never_the_models_own_training_data(al_model):
     with pytest.raises(InputError, match="hold-out cell 'fresh-cell' is also training or calibration data "
                                          "\\(the same structure as 'al32-T0300-00'\\)"):
         check_data(al_model, Data(train=[train], calibration=[val], holdout=[hold, renamed]), pool)
+
+
+def test_learn_never_calibrates_on_the_models_training_cells_nor_picks_shipped_test_cells(al_model, caplog):
+    import logging
+
+    from bigdens.active.loop import Data, check_data, never_picked
+
+    trained = al_model.info["parent"]["data"]["train"][0]["name"]  # a stage-1 cell of the shipped model
+    cell = _snap("al32", trained)
+    val, hold = _snap("al32", "al32-T0300-06"), _snap("al32-vacancy", "al32-vac1-T0300-00")
+    pool = [_fresh(_snap("al32-vacancy", "al32-vac1-T0400-00"))]
+    # (The shipped model's records predate structure digests: a training cell is found by name and structure.)
+    with pytest.raises(InputError, match=f"--val cell {trained!r} is the model's own training data; σ and early "):
+        check_data(al_model, Data(calibration=[val, cell], holdout=[hold]), pool)
+    test_cell = _cand(_snap("al32", "al32-T0300-01"))  # shipped test cell, offered in the pool
+    assert test_cell.hash in never_picked(Data(calibration=[val], holdout=[hold]))
+    assert pool[0].hash not in never_picked(Data(calibration=[val], holdout=[hold]))
+    with caplog.at_level(logging.INFO, logger="bigdens.active.loop"):
+        check_data(al_model, Data(calibration=[val], holdout=[hold]), [*pool, test_cell])
+    assert "1 candidate(s) are test cells shipped in datasets/ and are never picked: " in caplog.text
+    with pytest.raises(InputError, match="every candidate is a hold-out cell or a shipped test cell"):
+        check_data(al_model, Data(calibration=[val], holdout=[hold]), [test_cell])
 
 
 def test_learn_without_gpaw_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):

@@ -726,6 +726,12 @@ GROUPS: dict[str, list[Case]] = {
              "learn trained-struct.safetensors " + LEARN + " --budget 1000 --holdout renamed.npz",
              "hold-out cell 'renamed' is the model's own training data (the same structure as its training cell "
              "'al4-T0300-00'); a hold-out must be data the model never sees"),
+        case("learn-val-renamed-model-cell", "--val a renamed copy of the model's own training data",
+             "learn trained-struct.safetensors --candidates al.xyz --val renamed.npz --cost-data al4 --workers 0 "
+             "-o new.safetensors --budget 1000 --holdout al4/al4-T0900-00.npz",
+             "--val cell 'renamed' is the model's own training data (the same structure as its training cell "
+             "'al4-T0300-00'); σ and early stopping fitted on it would see training error: give --val cells the "
+             "model never trained on"),
         case("learn-val-test-cell", "--val a data-set folder that holds a test cell (a folder gives all its splits)",
              "learn shipped-al.safetensors --candidates al.xyz --val al4-test --cost-data al4 --workers 0 "
              "-o new.safetensors --budget 1000 --holdout al4-test/al4-T0900-01.npz",

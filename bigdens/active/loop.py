@@ -154,12 +154,22 @@ def check_splits(data: Data) -> None:
                                              f"validation snapshots (.npz files) {folder}")
 
 
+def never_picked(data: Data) -> set[str]:
+    """Structure hashes no round may pick: the hold-out cells, and the test cells shipped in ``datasets/``
+    (:func:`bigdens.data.shipped_test_cells`), so that a pool given as a whole data set never trains on its
+    test cells."""
+    from ..data import shipped_test_cells
+
+    return {_hash(s) for s in data.holdout} | set(shipped_test_cells())
+
+
 def check_data(model: "DensityModel", data: Data, pool: Sequence["Candidate"]) -> None:
     """Refuse a hold-out cell that the model (at any stage) trained on or that is also training or
     calibration data (by structure: a renamed copy too), and an empty calibration split or hold-out.
 
     (:class:`Loop` refuses test cells in the training and calibration data first: :func:`check_splits`.)
     """
+    from ..data import shipped_test_cells
     from ..train.identity import trained_on
     from .acquisition import check_species
 
@@ -170,6 +180,10 @@ def check_data(model: "DensityModel", data: Data, pool: Sequence["Candidate"]) -
     if not data.holdout:
         raise InputError("give hold-out cells (--holdout DATA) to evaluate each round on")
     # The model's training cells by structure where it recorded it, else by name and structure, else by name.
+    for name, cell in trained_on(model.info, data.calibration):
+        same = "" if name == cell else f" (the same structure as its training cell {cell!r})"
+        raise InputError(f"--val cell {name!r} is the model's own training data{same}; σ and early stopping fitted "
+                         "on it would see training error: give --val cells the model never trained on")
     for name, cell in trained_on(model.info, data.holdout):
         same = "" if name == cell else f" (the same structure as its training cell {cell!r})"
         raise InputError(f"hold-out cell {name!r} is the model's own training data{same}; a hold-out must be data "
@@ -180,18 +194,22 @@ def check_data(model: "DensityModel", data: Data, pool: Sequence["Candidate"]) -
             same = "" if seen[_hash(s)] == s.name else f" (the same structure as {seen[_hash(s)]!r})"
             raise InputError(f"hold-out cell {s.name!r} is also training or calibration data{same}; a hold-out "
                              "must be data the model never sees")
-    held = {_hash(s) for s in data.holdout}
-    n = sum(c.hash in held for c in pool)
-    if n == len(pool):
-        raise InputError("every candidate is a hold-out cell; the hold-out cells are never picked")
+    never = never_picked(data)
+    tests = [c.name for c in pool if c.hash in set(shipped_test_cells())]
+    if tests:
+        log.info("%d candidate(s) are test cells shipped in datasets/ and are never picked: %s", len(tests),
+                    ", ".join(tests[:5]) + (", ..." if len(tests) > 5 else ""))
+    if all(c.hash in never for c in pool):
+        raise InputError("every candidate is a hold-out cell or a shipped test cell; those are never picked: give "
+                         "the pool other structures")
 
 
 def check_affordable(pool: Sequence["Candidate"], data: Data, cost: "CostModel", budget: float) -> None:
     """InputError when the budget cannot pay for the cheapest candidate that may be picked."""
     from .suggest import check_budget
 
-    held = {_hash(s) for s in data.holdout}
-    free = [c for c in pool if c.hash not in held]
+    never = never_picked(data)
+    free = [c for c in pool if c.hash not in never]
     check_budget([cost.core_seconds(c.numbers, c.cell) for c in free], [c.name for c in free], budget)
 
 
@@ -280,7 +298,7 @@ class Loop:
 
         left = self.config.budget - self.spent
         budget = min(self.config.per_round, left)
-        exclude = {_hash(s) for s in self.data.holdout} | {c.hash for c in self.picked()}
+        exclude = never_picked(self.data) | {c.hash for c in self.picked()}
         cheapest = min((self.cost.core_seconds(c.numbers, c.cell) for c in self.pool if c.hash not in exclude),
                        default=None)
         if cheapest is None or cheapest > left:
