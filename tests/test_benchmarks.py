@@ -381,3 +381,8 @@ def test_network_cost_smoke(tmp_path):
     assert v1["flop_per_point"] == 2 * 20 * (47 * 64 + 64 * 64 + 64 * 2)
     assert v2["flop_per_point"] == 2 * (47 * 128 + 128 * 128 + 128 * 2 + 129 * 20)
     assert v1["us_per_point"] > 0 and v2["us_per_point"] > 0 and v2["torch_gemm_gflops_best"] > 0
+    # A Si-Ge model is timed on Si-Ge descriptors (93 features with the cross block), from a Si-Ge cell.
+    sige = network_cost.main([str(network_cost.ROOT / "bigdens" / "models" / "sige.safetensors"), "--smoke",
+                              "--out", str(tmp_path / "nc2.json")])["records"][0]
+    assert sige["cell"].startswith("sige216-") and sige["n_features"] == 93
+    assert sige["flop_per_point"] == 2 * (93 * 128 + 128 * 128 + 128 * 2 + 129 * 20)
