@@ -46,4 +46,13 @@ def training_compositions(info: dict) -> dict[str, tuple[float, float]]:
     return {sym: (min(c.get(sym, 0.0) for c in comps), max(c.get(sym, 0.0) for c in comps)) for sym in species}
 
 
-__all__ = ["composition", "lineage", "training_compositions"]
+def training_protocols(info: dict) -> set[str]:
+    """The DFT protocols of a model's training data (both stages), as its snapshot records name them.
+
+    Empty when the model records none (models trained before protocols were recorded).
+    """
+    entries = [e for record in lineage(info) for e in (record.get("data") or {}).get("train") or []]
+    return {e["protocol"] for e in entries if isinstance(e.get("protocol"), str)}
+
+
+__all__ = ["composition", "lineage", "training_compositions", "training_protocols"]

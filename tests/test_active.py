@@ -447,3 +447,27 @@ def test_a_share_of_the_picks_calibrates_instead_of_training():
     assert [i for i in range(7) if LearnConfig(budget=1.0, calibration_share=0.5).calibrates(i)] == [1, 3, 5]
     with pytest.raises(InputError, match="calibration-share"):
         LearnConfig(budget=100.0, calibration_share=0.9)
+
+
+def test_picks_are_computed_in_the_protocol_the_model_trained_on(tmp_path, al_model):
+    from bigdens.bnn import DensityModel
+    from bigdens.cli.suggest import dft_settings
+    from bigdens.datagen import protocol_settings
+
+    assert dft_settings(None, str(SHIPPED_AL)) == protocol_settings("v1")  # its training data are v1
+    assert dft_settings("v2", str(SHIPPED_AL)) == protocol_settings("v2")
+
+    def saved(protocols):  # the shipped model, its stage-1 records saying these protocols
+        parent = {**al_model.info["parent"],
+                  "data": {"train": [{"name": f"c{i}", "protocol": p} for i, p in enumerate(protocols)]}}
+        m = DensityModel(params=al_model.params, arch=al_model.arch, scaling=al_model.scaling, net=al_model.net,
+                         info={**al_model.info, "data": {"train": []}, "parent": parent})
+        path = tmp_path / f"m{len(protocols)}.safetensors"
+        m.save(path)
+        return str(path)
+
+    assert dft_settings(None, saved(["bigdens-dft-v2"])) == protocol_settings("v2")
+    assert dft_settings(None, saved([])) == protocol_settings("v1")  # nothing recorded: the library default
+    with pytest.raises(InputError, match="trained on data of protocol\\(s\\) bigdens-dft-v1, bigdens-dft-v2; say "
+                                         "which protocol the picks are computed in with --protocol v1 or v2"):
+        dft_settings(None, saved(["bigdens-dft-v1", "bigdens-dft-v2", "bigdens-dft-v2"]))

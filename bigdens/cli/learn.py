@@ -62,10 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from ..active.cache import DFTCache
     from ..active.loop import Data, LearnConfig, Loop, check_splits
     from ..data import load
-    from ..datagen import DFTSettings
     from ..errors import InputError
     from ._common import cluster_config, cost_data_dirs
-    from .suggest import read_candidates
+    from .suggest import dft_settings, read_candidates
     from .train import check_output, check_run_arguments, set_threads
 
     check_run_arguments(args)
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if workdir.exists() and not workdir.is_dir():
         raise InputError(f"--workdir {str(workdir)!r} exists and is not a folder")
     set_threads(args.threads)
-    dft = DFTSettings()
+    dft = dft_settings(args.protocol, args.model)
     cost = cost_model.from_datasets(cost_data_dirs(args.cost_data), protocol=dft.protocol)
     data = Data(train=load(args.train, allow_mixed_protocols=True) if args.train else [],
                 calibration=load(args.val, allow_mixed_protocols=True),

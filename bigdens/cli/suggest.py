@@ -9,10 +9,42 @@ from ._common import add_cluster_arguments, add_device_argument, add_output_argu
 HELP = "rank candidate structures by what their DFT would teach the model per core-second, and pick within a budget"
 
 
+def dft_settings(protocol: str | None, model_path: str):
+    """The DFT settings of the picks: those of ``--protocol``, else of the protocol the model at ``model_path``
+    was trained on (:func:`bigdens.lineage.training_protocols`; v1 where the model records none), so that the
+    picks can join its training data.
+
+    Raises
+    ------
+    InputError
+        When the model trained on data of several protocols, or of one this bigdens does not know, and no
+        ``--protocol`` says which.
+    """
+    from ..bnn import load
+    from ..datagen import DEFAULT_PROTOCOL, PROTOCOLS, protocol_settings
+    from ..errors import InputError
+    from ..lineage import training_protocols
+
+    if protocol is not None:
+        return protocol_settings(protocol)
+    found = training_protocols(load(model_path).info)
+    if not found:
+        return protocol_settings(DEFAULT_PROTOCOL)
+    if len(found) > 1 or not found <= PROTOCOLS.keys():
+        raise InputError(f"model {model_path!r} was trained on data of protocol(s) {', '.join(sorted(found))}; say "
+                         "which protocol the picks are computed in with --protocol v1 or v2")
+    return protocol_settings(found.pop())
+
+
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     """Scoring and picking flags shared with ``bigdens learn``."""
     from ..active.acquisition import SCORE_SAMPLES, SCORE_SPACING, STRATEGIES
     from ..config import PredictConfig
+    from ..datagen import PROTOCOL_ALIASES
+
+    parser.add_argument("--protocol", choices=sorted(PROTOCOL_ALIASES), metavar="PROTOCOL",
+                        help="DFT protocol of the picks, whose recorded timings price them: "
+                             f"{', '.join(sorted(PROTOCOL_ALIASES))} (default: that of the model's training data)")
 
     parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty",
                         help="uncertainty (default): most excess flagged volume per core-second, diversified; "
@@ -123,7 +155,6 @@ def run(args: argparse.Namespace) -> int:
     from ..active import cost as cost_model
     from ..active.suggest import Request, format_plan, plot_plan, suggest, write_plan
     from ..bnn import load
-    from ..datagen import DFTSettings
     from ..errors import InputError
     from ._common import cluster_config, cost_data_dirs
 
@@ -136,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"-o {args.output!r}: give a file in an existing folder")
     load(args.model)  # a clear error before any MD
     config = cluster_config(args, model=args.model)
-    cost = cost_model.from_datasets(cost_data_dirs(args.cost_data), protocol=DFTSettings().protocol)
+    cost = cost_model.from_datasets(cost_data_dirs(args.cost_data), protocol=dft_settings(args.protocol,
+                                                                                          args.model).protocol)
     exclude = exclude_hashes(args.exclude)
     pool = read_candidates(args.candidates, format=args.format)
     if args.save_pool:
