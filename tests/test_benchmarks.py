@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 
@@ -386,3 +387,27 @@ def test_network_cost_smoke(tmp_path):
                               "--out", str(tmp_path / "nc2.json")])["records"][0]
     assert sige["cell"].startswith("sige216-") and sige["n_features"] == 93
     assert sige["flop_per_point"] == 2 * (93 * 128 + 128 * 128 + 128 * 2 + 129 * 20)
+
+
+def test_fit_gap_reads_the_validation_error_that_training_kept(tmp_path, al4_splits):
+    """benchmarks.fit_gap scores a model on its own cells; on its one validation cell it must read what the
+    training loop recorded for the epoch it kept (two code paths, one number)."""
+    from benchmarks import fit_gap
+    from bigdens.bnn import Architecture
+    from bigdens.descriptors import DescriptorParams
+    from bigdens.train import TrainConfig, train
+
+    tr, va = al4_splits
+    model = train(tr, va[:1], DescriptorParams(species=(13,), m=(8,), k=(2,), r_cut=4.0),
+                  arch=Architecture(hidden=(8, 8)), config=TrainConfig(epochs=3, points_per_epoch=4000,
+                                                                       batch_size=512, seed=0), log=lambda _: None)
+    model.save(tmp_path / "m.safetensors")
+    out = tmp_path / "gap.json"
+    al4 = Path(__file__).parent / "data" / "al4"
+    assert fit_gap.main([str(tmp_path / "m.safetensors"), "--data", str(al4), "--out", str(out)]) == 0
+    row = json.loads(out.read_text())[str(tmp_path / "m.safetensors")]
+    assert sorted(row["train"]["cells"]) == sorted(s.name for s in tr)
+    assert row["validation"]["mean_nmae_pct"] == pytest.approx(model.info["training"]["best_val_nmae_pct"], rel=1e-5)
+    assert row["gap"] == pytest.approx(row["validation"]["mean_nmae_pct"] / row["train"]["mean_nmae_pct"])
+    with pytest.raises(SystemExit, match="lack the model's train cells"):
+        fit_gap.main([str(tmp_path / "m.safetensors"), "--data", str(al4 / f"{va[0].name}.npz"), "--out", str(out)])
