@@ -60,3 +60,25 @@ def thin_al():
     thin = structure.rattle(structure.fcc_al((1, 1, 1)), 0.05, seed=4)
     thin.set_cell(np.diag([4.05, 4.05, 4.05]) @ np.diag([0.7, 1, 1]), scale_atoms=True)
     return thin
+
+
+def run_with_and_without_ci(node: str, env: dict | None = None) -> dict:
+    """Run one test (pytest node id) in a fresh pytest process with ``CI=true`` and with ``CI`` empty.
+
+    ``env``: more environment for both runs (e.g. a broken optional dependency on ``PYTHONPATH``).
+    Returns ``{"true": (exit code, stdout), "": (...)}``: a test whose requirement is missing must error
+    under CI and skip without it.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    results = {}
+    for ci in ("true", ""):
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", node],
+                              cwd=root, env={**os.environ, **(env or {}), "CI": ci}, capture_output=True, text=True,
+                              timeout=300)
+        results[ci] = (proc.returncode, proc.stdout)
+    return results

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from helpers import run_with_and_without_ci
+
 from bigdens import clusters, engine, store, structure
 from bigdens.errors import RunError, SetupError
 
@@ -169,13 +171,8 @@ def test_slurm_tests_fail_instead_of_skipping_in_ci(tmp_path):
 
     tests = Path(__file__).resolve().parent
     node = f"{tests / 'test_clusters.py'}::test_job_larger_than_any_node_refused"
-    results = {}
-    for ci in ("true", ""):
-        # sinfo cannot read this slurm.conf: for the test process SLURM is not there (the daemons run on).
-        env = {**os.environ, "CI": ci, "SLURM_CONF": str(tmp_path / "missing.conf")}
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", node],
-                              cwd=tests.parent, env=env, capture_output=True, text=True, timeout=300)
-        results[ci] = (proc.returncode, proc.stdout)
+    # sinfo cannot read this slurm.conf: for the test process SLURM is not there (the daemons run on).
+    results = run_with_and_without_ci(node, {"SLURM_CONF": str(tmp_path / "missing.conf")})
     assert results["true"][0] == 1 and "1 error" in results["true"][1], results["true"][1][-2000:]
     assert "with CI=true the SLURM tests must run" in results["true"][1]
     assert results[""][0] == 0 and "1 skipped" in results[""][1], results[""][1][-2000:]

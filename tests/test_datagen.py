@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import run_with_and_without_ci
+
 from bigdens import datagen
 from bigdens.cli import main
 from bigdens.data import load, read_manifest
@@ -325,12 +327,8 @@ def test_gpaw_tests_fail_instead_of_skipping_in_ci(tmp_path):
     (tmp_path / "gpaw" / "__init__.py").write_text("raise ImportError('no GPAW here')\n")  # first on the path
     tests = Path(__file__).resolve().parent
     node = f"{tests / 'test_relabel.py'}::test_gpaw_repeats_a_calculation_bit_for_bit"
-    results = {}
-    for ci in ("true", ""):
-        env = {**os.environ, "CI": ci, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", node],
-                              cwd=tests.parent, env=env, capture_output=True, text=True, timeout=300)
-        results[ci] = (proc.returncode, proc.stdout)
+    results = run_with_and_without_ci(node, {"PYTHONPATH": os.pathsep.join([str(tmp_path),
+                                                                            os.environ.get("PYTHONPATH", "")])})
     assert results["true"][0] == 1 and "1 error" in results["true"][1], results["true"][1][-2000:]
     assert "no GPAW here); with CI=true the GPAW tests must run" in results["true"][1]
     assert results[""][0] == 0 and "1 skipped" in results[""][1], results[""][1][-2000:]
