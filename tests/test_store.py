@@ -93,3 +93,16 @@ def test_ledger_round_trip_ignores_torn_entries(tmp_path, model, atoms):  # noqa
     moved = structure.rattle(atoms, 0.01, seed=1)
     assert store.structure_hash(moved.cell[:], moved.positions, moved.numbers) != \
         store.read_attrs(out)["run"]["structure_hash"]
+
+
+def test_work_units_number_frame_major_and_split_back():
+    single = store.WorkUnits(n_blocks=8)
+    assert single.n_units == 8 and single.split(5) == (None, 5) and single.unit(None, 5) == 5
+    assert single.frame_ledgers({0: "a", 3: "b"}) == [{0: "a", 3: "b"}]
+    traj = store.WorkUnits(n_blocks=8, n_frames=3)
+    assert traj.n_units == 24
+    assert [traj.unit(f, b) for f, b in [(0, 0), (0, 7), (1, 0), (2, 5)]] == [0, 7, 8, 21]
+    assert all(traj.split(traj.unit(f, b)) == (f, b) for f in range(3) for b in range(8))
+    assert traj.first(2) == 16 and traj.frame_of(21) == 2
+    assert traj.frame_ledgers({1: "a", 9: "b", 21: "c"}) == [{1: "a"}, {1: "b"}, {5: "c"}]
+    assert store.unit_index(2, 5, 8) == 21 and store.unit_index(None, 5, 8) == 5

@@ -87,17 +87,21 @@ class RunPlan:
 
     @property
     def n_units(self) -> int:
-        return len(self.frames) * self.n_blocks
+        return self.units.n_units
 
     @property
     def disorder(self) -> float | list | None:
         """The bond spread the tasks get (Å): a list per frame for a trajectory, else the structure's."""
         return self.disorders if self.trajectory is not None else self.disorders[0]
 
+    @property
+    def units(self) -> "zstore.WorkUnits":
+        """The run's work units: its blocks, or (frame, block) pairs for a trajectory."""
+        return zstore.WorkUnits(self.n_blocks, self.n_frames)
+
     def frame_ledgers(self, ledger: dict) -> list[dict]:
         """The ledger of each frame, keyed by block index (one for a single structure)."""
-        nb = self.n_blocks
-        return [{u - k * nb: e for u, e in ledger.items() if u // nb == k} for k in range(len(self.frames))]
+        return self.units.frame_ledgers(ledger)
 
 
 def plan_run(atoms, config: PredictConfig) -> RunPlan:

@@ -257,8 +257,8 @@ def _factors(plan: RunPlan, n_pred: list, domain: DomainReport, *, allow: bool):
 
 
 def _unit_factor(factor, unit: int, plan: RunPlan) -> float:
-    # The factor of a unit: the run's, or its frame's (units are frame · n_blocks + block).
-    return factor if not isinstance(factor, list) else factor[unit // plan.n_blocks]
+    # The factor of a unit: the run's, or its frame's.
+    return factor if not isinstance(factor, list) else factor[plan.units.frame_of(unit)]
 
 
 def _renormalize(client, stack: ExitStack, plan: RunPlan, config: PredictConfig, job: dict, ledger: dict,
@@ -356,10 +356,11 @@ def _write_charges(out: Path, ledger: dict, blocks: list, grid, *, n_atoms: int,
 
     if any("charges" not in e for e in ledger.values()):
         return None
+    units = zstore.WorkUnits(len(blocks), n_frames)
     results = []
     try:
         for k in range(n_frames or 1):
-            offset = 0 if n_frames is None else k * len(blocks)
+            offset = units.first(None if n_frames is None else k)
             results.append(combine(block_parts(out, ledger, blocks, offset=offset), n_atoms=n_atoms,
                                    samples=samples, dv=grid.dv))
     except InputError as exc:

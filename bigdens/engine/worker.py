@@ -96,10 +96,7 @@ def _check_run(job: dict, what: str) -> None:
 
 def _unit(index: int, job: dict) -> tuple[int | None, int]:
     """(frame, block) of work unit ``index``: frame None for a single structure (the unit is the block)."""
-    if job.get("n_frames") is None:
-        return None, index
-    frame, block = divmod(index, job["n_blocks"])
-    return frame, block
+    return zstore.WorkUnits(job["n_blocks"], job.get("n_frames")).split(index)
 
 
 def _frame_disorder(job: dict, frame: int | None) -> float | None:
@@ -220,7 +217,7 @@ def predict_block(index: int, *, job: dict) -> dict:
     ----------
     index
         Work unit: the block index (C order of block positions); in a trajectory
-        store ``frame · n_blocks + block`` (:func:`bigdens.store.unit_index`).
+        store ``frame · n_blocks + block`` (:class:`bigdens.store.WorkUnits`).
     job
         Run settings: store path, run id, model path and hash, samples, seed,
         device, batch, threads, the bond spread ``disorder`` (a list per frame

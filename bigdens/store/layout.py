@@ -9,6 +9,7 @@ import hashlib
 import json
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,9 +51,64 @@ def n_frames(attrs: dict) -> int | None:
     return None if n is None else int(n)
 
 
+@dataclass(frozen=True)
+class WorkUnits:
+    """The work units of a store: the one place that numbers them.
+
+    A single structure's units are its blocks; a trajectory store's are
+    (frame, block) pairs numbered ``frame · n_blocks + block``.  The ledger,
+    the charges files and the tasks are keyed by unit.
+
+    Parameters
+    ----------
+    n_blocks
+        Blocks per frame.
+    n_frames
+        Frames of a trajectory store; None for a single structure.
+    """
+
+    n_blocks: int
+    n_frames: int | None = None
+
+    @property
+    def n_units(self) -> int:
+        """Units of the whole store (every frame's blocks)."""
+        return (self.n_frames or 1) * self.n_blocks
+
+    def unit(self, frame: int | None, block: int) -> int:
+        """The unit of ``block`` in ``frame`` (None: a single structure, the block itself)."""
+        return block if frame is None else frame * self.n_blocks + block
+
+    def first(self, frame: int | None) -> int:
+        """The first unit of ``frame`` (0 for a single structure)."""
+        return self.unit(frame, 0)
+
+    def split(self, unit: int) -> tuple[int | None, int]:
+        """(frame, block) of ``unit``: frame None for a single structure."""
+        if self.n_frames is None:
+            return None, unit
+        return divmod(unit, self.n_blocks)
+
+    def frame_of(self, unit: int) -> int:
+        """The frame of ``unit`` (0 for a single structure)."""
+        return unit // self.n_blocks
+
+    def frame_ledger(self, ledger: dict, frame: int | None) -> dict:
+        """The entries of ``frame`` (None: a single structure's, all of them), keyed by block index."""
+        if frame is None:
+            return dict(ledger)
+        return {u - self.first(frame): e for u, e in ledger.items() if self.frame_of(u) == frame}
+
+    def frame_ledgers(self, ledger: dict) -> list[dict]:
+        """:meth:`frame_ledger` of every frame (one for a single structure)."""
+        if self.n_frames is None:
+            return [self.frame_ledger(ledger, 0)]
+        return [self.frame_ledger(ledger, k) for k in range(self.n_frames)]
+
+
 def unit_index(frame: int | None, block: int, n_blocks: int) -> int:
-    """The work unit of ``block`` in ``frame`` (None: a single structure, the block itself)."""
-    return block if frame is None else frame * n_blocks + block
+    """The work unit of ``block`` in ``frame`` (None: a single structure, the block itself): :meth:`WorkUnits.unit`."""
+    return WorkUnits(n_blocks).unit(frame, block)
 
 
 def trajectory_hash(cell, frames, numbers) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import SetupError
 from .damage import damage_error, problems_error
-from .layout import STORE_FORMAT, _quiet, _zarr, blocks_of, checksum, n_frames, read_attrs
+from .layout import STORE_FORMAT, WorkUnits, _quiet, _zarr, blocks_of, checksum, n_frames, read_attrs
 from .ledger import read_ledger
 from .metadata import check_metadata
 
@@ -54,10 +54,8 @@ class BlockReader:
                              "predict it again with `bigdens predict ... --overwrite`") from None
         self.frame = check_frame(path, self.attrs, frame)
         ledger = read_ledger(path) if ledger is None else ledger
-        if self.frame is not None:
-            nb = len(self.blocks)
-            ledger = {u - self.frame * nb: e for u, e in ledger.items() if u // nb == self.frame}
-        self.ledger = ledger
+        self.units = WorkUnits(len(self.blocks), n_frames(self.attrs))
+        self.ledger = self.units.frame_ledger(ledger, self.frame)
         self._arrays: dict = {}
 
     def _array(self, name: str):

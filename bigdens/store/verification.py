@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import SetupError
-from .layout import STORE_FORMAT, VARIABLES, n_frames, read_attrs, unit_index
+from .layout import STORE_FORMAT, VARIABLES, n_frames, read_attrs
 from .ledger import read_block_charges, read_ledger
 from .metadata import check_metadata
 from .reader import BlockReader
@@ -80,7 +80,7 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyReport:
     with tqdm(total=report.n_blocks, unit="block", disable=None if progress else True, desc="verify") as bar:
         for reader in readers:
             for b in reader.blocks:
-                _verify_unit(report, reader, b, unit_index(reader.frame, b.index, nb))
+                _verify_unit(report, reader, b, reader.units.unit(reader.frame, b.index))
                 bar.update()
     return report
 
