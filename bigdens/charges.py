@@ -263,7 +263,7 @@ def block_parts(path: str | Path, ledger: dict, blocks, *, offset: int = 0):
         unit = offset + b.index
         entry = ledger[unit]
         owners, m, d = store.read_block_charges(path, unit, entry)
-        yield owners, m, d, float(entry.get("scale", 1.0))
+        yield owners, m, d, float(entry.scale)
 
 
 @dataclass

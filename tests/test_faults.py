@@ -118,7 +118,7 @@ def compare(out, ref) -> None:
     """The store ``out`` is complete and bit for bit the reference (ledger checksums and arrays)."""
     got, want = store.read_ledger(out), store.read_ledger(ref)
     assert sorted(got) == sorted(want) == list(range(N_BLOCKS))
-    assert {i: e["checksums"] for i, e in got.items()} == {i: e["checksums"] for i, e in want.items()}
+    assert {i: e.checksums for i, e in got.items()} == {i: e.checksums for i, e in want.items()}
     assert_identical(variables(out), variables(ref))
     assert store.read_attrs(out)["complete"] is True
 

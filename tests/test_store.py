@@ -84,7 +84,7 @@ def test_ledger_round_trip_ignores_torn_entries(tmp_path, model, atoms):  # noqa
     ledger = store.read_ledger(out)
     assert sorted(ledger) == [0, 1, 2]
     e = ledger[1]
-    assert set(e["checksums"]) == set(store.VARIABLES) and e["max_std"] > 0 and e["density_sum"] > 0
+    assert set(e.checksums) == set(store.VARIABLES) and e.max_std > 0 and e.density_sum > 0
     store.ledger_file(out, 2).write_text('{"block": 2, "check')  # a torn file is not an entry
     assert sorted(store.read_ledger(out)) == [0, 1]
     assert not list((out / store.LEDGER).glob(".*.tmp"))
@@ -106,3 +106,26 @@ def test_work_units_number_frame_major_and_split_back():
     assert traj.first(2) == 16 and traj.frame_of(21) == 2
     assert traj.frame_ledgers({1: "a", 9: "b", 21: "c"}) == [{1: "a"}, {1: "b"}, {5: "c"}]
     assert store.unit_index(2, 5, 8) == 21 and store.unit_index(None, 5, 8) == 5
+
+
+def test_ledger_entry_json_round_trip_and_older_layouts():
+    from bigdens.engine.messages import Job, TaskReport
+
+    new = {"block": 3, "start": [0, 0, 8], "stop": [8, 8, 16], "checksums": {"density": "a"}, "raw_checksum": "a",
+           "density_sum": 1.5, "max_std": 0.1, "max_std_index": [1, 2, 9], "max_std_epistemic": 0.05,
+           "max_std_epistemic_index": [1, 2, 9], "negative_sum": 0.0, "n_epistemic_high": None, "scale": 1.0,
+           "charges": {"n_atoms": 2, "checksum": "c"}, "unit": 11, "frame": 1}
+    e = store.LedgerEntry.from_json(new)
+    assert e.key == 11 and e.to_json() == new and list(e.to_json()) == list(new)  # key order is the file's
+    pending = {**new, "pending": {"scale": 2.0, "checksum": "b"}}
+    assert store.LedgerEntry.from_json(pending).to_json() == pending
+    old = {k: new[k] for k in ("block", "start", "stop", "checksums", "raw_checksum", "density_sum", "max_std",
+                               "max_std_index")}  # before epistemic fields, charges, scale and trajectories
+    o = store.LedgerEntry.from_json(old)
+    assert (o.key, o.scale, o.charges, o.max_std_epistemic, o.n_epistemic_high, o.negative_sum) == (3, 1.0, None,
+                                                                                                  None, None, None)
+    report = TaskReport(entry=e, stage_s={"setup": 1.0, "bnn": 2.0}, n_points=512, pid=7, max_rss_mb=3.0)
+    assert report.total_s == 3.0 and TaskReport.from_json(report.to_json()) == report
+    job = Job(store="/s", run_id="r", model="/m", model_hash="h", samples=2, seed=0, device="cpu", batch=4,
+              threads=1, disorder=[0.1, 0.2], n_frames=2, n_blocks=8)
+    assert Job.from_json(job.to_json()) == job and job.disorder_of(1) == 0.2 and job.units.split(9) == (1, 1)

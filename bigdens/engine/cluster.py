@@ -284,9 +284,9 @@ class _Watch:
         self.no_worker_since: float | None = None
         self.state = _cluster_state_function()
 
-    def finished(self, res: dict) -> None:
-        took = sum(res.get(k, 0.0) for k in ("t_setup", "t_descriptors", "t_charges", "t_bnn", "t_write"))
-        if took > 0:  # a block's own timing (scale_block reports none)
+    def finished(self, res) -> None:
+        took = getattr(res, "total_s", 0.0)  # a TaskReport's (scale_block and other tasks report none)
+        if took > 0:
             self.slowest = max(self.slowest or 0.0, took)
 
     def fetch_timeout(self) -> float:

@@ -27,6 +27,7 @@ from ..bnn import epistemic_threshold
 from ..domain import DomainReport, OutOfDomainError, check_after, renormalization_refusal
 from ..errors import BigdensError, InputError, Interrupted, RunError, SetupError
 from .cluster import BlockFailed, _run_tasks, make_client
+from .messages import Job
 from .plan import RunPlan, plan_domain, plan_run
 from .summary import RunStats, RunSummary
 from .worker import _check_run, predict_block, scale_block
@@ -123,7 +124,7 @@ def _open_target(out: Path, identity: dict, config: PredictConfig, held: ExitSta
         if problems:
             raise zstore.problems_error(out, problems)
         ledger = zstore.read_ledger(out)
-        if not config.renormalize and any(e.get("scale", 1.0) != 1.0 or "pending" in e for e in ledger.values()):
+        if not config.renormalize and any(e.scale != 1.0 or e.pending is not None for e in ledger.values()):
             raise SetupError(f"{str(out)!r} was renormalized; resume it with --renormalize")
         run_id = attrs["run_id"]
     return mode, run_id, ledger
@@ -177,16 +178,15 @@ def _create_store(plan: RunPlan, config: PredictConfig, *, mode: str, run_id: st
     zstore.create(out, atoms=plan.atoms, grid=plan.grid, chunk=plan.chunk, trajectory=plan.trajectory, attrs=attrs)
 
 
-def _job(plan: RunPlan, config: PredictConfig, run_id: str) -> dict:
+def _job(plan: RunPlan, config: PredictConfig, run_id: str) -> Job:
     """The run settings every task gets (:func:`~bigdens.engine.worker.predict_block`): plain values only."""
-    return {"store": str(Path(config.out).absolute()), "run_id": run_id,
-            "model": str(Path(plan.model_path).absolute()), "model_hash": plan.model_hash,
-            "samples": config.mc_samples, "seed": config.seed, "device": config.device, "batch": config.batch,
-            "threads": config.threads_per_worker, "disorder": plan.disorder, "n_frames": plan.n_frames,
-            "n_blocks": plan.n_blocks}
+    return Job(store=str(Path(config.out).absolute()), run_id=run_id, model=str(Path(plan.model_path).absolute()),
+               model_hash=plan.model_hash, samples=config.mc_samples, seed=config.seed, device=config.device,
+               batch=config.batch, threads=config.threads_per_worker, disorder=plan.disorder,
+               n_frames=plan.n_frames, n_blocks=plan.n_blocks)
 
 
-def _execute(client, stack: ExitStack, plan: RunPlan, config: PredictConfig, job: dict, todo: list[int],
+def _execute(client, stack: ExitStack, plan: RunPlan, config: PredictConfig, job: Job, todo: list[int],
              stats: RunStats) -> None:
     """Compute the units ``todo`` (one task each), counting what they report into ``stats``."""
     out = config.out
@@ -218,7 +218,7 @@ class _Outcome:
     charges: dict | None
 
 
-def _finish(client, stack: ExitStack, plan: RunPlan, config: PredictConfig, job: dict) -> _Outcome:
+def _finish(client, stack: ExitStack, plan: RunPlan, config: PredictConfig, job: Job) -> _Outcome:
     """Count the electrons, run the exact domain checks and ``--renormalize``, write the charges (if complete)."""
     out = config.out
     ledger = zstore.read_ledger(out)
@@ -261,14 +261,14 @@ def _unit_factor(factor, unit: int, plan: RunPlan) -> float:
     return factor if not isinstance(factor, list) else factor[plan.units.frame_of(unit)]
 
 
-def _renormalize(client, stack: ExitStack, plan: RunPlan, config: PredictConfig, job: dict, ledger: dict,
+def _renormalize(client, stack: ExitStack, plan: RunPlan, config: PredictConfig, job: Job, ledger: dict,
                  factor) -> tuple[dict, bool]:
     """Scale every unit not yet scaled by its factor (:func:`~bigdens.engine.worker.scale_block`; ``factor``
     a float, or a list per frame); the ledger then, and whether every unit is scaled."""
     out = config.out
 
-    def scaled(i: int, e: dict) -> bool:
-        return e.get("scale") == _unit_factor(factor, i, plan) and "pending" not in e
+    def scaled(i: int, e: zstore.LedgerEntry) -> bool:
+        return e.scale == _unit_factor(factor, i, plan) and e.pending is None
 
     rescale = [i for i, e in ledger.items() if not scaled(i, e)]
     try:
@@ -285,7 +285,7 @@ def _renormalize(client, stack: ExitStack, plan: RunPlan, config: PredictConfig,
 def _check_domain_after(ledger: dict, grid, model: "DensityModel", n_pred: float,
                         n_expected: float | None) -> DomainReport:
     """The exact domain checks of a finished run, from the ledger's per-block sums."""
-    negatives = [e.get("negative_sum") for e in ledger.values()]
+    negatives = [e.negative_sum for e in ledger.values()]
     return check_after(
         n_points=grid.n_points, n_flagged=_flagged_count(ledger, model), n_electrons=n_pred, n_expected=n_expected,
         negative_electrons=None if None in negatives else max(0.0, -sum(negatives) * grid.dv))
@@ -294,13 +294,13 @@ def _check_domain_after(ledger: dict, grid, model: "DensityModel", n_pred: float
 def _flagged_count(ledger: dict, model: "DensityModel") -> int | None:
     """Grid points above the model's epistemic threshold, summed over the ledger (None: no threshold, or a
     block recorded by a bigdens that did not count them)."""
-    highs = [e.get("n_epistemic_high") for e in ledger.values()]
+    highs = [e.n_epistemic_high for e in ledger.values()]
     return sum(highs) if epistemic_threshold(model) is not None and None not in highs else None
 
 
 def _frame_electrons(plan: RunPlan, ledger: dict) -> list[float]:
     """Each frame's predicted electrons (raw density summed in block order × dV), e."""
-    return [sum(fl[b]["density_sum"] for b in range(plan.n_blocks)) * plan.grid.dv
+    return [sum(fl[b].density_sum for b in range(plan.n_blocks)) * plan.grid.dv
             for fl in plan.frame_ledgers(ledger)]
 
 
@@ -308,10 +308,10 @@ def _summary(plan: RunPlan, outcome: _Outcome, config: PredictConfig, *, n_compu
              stats: RunStats) -> RunSummary:
     """The :class:`RunSummary` of a finished (or stopped) run."""
     ledger, done, n_pred, grid, model = outcome.ledger, outcome.done, outcome.n_pred, plan.grid, plan.model
-    best = max(ledger.values(), key=lambda e: e["max_std"], default=None)
+    best = max(ledger.values(), key=lambda e: e.max_std, default=None)
     # Stores begun by an older bigdens lack the epistemic fields: leave them out then.
-    best_epi = max((e for e in ledger.values() if "max_std_epistemic" in e),
-                   key=lambda e: e["max_std_epistemic"], default=None) if done else None
+    best_epi = max((e for e in ledger.values() if e.max_std_epistemic is not None),
+                   key=lambda e: e.max_std_epistemic, default=None) if done else None
     frames = None
     if plan.trajectory is not None:
         t, charges = plan.trajectory, outcome.charges
@@ -325,19 +325,19 @@ def _summary(plan: RunPlan, outcome: _Outcome, config: PredictConfig, *, n_compu
         n_electrons_expected=plan.n_expected,
         n_electrons_predicted=None if n_pred is None or frames is not None else n_pred[0],
         renormalization_factor=outcome.factor,
-        max_std=None if best is None else best["max_std"],
-        max_std_index=None if best is None else best["max_std_index"],
-        max_std_position=None if best is None else grid.cartesian(*best["max_std_index"]).tolist(),
+        max_std=None if best is None else best.max_std,
+        max_std_index=None if best is None else list(best.max_std_index),
+        max_std_position=None if best is None else grid.cartesian(*best.max_std_index).tolist(),
         complete=done, device=plan.device, stage_s=stats.stage_s, max_rss_mb=stats.max_rss_mb,
         first_rss_mb=stats.first_rss_mb, slurm_jobs=stats.slurm_jobs, startup_s=stats.startup_s,
         epistemic_threshold=epistemic_threshold(model),
         n_epistemic_high=_flagged_count(ledger, model) if done else None,
-        max_std_epistemic=None if best_epi is None else best_epi["max_std_epistemic"],
-        max_std_epistemic_index=None if best_epi is None else best_epi["max_std_epistemic_index"],
+        max_std_epistemic=None if best_epi is None else best_epi.max_std_epistemic,
+        max_std_epistemic_index=None if best_epi is None else list(best_epi.max_std_epistemic_index),
         max_std_epistemic_position=None if best_epi is None else
-        grid.cartesian(*best_epi["max_std_epistemic_index"]).tolist(),
+        grid.cartesian(*best_epi.max_std_epistemic_index).tolist(),
         domain=outcome.domain, accepted_out_of_domain=config.allow_out_of_domain, charges=outcome.charges,
-        frames=frames, max_std_frame=None if best is None else best.get("frame"),
+        frames=frames, max_std_frame=None if best is None else best.frame,
     )
 
 
@@ -354,7 +354,7 @@ def _write_charges(out: Path, ledger: dict, blocks: list, grid, *, n_atoms: int,
     """
     from ..charges import METHOD, block_parts, combine
 
-    if any("charges" not in e for e in ledger.values()):
+    if any(e.charges is None for e in ledger.values()):
         return None
     units = zstore.WorkUnits(len(blocks), n_frames)
     results = []

@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..domain import DomainReport
+from .messages import STAGES, TaskReport
 
-#: The stages a task times (``t_<stage>`` in its result), s.
-STAGES = ("setup", "descriptors", "charges", "bnn", "write")
+__all__ = ["STAGES", "RunStats", "RunSummary"]
 
 
 @dataclass
@@ -36,14 +36,14 @@ class RunStats:
     startup_s: float = 0.0
     wall_s: float = 0.0
 
-    def add(self, res: dict) -> None:
+    def add(self, res: TaskReport) -> None:
         """Count one task's result (:func:`bigdens.engine.predict_block`)."""
         for stage in self.stage_s:
-            self.stage_s[stage] += res[f"t_{stage}"]
-        self.max_rss_mb[res["pid"]] = max(self.max_rss_mb.get(res["pid"], 0.0), res["max_rss_mb"])
-        self.first_rss_mb.setdefault(res["pid"], res["max_rss_mb"])
-        self.points_computed += res["n_points"]
-        self.slurm_jobs[res["slurm_job_id"]] = self.slurm_jobs.get(res["slurm_job_id"], 0) + 1
+            self.stage_s[stage] += res.stage_s[stage]
+        self.max_rss_mb[res.pid] = max(self.max_rss_mb.get(res.pid, 0.0), res.max_rss_mb)
+        self.first_rss_mb.setdefault(res.pid, res.max_rss_mb)
+        self.points_computed += res.n_points
+        self.slurm_jobs[res.slurm_job_id] = self.slurm_jobs.get(res.slurm_job_id, 0) + 1
 
 
 @dataclass

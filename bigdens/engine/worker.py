@@ -1,14 +1,14 @@
 """What a worker process runs: one task per block, writing its region of the store.
 
 The driver writes the structure into the store first; a task receives only the
-store path, its block index and a small dict of run settings.  Each worker
+store path, its block index and the run settings (:class:`~bigdens.engine.messages.Job`).  Each worker
 process reads the atoms once and builds its cell list once (cached per store
 and run), and loads the model once (cached per file and hash), so positions of
 millions of atoms are never sent with tasks.  Memory per task is bounded by
 the block size (the network runs over ``batch`` points at a time).
 
 Dask sends :func:`predict_block` and :func:`scale_block` by reference
-(``bigdens.engine.worker.predict_block``) with the run settings, a dict of
+(``bigdens.engine.worker.predict_block``) with the run settings, a frozen dataclass of
 plain values; this module imports nothing from training code.
 """
 
@@ -28,6 +28,7 @@ import numpy as np
 from .. import store as zstore
 from ..bnn import epistemic_threshold, resolve_device
 from ..errors import RunError
+from .messages import Job, TaskReport
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..bnn import DensityModel
@@ -78,34 +79,23 @@ def _set_threads(n: int) -> None:
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 
 
-def _check_run(job: dict, what: str) -> None:
+def _check_run(job: Job, what: str) -> None:
     """Raise unless the store still belongs to this run (its ``run_id`` attribute; one small file read).
 
     Called right before every write of a block and of a ledger entry, so a run
     whose store was replaced by another run (``--overwrite`` after its lock was
     judged stale or deleted) stops without writing into the new store.
     """
-    attrs = zstore.read_attrs(job["store"])
+    attrs = zstore.read_attrs(job.store)
     now = None if attrs is None else attrs.get("run_id")
-    if now != job["run_id"]:
+    if now != job.run_id:
         other = "removed" if attrs is None else f"now run {now}"
-        raise RunError(f"the store {job['store']!r} was replaced by another run while run {job['run_id']} was "
+        raise RunError(f"the store {job.store!r} was replaced by another run while run {job.run_id} was "
                        f"writing it ({other}); this run stopped before {what} and wrote nothing more: let the "
                        "other run finish, or start again with --overwrite")
 
 
-def _unit(index: int, job: dict) -> tuple[int | None, int]:
-    """(frame, block) of work unit ``index``: frame None for a single structure (the unit is the block)."""
-    return zstore.WorkUnits(job["n_blocks"], job.get("n_frames")).split(index)
-
-
-def _frame_disorder(job: dict, frame: int | None) -> float | None:
-    """The bond spread (Å) the network gets for ``frame``: per frame for a trajectory, else the structure's."""
-    disorder = job.get("disorder")
-    return disorder[frame] if frame is not None and isinstance(disorder, list) else disorder
-
-
-def _context(job: dict, frame: int | None = None) -> _Context:
+def _context(job: Job, frame: int | None = None) -> _Context:
     """The worker's context of one run and frame (None: a single structure), built once per process.
 
     It holds no per-atom array of the whole structure: the atoms are read from
@@ -116,22 +106,22 @@ def _context(job: dict, frame: int | None = None) -> _Context:
     from ..blocks import make_blocks
     from ..grid import Grid
 
-    key = (job["store"], job["run_id"], frame)
+    key = (job.store, job.run_id, frame)
     with _LOCK:
         ctx = _CONTEXTS.get(key)
     if ctx is not None:
         return ctx
     _check_run(job, "reading the atoms")
-    attrs = zstore.read_attrs(job["store"])
+    attrs = zstore.read_attrs(job.store)
     cell = np.asarray(attrs["cell"], dtype=np.float64)
     grid = Grid(cell=cell, shape=tuple(attrs["grid_shape"]))
     ctx = _Context(
         grid=grid,
         blocks=make_blocks(grid.shape, tuple(attrs["run"]["block"])),
-        atoms=zstore.open_tiles(job["store"], attrs, frame),
-        arrays=zstore.open_variables(job["store"]),
-        model=load_model(job["model"], job["model_hash"]),
-        device=resolve_device(job["device"]),
+        atoms=zstore.open_tiles(job.store, attrs, frame),
+        arrays=zstore.open_variables(job.store),
+        model=load_model(job.model, job.model_hash),
+        device=resolve_device(job.device),
     )
     with _LOCK:
         while len(_CONTEXTS) >= _MAX_CONTEXTS:
@@ -182,35 +172,37 @@ def _block_values(mean: np.ndarray, epi: np.ndarray, ale: np.ndarray, shape: tup
 
 
 def _ledger_entry(index: int, block, mean: np.ndarray, values: dict, sums: dict, charges: dict,
-                  model: "DensityModel") -> dict:
+                  model: "DensityModel", *, unit: int, frame: int | None) -> zstore.LedgerEntry:
     """The ledger entry of block ``index``: checksums, electron sum, largest σ, flagged points, charges file."""
     std = values["density_std"]
     where = np.unravel_index(int(np.argmax(std)), block.shape)
     std_epi = values["density_std_epistemic"]
     where_epi = np.unravel_index(int(np.argmax(std_epi)), block.shape)
     threshold = epistemic_threshold(model)
-    return {
-        "block": index,
-        "start": list(block.start),
-        "stop": list(block.stop),
-        "checksums": sums,
-        "raw_checksum": sums["density"],
-        "density_sum": float(mean.sum(dtype=np.float64)),
-        "max_std": float(std[where]),
-        "max_std_index": [int(a + w) for a, w in zip(block.start, where)],
-        "max_std_epistemic": float(std_epi[where_epi]),
-        "max_std_epistemic_index": [int(a + w) for a, w in zip(block.start, where_epi)],
+    return zstore.LedgerEntry(
+        block=index,
+        start=tuple(int(a) for a in block.start),
+        stop=tuple(int(a) for a in block.stop),
+        checksums=sums,
+        raw_checksum=sums["density"],
+        density_sum=float(mean.sum(dtype=np.float64)),
+        max_std=float(std[where]),
+        max_std_index=tuple(int(a + w) for a, w in zip(block.start, where)),
+        max_std_epistemic=float(std_epi[where_epi]),
+        max_std_epistemic_index=tuple(int(a + w) for a, w in zip(block.start, where_epi)),
         # Sum of the negative mean values (e/Å³; ≤ 0): the domain check's negative electrons.
-        "negative_sum": float(mean[mean < 0].sum(dtype=np.float64)),
+        negative_sum=float(mean[mean < 0].sum(dtype=np.float64)),
         # Points unlike the model's validation data (None: the model has no epistemic reference).
-        "n_epistemic_high": None if threshold is None else int(np.count_nonzero(std_epi > np.float32(threshold))),
-        "scale": 1.0,
+        n_epistemic_high=None if threshold is None else int(np.count_nonzero(std_epi > np.float32(threshold))),
+        scale=1.0,
         # The block's per-atom sums (bigdens.charges): atoms owning its points, digest of their file.
-        "charges": charges,
-    }
+        charges=charges,
+        unit=None if frame is None else unit,
+        frame=frame,
+    )
 
 
-def predict_block(index: int, *, job: dict) -> dict:
+def predict_block(index: int, *, job: Job) -> TaskReport:
     """Compute, write and record one block (one Dask task).
 
     Parameters
@@ -219,29 +211,20 @@ def predict_block(index: int, *, job: dict) -> dict:
         Work unit: the block index (C order of block positions); in a trajectory
         store ``frame · n_blocks + block`` (:class:`bigdens.store.WorkUnits`).
     job
-        Run settings: store path, run id, model path and hash, samples, seed,
-        device, batch, threads, the bond spread ``disorder`` (a list per frame
-        for a trajectory), ``n_frames`` and ``n_blocks`` (see :func:`bigdens.engine.predict`).
+        Run settings (:class:`~bigdens.engine.messages.Job`).
 
     Returns
     -------
-    dict
-        The block's ledger entry plus stage timings (s): ``t_setup`` (imports,
-        atoms, cell list and model, once per process), ``t_descriptors``,
-        ``t_charges`` (the Voronoi assignment of the points), ``t_bnn`` (the
-        network, with the per-atom sums of the samples), ``t_write`` (the
-        variables, the block's charges file and its ledger entry), and
-        ``n_points``, ``n_halo``, ``n_read`` (atom rows read from the store's tiles for it), ``pid``,
-        ``max_rss_mb``,
-        ``slurm_job_id`` (the SLURM job the worker runs in, or None).
+    TaskReport
+        The block's ledger entry, its stage timings and its worker's memory.
     """
     from ..blocks import block_halo
     from ..charges import assign_block, block_sums
 
     ts = time.perf_counter()
-    _set_threads(job["threads"])
+    _set_threads(job.threads)
     unit = index
-    frame, index = _unit(unit, job)
+    frame, index = job.units.split(unit)
     ctx = _context(job, frame)
     t0 = time.perf_counter()
     block = ctx.blocks[index]
@@ -257,28 +240,25 @@ def predict_block(index: int, *, job: dict) -> dict:
     t_assign = time.perf_counter() - t1
     n_read = ctx.atoms.rows_read - n_read  # atom rows this block read from the store (tiles not yet cached)
     mean, epi, ale, deviations = ctx.model.predict_grouped(
-        feats, labels, len(owners), samples=job["samples"], seed=job["seed"], block_index=index,
-        device=ctx.device, batch=job["batch"], disorder=_frame_disorder(job, frame))
+        feats, labels, len(owners), samples=job.samples, seed=job.seed, block_index=index,
+        device=ctx.device, batch=job.batch, disorder=job.disorder_of(frame))
     del feats
     t2 = time.perf_counter()
     values = _block_values(mean, epi, ale, block.shape)
     what = f"block {index}" if frame is None else f"block {index} of frame {frame}"
     _check_run(job, f"writing {what}")
-    sums = zstore.write_block(ctx.arrays, block, values, path=job["store"], frame=frame)
+    sums = zstore.write_block(ctx.arrays, block, values, path=job.store, frame=frame)
     _check_run(job, f"writing {what}'s charges")
-    charges = zstore.write_block_charges(job["store"], unit, owners, block_sums(mean, labels, len(owners)),
+    charges = zstore.write_block_charges(job.store, unit, owners, block_sums(mean, labels, len(owners)),
                                          deviations)
-    entry = _ledger_entry(index, block, mean, values, sums, charges, ctx.model)
-    if frame is not None:
-        entry.update(unit=unit, frame=frame)
+    entry = _ledger_entry(index, block, mean, values, sums, charges, ctx.model, unit=unit, frame=frame)
     _check_run(job, f"recording {what} in the ledger")
-    zstore.write_ledger(job["store"], unit, entry)
+    zstore.write_ledger(job.store, unit, entry)
     t3 = time.perf_counter()
-    return {**entry, "t_setup": t0 - ts, "t_descriptors": t1 - t0, "t_bnn": t2 - t1 - t_assign, "t_write": t3 - t2,
-            "t_charges": t_assign, "n_points": block.n_points, "n_halo": n_halo, "n_read": n_read,
-            "pid": os.getpid(),
-            "max_rss_mb": peak_rss_mb(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    stage_s = {"setup": t0 - ts, "descriptors": t1 - t0, "charges": t_assign, "bnn": t2 - t1 - t_assign,
+               "write": t3 - t2}
+    return TaskReport(entry=entry, stage_s=stage_s, n_points=block.n_points, n_halo=n_halo, n_read=n_read,
+                      pid=os.getpid(), max_rss_mb=peak_rss_mb(), slurm_job_id=os.environ.get("SLURM_JOB_ID"))
 
 
 def peak_rss_mb() -> float:
@@ -301,49 +281,48 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def scale_block(index: int, *, job: dict, factor: "float | list[float]") -> dict:
+def scale_block(index: int, *, job: Job, factor: "float | list[float]") -> zstore.LedgerEntry:
     """Multiply one unit's mean density by ``factor`` (the ``--renormalize`` pass).
 
     ``index`` is a work unit (a block; in a trajectory store ``frame · n_blocks + block``), ``factor`` the
     run's factor or, for a trajectory, a list of one factor per frame.  Exact under interruption: the ledger
     first records the checksum the scaled block will have, so a rerun tells raw, scaled and torn blocks apart.
     """
-    _set_threads(job["threads"])
+    _set_threads(job.threads)
     unit = index
-    frame, index = _unit(unit, job)
+    frame, index = job.units.split(unit)
     if isinstance(factor, list):
         factor = factor[frame]
     ctx = _context(job, frame)
     block = ctx.blocks[index]
-    entry = zstore.read_ledger_entry(job["store"], unit)
-    if entry.get("scale") == factor and "pending" not in entry:
+    entry = zstore.read_ledger_entry(job.store, unit)
+    if entry.scale == factor and entry.pending is None:
         return entry
     arr = ctx.arrays["density"]
     where = block.slices if frame is None else (frame, *block.slices)
     current = arr[where]
     have = zstore.checksum(current)
-    pending = entry.get("pending")
+    pending = entry.pending
     if pending is not None and pending["scale"] == factor and have == pending["checksum"]:
         scaled = current  # written before an interruption, ledger not yet updated
-    elif have == entry["raw_checksum"]:
+    elif have == entry.raw_checksum:
         scaled = (current.astype(np.float64) * factor).astype(np.float32)
-        entry = {**entry, "pending": {"scale": factor, "checksum": zstore.checksum(scaled)}}
+        entry = entry.replace(pending={"scale": factor, "checksum": zstore.checksum(scaled)})
         _check_run(job, f"recording block {index} in the ledger")
-        zstore.write_ledger(job["store"], unit, entry)
+        zstore.write_ledger(job.store, unit, entry)
         _check_run(job, f"writing block {index}")
         try:
             arr[where] = scaled
         except OSError as exc:
-            raise RunError(f"cannot write block {index} to {job['store']!r} ({exc.strerror or exc}); free space "
+            raise RunError(f"cannot write block {index} to {job.store!r} ({exc.strerror or exc}); free space "
                            "and rerun with --resume --renormalize") from None
-        if zstore.checksum(arr[where]) != entry["pending"]["checksum"]:
+        if zstore.checksum(arr[where]) != entry.pending["checksum"]:
             raise RunError(f"block {index} reads back differently after renormalization; rerun with --resume")
     else:
-        raise RunError(f"block {index} of {job['store']!r} matches neither its raw nor its scaled checksum; "
+        raise RunError(f"block {index} of {job.store!r} matches neither its raw nor its scaled checksum; "
                        "run `bigdens verify` and start again with --overwrite")
-    entry = {k: v for k, v in entry.items() if k != "pending"}
-    entry["checksums"] = {**entry["checksums"], "density": zstore.checksum(scaled)}
-    entry["scale"] = factor
+    entry = entry.replace(pending=None, checksums={**entry.checksums, "density": zstore.checksum(scaled)},
+                          scale=factor)
     _check_run(job, f"recording block {index} in the ledger")
-    zstore.write_ledger(job["store"], unit, entry)
+    zstore.write_ledger(job.store, unit, entry)
     return entry

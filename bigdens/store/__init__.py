@@ -73,7 +73,7 @@ from .layout import (CHARGE_UNITS, CHARGE_VARIABLES, DENSITY_UNITS, FRAME_COORDS
                      TILE_ROWS, TILES, VARIABLES, _Frame, _jsonable, _quiet, _tile_layout, _zarr, blocks_of, checksum,
                      frame_coordinates, n_frames, read_attrs, structure_hash, structure_hash_chunks, trajectory_hash,
                      WorkUnits, unit_index, variable_layout)
-from .ledger import (charges_file, ledger_file, read_block_charges, read_ledger, read_ledger_entry, write_block,
+from .ledger import (LedgerEntry, charges_file, ledger_file, read_block_charges, read_ledger, read_ledger_entry, write_block,
                      write_block_charges, write_charges, write_ledger)
 from .metadata import (_check_values, _expected_metadata, _metadata_differences, check_metadata, check_tiles,
                        repair_metadata)
@@ -81,7 +81,7 @@ from .reader import BlockReader, CheckedSlabs, check_frame, open_checked
 from .target import check_folder, check_identity, check_target, remove
 from .verification import VerifyReport, _verify_unit, verify
 
-__all__ = ["BlockReader", "WorkUnits", "CHARGE_UNITS", "CHARGE_VARIABLES", "CheckedSlabs", "DENSITY_UNITS", "STORE_FORMAT",
+__all__ = ["BlockReader", "LedgerEntry", "WorkUnits", "CHARGE_UNITS", "CHARGE_VARIABLES", "CheckedSlabs", "DENSITY_UNITS", "STORE_FORMAT",
            "VARIABLES", "VerifyReport", "charges_file", "check_frame", "check_identity", "check_metadata",
            "check_target", "checksum", "create", "damage_error", "n_frames", "open_checked", "open_variables",
            "problems_error", "read_attrs", "read_block_charges", "read_ledger", "repair_metadata", "structure_hash",

@@ -3,8 +3,10 @@ sums beside it, and writing a block's data and the per-atom charge variables."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,34 +22,118 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..blocks import Block
 
 
+@dataclass(frozen=True)
+class LedgerEntry:
+    """The record of one finished work unit (a block; in a trajectory store a (frame, block) pair).
+
+    Densities e/Å³, grid indices of the whole grid.  :meth:`from_json` is the one place that knows the
+    older layouts of a store's ledger (fields a bigdens before them did not write read as None, and
+    ``scale`` as 1); :meth:`to_json` writes the current layout, key for key as before.
+    """
+
+    block: int
+    start: tuple
+    stop: tuple
+    #: Variable name -> blake2b-128 of the block as read back (``density``: as now scaled).
+    checksums: dict
+    #: ``density``'s checksum before ``--renormalize``.
+    raw_checksum: str
+    #: The raw mean density summed over the block's points (times dV: electrons).
+    density_sum: float
+    max_std: float
+    max_std_index: tuple
+    #: Largest epistemic σ and where (None: recorded before bigdens counted them).
+    max_std_epistemic: float | None = None
+    max_std_epistemic_index: tuple | None = None
+    #: Sum of the negative mean values (≤ 0; None: recorded before bigdens counted them).
+    negative_sum: float | None = None
+    #: Points above the model's epistemic threshold (None: no threshold, or recorded before it was counted).
+    n_epistemic_high: int | None = None
+    #: The ``--renormalize`` factor applied (1: none).
+    scale: float = 1.0
+    #: The block's per-atom sums file: ``{"n_atoms", "checksum"}`` (None: recorded before charges existed).
+    charges: dict | None = None
+    #: In a trajectory store, the unit and the frame (None otherwise).
+    unit: int | None = None
+    frame: int | None = None
+    #: An unfinished renormalization: ``{"scale", "checksum"}`` the block has once scaled (None: none).
+    pending: dict | None = None
+
+    #: The fields older ledgers may lack, and what they read as.
+    _LATER = ("max_std_epistemic", "max_std_epistemic_index", "negative_sum", "n_epistemic_high", "charges",
+              "unit", "frame", "pending")
+
+    @property
+    def key(self) -> int:
+        """The work unit this entry records (the ledger's key)."""
+        return self.block if self.unit is None else self.unit
+
+    def replace(self, **changes) -> "LedgerEntry":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        """The entry as the ledger file holds it (``unit``/``frame`` and ``pending`` only when set)."""
+        out = {"block": self.block, "start": list(self.start), "stop": list(self.stop),
+               "checksums": dict(self.checksums), "raw_checksum": self.raw_checksum,
+               "density_sum": self.density_sum, "max_std": self.max_std, "max_std_index": list(self.max_std_index),
+               "max_std_epistemic": self.max_std_epistemic,
+               "max_std_epistemic_index": None if self.max_std_epistemic_index is None
+               else list(self.max_std_epistemic_index),
+               "negative_sum": self.negative_sum, "n_epistemic_high": self.n_epistemic_high, "scale": self.scale,
+               "charges": self.charges}
+        if self.unit is not None:
+            out.update(unit=self.unit, frame=self.frame)
+        if self.pending is not None:
+            out["pending"] = self.pending
+        return _jsonable(out)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LedgerEntry":
+        """An entry from its JSON form, of this or an older layout.
+
+        Raises
+        ------
+        KeyError, TypeError, ValueError
+            If ``data`` is not a ledger entry.
+        """
+        later = {name: data.get(name) for name in cls._LATER}
+        for name in ("max_std_epistemic_index",):
+            if later[name] is not None:
+                later[name] = tuple(later[name])
+        return cls(block=int(data["block"]), start=tuple(data["start"]), stop=tuple(data["stop"]),
+                   checksums=dict(data["checksums"]), raw_checksum=data["raw_checksum"],
+                   density_sum=data["density_sum"], max_std=data["max_std"],
+                   max_std_index=tuple(data["max_std_index"]), scale=data.get("scale", 1.0), **later)
+
+
 def ledger_file(path: str | Path, index: int) -> Path:
     return Path(path) / LEDGER / f"block-{index:07d}.json"
 
 
-def write_ledger(path: str | Path, index: int, entry: dict) -> None:
+def write_ledger(path: str | Path, index: int, entry: LedgerEntry) -> None:
     """Record a finished block (temporary file + rename: never half written)."""
     target = ledger_file(path, index)
     try:
-        write_text(target, json.dumps(_jsonable(entry)), fsync=False)
+        write_text(target, json.dumps(entry.to_json()), fsync=False)
     except OSError as exc:
         raise RunError(f"cannot record block {index} in the ledger of {str(path)!r} ({exc.strerror or exc}); "
                        "free space and rerun with --resume") from None
 
 
-def read_ledger(path: str | Path) -> dict[int, dict]:
+def read_ledger(path: str | Path) -> dict[int, LedgerEntry]:
     """Finished units: index (the block; in a trajectory store the unit) -> ledger entry (unreadable ones: missing)."""
     out = {}
     folder = Path(path) / LEDGER
     for f in folder.glob("block-*.json"):
         try:
-            entry = json.loads(f.read_text())
-            out[int(entry.get("unit", entry["block"]))] = entry
-        except (OSError, ValueError, KeyError, TypeError):
+            entry = LedgerEntry.from_json(json.loads(f.read_text()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
+        out[entry.key] = entry
     return out
 
 
-def read_ledger_entry(path: str | Path, index: int) -> dict:
+def read_ledger_entry(path: str | Path, index: int) -> LedgerEntry:
     """The ledger entry of one block.
 
     Raises
@@ -56,8 +142,8 @@ def read_ledger_entry(path: str | Path, index: int) -> dict:
         If the block has no readable entry.
     """
     try:
-        return json.loads(ledger_file(path, index).read_text())
-    except (OSError, ValueError) as exc:
+        return LedgerEntry.from_json(json.loads(ledger_file(path, index).read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RunError(f"block {index} has no readable ledger entry in {str(path)!r} ({exc})") from None
 
 
@@ -138,7 +224,7 @@ def write_block_charges(path: str | Path, index: int, owners: np.ndarray, sums: 
     return {"n_atoms": len(owners), "checksum": hashlib.blake2b(data, digest_size=16).hexdigest()}
 
 
-def read_block_charges(path: str | Path, index: int, entry: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_block_charges(path: str | Path, index: int, entry: LedgerEntry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block ``index``'s per-atom sums ``(owners (K,), M (K,), D (K, S))``, checked against its ledger entry.
 
     Raises
@@ -150,7 +236,7 @@ def read_block_charges(path: str | Path, index: int, entry: dict) -> tuple[np.nd
 
     from ..errors import InputError
 
-    want = (entry.get("charges") or {}).get("checksum")
+    want = (entry.charges or {}).get("checksum")
     try:
         data = charges_file(path, index).read_bytes()
     except OSError as exc:

@@ -74,9 +74,9 @@ class BlockReader:
         entry = self.ledger.get(block.index)
         if entry is None:
             return "no ledger entry although the store says complete" if self.complete else None
-        if "pending" in entry and self.complete:
+        if entry.pending is not None and self.complete:
             return "renormalization interrupted (rerun predict with --resume)"
-        if name is not None and not isinstance((entry.get("checksums") or {}).get(name), str):
+        if name is not None and not isinstance((entry.checksums or {}).get(name), str):
             return f"its ledger entry has no checksum of {name!r}"
         return None
 
@@ -96,9 +96,9 @@ class BlockReader:
             return why
         entry = self.ledger[block.index]
         have = checksum(values)
-        if have == entry["checksums"][name]:
+        if have == entry.checksums[name]:
             return None
-        if name == "density" and have == (entry.get("pending") or {}).get("checksum"):
+        if name == "density" and have == (entry.pending or {}).get("checksum"):
             return None  # a run is renormalizing this block now: scaled, ledger not yet updated
         return f"{name} checksum differs (chunk missing, changed or swapped)"
 

@@ -91,7 +91,7 @@ def _verify_unit(report: VerifyReport, reader: BlockReader, b: "Block", unit: in
     if entry is None:
         report.missing.append(unit)
         return
-    if "pending" in entry:
+    if entry.pending is not None:
         report.corrupt.append((unit, "renormalization interrupted (rerun predict with --resume)"))
         return
     for name in VARIABLES:
@@ -99,7 +99,7 @@ def _verify_unit(report: VerifyReport, reader: BlockReader, b: "Block", unit: in
         if why is not None:
             report.corrupt.append((unit, why))
             return
-    if "charges" in entry:
+    if entry.charges is not None:
         try:
             read_block_charges(reader.path, unit, entry)
         except SetupError:
