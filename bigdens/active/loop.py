@@ -195,7 +195,8 @@ def check_data(model: "DensityModel", data: Data, pool: Sequence["Candidate"]) -
             raise InputError(f"hold-out cell {s.name!r} is also training or calibration data{same}; a hold-out "
                              "must be data the model never sees")
     never = never_picked(data)
-    tests = [c.name for c in pool if c.hash in set(shipped_test_cells())]
+    shipped = shipped_test_cells()  # digest -> cell (a dict: membership is a hash lookup)
+    tests = [c.name for c in pool if c.hash in shipped]
     if tests:
         log.info("%d candidate(s) are test cells shipped in datasets/ and are never picked: %s", len(tests),
                     ", ".join(tests[:5]) + (", ..." if len(tests) > 5 else ""))
