@@ -80,7 +80,8 @@ def score_snapshot(models: list, snapshot, *, samples: int) -> dict:
                                      disorder=spread)
     sigma = np.sqrt(epi + ale)
     shape = snapshot.density.shape
-    row = {"name": snapshot.name, "n_atoms": int(len(snapshot.numbers)), "bond_spread_A": spread,
+    row = {"name": snapshot.name, "protocol": snapshot.protocol, "n_atoms": int(len(snapshot.numbers)),
+           "bond_spread_A": spread,
            "aleatoric_disorder_factor": model.scaling.aleatoric_factor(spread)}
     row.update(metrics.summary(mean.reshape(shape), y.reshape(shape), sigma.reshape(shape),
                                dv=snapshot.grid().dv, n_electrons=snapshot.n_electrons_expected))
@@ -136,13 +137,15 @@ def main(argv=None) -> int:
     ap.add_argument("--data", nargs="+", help="data sets or snapshot files")
     ap.add_argument("--split", default="test", help="split to score (default test)")
     ap.add_argument("--samples", type=int, default=20)
+    ap.add_argument("--allow-mixed-protocols", action="store_true",
+                    help="score snapshots of several DFT protocols in one run (each row records its protocol)")
     ap.add_argument("--out", help="JSON file to write (rows are added to an existing one)")
     ap.add_argument("--table", action="store_true", help="print the score files MODELS as a markdown table")
     args = ap.parse_args(argv)
     if args.table:
         print(table(args.models))
         return 0
-    snaps = data.load(args.data, split=args.split)
+    snaps = data.load(args.data, split=args.split, allow_mixed_protocols=args.allow_mixed_protocols)
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if out_path.exists() else {}
     for spec in args.models:
