@@ -330,9 +330,10 @@ def write_xsf(
     first, values with the first index fastest.  ``data_e_per_A3`` is read
     one ``[:, :, k]`` plane at a time, ``k = 0 .. n3-1`` in order, each once
     (a ``numpy.memmap``, a zarr array or a
-    :class:`bigdens.store.CheckedSlabs` along axis 2 works); memory: two
-    (n1+1, n2+1) planes (the first is kept to repeat it at the end).  A path
-    is written atomically (temporary file + rename).
+    :class:`bigdens.store.CheckedSlabs` along axis 2 works); memory: the
+    current (n1, n2) plane and the first (kept to repeat it at the end), as
+    float64, and one plane's text.  A path is written atomically (temporary
+    file + rename).
 
     Parameters
     ----------
