@@ -222,9 +222,9 @@ GROUPS: dict[str, list[Case]] = {
              "snapshot al4-T0900-01 is in the test split: train and validate on train and validation snapshots, "
              "never on test data (a data-set folder gives its train split, --val FOLDER its validation split)"),
         case("data-unknown-file", "a structure file as density file", "data import al.xyz -o imported",
-             "cannot tell the format of 'al.xyz' from its name; density files must be Gaussian cube (*.cube), "
-             "VASP CHGCAR (*CHGCAR*, *.vasp), GPAW (*.gpw) or XSF (*.xsf, e.g. Quantum ESPRESSO pp.x output); or "
-             "pass a bigdens data-set directory"),
+             "cannot tell the format of 'al.xyz' from its name; density files must be Gaussian cube (*.cube, *.cub, "
+             "*.cube.gz), VASP CHGCAR (*CHGCAR*, *PARCHG*, *AECCAR*, CHG, *.vasp), GPAW restart (*.gpw) or XSF "
+             "(*.xsf, *.xsf.gz); or pass a bigdens data-set directory"),
         case("data-import-missing", "density file that does not exist", "data import missing.cube -o imported",
              "density file 'missing.cube' does not exist"),
         case("data-import-into-file", "import into an existing file", "data import missing.cube -o al.xyz",
@@ -346,6 +346,16 @@ GROUPS: dict[str, list[Case]] = {
         case("export-incomplete", "export an unfinished store", "export partial.zarr --cube d.cube",
              "'partial.zarr' is incomplete (unwritten points read NaN); finish it with `bigdens predict ... "
              "--resume` first"),
+        case("export-unknown-format", "-o with a name that means no format bigdens writes",
+             "export done.zarr -o d.dat",
+             "cannot tell which format to write 'd.dat' in from its name; name it as Gaussian cube (*.cube, *.cub), "
+             "VASP CHGCAR (*CHGCAR*, *PARCHG*, *AECCAR*, CHG, *.vasp) or XSF (*.xsf), or choose one with --format "
+             "cube, chgcar or xsf"),
+        case("export-read-only-format", "-o with the name of a format bigdens reads but does not write",
+             "export done.zarr -o d.gpw",
+             "'d.gpw' names a GPAW restart file, which bigdens does not write; name it as Gaussian cube (*.cube, "
+             "*.cub), VASP CHGCAR (*CHGCAR*, *PARCHG*, *AECCAR*, CHG, *.vasp) or XSF (*.xsf), or choose one with "
+             "--format cube, chgcar or xsf"),
         case("export-folder-missing", "--cube in a folder that does not exist",
              "export done.zarr --cube nodir/d.cube",
              "cannot write 'nodir/d.cube': its folder does not exist; create it first"),

@@ -349,17 +349,19 @@ def _permissions_bind_root_too(monkeypatch):
 @pytest.mark.parametrize("command", ["export", "plot"])
 def test_read_only_destination_one_line(out, tmp_path, capsys, monkeypatch, command):
     flag = "--cube" if command == "export" else "-o"
+    suffix = ".cube" if command == "export" else ".png"  # export picks its format by the name
     folder = tmp_path / "ro"
     folder.mkdir()
-    (folder / "old.png").write_text("old")
-    (folder / "old.png").chmod(0o444)
+    (folder / f"old{suffix}").write_text("old")
+    (folder / f"old{suffix}").chmod(0o444)
     _permissions_bind_root_too(monkeypatch)
-    rc, _, err = run_cli(capsys, command, out, flag, folder / "old.png")  # a read-only file in a writable folder
+    rc, _, err = run_cli(capsys, command, out, flag, folder / f"old{suffix}")  # a read-only file, writable folder
     assert rc == 2 and "permission denied" in assert_one_line(err, command)
     folder.chmod(0o555)
     try:
-        rc, _, err = run_cli(capsys, command, out, flag, folder / "new.png")  # a new file in a read-only folder
+        rc, _, err = run_cli(capsys, command, out, flag, folder / f"new{suffix}")  # a new file, read-only folder
         assert rc == 2 and "permission denied" in assert_one_line(err, command)
     finally:
         folder.chmod(0o755)
-    assert (folder / "old.png").read_text() == "old" and sorted(p.name for p in folder.iterdir()) == ["old.png"]
+    assert (folder / f"old{suffix}").read_text() == "old"
+    assert sorted(p.name for p in folder.iterdir()) == [f"old{suffix}"]

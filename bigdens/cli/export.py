@@ -1,18 +1,32 @@
-"""``bigdens export``: a variable of a predicted store as a Gaussian cube file (Bohr)."""
+"""``bigdens export``: a variable of a predicted store as a Gaussian cube, VASP CHGCAR or XSF file.
+
+The format comes from ``--format`` or else from the output's name, both
+through the registry :data:`bigdens.io.formats.FORMATS`; every writer streams
+the field (memory of one block-thick slab of the store, whatever the grid
+size), each block checked against its ledger checksum as it is read.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from ..io.formats import pattern_list, units_list, writable
 from ._common import add_frame_argument, add_output_argument
 
-HELP = ("write a variable of a predicted store as a Gaussian cube file (Bohr, e/Bohr³), slab by slab, each block "
-        "checked against its ledger checksum")
+HELP = (f"write a variable of a predicted store as a {units_list(writable())} file, streamed block by block "
+        "(memory of one block-thick slab), each block checked against its ledger checksum")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", help="a store written by `bigdens predict`")
-    add_output_argument(parser, metavar="FILE.cube", aliases=("--cube",), help="output Gaussian cube file")
+    fmts = writable()
+    add_output_argument(parser, metavar="FILE", aliases=("--cube",),
+                        help=f"output file; its name gives the format unless --format is given: "
+                             f"{pattern_list(fmts, compressed=False)}")
+    parser.add_argument("--format", choices=[f.name for f in fmts], default=None,
+                        help="the format to write, whatever the output's name: "
+                             + "; ".join(f"{f.name}: {f.label} ({f.units}{'; ' + f.write_note if f.write_note else ''})"
+                                         for f in fmts))
     parser.add_argument("--var", default="density",
                         help="variable: density (default), density_std, density_std_epistemic, "
                              "density_std_aleatoric")
@@ -26,8 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import store
     from ..errors import SetupError
-    from ..io.cube import write_cube
+    from ..io.formats import get_format, output_format
 
+    if Path(args.output).is_dir():
+        example = (get_format(args.format, mode="w") if args.format else writable()[0]).example_name
+        raise SetupError(f"cannot write {args.output!r}: it is a folder; give a file name, e.g. -o {example}")
+    fmt = output_format(args.output, args.format, option="--format")
     attrs = store.read_attrs(args.store)
     if attrs is None:
         raise SetupError(f"{args.store!r} is not a bigdens store")
@@ -35,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
         raise SetupError(f"unknown variable {args.var!r}; choose one of {', '.join(store.VARIABLES)}")
     if not Path(args.output).absolute().parent.is_dir():
         raise SetupError(f"cannot write {args.output!r}: its folder does not exist; create it first")
-    if Path(args.output).is_dir():
-        raise SetupError(f"cannot write {args.output!r}: it is a folder; give a file name, e.g. -o density.cube")
     # Metadata, coordinates, atoms and ledger first (damage is not fixed by finishing the run); each block's
     # checksum as its slab is written.
     reader = store.open_checked(args.store, attrs=attrs, frame=args.frame)
@@ -50,12 +66,13 @@ def run(args: argparse.Namespace) -> int:
     atoms = Atoms(numbers=root["numbers"][:], positions=positions, cell=attrs["cell"], pbc=True)
     label = store.VARIABLES[args.var]
     try:
-        write_cube(args.output, atoms, store.CheckedSlabs(reader, args.var),
-                   comment=f"bigdens {args.var}: {label} (Bohr, e/Bohr^3)")
+        fmt.writer(args.output, atoms, store.CheckedSlabs(reader, args.var, axis=fmt.write_axis),
+                   comment=f"bigdens {args.var}: {label} ({fmt.units_ascii})")
     except OSError as exc:
         raise SetupError(f"cannot write {args.output!r} ({exc.strerror or exc}); choose a writable destination") \
             from None
     which = "" if reader.frame is None else f"frame {reader.frame}, "
-    print(f"wrote {args.output}: {which}{args.var}, grid {tuple(attrs['grid_shape'])}, {len(atoms)} atoms "
-          "(Bohr, e/Bohr³)")
+    note = f"; {fmt.write_note}" if fmt.write_note else ""
+    print(f"wrote {args.output}: {which}{args.var}, grid {tuple(attrs['grid_shape'])}, {len(atoms)} atoms, "
+          f"{fmt.label} ({fmt.units}{note})")
     return 0

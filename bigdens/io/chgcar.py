@@ -1,4 +1,4 @@
-"""VASP CHGCAR (also CHG, PARCHG, AECCAR*) files: reader.
+"""VASP CHGCAR (also CHG, PARCHG, AECCAR*) files: reader and (streaming) writer.
 
 A CHGCAR holds a POSCAR block (comment, scale, lattice vectors in Å, element
 names (VASP ≥ 5), counts, optional "Selective dynamics", "Direct" or
@@ -14,16 +14,35 @@ The densities of VASP are PAW pseudo-densities whose electron count is that
 of the PAW potentials used (not recorded in the file): the provenance stores
 the integral, and ``n_electrons_expected`` of the resulting snapshot falls
 back on HGH valences unless you set it.
+
+:func:`write_chgcar` writes what VASP writes and reads back with ICHARG=1:
+the POSCAR block in VASP 5 form (comment; scale 1.0; lattice vectors, Å;
+element symbols; counts; ``Direct`` fractional positions, the atoms grouped
+by element in the order of the symbols line, as VASP requires), a blank line,
+``n1 n2 n3`` and the values ρ·V_cell (e/Å³ × Å³ = electrons) with the first
+index fastest, five per line in VASP's ``E17.11``-like form
+(``%17.11E``: 12 significant digits, more than a float32 holds).  No PAW
+augmentation occupancies follow: a bigdens density is a smooth valence
+density with no one-centre part (VASP then starts the one-centre
+occupancies from atomic values).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError
 from . import DensityFile, _provenance
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase import Atoms
+
+#: Values per line of the data section (VASP's CHGCAR layout).
+VALUES_PER_LINE = 5
 
 
 def _floats(tokens: list[str]) -> list[float] | None:
@@ -195,4 +214,123 @@ def _check_grid_end(lines: list[str], line: int, extra: int, shape: tuple[int, i
         )
 
 
-__all__ = ["read_chgcar"]
+def species_order(numbers) -> tuple[list[int], np.ndarray]:
+    """The elements in order of first appearance and the permutation grouping atoms by element.
+
+    Parameters
+    ----------
+    numbers : array_like, shape (n_atoms,), int
+        Atomic numbers.
+
+    Returns
+    -------
+    elements : list of int
+        Atomic numbers, each once, in order of first appearance (the CHGCAR symbols line).
+    order : ndarray, shape (n_atoms,), int64
+        Atom indices grouped by element in that order, stable within an element:
+        ``numbers[order]`` is contiguous per element, as VASP requires.
+    """
+    numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
+    elements = list(dict.fromkeys(numbers.tolist()))
+    rank = np.array([elements.index(z) for z in numbers.tolist()], dtype=np.int64)
+    return elements, np.argsort(rank, kind="stable").astype(np.int64)
+
+
+def write_chgcar(
+    path: str | Path | IO[str],
+    atoms: "Atoms",
+    data_e_per_A3,
+    *,
+    comment: str = "bigdens density (rho*V_cell, electrons; lengths A)",
+) -> None:
+    """Write a periodic density as a VASP CHGCAR file (Å; values ρ·V_cell, electrons).
+
+    Streaming: ``data_e_per_A3`` is read one ``[:, :, k]`` plane at a time,
+    ``k = 0 .. n3-1`` in order, each once (a ``numpy.memmap``, a zarr array or
+    a :class:`bigdens.store.CheckedSlabs` along axis 2 works): the file's
+    order (first index fastest, then the second, the third slowest) is plane
+    after plane along the third axis.  Memory: one (n1, n2) plane as float64
+    and its text, besides what the source holds (a ``CheckedSlabs`` keeps one
+    block-thick slab, n1·n2·block float32).  A path is written atomically
+    (temporary file + rename).
+
+    The atoms are written grouped by element, elements in order of first
+    appearance (:func:`species_order`); a reader gets them in that order,
+    which differs from ``atoms`` when elements interleave.  Grid point
+    ``(i, j, k)`` is at ``(i/n1)·a1 + (j/n2)·a2 + (k/n3)·a3`` (DESIGN §1, as
+    in VASP).
+
+    Parameters
+    ----------
+    path
+        Output path or an open text file.
+    atoms
+        The structure (Å); its cell defines the grid.
+    data_e_per_A3
+        Density, shape (n1, n2, n3), e/Å³; anything with ``shape`` giving an
+        (n1, n2) array for ``[:, :, k]``.
+    comment
+        First line of the file (one line).
+
+    Raises
+    ------
+    InputError
+        A field that is not 3-D, a structure without a 3-D cell, or a plane of the wrong shape.
+    """
+    shape = tuple(int(n) for n in np.shape(data_e_per_A3)) if hasattr(data_e_per_A3, "shape") else None
+    if shape is None or len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"CHGCAR data must be a 3-D grid (n1, n2, n3), got shape {shape}")
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    if abs(np.linalg.det(cell)) < 1e-9:
+        raise InputError("cannot write a CHGCAR file for a structure without a 3-D cell")
+    if len(atoms) == 0:
+        raise InputError("cannot write a CHGCAR file for a structure without atoms (VASP needs at least one)")
+    if isinstance(path, (str, os.PathLike)):
+        from .._files import atomic_write
+
+        with atomic_write(path, mode="w") as fh:
+            _write_chgcar(fh, atoms, data_e_per_A3, shape, cell, comment)
+    else:
+        _write_chgcar(path, atoms, data_e_per_A3, shape, cell, comment)
+
+
+def _write_chgcar(fh: IO[str], atoms: "Atoms", data: Any, shape, cell: np.ndarray, comment: str) -> None:
+    from ase.data import chemical_symbols
+
+    volume = abs(float(np.linalg.det(cell)))  # Å³: ρ (e/Å³) · V = electrons per grid point × n1·n2·n3
+    elements, order = species_order(atoms.numbers)
+    numbers = np.asarray(atoms.numbers)[order]
+    frac = np.linalg.solve(cell.T, np.asarray(atoms.positions, dtype=np.float64)[order].T).T
+    fh.write(comment.replace("\n", " ").strip() + "\n")
+    fh.write(f"  {1.0:.14f}\n")
+    for v in cell:
+        fh.write(f"  {v[0]:22.16f}{v[1]:22.16f}{v[2]:22.16f}\n")
+    fh.write("".join(f" {chemical_symbols[z]:>4s}" for z in elements) + "\n")
+    fh.write("".join(f" {int(np.count_nonzero(numbers == z)):4d}" for z in elements) + "\n")
+    fh.write("Direct\n")
+    for p in frac:
+        fh.write(f" {p[0]:20.16f}{p[1]:20.16f}{p[2]:20.16f}\n")
+    fh.write(f"\n {shape[0]:4d} {shape[1]:4d} {shape[2]:4d}\n")
+    carry = np.empty(0)
+    for k in range(shape[2]):
+        plane = np.asarray(data[:, :, k], dtype=np.float64)  # (n1, n2), e/Å³
+        if plane.shape != shape[:2]:
+            raise InputError(f"CHGCAR data plane {k} has shape {plane.shape}, expected {shape[:2]}")
+        values = np.concatenate([carry, plane.T.ravel() * volume])  # first index fastest; ρ·V
+        n_full = values.size // VALUES_PER_LINE * VALUES_PER_LINE
+        fh.write(_lines(values[:n_full]))
+        carry = values[n_full:]
+    if carry.size:
+        fh.write(_lines(carry))
+
+
+def _lines(values: np.ndarray) -> str:
+    # Values as lines of VALUES_PER_LINE (the last may be shorter), " %17.11E" each, one text.
+    if values.size == 0:
+        return ""
+    full, rest = divmod(values.size, VALUES_PER_LINE)
+    fmt = (" {:17.11E}" * VALUES_PER_LINE + "\n") * full + (" {:17.11E}" * rest + "\n" if rest else "")
+    return fmt.format(*values.tolist())
+
+
+__all__ = ["VALUES_PER_LINE", "read_chgcar", "species_order", "write_chgcar"]

@@ -320,6 +320,7 @@ def write_xsf(
     *,
     density_units: str = "e/bohr^3",
     name: str = "bigdens_density",
+    comment: str | None = None,
 ) -> None:
     """Write a periodic density as an XSF file with a 3-D data grid (Å; values e/bohr³ by default).
 
@@ -327,8 +328,12 @@ def write_xsf(
     grid of ``(n1+1)×(n2+1)×(n3+1)`` points over the cell, origin 0, span
     vectors = lattice vectors, the last plane along each axis repeating the
     first, values with the first index fastest.  ``data_e_per_A3`` is read
-    one ``[:, :, k]`` plane at a time (a ``numpy.memmap`` or zarr array
-    works).  A path is written atomically (temporary file + rename).
+    one ``[:, :, k]`` plane at a time, ``k = 0 .. n3-1`` in order, each once
+    (a ``numpy.memmap``, a zarr array or a
+    :class:`bigdens.store.CheckedSlabs` along axis 2 works); memory: the
+    current (n1, n2) plane and the first (kept to repeat it at the end), as
+    float64, and one plane's text.  A path is written atomically (temporary
+    file + rename).
 
     Parameters
     ----------
@@ -342,6 +347,8 @@ def write_xsf(
         Units to write the values in: ``"e/bohr^3"`` (as QE, default) or ``"e/A^3"``.
     name
         Name of the data block and grid (no spaces).
+    comment
+        One line written first as an XSF comment (``# ...``), if given.
     """
     if density_units not in _UNITS:
         raise InputError(f"density_units must be 'e/bohr^3' or 'e/A^3', got {density_units!r}")
@@ -358,12 +365,15 @@ def write_xsf(
         from .._files import atomic_write
 
         with atomic_write(path, mode="w") as fh:
-            _write_xsf(fh, atoms, data_e_per_A3, shape, cell, scale, name)
+            _write_xsf(fh, atoms, data_e_per_A3, shape, cell, scale, name, comment)
     else:
-        _write_xsf(path, atoms, data_e_per_A3, shape, cell, scale, name)
+        _write_xsf(path, atoms, data_e_per_A3, shape, cell, scale, name, comment)
 
 
-def _write_xsf(fh: IO[str], atoms: "Atoms", data: Any, shape, cell: np.ndarray, scale: float, name: str) -> None:
+def _write_xsf(fh: IO[str], atoms: "Atoms", data: Any, shape, cell: np.ndarray, scale: float, name: str,
+               comment: str | None = None) -> None:
+    if comment is not None:
+        fh.write("# " + comment.replace("\n", " ").strip() + "\n")
     fh.write("CRYSTAL\nPRIMVEC\n")
     for v in cell:
         fh.write(f" {v[0]:16.10f} {v[1]:16.10f} {v[2]:16.10f}\n")
@@ -376,10 +386,16 @@ def _write_xsf(fh: IO[str], atoms: "Atoms", data: Any, shape, cell: np.ndarray, 
         fh.write(f" {v[0]:16.10f} {v[1]:16.10f} {v[2]:16.10f}\n")
     wrap1 = np.arange(shape[0] + 1) % shape[0]
     wrap2 = np.arange(shape[1] + 1) % shape[1]
+    first = None
     for k in range(shape[2] + 1):
-        plane = np.asarray(data[:, :, k % shape[2]], dtype=np.float64) * scale  # (n1, n2)
-        if plane.shape != shape[:2]:
-            raise InputError(f"XSF data plane {k} has shape {plane.shape}, expected {shape[:2]}")
+        if k < shape[2]:  # each plane read once, in order (streaming sources); the last repeats the first
+            plane = np.asarray(data[:, :, k], dtype=np.float64) * scale  # (n1, n2)
+            if plane.shape != shape[:2]:
+                raise InputError(f"XSF data plane {k} has shape {plane.shape}, expected {shape[:2]}")
+            if k == 0:
+                first = plane
+        else:
+            plane = first
         column_major = plane[np.ix_(wrap1, wrap2)].T.ravel()  # first index fastest
         fh.write("\n".join(" ".join(f"{v:.7E}" for v in column_major[i:i + 6])
                            for i in range(0, column_major.size, 6)))

@@ -128,11 +128,16 @@ class BlockReader:
             why = self.check(name, block, values)
         return (values, None) if why is None else (None, why)
 
-    def slabs(self, name: str):
-        """Yield ``(start, values)``: block-thick slabs ``[start:stop, :, :]`` of a variable, every block checked.
+    def slabs(self, name: str, axis: int = 0):
+        """Yield ``(start, values)``: block-thick slabs of a variable along ``axis``, every block checked.
 
-        Memory: one slab, ``block[0] · n2 · n3`` float32 values.  Unwritten
-        blocks of an incomplete store read NaN.
+        Along axis 0 a slab is ``[start:stop, :, :]``, along axis 2
+        ``[:, :, start:stop]`` (``stop - start`` is the block edge along that
+        axis); the slabs come in order and cover the grid once.
+
+        Memory: one slab, e.g. ``block[0] · n2 · n3`` float32 values along
+        axis 0, ``n1 · n2 · block[2]`` along axis 2.  Unwritten blocks of an
+        incomplete store read NaN.
 
         Raises
         ------
@@ -140,18 +145,21 @@ class BlockReader:
             At the first slab with a failing block, after checking the rest
             of the variable, naming every failing block and the repair.
         """
-        starts = sorted({b.start[0] for b in self.blocks})
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
+        starts = sorted({b.start[axis] for b in self.blocks})
         for s in starts:
-            members = [b for b in self.blocks if b.start[0] == s]
-            stop = members[0].stop[0]
+            members = [b for b in self.blocks if b.start[axis] == s]
+            stop = members[0].stop[axis]
             bad = []
-            values, why = self._read(name, slice(s, stop))
+            selection = tuple(slice(s, stop) if d == axis else slice(None) for d in range(3))
+            values, why = self._read(name, selection)
             if why is not None:  # some chunk of the slab fails: find which blocks
                 bad = [(b.index, w) for b in members if (w := self.read_block(name, b)[1]) is not None]
                 bad = bad or [(members[0].index, why)]
             else:
                 for b in members:
-                    local = (slice(None),) + b.slices[1:]
+                    local = tuple(slice(None) if d == axis else b.slices[d] for d in range(3))
                     if b.index not in self.ledger and not self.complete:
                         values[local] = np.nan
                         continue
@@ -159,7 +167,7 @@ class BlockReader:
                     if why is not None:
                         bad.append((b.index, why))
             if bad:
-                rest = [b for b in self.blocks if b.start[0] > s]
+                rest = [b for b in self.blocks if b.start[axis] > s]
                 for b in rest:
                     _, why = self.read_block(name, b)
                     if why is not None:
@@ -202,26 +210,55 @@ class BlockReader:
 
 
 class CheckedSlabs:
-    """``[i]`` -> the (n2, n3) slab ``i`` of a variable, read through :meth:`BlockReader.slabs` (for writers).
+    """A variable of a store as a forward-only array for writers, read through :meth:`BlockReader.slabs`.
 
-    Slabs must be asked for in order (as :func:`bigdens.io.cube.write_cube`
-    does); memory is one block-thick slab.
+    With ``axis=0`` (default), ``[i]`` (or ``[i, :, :]``) gives the (n2, n3)
+    slab ``i``, as :func:`bigdens.io.cube.write_cube` asks; with ``axis=2``,
+    ``[:, :, k]`` gives the (n1, n2) plane ``k``, as
+    :func:`bigdens.io.chgcar.write_chgcar` and :func:`bigdens.io.xsf.write_xsf`
+    ask.  Indices must come in increasing order (each block is read and checked
+    once); memory is one block-thick slab along ``axis``.  Values float32,
+    the store's units (e/Å³).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The grid shape (n1, n2, n3).
+    axis : int
+        The axis along which indices are taken.
     """
 
-    def __init__(self, reader: BlockReader, name: str):
+    def __init__(self, reader: BlockReader, name: str, *, axis: int = 0):
+        if axis not in (0, 2):
+            raise ValueError(f"CheckedSlabs reads along axis 0 or 2, got {axis!r}")
         self.shape = reader.shape
+        self.axis = axis
         self.dtype = np.dtype(np.float32)
-        self._slabs = reader.slabs(name)
+        self._slabs = reader.slabs(name, axis)
         self._lo = None
         self._values = None
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        while self._values is None or not self._lo <= i < self._lo + len(self._values):
+    def _index(self, key) -> int:
+        # The index along self.axis that `key` asks for; anything else (a second axis, a range) is refused.
+        full = slice(None)
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = key + (full,) * (3 - len(key))
+        rest = [k for d, k in enumerate(key) if d != self.axis]
+        i = key[self.axis]
+        if len(key) != 3 or any(k != full for k in rest) or not isinstance(i, (int, np.integer)):
+            raise IndexError(f"CheckedSlabs along axis {self.axis} gives single planes only, got {key!r}")
+        return int(i)
+
+    def __getitem__(self, key) -> np.ndarray:
+        i = self._index(key)
+        while self._values is None or not self._lo <= i < self._lo + self._values.shape[self.axis]:
             try:
                 self._lo, self._values = next(self._slabs)
             except StopIteration:
-                raise IndexError(f"slab {i} asked for out of order or beyond {self.shape[0]}") from None
-        return self._values[i - self._lo]
+                raise IndexError(f"plane {i} along axis {self.axis} asked for out of order or beyond "
+                                 f"{self.shape[self.axis]}") from None
+        return self._values[i - self._lo] if self.axis == 0 else self._values[:, :, i - self._lo]
 
 
 def check_frame(path: str | Path, attrs: dict, frame: int | None) -> int | None:

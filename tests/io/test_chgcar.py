@@ -1,4 +1,4 @@
-"""VASP CHGCAR reader: ρ·V_cell, Fortran order, broken files."""
+"""VASP CHGCAR reader and writer: ρ·V_cell, Fortran order, species grouped, broken files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ase.calculators.vasp import VaspChargeDensity
 
 from bigdens.errors import InputError
 from bigdens.io import read_density_file
-from bigdens.io.chgcar import read_chgcar
+from bigdens.io.chgcar import read_chgcar, species_order, write_chgcar
 
 
 @pytest.fixture
@@ -89,3 +89,96 @@ def test_unknown_elements():
     open("CHGCAR", "w").write(text)
     with pytest.raises(InputError, match="element names"):
         read_chgcar("CHGCAR")
+
+
+# -- the writer ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def interleaved(rng):
+    """Si and Ge interleaved (Si Ge Si Ge Ge) in a non-orthogonal cell, atoms at random."""
+    cell = np.array([[4.2, 0.0, 0.0], [0.7, 3.9, 0.0], [-0.4, 0.5, 5.6]])
+    return Atoms("SiGeSiGeGe", scaled_positions=rng.random((5, 3)), cell=cell, pbc=True)
+
+
+def test_writer_layout_is_vasps(interleaved, rng):
+    # Read without any CHGCAR reader: the POSCAR block, a blank line, the grid, then rho*V with x fastest,
+    # five values per line (the last line shorter), as VASP writes it and reads it with ICHARG=1.
+    rho = rng.random((4, 3, 7)).astype(np.float32)  # 84 values: 16 full lines and one of 4
+    write_chgcar("CHGCAR", interleaved, rho, comment="a comment")
+    lines = open("CHGCAR").read().splitlines()
+    assert lines[0] == "a comment" and float(lines[1]) == 1.0
+    np.testing.assert_array_equal(np.array([ln.split() for ln in lines[2:5]], dtype=float), interleaved.cell[:])
+    assert lines[5].split() == ["Si", "Ge"] and lines[6].split() == ["2", "3"] and lines[7] == "Direct"
+    assert lines[13] == "" and lines[14].split() == ["4", "3", "7"]
+    rows = [ln.split() for ln in lines[15:]]
+    assert [len(r) for r in rows] == [5] * 16 + [4]
+    assert all(len(v.split("E")[0].replace("-", "").replace(".", "")) == 12 for r in rows for v in r)  # %.11E
+    values = np.array([v for r in rows for v in r], dtype=float)
+    volume = interleaved.get_volume()
+    np.testing.assert_allclose(values, (rho.astype(np.float64) * volume).ravel(order="F"), rtol=1e-11)
+
+
+def test_writer_groups_interleaved_species(interleaved):
+    elements, order = species_order(interleaved.numbers)
+    assert elements == [14, 32] and order.tolist() == [0, 2, 1, 3, 4]
+    write_chgcar("CHGCAR", interleaved, np.ones((2, 2, 2)))
+    lines = open("CHGCAR").read().splitlines()
+    frac = np.array([ln.split() for ln in lines[8:13]], dtype=float)
+    np.testing.assert_allclose(frac @ interleaved.cell[:], interleaved.positions[[0, 2, 1, 3, 4]], atol=1e-12)
+
+
+def test_writer_round_trip_through_ase_and_bigdens(interleaved, rng):
+    rho = (0.02 + rng.random((5, 6, 7))).astype(np.float32)  # e/Å³, as a store holds it
+    volume = interleaved.get_volume()
+    electrons = float(rho.astype(np.float64).sum()) * volume / rho.size
+    write_chgcar("CHGCAR", interleaved, rho)
+    grouped = interleaved[[0, 2, 1, 3, 4]]
+    # ASE: the structure with its POSCAR parser (ase.io.read(format="vasp") of 3.29 takes the grid line
+    # after the blank line for velocities, in its own CHGCARs too), the density with VaspChargeDensity.
+    from ase.io.vasp import read_vasp_configuration
+
+    with open("CHGCAR") as fh:
+        poscar = read_vasp_configuration(fh)
+    ase_chg = VaspChargeDensity("CHGCAR")
+    for a in (poscar, ase_chg.atoms[0]):
+        assert a.get_chemical_symbols() == ["Si", "Si", "Ge", "Ge", "Ge"]
+        np.testing.assert_allclose(a.cell[:], interleaved.cell[:], atol=1e-12)
+        np.testing.assert_allclose(a.positions, grouped.positions, atol=1e-12)
+    np.testing.assert_allclose(ase_chg.chg[0], rho, rtol=1e-10)  # 12 digits: float rounding of float32 values
+    assert ase_chg.chg[0].sum() * volume / rho.size == pytest.approx(electrons, rel=1e-6)
+    # bigdens' own reader.
+    f = read_chgcar("CHGCAR")
+    np.testing.assert_allclose(f.density, rho, rtol=1e-10)
+    np.testing.assert_allclose(f.cell, interleaved.cell[:], atol=1e-12)
+    np.testing.assert_allclose(f.positions, grouped.positions, atol=1e-12)
+    assert f.numbers.tolist() == [14, 14, 32, 32, 32]
+    assert f.density.sum() * abs(np.linalg.det(f.cell)) / rho.size == pytest.approx(electrons, rel=1e-6)
+
+
+def test_writer_streams_planes_along_z_once_in_order(interleaved, rng):
+    rho = rng.random((3, 4, 5))
+
+    class Planes:  # only shape and [:, :, k]: what CheckedSlabs(axis=2) gives
+        shape = rho.shape
+
+        def __init__(self):
+            self.asked = []
+
+        def __getitem__(self, key):
+            assert key[:2] == (slice(None), slice(None)), key
+            self.asked.append(key[2])
+            return rho[key]
+
+    src = Planes()
+    write_chgcar("CHGCAR", interleaved, src)
+    assert src.asked == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(read_chgcar("CHGCAR").density, rho, rtol=1e-11)
+
+
+def test_writer_refuses_what_vasp_cannot_hold(interleaved):
+    with pytest.raises(InputError, match="CHGCAR data must be a 3-D grid"):
+        write_chgcar("CHGCAR", interleaved, np.zeros((4, 4)))
+    with pytest.raises(InputError, match="without atoms"):
+        write_chgcar("CHGCAR", Atoms(cell=np.eye(3) * 3, pbc=True), np.zeros((2, 2, 2)))
+    with pytest.raises(InputError, match="without a 3-D cell"):
+        write_chgcar("CHGCAR", Atoms("Si", cell=np.zeros((3, 3))), np.zeros((2, 2, 2)))
