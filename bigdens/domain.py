@@ -365,7 +365,8 @@ def _check_neighbours(report: DomainReport, atoms: "Atoms", model: "DensityModel
             hint = " (about 1.89×: is the cell in Bohr? bigdens reads Å)"
         report.reasons.append(f"{100 * share:.0f} % of the atoms have their nearest neighbour outside the training "
                               f"cells' {lo:.2f}–{hi:.2f} Å (±{100 * (NN_MARGIN - 1):.0f} %): {what}{hint}")
-    if len(refused):
+    whole = share > NN_SHARE_MAX and not a <= median <= b  # the structure as a whole is off: no atom to name
+    if len(refused) and not whole:
         report.reasons.append(f"{len(refused)} atom(s) have their nearest neighbour outside {a:.2f}–{b:.2f} Å (the "
                               f"training cells' {lo:.2f}–{hi:.2f} Å widened by their spread or "
                               f"±{100 * (NN_MARGIN - 1):.0f} %): " + _atom_phrases(refused, d, nearest))

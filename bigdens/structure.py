@@ -195,8 +195,8 @@ def _atoms_outside_cell(atoms: "Atoms") -> tuple[int, int]:
     rows = 1 << 16
     for s in range(0, len(pos), rows):
         f = np.linalg.solve(cell.T, pos[s : s + rows].T).T
-        with np.errstate(invalid="ignore"):
-            out = ((f < -tol) | (f >= 1.0 + tol)).any(axis=1)
+        with np.errstate(invalid="ignore"):  # beyond MAX_CELLS_AWAY: validate() refuses them
+            out = ((f < -tol) | (f >= 1.0 + tol)).any(axis=1) & (np.abs(f) <= MAX_CELLS_AWAY).all(axis=1)
         if out.any():
             if first < 0:
                 first = s + int(np.argmax(out))
