@@ -58,42 +58,82 @@ def query_box(frac, nbins, order, starts, lo, hi):
 
 
 @njit(cache=True, parallel=True)
-def close_pairs(cell, frac, nbins, order, starts, dmin, max_report):
-    """Up to ``max_report`` rows (i, j, d) of atom pairs (any images) closer than dmin."""
-    n = frac.shape[0]
+def close_pairs(cell, frac, nbins, order, starts, dmin, max_report, i0, i1):
+    """Up to ``max_report`` rows (i, j, d) of atom pairs (any images) closer than dmin, for atoms i0 <= i < i1."""
+    m = i1 - i0
     recip = np.linalg.inv(cell).T
     pad = np.empty(3)
     for d in range(3):
         pad[d] = dmin * np.sqrt(recip[d, 0] ** 2 + recip[d, 1] ** 2 + recip[d, 2] ** 2)
-    found = np.full((n,), -1, dtype=np.int64)
-    dist = np.zeros(n)
-    for i in prange(n):
+    found = np.full((m,), -1, dtype=np.int64)
+    dist = np.zeros(m)
+    for q in prange(m):
+        i = i0 + q
         lo = frac[i] - pad
         hi = frac[i] + pad
         idx, sh = query_box(frac, nbins, order, starts, lo, hi)
-        for q in range(idx.shape[0]):
-            j = idx[q]
+        for p in range(idx.shape[0]):
+            j = idx[p]
             if j < i:
                 continue
-            if j == i and sh[q, 0] == 0 and sh[q, 1] == 0 and sh[q, 2] == 0:
+            if j == i and sh[p, 0] == 0 and sh[p, 1] == 0 and sh[p, 2] == 0:
                 continue
-            df0 = frac[j, 0] + sh[q, 0] - frac[i, 0]
-            df1 = frac[j, 1] + sh[q, 1] - frac[i, 1]
-            df2 = frac[j, 2] + sh[q, 2] - frac[i, 2]
+            df0 = frac[j, 0] + sh[p, 0] - frac[i, 0]
+            df1 = frac[j, 1] + sh[p, 1] - frac[i, 1]
+            df2 = frac[j, 2] + sh[p, 2] - frac[i, 2]
             x = df0 * cell[0, 0] + df1 * cell[1, 0] + df2 * cell[2, 0]
             y = df0 * cell[0, 1] + df1 * cell[1, 1] + df2 * cell[2, 1]
             z = df0 * cell[0, 2] + df1 * cell[1, 2] + df2 * cell[2, 2]
             r = np.sqrt(x * x + y * y + z * z)
             if r < dmin:
-                found[i] = j
-                dist[i] = r
+                found[q] = j
+                dist[q] = r
                 break
     out = np.empty((max_report, 3))
     k = 0
-    for i in range(n):
-        if found[i] >= 0 and k < max_report:
-            out[k, 0] = i
-            out[k, 1] = found[i]
-            out[k, 2] = dist[i]
+    for q in range(m):
+        if found[q] >= 0 and k < max_report:
+            out[k, 0] = i0 + q
+            out[k, 1] = found[q]
+            out[k, 2] = dist[q]
             k += 1
     return out[:k]
+
+
+@njit(cache=True, parallel=True)
+def nearest_images(cell, frac, nbins, order, starts, atoms, radius):
+    """For each atom of ``atoms``: the distance (Å) to its nearest other atom image within ``radius`` and
+    that atom's index (inf and -1 when none is within reach).  An atom's own images at non-zero shifts count."""
+    m = atoms.shape[0]
+    recip = np.linalg.inv(cell).T
+    pad = np.empty(3)
+    for d in range(3):
+        pad[d] = radius * np.sqrt(recip[d, 0] ** 2 + recip[d, 1] ** 2 + recip[d, 2] ** 2)
+    best = np.full((m,), np.inf)
+    who = np.full((m,), -1, dtype=np.int64)
+    r2max = radius * radius
+    for q in prange(m):
+        i = atoms[q]
+        lo = frac[i] - pad
+        hi = frac[i] + pad
+        idx, sh = query_box(frac, nbins, order, starts, lo, hi)
+        b = np.inf
+        w = -1
+        for p in range(idx.shape[0]):
+            j = idx[p]
+            if j == i and sh[p, 0] == 0 and sh[p, 1] == 0 and sh[p, 2] == 0:
+                continue
+            df0 = frac[j, 0] + sh[p, 0] - frac[i, 0]
+            df1 = frac[j, 1] + sh[p, 1] - frac[i, 1]
+            df2 = frac[j, 2] + sh[p, 2] - frac[i, 2]
+            x = df0 * cell[0, 0] + df1 * cell[1, 0] + df2 * cell[2, 0]
+            y = df0 * cell[0, 1] + df1 * cell[1, 1] + df2 * cell[2, 1]
+            z = df0 * cell[0, 2] + df1 * cell[1, 2] + df2 * cell[2, 2]
+            r2 = x * x + y * y + z * z
+            if r2 <= r2max and (r2 < b or (r2 == b and j < w)):
+                b = r2
+                w = j
+        if w >= 0:
+            best[q] = np.sqrt(b)
+            who[q] = w
+    return best, who

@@ -214,8 +214,17 @@ def _load_kernels():
     return _KERNELS
 
 
+#: Atoms per call of a neighbour kernel: Python runs its signal handlers only between calls, so that
+#: Ctrl-C and SIGTERM stop a check of 10^7 atoms within a fraction of a second (a numba kernel cannot be
+#: interrupted while it runs).
+KERNEL_ATOMS = 1 << 16
+
+
 def min_image_pairs_closer_than(cl: CellList, dmin: float, *, max_report: int = 10) -> np.ndarray:
     """Pairs of atoms (any periodic images) closer than ``dmin`` Å.
+
+    Work is linear in the atoms (the cell list holds wrapped coordinates) and
+    done in calls of :data:`KERNEL_ATOMS` atoms.
 
     Returns
     -------
@@ -224,4 +233,49 @@ def min_image_pairs_closer_than(cl: CellList, dmin: float, *, max_report: int = 
         close to its own image), at most ``max_report`` of them.
     """
     k = _load_kernels()
-    return k.close_pairs(cl.cell, cl.frac, cl.nbins, cl.order, cl.starts, float(dmin), int(max_report))
+    found = []
+    n_found = 0
+    for i0 in range(0, cl.n_atoms, KERNEL_ATOMS):
+        rows = k.close_pairs(cl.cell, cl.frac, cl.nbins, cl.order, cl.starts, float(dmin),
+                             int(max_report) - n_found, i0, min(cl.n_atoms, i0 + KERNEL_ATOMS))
+        found.append(rows)
+        n_found += len(rows)
+        if n_found >= max_report:
+            break
+    return np.concatenate(found) if found else np.zeros((0, 3))
+
+
+def nearest_neighbours(cl: CellList, radius: float, *, atoms: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Each atom's nearest other atom (any periodic image, its own images included) within ``radius`` Å.
+
+    Work is linear in the atoms: each atom looks at the bins within
+    ``radius`` of its wrapped position, in calls of :data:`KERNEL_ATOMS`
+    atoms (so that Ctrl-C and SIGTERM are heard between calls).
+
+    Parameters
+    ----------
+    cl
+        The structure's cell list.
+    radius
+        Å; farther neighbours are not looked for.
+    atoms : ndarray, shape (m,), int, optional
+        The atoms to measure (default: all).
+
+    Returns
+    -------
+    distance : ndarray, shape (m,), float64
+        Å; ``inf`` where no other atom lies within ``radius``.
+    index : ndarray, shape (m,), int64
+        The nearest atom (ties: the smaller index); -1 where none.
+    """
+    k = _load_kernels()
+    atoms = np.arange(cl.n_atoms, dtype=np.int64) if atoms is None else np.asarray(atoms, dtype=np.int64)
+    dist = np.full(len(atoms), np.inf)
+    index = np.full(len(atoms), -1, dtype=np.int64)
+    for s in range(0, len(atoms), KERNEL_ATOMS):
+        d, j = k.nearest_images(cl.cell, cl.frac, cl.nbins, cl.order, cl.starts,
+                                np.ascontiguousarray(atoms[s : s + KERNEL_ATOMS]), float(radius))
+        dist[s : s + KERNEL_ATOMS] = d
+        index[s : s + KERNEL_ATOMS] = j
+    return dist, index

@@ -321,19 +321,29 @@ def compute_points(
     return out
 
 
+#: Points per call of the descriptor kernel in :func:`compute`: Python runs its signal handlers only
+#: between calls, so that Ctrl-C and SIGTERM stop a long computation within a fraction of a second.
+COMPUTE_POINTS = 8192
+
+
 def compute(positions, numbers, cell, points, params: DescriptorParams) -> np.ndarray:
     """Descriptors of arbitrary Cartesian points in a periodic structure.
+
+    Points more than half a cell outside the cell are moved by whole lattice
+    vectors into it first (their descriptors are those of that image), so the work is linear in the
+    atoms and the points wherever they lie; more than :data:`COMPUTE_POINTS`
+    points are computed in spatially sorted passes of that many.
 
     Parameters
     ----------
     positions : array_like, shape (n_atoms, 3)
-        Atom positions, Å.
+        Atom positions, Å (within :data:`bigdens.structure.MAX_CELLS_AWAY` cell lengths of the cell).
     numbers : array_like, shape (n_atoms,)
         Atomic numbers; every one must be in ``params.species``.
     cell : array_like, shape (3, 3)
         Lattice vectors as rows, Å; periodic in all three directions.
     points : array_like, shape (n_points, 3)
-        Cartesian points, Å (any position; periodic images are used).
+        Cartesian points, Å (any position as far as the atoms; periodic images are used).
     params
         Descriptor settings.
 
@@ -342,7 +352,7 @@ def compute(positions, numbers, cell, points, params: DescriptorParams) -> np.nd
     ndarray, shape (n_points, n_features), float32
     """
     from .celllist import build_cell_list
-    from .structure import check_cell
+    from .structure import check_cell, check_positions
 
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     numbers = np.asarray(numbers)
@@ -352,6 +362,8 @@ def compute(positions, numbers, cell, points, params: DescriptorParams) -> np.nd
         raise InputError("the structure is empty (0 atoms)")
     if not np.isfinite(positions).all() or not np.isfinite(points).all():
         raise InputError("positions and points must be finite (found NaN or infinity)")
+    check_positions(cell, positions)
+    check_positions(cell, points)
     if len(numbers) != len(positions):
         raise InputError(f"{len(numbers)} atomic numbers for {len(positions)} positions")
     species = species_index(numbers, params)
@@ -359,6 +371,24 @@ def compute(positions, numbers, cell, points, params: DescriptorParams) -> np.nd
         return np.zeros((0, params.n_features), dtype=np.float32)
     cl = build_cell_list(cell, positions)
     fpts = np.linalg.solve(cell.T, points.T).T
+    # Whole lattice vectors, for points more than half a cell outside it only: the others stay bit for bit
+    # where they are, and the points' bounding box stays within two cells.
+    shift = np.where((fpts >= -0.5) & (fpts < 1.5), 0.0, np.floor(fpts))
+    if shift.any():
+        points = points - shift @ cell
+        fpts = fpts - shift
+    if len(points) <= COMPUTE_POINTS:
+        return _compute_in(cl, cell, species, points, fpts, params)
+    out = np.empty((len(points), params.n_features), dtype=np.float32)
+    order = np.lexsort((fpts[:, 2], fpts[:, 1], fpts[:, 0]))  # passes are slabs along a1
+    for s in range(0, len(order), COMPUTE_POINTS):
+        sel = order[s : s + COMPUTE_POINTS]
+        out[sel] = _compute_in(cl, cell, species, points[sel], fpts[sel], params)
+    return out
+
+
+def _compute_in(cl, cell, species, points, fpts, params: DescriptorParams) -> np.ndarray:
+    # Descriptors of points (fractional coordinates fpts) from the atom images around their bounding box.
     idx, shifts = cl.query_sphere_box(fpts.min(axis=0), fpts.max(axis=0), params.r_cut)
     images = (cl.frac[idx] + shifts) @ cell
     return compute_points(points, images, species[idx], params)

@@ -12,8 +12,15 @@ Before the run (:func:`check_before`, cheap: no block is computed)
       spacing whose worst case exceeds :data:`ELECTRON_MAX` is out of domain;
       one coarser than the model's training spacing warns with that number.
     * **nearest-neighbour distances** of the atoms against the range in the
-      model's training cells (``info["domain_reference"]``): a cell in Bohr
-      has them 1.89× too long, an isolated atom has none within reach.
+      model's training cells (``info["domain_reference"]``), per atom and as a
+      share: any one atom whose nearest neighbour lies outside the range by
+      more than the training spread (and outside ±:data:`NN_MARGIN`) is out of
+      domain, named with its distance (two atoms 0.6 Å apart, an interstitial
+      0.55 Å from an atom); so is a structure with more than
+      :data:`NN_SHARE_MAX` of its atoms outside the range widened by
+      :data:`NN_MARGIN` (a cell in Bohr has every distance 1.89× too long, an
+      isolated atom has none within reach).  Every atom is measured, on
+      wrapped positions, in time linear in the atoms.
     * **a probe**: the model predicts at :data:`PROBE_POINTS` grid points
       drawn at random (seeded); the share of points flagged by the epistemic
       σ, the share of negative electrons and the electron count estimated from
@@ -32,7 +39,10 @@ After the run (:func:`check_after`, exact: from the ledger's per-block sums)
 
 ``bigdens predict`` refuses a structure that fails the first group (nothing
 is computed) and marks a store that fails the second (``in_domain: false``,
-``domain_reasons``; exit 3), unless ``--allow-out-of-domain``.
+``domain_reasons``; exit 3), unless ``--allow-out-of-domain``.  A trajectory
+is checked frame by frame (:func:`check_before_frames`), each failed check
+naming its frame.  ``bigdens suggest`` applies the structure checks
+(:func:`check_structure`) to every candidate and ranks none that fails them.
 """
 
 from __future__ import annotations
@@ -43,7 +53,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import thermal
 from .errors import BigdensError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +73,14 @@ NEGATIVE_MAX = 0.005
 NN_MARGIN = 1.25
 #: Largest share of atoms whose nearest-neighbour distance lies outside the widened range.
 NN_SHARE_MAX = 0.05
+#: Atoms named in a refusal (the rest are counted).
+NN_NAMED = 3
+#: Atoms recorded in the report's measured values (``nn_refused_atoms``).
+NN_RECORDED = 10
+#: Frames of a trajectory whose failed checks are spelled out (the rest are listed by index).
+FRAMES_NAMED = 3
+#: Reach (Å) of the nearest-neighbour search: farther neighbours read ``inf``.
+NN_REACH = 8.0
 #: Grid points the probe predicts before a run.
 PROBE_POINTS = 8192
 #: Grids with fewer points than this are not probed (too few points to judge a share).
@@ -72,8 +89,6 @@ PROBE_MIN_POINTS = 1000
 PROBE_SAMPLES = 8
 #: The probe's limits are this factor looser than the exact ones after the run.
 PROBE_FACTOR = 2.0
-#: Atoms whose nearest-neighbour distance is measured (a random sample of larger structures).
-NN_SAMPLE = thermal.SAMPLE
 #: Worst-case relative electron-count error of a density summed on a grid of this spacing (Å): the
 #: running maximum over spacings up to it, measured on DFT densities of Al and Si–Ge cells
 #: (``python -m benchmarks.grid_integration``, benchmarks/results/domain/grid_integration.json).
@@ -157,16 +172,70 @@ def spacing_error(spacing: float) -> float:
 
 # -- nearest-neighbour distances -----------------------------------------------------------
 
+def nearest_neighbours(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray, *,
+                       reach: float = NN_REACH) -> tuple[np.ndarray, np.ndarray]:
+    """Each atom's nearest other atom (periodic images included) and its distance, for every atom.
+
+    Wrapped positions, in time linear in the atoms: a first pass looks
+    within 1.5 mean interatomic spacings, a second within ``reach`` for the
+    atoms the first found alone (:func:`bigdens.celllist.nearest_neighbours`,
+    interruptible between passes of atoms).
+
+    Parameters
+    ----------
+    positions : ndarray, shape (n_atoms, 3), Å
+        Within :data:`bigdens.structure.MAX_CELLS_AWAY` cell lengths of the cell (else InputError).
+    numbers : ndarray, shape (n_atoms,)
+    cell : ndarray, shape (3, 3), Å (rows are lattice vectors; periodic)
+    reach
+        Å; farther neighbours are not looked for.
+
+    Returns
+    -------
+    distance : ndarray, shape (n_atoms,), float64
+        Å; ``inf`` where no other atom lies within ``reach``.
+    index : ndarray, shape (n_atoms,), int64
+        The nearest atom (an atom's own periodic image gives its own index); -1 where none.
+    """
+    from .celllist import build_cell_list, nearest_neighbours as nearest
+    from .structure import check_cell, check_positions
+
+    cell = check_cell(cell)
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    check_positions(cell, positions)
+    cl = build_cell_list(cell, positions)
+    spacing = (abs(float(np.linalg.det(cell))) / max(1, len(positions))) ** (1 / 3)
+    first = min(float(reach), 1.5 * spacing)
+    dist, index = nearest(cl, first)
+    alone = np.flatnonzero(~np.isfinite(dist))
+    if len(alone) and first < reach:
+        dist[alone], index[alone] = nearest(cl, float(reach), atoms=alone)
+    return dist, index
+
+
 def nearest_neighbour_distances(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray, *,
-                                sample: int = NN_SAMPLE, seed: int = 0, reach: float = 8.0) -> np.ndarray:
+                                sample: int | None = None, seed: int = 0, reach: float = NN_REACH) -> np.ndarray:
     """Distance (Å) from each of (a sample of) the atoms to its nearest other atom, periodic images included.
 
-    Arguments as :func:`bigdens.thermal.neighbour_distances`; returns shape (min(n_atoms, sample),),
-    float64, ``inf`` beyond ``reach``.
+    Arguments as :func:`nearest_neighbours`; ``sample``: at most this many
+    atoms, drawn with ``seed`` (default: all).  Returns shape (n,), float64,
+    ``inf`` beyond ``reach``.
     """
-    _, _, dist = thermal.neighbour_distances(positions, numbers, cell, neighbours=1, sample=sample, seed=seed,
-                                             reach=reach)
-    return np.min(np.stack([d[:, 0] for d in dist]), axis=0)
+    dist, _ = nearest_neighbours(positions, numbers, cell, reach=reach)
+    if sample is not None and len(dist) > sample:
+        dist = dist[np.sort(np.random.default_rng(seed).choice(len(dist), size=sample, replace=False))]
+    return dist
+
+
+def refusal_range(lo: float, hi: float) -> tuple[float, float]:
+    """Nearest-neighbour distances (Å) beyond which one atom puts a structure out of domain.
+
+    The training range ``[lo, hi]`` widened by its own spread ``hi − lo`` or
+    by :data:`NN_MARGIN`, whichever is wider: Al's 2.17–2.85 Å gives
+    1.49–3.57 Å, Si–Ge's 2.16–2.50 Å gives 1.73–3.13 Å.
+    """
+    spread = hi - lo
+    return min(lo / NN_MARGIN, lo - spread), max(hi * NN_MARGIN, hi + spread)
 
 
 def training_reference(snapshots) -> dict:
@@ -212,6 +281,47 @@ def check_before(atoms: "Atoms", model: "DensityModel", grid: "Grid", *, n_expec
     return report
 
 
+def check_before_frames(frames: list, model: "DensityModel", grid: "Grid", *, labels: list[int],
+                        n_expected: float | None, seed: int = 0, device: str = "cpu") -> DomainReport:
+    """:func:`check_before` of every frame of a trajectory (one cell, one grid).
+
+    The grid spacing is checked once; the neighbour distances and the probe
+    of each frame, each failed check named ``frame K: ...`` with ``K`` from
+    ``labels`` (the frame's index in its file).  The measured values are
+    frame 0's, plus ``frames_out_of_domain`` (the labels of the frames that
+    failed).
+    """
+    report = DomainReport()
+    _check_spacing(report, model, grid)
+    bad = []
+    for k, (atoms, label) in enumerate(zip(frames, labels)):
+        one = DomainReport()
+        _check_neighbours(one, atoms, model)
+        _probe(one, atoms, model, grid, n_expected=n_expected, seed=seed, device=device)
+        if k == 0:
+            report.measured.update(one.measured)
+        if one.reasons:
+            bad.append(int(label))
+            if len(bad) <= FRAMES_NAMED:
+                report.reasons += [f"frame {label}: {r}" for r in one.reasons]
+    if len(bad) > FRAMES_NAMED:
+        rest = bad[FRAMES_NAMED:]
+        report.reasons.append(f"{len(rest)} more frame(s) fail these checks too: "
+                              + ", ".join(str(b) for b in rest[:20]) + (" ..." if len(rest) > 20 else ""))
+    report.measured["frames_out_of_domain"] = bad
+    return report
+
+
+def check_structure(atoms: "Atoms", model: "DensityModel") -> DomainReport:
+    """The checks of the atoms alone (neighbour distances, per atom and as a share); no grid, no prediction.
+
+    ``bigdens suggest`` applies them to every candidate.
+    """
+    report = DomainReport()
+    _check_neighbours(report, atoms, model)
+    return report
+
+
 def _check_spacing(report: DomainReport, model: "DensityModel", grid: "Grid") -> None:
     h = float(np.max(grid.spacing))
     err = spacing_error(h)
@@ -234,15 +344,20 @@ def _check_neighbours(report: DomainReport, atoms: "Atoms", model: "DensityModel
     if not isinstance(ref, dict) or "nn_distance" not in ref:
         return
     lo, hi = (float(v) for v in ref["nn_distance"])
-    d = nearest_neighbour_distances(atoms.positions, atoms.numbers, atoms.cell[:])
+    d, nearest = nearest_neighbours(atoms.positions, atoms.numbers, atoms.cell[:])
     outside = (d < lo / NN_MARGIN) | (d > hi * NN_MARGIN)
     share = float(np.mean(outside)) if len(d) else 0.0
     finite = d[np.isfinite(d)]
     median = float(np.median(finite)) if len(finite) else math.inf
-    report.measured.update(nn_distance_median=median, nn_outside_share=share, nn_training_range=[lo, hi])
+    a, b = refusal_range(lo, hi)
+    refused = np.flatnonzero((d < a) | (d > b))
+    report.measured.update(nn_distance_median=median, nn_outside_share=share, nn_training_range=[lo, hi],
+                           nn_refusal_range=[a, b], nn_refused_count=int(len(refused)),
+                           nn_refused_atoms=[[int(i), int(nearest[i]), float(d[i]) if np.isfinite(d[i]) else None]
+                                             for i in refused[:NN_RECORDED]])
     if share > NN_SHARE_MAX:
         if not len(finite):
-            what = "no atom has another within 8 Å"
+            what = f"no atom has another within {NN_REACH:g} Å"
         else:
             what = f"the median nearest-neighbour distance is {median:.3g} Å"
         hint = ""
@@ -250,6 +365,35 @@ def _check_neighbours(report: DomainReport, atoms: "Atoms", model: "DensityModel
             hint = " (about 1.89×: is the cell in Bohr? bigdens reads Å)"
         report.reasons.append(f"{100 * share:.0f} % of the atoms have their nearest neighbour outside the training "
                               f"cells' {lo:.2f}–{hi:.2f} Å (±{100 * (NN_MARGIN - 1):.0f} %): {what}{hint}")
+    whole = share > NN_SHARE_MAX and not a <= median <= b  # the structure as a whole is off: no atom to name
+    if len(refused) and not whole:
+        report.reasons.append(f"{len(refused)} atom(s) have their nearest neighbour outside {a:.2f}–{b:.2f} Å (the "
+                              f"training cells' {lo:.2f}–{hi:.2f} Å widened by their spread or "
+                              f"±{100 * (NN_MARGIN - 1):.0f} %): " + _atom_phrases(refused, d, nearest))
+
+
+def _atom_phrases(refused: np.ndarray, d: np.ndarray, nearest: np.ndarray) -> str:
+    """The first :data:`NN_NAMED` refused atoms and their nearest neighbours, in words (mutual pairs once)."""
+    bad = set(refused.tolist())
+    phrases, told = [], set()
+    for i in refused.tolist():
+        if i in told:
+            continue
+        if len(phrases) == NN_NAMED:
+            break
+        j = int(nearest[i])
+        told.add(i)
+        if not np.isfinite(d[i]):
+            phrases.append(f"atom {i} has no other atom within {NN_REACH:g} Å")
+        elif j == i:
+            phrases.append(f"atom {i} is {d[i]:.3f} Å from its own periodic image")
+        elif j in bad and int(nearest[j]) == i:
+            phrases.append(f"atoms {i} and {j} are {d[i]:.3f} Å apart")
+            told.add(j)
+        else:
+            phrases.append(f"atom {i} is {d[i]:.3f} Å from atom {j}")
+    more = len(bad) - len(told)
+    return "; ".join(phrases) + (f" (and {more} more)" if more else "")
 
 
 def _probe(report: DomainReport, atoms: "Atoms", model: "DensityModel", grid: "Grid", *,
@@ -350,5 +494,5 @@ def renormalization_refusal(factor: float, *, allow: bool) -> str | None:
 
 
 __all__ = ["ELECTRON_MAX", "FLAGGED_MAX", "NEGATIVE_MAX", "DomainReport", "OutOfDomainError", "check_after",
-           "check_before", "limits", "nearest_neighbour_distances", "renormalization_refusal", "spacing_error",
-           "training_reference"]
+           "check_before", "check_before_frames", "check_structure", "limits", "nearest_neighbour_distances",
+           "nearest_neighbours", "refusal_range", "renormalization_refusal", "spacing_error", "training_reference"]

@@ -25,6 +25,10 @@ A_GE = 5.658
 
 #: Atoms closer than this (Å) are refused as unphysical.
 MIN_DISTANCE = 0.5
+#: Atoms more than this many cell lengths from the cell (a fractional coordinate beyond ±this) are refused:
+#: unwrapped MD coordinates reach thousands of cells at most, and beyond 10^6 float64 keeps fewer than 10 of
+#: its 16 digits for the place within the cell (at 10^16 none).
+MAX_CELLS_AWAY = 1e6
 
 _FCC_BASIS = np.array([[0.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
 _DIAMOND_BASIS = np.concatenate([_FCC_BASIS, _FCC_BASIS + 0.25])
@@ -191,8 +195,8 @@ def _atoms_outside_cell(atoms: "Atoms") -> tuple[int, int]:
     rows = 1 << 16
     for s in range(0, len(pos), rows):
         f = np.linalg.solve(cell.T, pos[s : s + rows].T).T
-        with np.errstate(invalid="ignore"):
-            out = ((f < -tol) | (f >= 1.0 + tol)).any(axis=1)
+        with np.errstate(invalid="ignore"):  # beyond MAX_CELLS_AWAY: validate() refuses them
+            out = ((f < -tol) | (f >= 1.0 + tol)).any(axis=1) & (np.abs(f) <= MAX_CELLS_AWAY).all(axis=1)
         if out.any():
             if first < 0:
                 first = s + int(np.argmax(out))
@@ -203,9 +207,11 @@ def _atoms_outside_cell(atoms: "Atoms") -> tuple[int, int]:
 def validate(atoms: "Atoms", *, min_distance: float = MIN_DISTANCE) -> None:
     """Check that ``atoms`` is a valid periodic structure, or raise InputError.
 
-    Checks: at least one atom; finite positions; a fully periodic cell whose
-    lattice vectors are linearly independent; no two atoms (including periodic
-    images of one atom) closer than ``min_distance`` Å.
+    Checks: at least one atom; finite positions no farther than
+    :data:`MAX_CELLS_AWAY` cell lengths from the cell; a fully periodic cell
+    whose lattice vectors are linearly independent; no two atoms (including
+    periodic images of one atom) closer than ``min_distance`` Å.  Atoms outside
+    the cell are fine otherwise: every check works on wrapped positions.
     """
     if len(atoms) == 0:
         raise InputError("the structure is empty (0 atoms)")
@@ -216,11 +222,7 @@ def validate(atoms: "Atoms", *, min_distance: float = MIN_DISTANCE) -> None:
         )
     cell = check_cell(atoms.cell[:])
     pos = atoms.positions
-    bad = ~np.isfinite(pos).all(axis=1)
-    if bad.any():
-        raise InputError(
-            f"{int(bad.sum())} atom(s) have NaN or infinite positions (first: atom {int(np.argmax(bad))})"
-        )
+    check_positions(cell, pos)
     from .celllist import build_cell_list, min_image_pairs_closer_than
 
     pairs = min_image_pairs_closer_than(build_cell_list(cell, pos), min_distance, max_report=1)
@@ -230,6 +232,41 @@ def validate(atoms: "Atoms", *, min_distance: float = MIN_DISTANCE) -> None:
         raise InputError(
             f"atom {i} is {d:.3f} Å from {what} (minimum allowed {min_distance} Å); "
             "check the cell and the position units (Å)"
+        )
+
+
+def check_positions(cell: np.ndarray, positions: np.ndarray) -> None:
+    """InputError unless every position is finite and within :data:`MAX_CELLS_AWAY` cell lengths of the cell.
+
+    Parameters
+    ----------
+    cell : ndarray, shape (3, 3), float64
+        Lattice vectors as rows, Å (non-singular: :func:`check_cell`).
+    positions : ndarray, shape (n_atoms, 3)
+        Cartesian positions, Å.
+    """
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    bad = ~np.isfinite(pos).all(axis=1)
+    if bad.any():
+        raise InputError(
+            f"{int(bad.sum())} atom(s) have NaN or infinite positions (first: atom {int(np.argmax(bad))})"
+        )
+    cell_t = np.asarray(cell, dtype=np.float64).T
+    n_far, first, cells = 0, -1, 0.0
+    rows = 1 << 16
+    for s in range(0, len(pos), rows):
+        away = np.abs(np.linalg.solve(cell_t, pos[s : s + rows].T)).max(axis=0)
+        far = away > MAX_CELLS_AWAY
+        if far.any():
+            if first < 0:
+                first = s + int(np.argmax(far))
+                cells = float(away[first - s])
+            n_far += int(far.sum())
+    if n_far:
+        raise InputError(
+            f"{n_far} atom(s) lie more than {MAX_CELLS_AWAY:.0e} cell lengths from the cell (first: atom {first}, "
+            f"{float(np.linalg.norm(pos[first])):.3g} Å from the origin, {cells:.3g} cell lengths): float64 "
+            "cannot place them within the cell; check the positions and their units, or wrap them into the cell"
         )
 
 

@@ -41,9 +41,14 @@ def neighbour_distances(positions: np.ndarray, numbers: np.ndarray, cell: np.nda
                         sample: int = SAMPLE, seed: int = 0, reach: float = REACH):
     """Distances from (a sample of) the atoms to their nearest atoms of each species, themselves excluded.
 
+    The search runs on wrapped positions (:func:`bigdens.descriptors.compute`
+    moves the measured atoms into the cell by whole lattice vectors), so
+    unwrapped MD coordinates cost what wrapped ones do.
+
     Parameters
     ----------
     positions : ndarray, shape (n_atoms, 3), Å
+        Within :data:`bigdens.structure.MAX_CELLS_AWAY` cell lengths of the cell (else InputError).
     numbers : ndarray, shape (n_atoms,)
     cell : ndarray, shape (3, 3), Å (rows are lattice vectors; periodic)
     neighbours

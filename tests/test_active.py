@@ -170,6 +170,32 @@ def test_suggest_never_picks_excluded_structures(al_model, tmp_path):
         suggest(SHIPPED_AL, cands, cost=cm, request=Request(budget=10.0), config=cfg)
 
 
+def test_suggest_reports_and_never_ranks_a_candidate_predict_refuses(al_model, tmp_path):
+    # A cell written in Bohr used to rank first (its whole volume unsure) and plan 12,850 core-s of DFT.
+    from ase.units import Bohr
+
+    from bigdens.active.suggest import Request, format_plan, suggest
+    from bigdens.config import PredictConfig
+
+    good = _fresh(_snap("al32-vacancy", "al32-vac1-T0300-00"))
+    atoms = good.atoms()
+    atoms.set_cell(atoms.cell / Bohr, scale_atoms=True)
+    bohr = C.from_atoms(atoms, name="bohr", source="test")
+    pair = structure.fcc_al((2, 2, 2))
+    pair.positions[1] = pair.positions[0] + [0.6, 0.0, 0.0]
+    pair = C.from_atoms(pair, name="pair", source="test")
+    cm = cost.fit([cost.CostRecord("Al", 96, 8, 160.0)], protocol=PROTOCOL)
+    cfg = PredictConfig(out=tmp_path / "u.zarr", model=SHIPPED_AL, workers=0)
+    plan = suggest(SHIPPED_AL, [bohr, good, pair], cost=cm, request=Request(count=3), config=cfg)
+    assert plan["picks"] == [good.name] and plan["pool"]["n_refused"] == 2
+    rows = {r["name"]: r for r in plan["candidates"]}
+    assert rows["bohr"]["rank"] is None and "is the cell in Bohr?" in rows["bohr"]["refused"]
+    assert rows["pair"]["rank"] is None and "atoms 0 and 1 are 0.600 Å apart" in rows["pair"]["refused"]
+    assert rows["bohr"]["value"] is None and rows[good.name]["refused"] is None
+    text = format_plan(plan)
+    assert "out of the model's domain, not ranked: bohr: " in text and "out of the model's domain, not ranked: pair" in text
+
+
 def test_pool_file_round_trip_and_generator_matches_datagen(tmp_path):
     from bigdens.datagen import MDSettings, build_variants, make_plan
 

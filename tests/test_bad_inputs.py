@@ -3,7 +3,8 @@
 Each case runs ``bigdens.cli.main(argv)`` in-process, in a folder holding the
 small inputs that :func:`inputs` builds (file names as in the catalogue), and
 checks: exit status 2; exactly one stderr line, ``bigdens CMD: error: MESSAGE``,
-equal to the catalogued message (``…`` stands for any text: temporary paths,
+(a structure outside the model's domain: exit 3 and ``bigdens predict: out of
+domain: MESSAGE``), equal to the catalogued message (``…`` stands for any text: temporary paths,
 lists that change with the installation); nothing on stdout, no traceback; and
 no file created, changed or removed.
 
@@ -45,10 +46,17 @@ class Case:
     message: str
     #: Skip where this input is not bad (``--device cuda`` on a machine with a GPU).
     skip_with_cuda: bool = False
+    #: Exit status: 2 (bad input), or 3 (outside the model's domain, ``bigdens predict``).
+    status: int = 2
 
     @property
     def command(self) -> str:
         return self.argv[0]
+
+    @property
+    def prefix(self) -> str:
+        """What the stderr line starts with, before the message."""
+        return f"bigdens {self.command}: " + ("out of domain: " if self.status == 3 else "error: ")
 
 
 def case(id: str, what: str, cmdline: str, message: str, **kw) -> Case:
@@ -63,6 +71,14 @@ PREDICT_NOGRID = "--model al.safetensors --block 4 --mc-samples 1 --workers 0 --
 SUGGEST = "shipped-al.safetensors al.xyz --workers 0 --cost-data al4"
 #: learn's pool, calibration split and costs (hold-out and budget per case).
 LEARN = "--candidates al.xyz --val al4/al4-T0300-01.npz --cost-data al4 --workers 0 -o new.safetensors"
+#: A predict run with the shipped Al model (its domain reference), in this process.
+PREDICT_SHIPPED = "--model shipped-al.safetensors --mc-samples 1 --workers 0 --out new.zarr"
+#: What every refusal before a run ends with.
+NOTHING_COMPUTED = ("; nothing was computed: check the structure and its units, or pass --allow-out-of-domain to "
+                    "predict it anyway")
+#: The per-atom nearest-neighbour limits of the shipped Al model.
+AL_NN = ("2 atom(s) have their nearest neighbour outside 1.49–3.57 Å (the training cells' 2.17–2.85 Å widened by "
+         "their spread or ±25 %): ")
 #: The settings that made done.zarr (see `inputs`).
 STORE = "--model al.safetensors --grid 4 4 4 --block 4 --mc-samples 1 --workers 0"
 
@@ -101,9 +117,25 @@ GROUPS: dict[str, list[Case]] = {
         case("structure-not-periodic", "pbc=False", "predict nopbc.xyz " + PREDICT,
              "the structure must be periodic in all three directions, got pbc=[False, False, False]; put a "
              "molecule or slab in a box with vacuum and set atoms.pbc = True"),
+        case("structure-far-atom", "an atom 10^17 Å away (unwrapped beyond any sense; float64 loses its place in "
+             "the cell)", "predict far.xyz " + PREDICT,
+             "1 atom(s) lie more than 1e+06 cell lengths from the cell (first: atom 2, 1e+17 Å from the origin, "
+             "2.47e+16 cell lengths): float64 cannot place them within the cell; check the positions and their "
+             "units, or wrap them into the cell"),
         case("structure-singular-cell", "two equal lattice vectors", "describe singular.xyz",
              "the cell is singular (volume 0 Å³, lattice vectors [[4.05, 0.0, 0.0], [0.0, 4.05, 0.0], "
              "[4.05, 0.0, 0.0]]); give three linearly independent lattice vectors"),
+    ],
+    "Outside the model's domain (predict: exit 3, nothing computed; --allow-out-of-domain predicts anyway)": [
+        case("domain-atoms-too-close", "a 108-atom Al cell with two atoms 0.6 Å apart (above the 0.5 Å minimum)",
+             "predict pair.xyz " + PREDICT_SHIPPED, AL_NN + "atoms 0 and 1 are 0.600 Å apart" + NOTHING_COMPUTED,
+             status=3),
+        case("domain-interstitial", "the 108-atom cell with an interstitial 0.55 Å from atom 0",
+             "predict interstitial.xyz " + PREDICT_SHIPPED,
+             AL_NN + "atoms 0 and 108 are 0.550 Å apart" + NOTHING_COMPUTED, status=3),
+        case("domain-trajectory-frame", "a 5-frame trajectory of the 108-atom cell whose frame 3 has two atoms "
+             "0.6 Å apart", "predict md108.xyz --frames 0:5 " + PREDICT_SHIPPED,
+             "frame 3: " + AL_NN + "atoms 0 and 1 are 0.600 Å apart" + NOTHING_COMPUTED, status=3),
     ],
     "Descriptor settings (bigdens describe)": [
         case("describe-m-zero", "--m 0 (not the default)", "describe al.xyz --grid 4 4 4 --m 0",
@@ -705,6 +737,12 @@ GROUPS: dict[str, list[Case]] = {
         case("suggest-species-unknown", "a candidate with a species the model lacks",
              "suggest shipped-al.safetensors pu.xyz --count 1 --workers 0 --cost-data al4",
              "candidate 'pu' contains Pu, which the model was not trained on (it knows Al); remove it from the pool"),
+        case("suggest-only-bohr", "the only candidate is a cell written in Bohr (predict refuses it)",
+             "suggest shipped-al.safetensors bohr.xyz --count 1 --workers 0 --cost-data al4",
+             "no candidate is left to rank: 1 of 1 lie outside the model's domain (first: 'bohr': 100 % of the atoms "
+             "have their nearest neighbour outside the training cells' 2.17–2.85 Å (±25 %): the median "
+             "nearest-neighbour distance is 5.41 Å (about 1.89×: is the cell in Bohr? bigdens reads Å)); give candidates "
+             "like the model's training cells"),
         case("suggest-empty-pool", "a pool file without candidates",
              "suggest shipped-al.safetensors empty-pool.json --count 1 --workers 0 --cost-data al4",
              "the candidate pool is empty; give structure files or generators"),
@@ -775,6 +813,31 @@ def _make_model(path: Path, species=(13,), info=None) -> Path:
     arch = Architecture(hidden=(16, 16), kind="mean-field")
     DensityModel.new(params, arch, Scaling.fit(X, y), seed=1, info=info).save(path)
     return path
+
+
+def _domain_structures(d: Path) -> None:
+    """Structures valid on their own that the shipped Al model refuses: pair.xyz, interstitial.xyz, md108.xyz
+    (5 frames, frame 3 bad) and bohr.xyz (a 32-atom cell with its numbers in Bohr)."""
+    from ase.build import bulk
+    from ase.io import write
+    from ase.units import Bohr
+
+    from bigdens import structure
+
+    al108 = bulk("Al", "fcc", a=structure.A_AL, cubic=True).repeat(3)
+    pair = al108.copy()
+    pair.positions[1] = pair.positions[0] + [0.6, 0.0, 0.0]
+    write(d / "pair.xyz", pair)
+    inter = al108.copy()
+    inter.append("Al")
+    inter.positions[108] = inter.positions[0] + [0.55, 0.0, 0.0]
+    write(d / "interstitial.xyz", inter)
+    frames = [structure.rattle(al108, 0.03, seed=k) for k in range(5)]
+    frames[3].positions[1] = frames[3].positions[0] + [0.6, 0.0, 0.0]
+    write(d / "md108.xyz", frames, format="extxyz")
+    bohr = structure.fcc_al((2, 2, 2))
+    bohr.set_cell(bohr.cell / Bohr, scale_atoms=True)
+    write(d / "bohr.xyz", bohr)
 
 
 def _density_files(d: Path) -> None:
@@ -857,6 +920,10 @@ def inputs(tmp_path_factory) -> Path:
     write(d / "POSCAR", al, format="vasp")
     (d / "POSCAR").write_text("".join((d / "POSCAR").read_text().splitlines(True)[:4]))  # cut after 2 vectors
     write(d / "al.data", al, format="lammps-data", masses=True)
+    a = al.copy()
+    a.positions[2, 0] += 1e17
+    write(d / "far.xyz", a)
+    _domain_structures(d)
     _density_files(d)
 
     model = _make_model(d / "al.safetensors")
@@ -1095,12 +1162,12 @@ def test_bad_input(case: Case, inputs, inputs_tree, tmp_path, capsys, monkeypatc
     status = main(list(case.argv))
 
     out, err = capsys.readouterr()
-    assert status == 2, (status, out, err)
+    assert status == case.status, (status, out, err)
     assert "Traceback" not in err and "Traceback" not in out
     assert out == ""
     lines = err.splitlines()
     assert len(lines) == 1, err
-    prefix = f"bigdens {case.command}: error: "
+    prefix = case.prefix
     assert lines[0].startswith(prefix), lines[0]
     assert _pattern(case.message).fullmatch(lines[0][len(prefix):]), \
         f"\n got: {lines[0][len(prefix):]}\nwant: {case.message}"
@@ -1131,7 +1198,7 @@ def render() -> str:
         for c in cases:
             note = " (skipped where a CUDA GPU is present)" if c.skip_with_cuda else ""
             parts.append(f"| `{c.id}` | {c.what}{note} | {code('bigdens ' + shlex.join(c.argv))} | "
-                         f"{code(c.message)} | 2 |")
+                         f"{code(c.message)} | {c.status} |")
     parts += ["", END]
     return "\n".join(parts)
 

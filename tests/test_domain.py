@@ -194,3 +194,177 @@ def test_check_after_limits():
     assert domain.renormalization_refusal(0.99, allow=False) is None
     assert domain.renormalization_refusal(0.9, allow=False) is not None
     assert domain.renormalization_refusal(0.9, allow=True) is None
+
+
+# -- per atom, per frame, wrapped (issue "Reliability III", items 1 and 2) ----------------------------------
+
+SHIPPED_AL = ROOT / "bigdens" / "models" / "al.safetensors"
+
+
+@pytest.fixture(scope="module")
+def al_model():
+    from bigdens import bnn
+
+    return bnn.load(SHIPPED_AL)
+
+
+def _brute_nearest(positions, cell):
+    """Each atom's nearest other image (distance, index) over shifts -2..2: exact for these small cells."""
+    frac = np.linalg.solve(cell.T, positions.T).T
+    frac -= np.floor(frac)
+    shifts = np.array([(a, b, c) for a in range(-2, 3) for b in range(-2, 3) for c in range(-2, 3)])
+    zero = shifts.tolist().index([0, 0, 0])
+    dist, index = [], []
+    for i in range(len(frac)):
+        d = np.linalg.norm(((frac - frac[i])[:, None, :] + shifts) @ cell, axis=-1)
+        d[i, zero] = np.inf
+        j = int(np.argmin(d.min(axis=1)))
+        dist.append(d[j].min())
+        index.append(j)
+    return np.array(dist), np.array(index)
+
+
+def _unwrap(atoms, cells: float, rng):
+    """A copy of ``atoms`` with every atom moved by a random whole lattice vector of up to ±``cells`` cells."""
+    out = atoms.copy()
+    out.positions = atoms.positions + rng.integers(-cells, cells + 1, size=(len(atoms), 3)).astype(float) @ atoms.cell[:]
+    return out
+
+
+@pytest.mark.parametrize("cells", [50, 500, 10**5])
+def test_neighbours_of_unwrapped_atoms_equal_the_wrapped_ones_and_brute_force(rng, cells):
+    cell = np.array([[5.1, 0.0, 0.0], [1.3, 4.7, 0.0], [0.8, -0.9, 6.2]])
+    atoms = Atoms(numbers=rng.choice([14, 32], size=13), positions=rng.uniform(0, 1, size=(13, 3)) @ cell, cell=cell,
+                  pbc=True)
+    want_d, want_j = _brute_nearest(atoms.positions, cell)
+    far = _unwrap(atoms, cells, rng)
+    for a in (atoms, far):
+        d, j = domain.nearest_neighbours(a.positions, a.numbers, a.cell[:])
+        np.testing.assert_allclose(d, want_d, rtol=0, atol=1e-8)
+        assert (j == want_j).all()  # random positions: no ties
+    # The bond spread (thermal) and the descriptors at the atoms see the same wrapped structure.
+    from bigdens import thermal
+
+    assert thermal.bond_spread(far.positions, far.numbers, cell) == pytest.approx(
+        thermal.bond_spread(atoms.positions, atoms.numbers, cell), abs=1e-8)
+
+
+def test_far_atoms_cost_no_more_than_near_ones(al_model):
+    # One atom 8e6 Å out (6.6e5 cells: the 15 GB case of the issue) and all atoms 10^5 cells out: the work is
+    # bounded by the atoms (the call returns at once with the wrapped answer), not by the unwrapped span.
+    from ase.build import bulk
+
+    from bigdens import celllist
+
+    al = bulk("Al", "fcc", a=structure.A_AL, cubic=True).repeat(3)
+    al.rattle(0.05, seed=2)
+    base = domain.check_structure(al, al_model)
+    assert base.in_domain
+    far = al.copy()
+    far.positions[5] += np.round(8e6 / al.cell[0, 0]) * al.cell[0]
+    all_far = _unwrap(al, 10**5, np.random.default_rng(4))
+    for a in (far, all_far):
+        structure.validate(a)
+        report = domain.check_structure(a, al_model)
+        assert report.in_domain
+        assert report.measured["nn_distance_median"] == pytest.approx(base.measured["nn_distance_median"], abs=1e-8)
+    # The kernel's work in a call: the atoms within reach of each atom's wrapped position, nothing more.
+    cl = celllist.build_cell_list(al.cell[:], all_far.positions)
+    idx, _ = cl.query_sphere_box(cl.frac.min(axis=0), cl.frac.max(axis=0), 3.0)
+    assert len(idx) < 8 * len(al)
+
+
+def test_positions_beyond_a_million_cells_are_refused():
+    al = structure.fcc_al((1, 1, 1))
+    for value in (1e17, 8e6 * 1e3):
+        a = al.copy()
+        a.positions[3, 1] = value
+        with pytest.raises(structure.InputError, match=r"atom 3, .* cell lengths\): float64 cannot place them"):
+            structure.validate(a)
+    from bigdens import descriptors
+
+    with pytest.raises(structure.InputError, match="cell lengths"):
+        descriptors.compute(al.positions, al.numbers, al.cell[:], [[1e17, 0, 0]],
+                            descriptors.default_params([13]))
+
+
+def test_kernel_passes_give_the_same_answer_as_one_call(rng, monkeypatch):
+    # Chunked calls (so that Ctrl-C and SIGTERM are heard between them) change no number.
+    from bigdens import celllist, descriptors
+
+    atoms = structure.rattle(structure.fcc_al((2, 2, 2)), 0.1, seed=5)
+    points = rng.uniform(-3, 4, size=(500, 3)) @ atoms.cell[:] / 2
+    params = descriptors.default_params([13])
+    d0, j0 = domain.nearest_neighbours(atoms.positions, atoms.numbers, atoms.cell[:])
+    f0 = descriptors.compute(atoms.positions, atoms.numbers, atoms.cell[:], points, params)
+    pairs0 = celllist.min_image_pairs_closer_than(celllist.build_cell_list(atoms.cell[:], atoms.positions), 2.7,
+                                                  max_report=1000)
+    monkeypatch.setattr(celllist, "KERNEL_ATOMS", 3)
+    monkeypatch.setattr(descriptors, "COMPUTE_POINTS", 37)
+    d1, j1 = domain.nearest_neighbours(atoms.positions, atoms.numbers, atoms.cell[:])
+    assert (d0 == d1).all() and (j0 == j1).all()
+    np.testing.assert_allclose(descriptors.compute(atoms.positions, atoms.numbers, atoms.cell[:], points, params), f0,
+                               rtol=1e-6, atol=1e-6)
+    pairs1 = celllist.min_image_pairs_closer_than(celllist.build_cell_list(atoms.cell[:], atoms.positions), 2.7,
+                                                  max_report=1000)
+    assert len(pairs0) > 5 and (pairs1 == pairs0).all()
+    assert len(celllist.min_image_pairs_closer_than(celllist.build_cell_list(atoms.cell[:], atoms.positions), 2.7,
+                                                    max_report=4)) == 4
+
+
+def test_one_impossible_atom_is_refused_naming_it(al_model):
+    from ase.build import bulk
+
+    al = bulk("Al", "fcc", a=structure.A_AL, cubic=True).repeat(3)
+    pair = al.copy()
+    pair.positions[1] = pair.positions[0] + [0.6, 0.0, 0.0]
+    report = domain.check_structure(pair, al_model)
+    assert not report.in_domain and len(report.reasons) == 1  # 2 of 108 atoms: the share check alone passes
+    assert "atoms 0 and 1 are 0.600 Å apart" in report.reasons[0]
+    assert report.measured["nn_outside_share"] < domain.NN_SHARE_MAX
+    assert [r[:2] for r in report.measured["nn_refused_atoms"]] == [[0, 1], [1, 0]]
+    inter = al.copy()
+    inter.append("Al")
+    inter.positions[108] = inter.positions[17] + [0.0, 0.55, 0.0]
+    report = domain.check_structure(inter, al_model)
+    assert "atoms 17 and 108 are 0.550 Å apart" in report.message()
+    # The limits: the training range widened by its spread or ±25 %, whichever is wider.
+    lo, hi = al_model.info["domain_reference"]["nn_distance"]
+    a, b = domain.refusal_range(lo, hi)
+    assert a == pytest.approx(lo - (hi - lo)) and b == pytest.approx(hi * domain.NN_MARGIN)
+    ok = al.copy()
+    ok.positions[1] = ok.positions[0] + (ok.positions[1] - ok.positions[0]) * (a + 0.02) / 2.8637824638
+    assert domain.check_structure(ok, al_model).in_domain
+
+
+def test_trajectory_frame_refused_on_its_own_is_refused_inside_it(tmp_path, capsys):
+    from ase.build import bulk
+
+    al = bulk("Al", "fcc", a=structure.A_AL, cubic=True).repeat(3)
+    frames = [structure.rattle(al, 0.03, seed=k) for k in range(5)]
+    frames[3].positions[1] = frames[3].positions[0] + [0.6, 0.0, 0.0]
+    write(tmp_path / "md.xyz", frames, format="extxyz")
+    write(tmp_path / "f3.xyz", frames[3])
+    status, _, alone = _cli(capsys, "predict", tmp_path / "f3.xyz", "--out", tmp_path / "a.zarr", "--workers", 0)
+    assert status == 3 and "atoms 0 and 1 are 0.600 Å apart" in alone
+    status, out, err = _cli(capsys, "predict", tmp_path / "md.xyz", "--frames", "1:5", "--out", tmp_path / "t.zarr",
+                            "--workers", 0)
+    assert status == 3 and out == "" and len(err.splitlines()) == 1
+    assert "frame 3: 2 atom(s) have their nearest neighbour outside" in err and "frame 1" not in err
+    assert not (tmp_path / "t.zarr").exists() and not (tmp_path / "a.zarr").exists()
+
+
+def test_allow_out_of_domain_still_predicts_the_impossible_atom(tmp_path, capsys):
+    from ase.build import bulk
+
+    al = bulk("Al", "fcc", a=structure.A_AL, cubic=True).repeat(3)
+    al.positions[1] = al.positions[0] + [0.6, 0.0, 0.0]
+    write(tmp_path / "pair.xyz", al)
+    out = tmp_path / "p.zarr"
+    status, stdout, err = _cli(capsys, "predict", tmp_path / "pair.xyz", "--out", out, "--workers", 0, "--grid",
+                               24, 24, 24, "--block", 24, "--mc-samples", 2, "--allow-out-of-domain")
+    assert status == 0, err
+    attrs = _attrs(out)
+    assert attrs["in_domain"] is False
+    assert any("atoms 0 and 1 are 0.600 Å apart" in r for r in attrs["domain_reasons"])
+    assert attrs["domain"]["measured"]["nn_refused_count"] == 2

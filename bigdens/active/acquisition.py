@@ -114,6 +114,32 @@ def check_species(model: "DensityModel", candidates: Sequence["Candidate"]) -> N
                              f"{', '.join(chemical_symbols[z] for z in sorted(known))}); remove it from the pool")
 
 
+def domain_refusals(model: "DensityModel", candidates: Sequence["Candidate"]) -> dict[int, str]:
+    """The candidates outside the model's domain: index -> why (:func:`bigdens.domain.check_structure`).
+
+    The structure checks of ``bigdens predict`` (nearest-neighbour distances,
+    per atom and as a share): a candidate that ``predict`` would refuse is
+    not scored nor ranked (a cell written in Bohr would otherwise look like
+    the most instructive structure of the pool).
+
+    Raises
+    ------
+    InputError
+        Naming the candidate, when its positions are not finite or absurdly far from its cell.
+    """
+    from ..domain import check_structure
+
+    out = {}
+    for i, c in enumerate(candidates):
+        try:
+            report = check_structure(c.atoms(), model)
+        except InputError as exc:
+            raise InputError(f"candidate {c.name!r}: {exc}") from None
+        if not report.in_domain:
+            out[i] = report.message()
+    return out
+
+
 def seed_of(candidate: "Candidate", seed: int) -> int:
     """Block index seeding a candidate's Monte Carlo samples: from its structure hash, any pool order."""
     return int(candidate.hash[:8], 16) ^ (int(seed) & 0x7FFFFFFF)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import InputError
-from .acquisition import SCORE_SAMPLES, SCORE_SPACING, Score, check_model, check_species, score_pool, select
+from .acquisition import (SCORE_SAMPLES, SCORE_SPACING, Score, check_model, check_species, domain_refusals,
+                          score_pool, select)
 
 if TYPE_CHECKING:
     from .candidates import Candidate
@@ -96,7 +97,10 @@ def suggest(model_path: str | Path, candidates: Sequence["Candidate"], *, cost: 
     -------
     dict
         The plan: ``candidates`` (one row each: name, source, hash, atoms, cost, score, rank or
-        None), ``picks`` (names in order), ``spent`` and ``budget`` (core-seconds), ``pool`` summary.
+        None, ``refused``: why the candidate lies outside the model's domain, or None), ``picks``
+        (names in order), ``spent`` and ``budget`` (core-seconds), ``pool`` summary.  A candidate
+        outside the model's domain (:func:`bigdens.active.acquisition.domain_refusals`) is
+        neither scored nor ranked: its score fields are None.
     """
     from ..bnn import EPISTEMIC_QUANTILE, file_hash, load
 
@@ -105,21 +109,33 @@ def suggest(model_path: str | Path, candidates: Sequence["Candidate"], *, cost: 
     model = load(model_path)
     check_model(model)
     check_species(model, candidates)
+    refused = domain_refusals(model, candidates)
+    for i, why in refused.items():
+        log.warning("candidate %s is outside the model's domain and is not ranked: %s", candidates[i].name, why)
     costs = [cost.core_seconds(c.numbers, c.cell) for c in candidates]
     excluded = set(exclude)
-    free = [i for i, c in enumerate(candidates) if c.hash not in excluded]
+    free = [i for i, c in enumerate(candidates) if c.hash not in excluded and i not in refused]
     if not free:
+        if refused:
+            i = min(refused)
+            raise InputError(f"no candidate is left to rank: {len(refused)} of {len(candidates)} lie outside the "
+                             f"model's domain (first: {candidates[i].name!r}: {refused[i]})"
+                             + ("" if len(refused) == len(candidates) else ", the others are excluded")
+                             + "; give candidates like the model's training cells")
         raise InputError("every candidate is excluded (a hold-out cell or already computed); give new candidates")
     check_budget([costs[i] for i in free], [candidates[i].name for i in free], request.budget)
-    log.info("scoring %d candidates on a %.2f Å grid, S = %d", len(candidates), request.spacing, request.samples)
-    scores = score_pool(candidates, model_path, config=config, spacing=request.spacing, samples=request.samples,
-                        seed=request.seed, progress=progress)
+    scored = [i for i in range(len(candidates)) if i not in refused]
+    log.info("scoring %d candidates on a %.2f Å grid, S = %d", len(scored), request.spacing, request.samples)
+    found = score_pool([candidates[i] for i in scored], model_path, config=config, spacing=request.spacing,
+                       samples=request.samples, seed=request.seed, progress=progress)
+    scores: dict[int, Score] = dict(zip(scored, found))
     sub = select([scores[i] for i in free], [costs[i] for i in free], strategy=request.strategy,
                  budget=request.budget, count=request.count, seed=request.seed)
     picks = [free[j] for j in sub]
     rank = {i: r + 1 for r, i in enumerate(picks)}
     rows = [{"name": c.name, "source": c.source, "hash": c.hash, "n_atoms": c.n_atoms, "cost_core_s": costs[i],
-             "excluded": c.hash in excluded, "rank": rank.get(i), **_score_row(scores[i])}
+             "excluded": c.hash in excluded, "rank": rank.get(i), "refused": refused.get(i),
+             **(_score_row(scores[i]) if i in scores else _REFUSED_ROW)}
             for i, c in enumerate(candidates)]
     base = 1.0 - EPISTEMIC_QUANTILE
     return {
@@ -130,12 +146,18 @@ def suggest(model_path: str | Path, candidates: Sequence["Candidate"], *, cost: 
         "budget": request.budget,
         "spent": float(sum(costs[i] for i in picks)),
         "picks": [candidates[i].name for i in picks],
-        "pool": {"n_candidates": len(candidates), "n_excluded": len(candidates) - len(free),
-                 "flagged_share": float(sum(s.flagged_share * s.n_points for s in scores)
-                                        / max(1, sum(s.n_points for s in scores))),
+        "pool": {"n_candidates": len(candidates), "n_excluded": sum(c.hash in excluded for c in candidates),
+                 "n_refused": len(refused),
+                 "flagged_share": float(sum(s.flagged_share * s.n_points for s in found)
+                                        / max(1, sum(s.n_points for s in found))),
                  "base_rate": base},
         "candidates": rows,
     }
+
+
+#: The score fields of a candidate outside the model's domain (not scored).
+_REFUSED_ROW = {"chemistry": None, "n_points": None, "flagged_share": None, "value": None, "mean_epistemic": None,
+                "fingerprint": None}
 
 
 def _score_row(s: Score) -> dict:
@@ -143,13 +165,21 @@ def _score_row(s: Score) -> dict:
 
 
 def format_plan(plan: dict, *, limit: int = 40) -> str:
-    """The plan as a table: picks first (in order), then the best of the rest."""
-    rows = sorted(plan["candidates"], key=lambda r: (r["rank"] is None, r["rank"] or 0,
-                                                     -r["value"] / max(r["cost_core_s"], 1e-9)))
+    """The plan as a table: picks first (in order), then the best of the rest, then the candidates outside
+    the model's domain (tagged ``out``, each with why after the table)."""
+    def refused(r):
+        return r.get("refused") is not None
+
+    rows = sorted(plan["candidates"], key=lambda r: (r["rank"] is None, r["rank"] or 0, refused(r),
+                                                     0.0 if refused(r) else -r["value"] / max(r["cost_core_s"], 1e-9)))
     lines = [f"{'rank':>4}  {'candidate':<28} {'atoms':>6} {'DFT core-s':>10} {'unsure %':>8} "
              f"{'value Å³':>9} {'value/kcore-s':>13}"]
     for r in rows[:limit]:
-        tag = "held" if r["excluded"] else (str(r["rank"]) if r["rank"] else "-")
+        tag = "out" if refused(r) else "held" if r["excluded"] else (str(r["rank"]) if r["rank"] else "-")
+        if refused(r):
+            lines.append(f"{tag:>4}  {r['name'][:28]:<28} {r['n_atoms']:>6} {r['cost_core_s']:>10.0f} {'-':>8} "
+                         f"{'-':>9} {'-':>13}")
+            continue
         lines.append(f"{tag:>4}  {r['name'][:28]:<28} {r['n_atoms']:>6} {r['cost_core_s']:>10.0f} "
                      f"{100 * r['flagged_share']:>8.2f} {r['value']:>9.2f} "
                      f"{1000 * r['value'] / max(r['cost_core_s'], 1e-9):>13.3f}")
@@ -159,6 +189,11 @@ def format_plan(plan: dict, *, limit: int = 40) -> str:
     lines.append(f"{len(plan['picks'])} picks, {plan['spent']:.0f}{budget} core-seconds of DFT; the pool is unsure "
                  f"at {100 * plan['pool']['flagged_share']:.2f} % of its points "
                  f"(validation base rate {100 * plan['pool']['base_rate']:.2g} %)")
+    out = [r for r in plan["candidates"] if refused(r)]
+    for r in out[:limit]:
+        lines.append(f"out of the model's domain, not ranked: {r['name']}: {r['refused']}")
+    if len(out) > limit:
+        lines.append(f"... {len(out) - limit} more candidates out of the model's domain in the plan file")
     return "\n".join(lines)
 
 
@@ -193,7 +228,7 @@ def plot_plan(path: str | Path, plan: dict) -> Path:
     rows = plan["candidates"]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for held, colour, label in ((False, "tab:blue", "candidates"), (True, "tab:grey", "excluded")):
-        sel = [r for r in rows if r["excluded"] == held and r["rank"] is None]
+        sel = [r for r in rows if r["excluded"] == held and r["rank"] is None and r.get("refused") is None]
         if sel:
             ax.scatter([r["cost_core_s"] for r in sel], [r["value"] for r in sel], s=18, c=colour, label=label,
                        alpha=0.7)

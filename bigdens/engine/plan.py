@@ -23,7 +23,7 @@ import numpy as np
 from .. import store as zstore
 from ..bnn import resolve_device
 from ..config import DEFAULT_SPACING, PredictConfig
-from ..domain import DomainReport, OutOfDomainError, check_before
+from ..domain import DomainReport, OutOfDomainError, check_before, check_before_frames
 from ..errors import InputError, SetupError
 from ..thermal import bond_spread
 from .worker import load_model
@@ -160,15 +160,17 @@ def plan_run(atoms, config: PredictConfig) -> RunPlan:
 def plan_domain(plan: RunPlan, config: PredictConfig) -> None:
     """The rest of the plan: the domain checks before the run and each frame's bond spread (onto ``plan``).
 
-    On a trajectory the checks look at its first frame (the electron counts of
-    every frame are checked after the run).
+    On a trajectory every frame is checked (:func:`bigdens.domain.check_before_frames`): a frame refused
+    on its own is refused inside a trajectory too, named by its index in the file.
 
     Raises
     ------
     OutOfDomainError
         If a check fails and ``config.allow_out_of_domain`` is False (nothing is written).
     """
-    plan.domain_before = _check_domain_before(plan.atoms, plan.model, plan.grid, config, plan.n_expected)
+    labels = None if plan.trajectory is None else list(plan.trajectory.index)
+    plan.domain_before = _check_domain_before(plan.frames, plan.model, plan.grid, config, plan.n_expected,
+                                              labels=labels)
     plan.disorders = _disorders(plan.frames)
 
 
@@ -290,9 +292,10 @@ def _identity(frames: list, trajectory, cell: np.ndarray, grid, config: PredictC
     return identity
 
 
-def _check_domain_before(atoms: "Atoms", model: "DensityModel", grid, config: PredictConfig,
-                         n_expected: float | None) -> DomainReport:
-    """The domain checks that need no block (:func:`bigdens.domain.check_before`); warns, or refuses.
+def _check_domain_before(frames: list, model: "DensityModel", grid, config: PredictConfig,
+                         n_expected: float | None, *, labels: list[int] | None = None) -> DomainReport:
+    """The domain checks that need no block (:func:`bigdens.domain.check_before`, of every frame of a
+    trajectory: ``labels`` are their indices in the file, None for one structure); warns, or refuses.
 
     Raises
     ------
@@ -301,7 +304,10 @@ def _check_domain_before(atoms: "Atoms", model: "DensityModel", grid, config: Pr
     """
     if not config.domain_check:
         return DomainReport()
-    report = check_before(atoms, model, grid, n_expected=n_expected, seed=config.seed)
+    if labels is None:
+        report = check_before(frames[0], model, grid, n_expected=n_expected, seed=config.seed)
+    else:
+        report = check_before_frames(frames, model, grid, labels=labels, n_expected=n_expected, seed=config.seed)
     for text in report.warnings:
         warnings.warn(text, stacklevel=3)
     if not report.in_domain and not config.allow_out_of_domain:
