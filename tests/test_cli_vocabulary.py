@@ -24,7 +24,7 @@ from bigdens.data import SPLITS
 from bigdens.train import TrainConfig
 
 #: Sub-commands (space-separated for nested ones) that write one file or folder, and their old spellings.
-WRITERS = {"build": (), "predict": ("--out",), "export": ("--cube",), "charges": (), "plot": (), "calibrate": (),
+WRITERS = {"build": (), "predict": ("--out",), "export": ("--cube",), "charges": (), "plot": (), "calibrate": (), "dft": (),
            "train": (), "finetune": (), "learn": (), "suggest": (), "data import": (), "data relabel": (), "datagen": ()}
 #: Sub-commands that write no file of their own (they print, or change a store in place).
 READERS = {"describe", "evaluate", "verify", "clusters", "data info"}

@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "predict": ".predict",
     "verify": ".verify",
     "export": ".export",
+    "dft": ".dft",
     "charges": ".charges",
     "plot": ".plot",
 }

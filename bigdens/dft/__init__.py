@@ -1,0 +1,18 @@
+"""From a bigdens density to DFT: start a GPAW self-consistent run from a predicted density.
+
+:mod:`bigdens.dft.start` holds the pieces: :func:`~bigdens.dft.start.fourier_resample` (a periodic
+field onto another grid), :func:`~bigdens.dft.start.prepare_density` (interpolate, clip at zero,
+rescale to the valence electron count), :func:`~bigdens.dft.start.read_store_density` (atoms and
+density of a complete store), :func:`~bigdens.dft.start.warm_start` (put a density into a GPAW
+calculator) and :func:`~bigdens.dft.start.gpaw_calculator_from_density` (all of it in one call).
+``bigdens dft STORE -o OUT.gpw`` is the command.  GPAW is imported only inside the functions that
+need it.
+"""
+
+from __future__ import annotations
+
+from .start import (StartReport, check_same_structure, fourier_resample, gpaw_calculator_from_density,
+                    prepare_density, read_store_density, warm_start)
+
+__all__ = ["StartReport", "check_same_structure", "fourier_resample", "gpaw_calculator_from_density",
+           "prepare_density", "read_store_density", "warm_start"]
