@@ -1,5 +1,5 @@
 #!/bin/bash
-# Regenerate / resume the shipped DFT data sets (protocol bigdens-dft-v1).
+# Regenerate / resume the shipped DFT data sets (protocol bigdens-dft-v1; streams 4 and 5: v2).
 # Every command is resumable: rerunning it computes only the snapshots its
 # dataset.json does not list yet (plan.json fixes the configurations).
 #
@@ -63,8 +63,24 @@ case "${1:-}" in
   done
   wait
   ;;
+4)
+  # A fresh test split under protocol v2 that no design decision has seen (accuracy v3, item 4):
+  # new MD seeds, every snapshot in the test split; scored only after the models were chosen.
+  nice -n 19 $PY -m bigdens datagen --protocol v2 al --cells 2 2 2 --temperatures 300 600 900 1400 --melt-above 1400 \
+    --snapshots-per-temperature 1 --all-test --seed 11 -o datasets/al32-v2-fresh --log-dir $LOGS \
+    --description "FCC Al 2x2x2 (32 atoms), EMT Langevin MD, 1400 K from a melt; protocol v2; a test split no decision has seen"
+  nice -n 19 $PY -m bigdens datagen --protocol v2 al --cells 2 2 2 --vacancies 1 --temperatures 900 \
+    --snapshots-per-temperature 1 --all-test --seed 12 -o datasets/al32-vacancy-v2-fresh --log-dir $LOGS \
+    --description "FCC Al 2x2x2 with one vacancy (31 atoms) at 900 K, EMT Langevin MD; protocol v2; a test split no decision has seen"
+  ;;
+5)
+  # Its Si-Ge counterpart: a composition no training cell has (x = 0.35), 900 K; ~3,200 core-s.
+  nice -n 19 $PY -m bigdens datagen --protocol v2 sige --x 0.35 --cells 2 2 2 --temperatures 900 \
+    --snapshots-per-temperature 1 --all-test --seed 13 -o datasets/sige64-v2-fresh --log-dir $LOGS \
+    --description "diamond Si0.65Ge0.35 2x2x2 (64 atoms) at 900 K, Tersoff Langevin MD; protocol v2; a test split no decision has seen"
+  ;;
 *)
-  echo "usage: $0 1|2|3   (stream 1: al32, al32-vacancy, al108, sige64-vacancy, sige216, sige216-900k; stream 2: sige64; stream 3: al108-cal600/900)" >&2
+  echo "usage: $0 1|2|3|4|5   (stream 1: al32, al32-vacancy, al108, sige64-vacancy, sige216, sige216-900k; stream 2: sige64; stream 3: al108-cal600/900; 4, 5: fresh v2 test cells of Al, Si-Ge)" >&2
   exit 2
   ;;
 esac
