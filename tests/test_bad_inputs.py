@@ -388,6 +388,12 @@ GROUPS: dict[str, list[Case]] = {
              "'d.gpw' names a GPAW restart file, which bigdens does not write; name it as Gaussian cube (*.cube, "
              "*.cub), VASP CHGCAR (*CHGCAR*, *PARCHG*, *AECCAR*, CHG, *.vasp) or XSF (*.xsf), or choose one with "
              "--format cube, chgcar or xsf"),
+        case("dft-output-not-gpw", "bigdens dft -o with a name that is not a GPAW restart file",
+             "dft done.zarr -o start.txt",
+             "the output 'start.txt' must be a GPAW restart file named *.gpw, e.g. -o out.gpw"),
+        case("dft-partial-store", "bigdens dft of an unfinished store", "dft partial.zarr -o start.gpw",
+             "'partial.zarr' is incomplete (unwritten points read NaN); finish it with `bigdens predict ... "
+             "--resume` first"),
         case("export-folder-missing", "--cube in a folder that does not exist",
              "export done.zarr --cube nodir/d.cube",
              "cannot write 'nodir/d.cube': its folder does not exist; create it first"),
