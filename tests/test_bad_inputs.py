@@ -385,7 +385,8 @@ GROUPS: dict[str, list[Case]] = {
              "cube, chgcar or xsf"),
         case("export-read-only-format", "-o with the name of a format bigdens reads but does not write",
              "export done.zarr -o d.gpw",
-             "'d.gpw' names a GPAW restart file, which bigdens does not write; name it as Gaussian cube (*.cube, "
+             "'d.gpw' names a GPAW restart file, which export does not write (`bigdens dft STORE -o FILE.gpw` starts "
+             "a DFT run from the store and writes one); name it as Gaussian cube (*.cube, "
              "*.cub), VASP CHGCAR (*CHGCAR*, *PARCHG*, *AECCAR*, CHG, *.vasp) or XSF (*.xsf), or choose one with "
              "--format cube, chgcar or xsf"),
         case("dft-output-not-gpw", "bigdens dft -o with a name that is not a GPAW restart file",

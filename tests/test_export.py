@@ -119,7 +119,9 @@ def test_format_option_overrides_the_name(built, tmp_path, capsys):
 @pytest.mark.parametrize("name, parts", [
     ("d.dat", ["cannot tell which format to write", "'d.dat'", "*.cube", "*CHGCAR*", "*.vasp", "*.xsf",
                "or choose one with --format cube, chgcar or xsf"]),
-    ("d.gpw", ["'d.gpw' names a GPAW restart file, which bigdens does not write", "--format cube, chgcar or xsf"]),
+    ("d.gpw", ["'d.gpw' names a GPAW restart file, which export does not write",
+               "(`bigdens dft STORE -o FILE.gpw` starts a DFT run from the store and writes one)",
+               "--format cube, chgcar or xsf"]),
     ("d.cube.gz", ["cannot write the compressed file 'd.cube.gz'"]),
 ])
 def test_unwritable_names_are_one_line_exit_2(built, tmp_path, capsys, monkeypatch, name, parts):

@@ -66,6 +66,9 @@ class DensityFormat:
     write_note : str
         Of a writer: what a user should know about the file it writes (shown
         by ``bigdens export``), or "".
+    made_by : str
+        Of a format bigdens reads but does not export: the command that makes
+        one from a store instead (named in the refusal), or "".
     module : str
         Module under :mod:`bigdens.io` (defaults to ``name``).
     """
@@ -80,6 +83,7 @@ class DensityFormat:
     write: bool = False
     write_axis: int | None = None
     write_note: str = ""
+    made_by: str = ""
     module: str = ""
 
     @property
@@ -134,7 +138,7 @@ FORMATS: tuple[DensityFormat, ...] = (
                   units="Å, ρ·V_cell in electrons", write=True, write_axis=2,
                   write_note="atoms grouped by element, as VASP needs"),
     DensityFormat("gpw", "GPAW restart", "GPAW restart file, its smooth valence pseudo-density (needs GPAW)",
-                  suffixes=(".gpw",), units="Å, e/Å³"),
+                  suffixes=(".gpw",), units="Å, e/Å³", made_by="bigdens dft STORE -o FILE.gpw"),
     DensityFormat("xsf", "XSF", "XCrySDen XSF 3-D data grid (Quantum ESPRESSO pp.x output_format=5, VESTA)",
                   suffixes=(".xsf", ".xsf.gz"), units="Å, e/Bohr³", write=True, write_axis=2),
 )
@@ -240,7 +244,8 @@ def output_format(path: str | Path, format: str | None = None, *, option: str = 
         fmt = match_format(path)
         if fmt is None or not fmt.write:
             why = (f"cannot tell which format to write {str(path)!r} in from its name" if fmt is None else
-                   f"{str(path)!r} names a {fmt.label} file, which bigdens does not write")
+                   f"{str(path)!r} names a {fmt.label} file, which export does not write"
+                   + (f" (`{fmt.made_by}` starts a DFT run from the store and writes one)" if fmt.made_by else ""))
             raise InputError(f"{why}; name it as {pattern_list(writable(), compressed=False)}, or choose one with "
                              f"{option} {_join([f.name for f in writable()])}")
     if Path(path).name.lower().endswith(".gz"):

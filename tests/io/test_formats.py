@@ -65,7 +65,8 @@ def test_messages_list_the_formats_from_the_registry():
     msg = str(err.value)
     assert msg.endswith("or choose one with --format " + ", ".join(WRITABLE[:-1]) + f" or {WRITABLE[-1]}")
     assert all(f.label in msg for f in writable()) and "GPAW" not in msg and ".gz" not in msg
-    with pytest.raises(InputError, match="'d.gpw' names a GPAW restart file, which bigdens does not write"):
+    with pytest.raises(InputError, match=r"'d.gpw' names a GPAW restart file, which export does not write "
+                                         r"\(`bigdens dft STORE -o FILE.gpw` starts"):
         output_format("d.gpw")
     with pytest.raises(InputError, match="bigdens cannot write GPAW restart files; use 'cube', 'chgcar' or 'xsf'"):
         output_format("d.cube", "gpw")
