@@ -57,6 +57,17 @@ def query_box(frac, nbins, order, starts, lo, hi):
     return indices, shifts
 
 
+@njit(cache=True, inline="always")
+def _displacement(cell, frac, i, j, shift):
+    """Cartesian displacement (Å) from atom i to the image of atom j shifted by ``shift`` cells."""
+    df0 = frac[j, 0] + shift[0] - frac[i, 0]
+    df1 = frac[j, 1] + shift[1] - frac[i, 1]
+    df2 = frac[j, 2] + shift[2] - frac[i, 2]
+    return (df0 * cell[0, 0] + df1 * cell[1, 0] + df2 * cell[2, 0],
+            df0 * cell[0, 1] + df1 * cell[1, 1] + df2 * cell[2, 1],
+            df0 * cell[0, 2] + df1 * cell[1, 2] + df2 * cell[2, 2])
+
+
 @njit(cache=True, parallel=True)
 def close_pairs(cell, frac, nbins, order, starts, dmin, max_report, i0, i1):
     """Up to ``max_report`` rows (i, j, d) of atom pairs (any images) closer than dmin, for atoms i0 <= i < i1."""
@@ -78,12 +89,7 @@ def close_pairs(cell, frac, nbins, order, starts, dmin, max_report, i0, i1):
                 continue
             if j == i and sh[p, 0] == 0 and sh[p, 1] == 0 and sh[p, 2] == 0:
                 continue
-            df0 = frac[j, 0] + sh[p, 0] - frac[i, 0]
-            df1 = frac[j, 1] + sh[p, 1] - frac[i, 1]
-            df2 = frac[j, 2] + sh[p, 2] - frac[i, 2]
-            x = df0 * cell[0, 0] + df1 * cell[1, 0] + df2 * cell[2, 0]
-            y = df0 * cell[0, 1] + df1 * cell[1, 1] + df2 * cell[2, 1]
-            z = df0 * cell[0, 2] + df1 * cell[1, 2] + df2 * cell[2, 2]
+            x, y, z = _displacement(cell, frac, i, j, sh[p])
             r = np.sqrt(x * x + y * y + z * z)
             if r < dmin:
                 found[q] = j
@@ -123,12 +129,7 @@ def nearest_images(cell, frac, nbins, order, starts, atoms, radius):
             j = idx[p]
             if j == i and sh[p, 0] == 0 and sh[p, 1] == 0 and sh[p, 2] == 0:
                 continue
-            df0 = frac[j, 0] + sh[p, 0] - frac[i, 0]
-            df1 = frac[j, 1] + sh[p, 1] - frac[i, 1]
-            df2 = frac[j, 2] + sh[p, 2] - frac[i, 2]
-            x = df0 * cell[0, 0] + df1 * cell[1, 0] + df2 * cell[2, 0]
-            y = df0 * cell[0, 1] + df1 * cell[1, 1] + df2 * cell[2, 1]
-            z = df0 * cell[0, 2] + df1 * cell[1, 2] + df2 * cell[2, 2]
+            x, y, z = _displacement(cell, frac, i, j, sh[p])
             r2 = x * x + y * y + z * z
             if r2 <= r2max and (r2 < b or (r2 == b and j < w)):
                 b = r2

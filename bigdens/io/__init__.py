@@ -25,6 +25,7 @@ snapshot (this package imports nothing of :mod:`bigdens.data`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .._files import file_hash
+from ..errors import InputError
 from .formats import (  # the registry; it imports no format module until one is used
     FORMATS,
     DensityFormat,
@@ -71,6 +73,31 @@ class DensityFile:
 def _provenance(path: Path, fmt: str, **extra: Any) -> dict[str, Any]:
     return {"source_file": str(path), "source_format": fmt, "source_sha256": file_hash(path),
             "protocol": f"import-{fmt}", **extra}
+
+
+def _write_grid(path, atoms, data, *, label: str, body) -> None:
+    """The preamble every grid writer shares: check the field and the cell, then write atomically.
+
+    ``data``: the density, anything with a 3-D ``shape`` (n1, n2, n3), e/Å³; ``atoms``: the
+    structure (Å), whose cell must be 3-D.  ``body(fh, shape, cell)`` writes the file's text to
+    ``fh`` (``shape``: tuple of 3 ints; ``cell``: (3, 3) float64, Å).  A path is written through
+    :func:`bigdens._files.atomic_write` (temporary file + rename); an open text file is written as it is.
+    ``label`` names the format in messages (``"cube"``, ``"XSF"``, ``"CHGCAR"``).
+    """
+    shape = tuple(int(n) for n in np.shape(data)) if hasattr(data, "shape") else None
+    if shape is None or len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"{label} data must be a 3-D grid (n1, n2, n3), got shape {shape}")
+    cell = np.asarray(atoms.cell[:], dtype=np.float64)
+    if abs(np.linalg.det(cell)) < 1e-9:
+        article = "an" if label[0].lower() in "aeiox" else "a"
+        raise InputError(f"cannot write {article} {label} file for a structure without a 3-D cell")
+    if isinstance(path, (str, os.PathLike)):
+        from .._files import atomic_write
+
+        with atomic_write(path, mode="w") as fh:
+            body(fh, shape, cell)
+    else:
+        body(path, shape, cell)
 
 
 __all__ = ["DensityFile", "DensityFormat", "FORMATS", "get_format", "guess_format", "output_format",

@@ -29,14 +29,13 @@ occupancies from atomic values).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError
-from . import DensityFile, _provenance
+from . import DensityFile, _provenance, _write_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -277,21 +276,10 @@ def write_chgcar(
     InputError
         A field that is not 3-D, a structure without a 3-D cell, or a plane of the wrong shape.
     """
-    shape = tuple(int(n) for n in np.shape(data_e_per_A3)) if hasattr(data_e_per_A3, "shape") else None
-    if shape is None or len(shape) != 3 or min(shape) < 1:
-        raise InputError(f"CHGCAR data must be a 3-D grid (n1, n2, n3), got shape {shape}")
-    cell = np.asarray(atoms.cell[:], dtype=np.float64)
-    if abs(np.linalg.det(cell)) < 1e-9:
-        raise InputError("cannot write a CHGCAR file for a structure without a 3-D cell")
     if len(atoms) == 0:
         raise InputError("cannot write a CHGCAR file for a structure without atoms (VASP needs at least one)")
-    if isinstance(path, (str, os.PathLike)):
-        from .._files import atomic_write
-
-        with atomic_write(path, mode="w") as fh:
-            _write_chgcar(fh, atoms, data_e_per_A3, shape, cell, comment)
-    else:
-        _write_chgcar(path, atoms, data_e_per_A3, shape, cell, comment)
+    _write_grid(path, atoms, data_e_per_A3, label="CHGCAR",
+                body=lambda fh, shape, cell: _write_chgcar(fh, atoms, data_e_per_A3, shape, cell, comment))
 
 
 def _write_chgcar(fh: IO[str], atoms: "Atoms", data: Any, shape, cell: np.ndarray, comment: str) -> None:

@@ -25,7 +25,6 @@ read as they are.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -33,7 +32,7 @@ import numpy as np
 from ase.units import Bohr
 
 from ..errors import InputError
-from . import DensityFile, _provenance
+from . import DensityFile, _provenance, _write_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -186,19 +185,8 @@ def write_cube(
     comment
         First line of the file (one line).
     """
-    shape = tuple(int(n) for n in np.shape(data_e_per_A3)) if hasattr(data_e_per_A3, "shape") else None
-    if shape is None or len(shape) != 3 or min(shape) < 1:
-        raise InputError(f"cube data must be a 3-D grid (n1, n2, n3), got shape {shape}")
-    cell = np.asarray(atoms.cell[:], dtype=np.float64)
-    if abs(np.linalg.det(cell)) < 1e-9:
-        raise InputError("cannot write a cube file for a structure without a 3-D cell")
-    if isinstance(path, (str, os.PathLike)):
-        from .._files import atomic_write
-
-        with atomic_write(path, mode="w") as fh:
-            _write_cube(fh, atoms, data_e_per_A3, shape, cell, comment)
-    else:
-        _write_cube(path, atoms, data_e_per_A3, shape, cell, comment)
+    _write_grid(path, atoms, data_e_per_A3, label="cube",
+                body=lambda fh, shape, cell: _write_cube(fh, atoms, data_e_per_A3, shape, cell, comment))
 
 
 def _write_cube(fh: IO[str], atoms: "Atoms", data: Any, shape, cell: np.ndarray, comment: str) -> None:

@@ -28,7 +28,6 @@ origin), as :mod:`bigdens.io.cube` does; the origin is kept in the provenance.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -37,7 +36,7 @@ from ase.data import atomic_numbers
 from ase.units import Bohr
 
 from ..errors import InputError
-from . import DensityFile, _provenance
+from . import DensityFile, _provenance, _write_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -352,22 +351,11 @@ def write_xsf(
     """
     if density_units not in _UNITS:
         raise InputError(f"density_units must be 'e/bohr^3' or 'e/A^3', got {density_units!r}")
-    shape = tuple(int(n) for n in np.shape(data_e_per_A3)) if hasattr(data_e_per_A3, "shape") else None
-    if shape is None or len(shape) != 3 or min(shape) < 1:
-        raise InputError(f"XSF data must be a 3-D grid (n1, n2, n3), got shape {shape}")
-    cell = np.asarray(atoms.cell[:], dtype=np.float64)
-    if abs(np.linalg.det(cell)) < 1e-9:
-        raise InputError("cannot write an XSF file for a structure without a 3-D cell")
     if not name or any(c.isspace() for c in name):
         raise InputError(f"XSF grid name must be one word, got {name!r}")
     scale = BOHR**3 if density_units == "e/bohr^3" else 1.0
-    if isinstance(path, (str, os.PathLike)):
-        from .._files import atomic_write
-
-        with atomic_write(path, mode="w") as fh:
-            _write_xsf(fh, atoms, data_e_per_A3, shape, cell, scale, name, comment)
-    else:
-        _write_xsf(path, atoms, data_e_per_A3, shape, cell, scale, name, comment)
+    _write_grid(path, atoms, data_e_per_A3, label="XSF",
+                body=lambda fh, shape, cell: _write_xsf(fh, atoms, data_e_per_A3, shape, cell, scale, name, comment))
 
 
 def _write_xsf(fh: IO[str], atoms: "Atoms", data: Any, shape, cell: np.ndarray, scale: float, name: str,
