@@ -66,10 +66,11 @@ case "${1:-}" in
 4)
   # A fresh test split under protocol v2 that no design decision has seen (accuracy v3, item 4):
   # new MD seeds, every snapshot in the test split; scored only after the models were chosen.
-  nice -n 19 $PY -m bigdens datagen --protocol v2 al --cells 2 2 2 --temperatures 300 600 900 1400 --melt-above 1400 \
+  # (FCC Al 2x2x2 from a file, so that the snapshot names, al32fresh-..., differ from al32's)
+  nice -n 19 $PY -m bigdens datagen --protocol v2 datasets/structures/al32fresh.xyz --temperatures 300 600 900 1400 --melt-above 1400 \
     --snapshots-per-temperature 1 --all-test --seed 11 -o datasets/al32-v2-fresh --log-dir $LOGS \
     --description "FCC Al 2x2x2 (32 atoms), EMT Langevin MD, 1400 K from a melt; protocol v2; a test split no decision has seen"
-  nice -n 19 $PY -m bigdens datagen --protocol v2 al --cells 2 2 2 --vacancies 1 --temperatures 900 \
+  nice -n 19 $PY -m bigdens datagen --protocol v2 datasets/structures/al32fresh.xyz --vacancies 1 --temperatures 900 \
     --snapshots-per-temperature 1 --all-test --seed 12 -o datasets/al32-vacancy-v2-fresh --log-dir $LOGS \
     --description "FCC Al 2x2x2 with one vacancy (31 atoms) at 900 K, EMT Langevin MD; protocol v2; a test split no decision has seen"
   ;;
