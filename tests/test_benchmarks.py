@@ -386,7 +386,10 @@ def test_network_cost_smoke(tmp_path):
     sige = network_cost.main([str(network_cost.ROOT / "bigdens" / "models" / "sige.safetensors"), "--smoke",
                               "--out", str(tmp_path / "nc2.json")])["records"][0]
     assert sige["cell"].startswith("sige216-") and sige["n_features"] == 93
-    assert sige["flop_per_point"] == 2 * (93 * 128 + 128 * 128 + 128 * 2 + 129 * 20)
+    # FLOP from the model's own widths (model v3's Si-Ge trunk is 93-128-128-128): trunk, head, S samples.
+    widths = [93, *sige["hidden"]]
+    trunk = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    assert len(widths) >= 3 and sige["flop_per_point"] == 2 * (trunk + widths[-1] * 2 + (widths[-1] + 1) * 20)
 
 
 def test_fit_gap_reads_the_validation_error_that_training_kept(tmp_path, al4_splits):
