@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     shipped = bnn.load(bnn_default_model())
     models = {p: bnn.load(p) for p in args.models} or {
         "al v1 (format 1, 64x64 mean-field)": bnn.load(V1_MODEL),
-        "al v2, shipped (format 2, 128x128 last-layer)": shipped,
+        "al, shipped (format 2, last-layer)": shipped,
     }
     features, cell_names = {}, {}  # per descriptor: the first test cell of a data set of the model's species
     for m in models.values():

@@ -62,8 +62,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .grid import Grid
 
 #: Largest share of grid points with epistemic σ above the model's threshold: 100× its base rate
-#: (0.1 % in validation cells; up to 1.3 % in the 1400 K liquid training cells, 0.4 % in the Al vacancy
-#: example, 4.8 % in the probe of a 256-site Al cell with a 13-atom void).
+#: (0.1 % in validation cells; up to 1.3 % in the 1400 K liquid training cells with model v2; with Al
+#: model v3 0.28 % in the Al vacancy example and 3.7 % in a 256-site Al cell with a 13-atom void).
 FLAGGED_MAX = 0.10
 #: Largest relative electron-count error, |N_predicted − N_valence| / N_valence.
 ELECTRON_MAX = 0.02

@@ -372,15 +372,18 @@ def test_label_noise_refuses_other_protocols():
 
 
 def test_network_cost_smoke(tmp_path):
-    """Both model formats timed on real Al descriptors; format 2's matmuls are a sixth of format 1's."""
+    """Both model formats timed on real Al descriptors; FLOP per point from each model's own widths."""
     from benchmarks import network_cost
 
     res = network_cost.main(["--smoke", "--out", str(tmp_path / "nc.json")])
     v1, v2 = res["records"]
     assert (v1["kind"], v2["kind"]) == ("mean-field", "last-layer")
-    # 47-64-64-2 sampled 20 times, against 47-128-128-2 once plus (128 + 1) x 20 for the samples.
+    # 47-64-64-2 sampled 20 times, against the shipped trunk (F-128-128, F = 98 since Al model v3) once
+    # plus its head (128 -> 2) and (128 + 1) x 20 for the samples.
     assert v1["flop_per_point"] == 2 * 20 * (47 * 64 + 64 * 64 + 64 * 2)
-    assert v2["flop_per_point"] == 2 * (47 * 128 + 128 * 128 + 128 * 2 + 129 * 20)
+    f = v2["n_features"]
+    assert v2["hidden"] == [128, 128] and f >= 47
+    assert v2["flop_per_point"] == 2 * (f * 128 + 128 * 128 + 128 * 2 + 129 * 20)
     assert v1["us_per_point"] > 0 and v2["us_per_point"] > 0 and v2["torch_gemm_gflops_best"] > 0
     # A Si-Ge model is timed on Si-Ge descriptors (93 features with the cross block), from a Si-Ge cell.
     sige = network_cost.main([str(network_cost.ROOT / "bigdens" / "models" / "sige.safetensors"), "--smoke",
