@@ -6,8 +6,9 @@ of the tile centre are gathered once from the bins that box overlaps (so the
 cost does not grow with the halo, e.g. for coarse grids where a tile holds
 one point), grouped by species; per point, only those candidates are tested
 against the exact cutoff.  Distances are sorted in place (no allocation per point); the K
-nearest of a species are kept by insertion into a K-long list, which rejects
-most candidates with one comparison.  The sort is a counting sort on
+nearest of a species are then the candidates at or below the K-th smallest
+distance, gathered in a second pass and inserted into a K-long list (the GPU
+kernel keeps the one-pass insertion, :func:`_keep_k_nearest`).  The sort is a counting sort on
 (d/r_cut)^3 followed by an insertion sort: linear in the number of neighbours.
 The unit vectors of the K nearest atoms are kept per species, so that after
 the species loop the cross-species block (``u_i·u_j`` between the nearest
@@ -168,6 +169,46 @@ def _keep_k_nearest(dx, dy, dz, d2, s, ks, nkept, kd2, kvec):
 
 
 @njit(cache=True, inline="always")
+def _select_k_nearest(px, py, pz, cand, q0, q1, d2sorted, n, s, ks, kd2, kvec):
+    """The ``ks`` nearest of species s to point (px, py, pz), once the ``n`` squared distances within
+    r_cut are sorted (``d2sorted``): the K-th smallest is the threshold, and a second pass over the
+    candidates keeps those below it (and, of those at it, the earliest), inserted in order of
+    distance into ``kd2`` / ``kvec[s]``.  The same atoms, in the same order, as :func:`_keep_k_nearest`
+    over all candidates (ties keep the earlier atom), with K insertions instead of one per candidate
+    that beats the current K-th.  Returns how many were kept, min(ks, n)."""
+    nk = min(ks, n)
+    if nk == 0:
+        return 0
+    t = d2sorted[nk - 1]
+    at_t = 0  # how many of the nk nearest lie exactly at the threshold
+    while at_t < nk and d2sorted[nk - 1 - at_t] == t:
+        at_t += 1
+    nkept = 0
+    for q in range(q0, q1):
+        dx = cand[q, 0] - px
+        dy = cand[q, 1] - py
+        dz = cand[q, 2] - pz
+        d2 = dx * dx + dy * dy + dz * dz
+        if d2 > t or (d2 == t and at_t == 0):
+            continue
+        if d2 == t:
+            at_t -= 1
+        j = nkept
+        while j > 0 and kd2[j - 1] > d2:
+            kd2[j] = kd2[j - 1]
+            kvec[s, j, 0] = kvec[s, j - 1, 0]
+            kvec[s, j, 1] = kvec[s, j - 1, 1]
+            kvec[s, j, 2] = kvec[s, j - 1, 2]
+            j -= 1
+        kd2[j] = d2
+        kvec[s, j, 0] = dx
+        kvec[s, j, 1] = dy
+        kvec[s, j, 2] = dz
+        nkept += 1
+    return nkept
+
+
+@njit(cache=True, inline="always")
 def _unit_vectors(kd2, kvec, s, nkept):
     """Turn the displacements ``kvec[s, :nkept]`` (at squared distances ``kd2``, Å²) into unit
     vectors in place; an atom closer than :data:`ON_ATOM` gets the zero vector.  A square root and
@@ -194,7 +235,6 @@ def _species_features(out, p, px, py, pz, cand, q0, q1, s, ms, ks, off, r_cut, d
     """
     rc2 = r_cut * r_cut
     n = 0
-    nkept = 0
     for q in range(q0, q1):
         dx = cand[q, 0] - px
         dy = cand[q, 1] - py
@@ -204,9 +244,9 @@ def _species_features(out, p, px, py, pz, cand, q0, q1, s, ms, ks, off, r_cut, d
             continue
         d2buf[n] = d2
         n += 1
-        nkept = _keep_k_nearest(dx, dy, dz, d2, s, ks, nkept, kd2, kvec)
     # Radial part: the M smallest distances, padded with r_cut.
     _sort_d2(d2buf, n, rc2, tmp, bucket, counts)
+    nkept = _select_k_nearest(px, py, pz, cand, q0, q1, d2buf, n, s, ks, kd2, kvec)
     for i in range(ms):
         if i < n:
             out[p, off + i] = np.sqrt(d2buf[i])
