@@ -54,3 +54,22 @@ def silu_inplace(a):
         q = q * z2 + _Q[3]
         y = x * (half + half * (p * z / q))
         a[i] = np.float32(0.0) if far_left else y
+
+
+@njit(cache=True, boundscheck=False)
+def outside_mask(x, lo, hi):
+    """For each row of ``x`` (n, F) float32: is a feature below ``lo`` or above ``hi`` ((F,) each)?
+
+    The rows where a format-2 model's extrapolation term is not zero.  No early exit, so that the
+    inner loop vectorises; NaN counts as inside (every comparison with it is false).  Returns a
+    bool array (n,).
+    """
+    n, f = x.shape
+    mask = np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        bad = False
+        for j in range(f):
+            v = x[i, j]
+            bad |= (v < lo[j]) | (v > hi[j])
+        mask[i] = bad
+    return mask

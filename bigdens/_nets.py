@@ -148,10 +148,6 @@ class LastLayerNet(nn.Module):
 
     forward_mean = forward
 
-    def excess(self, x):
-        """How far each scaled feature lies below / above the training range: two (N, F), ≥ 0."""
-        return (self.range_lo - x).clamp_min_(0), (x - self.range_hi).clamp_min_(0)
-
 
 def make_net(n_in: int, arch) -> nn.Module:
     """A fresh network of ``arch`` (a :class:`bigdens.bnn.Architecture`) for ``n_in`` features."""

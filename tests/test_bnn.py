@@ -286,3 +286,28 @@ def test_cpu_silu_kernel_matches_exact_silu():
     ref = torch.nn.functional.silu(torch.from_numpy(x)).numpy().astype(np.float64)
     diff = np.abs(got - ref)
     assert (diff[pos] / np.maximum(np.abs(ref[pos]), 1e-30)).max() <= 4e-7 and diff[~pos].max() <= 5e-6
+
+
+def test_outside_mask_kernel_is_the_any_of_the_range_comparisons(rng):
+    """The rows that get the extrapolation term: brute force over every feature, with the bounds
+    themselves (inside), values just beyond them, NaN (inside: no comparison with it holds) and ±inf."""
+    from bigdens._bnn_kernels import outside_mask
+
+    lo = np.array([-1.0, 0.0, 2.0, -3.0, 0.5], dtype=np.float32)
+    hi = np.array([1.0, 0.0, 4.0, 3.0, 0.5], dtype=np.float32)
+    x = np.tile((lo + hi) / 2, (400, 1))
+    x[::3] = lo
+    x[1::3] = hi
+    j = rng.integers(0, 5, size=400)
+    beyond = rng.choice([np.nextafter(np.float32(0), np.float32(1)), np.float32(0.3)], size=400)
+    step = np.where(rng.random(400) < 0.5, -1, 1)
+    pick = rng.random(400) < 0.4
+    for i in np.flatnonzero(pick):
+        edge = lo[j[i]] if step[i] < 0 else hi[j[i]]
+        x[i, j[i]] = np.nextafter(edge, np.float32(-np.inf) if step[i] < 0 else np.float32(np.inf)) + step[i] * beyond[i]
+    x[5:8] = (lo + hi) / 2
+    x[5, 2], x[6, 0], x[7, 3] = np.nan, np.inf, -np.inf
+    want = ((x < lo) | (x > hi)).any(axis=1)
+    got = outside_mask(x, lo, hi)
+    assert got.dtype == np.bool_ and np.array_equal(got, want)
+    assert not got[5] and got[6] and got[7] and got.any() and not got.all()

@@ -6,6 +6,8 @@ drawn, not the model: the model calls the passes, the passes know nothing of the
 
 from __future__ import annotations
 
+import numpy as np
+
 from .sampling import (_accumulate_deviations, _cpu_chunk, _device_features, _empty_results, _reduce_head,
                        _sampled_weights, _silu_, _torch)
 from .settings import GROUP_POINTS, LAST_LAYER_CHUNK, LOGVAR_RANGE, Scaling
@@ -49,19 +51,23 @@ def predict_last_layer(net, scaling: Scaling, features, noise, *, device: str, b
         feats = _device_features(features, dev)
         res = torch.empty(3, n, dtype=torch.float64, device=dev)
         head = net.layers[-1]
+        # One GEMM gives the head's two outputs and the S samples' offsets of z: (H, 2 + S).
+        w_cat = torch.cat([head.weight, d_w.T]).T.contiguous()
+        b_cat = torch.cat([head.bias, d_b])
         for a in range(0, n, chunk):
             x = (feats[a : a + chunk] - f_mean) / f_std
             phi = x
             for layer in net.layers[:-1]:
                 phi = torch.addmm(layer.bias, phi, layer.weight.T)
                 _silu_(phi)
-            out = torch.addmm(head.bias, phi, head.weight.T)
-            z = torch.addmm(d_b, phi, d_w).add_(out[:, :1])  # (c, S)
-            lo, hi = net.excess(x)
-            rows = torch.nonzero((lo.amax(1) > 0) | (hi.amax(1) > 0)).flatten()
-            if len(rows):
-                z[rows] += lo[rows] @ g_lo + hi[rows] @ g_hi
-            rho = torch.nn.functional.softplus(z).double()
+            out = torch.addmm(b_cat, phi, w_cat)  # (c, 2 + S): z̄, log-variance, z_s − z̄
+            rows = _outside_rows(net, x)
+            if len(rows):  # the extrapolation term, on the rows outside the training range only
+                xr = x[rows]
+                lo = (net.range_lo - xr).clamp_min_(0)
+                hi = (xr - net.range_hi).clamp_min_(0)
+                out[rows, 2:] += lo @ g_lo + hi @ g_hi
+            rho = torch.nn.functional.softplus(out[:, 2:] + out[:, :1]).double()  # (c, S)
             r = res[:, a : a + chunk]
             torch.mean(rho, 1, out=r[0])
             rho.sub_(r[0][:, None])
@@ -75,6 +81,21 @@ def predict_last_layer(net, scaling: Scaling, features, noise, *, device: str, b
         for arr, row in zip((mean, epi, ale), res):
             torch.from_numpy(arr).copy_(row)
     return mean, epi, ale
+
+
+def _outside_rows(net, x):
+    """Rows of the scaled features ``x`` (c, F) with a feature outside the training range, int64.
+
+    On the CPU one numba pass (:func:`bigdens._bnn_kernels.outside_mask`); elsewhere torch.  The
+    excess beyond the range is then computed for those rows only (most rows have none).
+    """
+    torch = _torch()
+    if x.device.type == "cpu":
+        from .._bnn_kernels import outside_mask
+
+        mask = outside_mask(x.numpy(), net.range_lo.numpy(), net.range_hi.numpy())
+        return torch.from_numpy(np.flatnonzero(mask))
+    return torch.nonzero(((x < net.range_lo) | (x > net.range_hi)).any(1)).flatten()
 
 
 def predict_mean_field(net, scaling: Scaling, features, eps, *, device: str, batch: int, acc=None):
