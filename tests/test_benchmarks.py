@@ -417,3 +417,22 @@ def test_fit_gap_reads_the_validation_error_that_training_kept(tmp_path, al4_spl
     assert row["gap"] == pytest.approx(row["validation"]["mean_nmae_pct"] / row["train"]["mean_nmae_pct"])
     with pytest.raises(SystemExit, match="lack the model's train cells"):
         fit_gap.main([str(tmp_path / "m.safetensors"), "--data", str(al4 / f"{va[0].name}.npz"), "--out", str(out)])
+
+
+def test_dft_start_takes_the_structure_of_a_snapshot_or_an_ase_file(tmp_path):
+    """``benchmarks.dft_start --structure``: a data set's snapshot gives its own atoms (cell, positions,
+    numbers); any other file goes through ASE."""
+    import numpy as np
+    from ase.build import bulk
+    from ase.io import write
+
+    from benchmarks import dft_start
+    from bigdens import data
+
+    path = Path(__file__).resolve().parents[1] / "datasets" / "al32" / "al32-T0300-01.npz"
+    snap = data.load(path)[0]
+    atoms = dft_start._structure(str(path))
+    assert len(atoms) == 32 and atoms.pbc.all()
+    assert np.array_equal(atoms.cell[:], snap.cell) and np.array_equal(atoms.positions, snap.positions)
+    write(tmp_path / "al.xyz", bulk("Al", "fcc", a=4.05, cubic=True))
+    assert len(dft_start._structure(str(tmp_path / "al.xyz"))) == 4
