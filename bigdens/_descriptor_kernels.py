@@ -169,6 +169,15 @@ def _keep_k_nearest(dx, dy, dz, d2, s, ks, nkept, kd2, kvec):
 
 
 @njit(cache=True, inline="always")
+def _displacement(cand, q, px, py, pz):
+    """Displacement (Å) from point (px, py, pz) to candidate atom q, and its square (Å²)."""
+    dx = cand[q, 0] - px
+    dy = cand[q, 1] - py
+    dz = cand[q, 2] - pz
+    return dx, dy, dz, dx * dx + dy * dy + dz * dz
+
+
+@njit(cache=True, inline="always")
 def _select_k_nearest(px, py, pz, cand, q0, q1, d2sorted, n, s, ks, kd2, kvec):
     """The ``ks`` nearest of species s to point (px, py, pz), once the ``n`` squared distances within
     r_cut are sorted (``d2sorted``): the K-th smallest is the threshold, and a second pass over the
@@ -185,26 +194,12 @@ def _select_k_nearest(px, py, pz, cand, q0, q1, d2sorted, n, s, ks, kd2, kvec):
         at_t += 1
     nkept = 0
     for q in range(q0, q1):
-        dx = cand[q, 0] - px
-        dy = cand[q, 1] - py
-        dz = cand[q, 2] - pz
-        d2 = dx * dx + dy * dy + dz * dz
+        dx, dy, dz, d2 = _displacement(cand, q, px, py, pz)
         if d2 > t or (d2 == t and at_t == 0):
             continue
         if d2 == t:
             at_t -= 1
-        j = nkept
-        while j > 0 and kd2[j - 1] > d2:
-            kd2[j] = kd2[j - 1]
-            kvec[s, j, 0] = kvec[s, j - 1, 0]
-            kvec[s, j, 1] = kvec[s, j - 1, 1]
-            kvec[s, j, 2] = kvec[s, j - 1, 2]
-            j -= 1
-        kd2[j] = d2
-        kvec[s, j, 0] = dx
-        kvec[s, j, 1] = dy
-        kvec[s, j, 2] = dz
-        nkept += 1
+        nkept = _keep_k_nearest(dx, dy, dz, d2, s, ks, nkept, kd2, kvec)  # never full here: it inserts
     return nkept
 
 
@@ -236,10 +231,7 @@ def _species_features(out, p, px, py, pz, cand, q0, q1, s, ms, ks, off, r_cut, d
     rc2 = r_cut * r_cut
     n = 0
     for q in range(q0, q1):
-        dx = cand[q, 0] - px
-        dy = cand[q, 1] - py
-        dz = cand[q, 2] - pz
-        d2 = dx * dx + dy * dy + dz * dz
+        dx, dy, dz, d2 = _displacement(cand, q, px, py, pz)
         if d2 > rc2:
             continue
         d2buf[n] = d2
