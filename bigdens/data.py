@@ -248,6 +248,64 @@ def _check_volume(cell: np.ndarray, where: str) -> None:
             )
 
 
+#: Largest relative difference between an imported density's electron integral and the valence count of
+#: its atoms in the protocol's HGH setups (``check_valence``; ``bigdens data import --allow-electron-mismatch``).
+VALENCE_TOLERANCE = 0.05
+
+
+def check_valence(numbers, cell, density, *, where: str, tolerance: float | None = VALENCE_TOLERANCE) -> None:
+    """Refuse a density whose electrons are not the valence electrons of its atoms.
+
+    The models learn valence densities of GPAW's HGH setups (:data:`bigdens.chemistry.HGH_VALENCE`):
+    a density that integrates to another count belongs to other pseudopotentials (PAW semicore
+    states, all-electron), other units, or another structure, or holds a corrupt value.
+
+    Parameters
+    ----------
+    numbers : array_like, shape (n_atoms,)
+        Atomic numbers.
+    cell : array_like, shape (3, 3)
+        Lattice vectors as rows, Å.
+    density : array_like, shape (n1, n2, n3)
+        Electron density, e/Å³ (already through :func:`check_physical`).
+    where
+        What the density is, for the messages.
+    tolerance
+        Largest accepted |N_integral / N_valence − 1|; None skips the count (elements are still checked).
+
+    Raises
+    ------
+    InputError
+        An element without an HGH setup (an atomic number that is no element included), or the count
+        off by more than ``tolerance``, with both numbers and what to do.
+    """
+    from ase.data import chemical_symbols
+
+    from .chemistry import hgh_valence
+
+    z = np.asarray(numbers).reshape(-1)
+    odd = sorted({int(n) for n in z.tolist() if not 0 < int(n) < len(chemical_symbols)})
+    if odd:
+        raise InputError(f"{where}: atomic number(s) {odd} are no element (1-{len(chemical_symbols) - 1}); "
+                         "the file's atom list is damaged")
+    try:
+        expected = hgh_valence(z)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    if tolerance is None or expected == 0:
+        return
+    dv = abs(float(np.linalg.det(np.asarray(cell, dtype=np.float64)))) / np.asarray(density).size
+    total = float(np.asarray(density).sum(dtype=np.float64)) * dv
+    ratio = total / expected
+    if abs(ratio - 1.0) > tolerance:
+        raise InputError(
+            f"{where}: the density integrates to {total:.6g} electrons, but its {len(z)} atoms have {expected} valence "
+            f"electrons in the HGH setups bigdens learns (ratio {ratio:.4g}, more than {tolerance:.0%} off): "
+            "a density of other pseudopotentials (semicore or all-electron), other units (--cube-units, "
+            "--xsf-units) or another structure, or a corrupt value; pass --allow-electron-mismatch to import it anyway"
+        )
+
+
 def check_physical(cell, density, *, where: str, allow_negative: float = NEGATIVE_TOLERANCE) -> None:
     """Refuse a density that cannot be a physical electron density.
 

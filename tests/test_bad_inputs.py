@@ -269,6 +269,13 @@ GROUPS: dict[str, list[Case]] = {
         case("density-negative-integral", "a difference density (integral < 0)", "data import diff.cube -o imported",
              "density file 'diff.cube': the density integrates to -0.12 electrons (<= 0; its negative values hold "
              "0.8865): not an electron density (a difference density?); import total valence densities only"),
+        case("density-twice-valence", "a cube holding twice the valence electrons", "data import twice.cube -o imported",
+             "density file 'twice.cube': the density integrates to 24 electrons, but its 4 atoms have 12 valence "
+             "electrons in the HGH setups bigdens learns (ratio 2, more than 5% off): a density of other "
+             "pseudopotentials (semicore or all-electron), other units (--cube-units, --xsf-units) or another "
+             "structure, or a corrupt value; pass --allow-electron-mismatch to import it anyway"),
+        case("density-no-element", "a cube whose first atom has atomic number 150", "data import z150.cube -o imported",
+             "density file 'z150.cube': atomic number(s) [150] are no element (1-118); the file's atom list is damaged"),
         case("density-nan", "a NaN in a cube", "data import nan.cube -o imported",
              "density file 'nan.cube': the density holds 1 NaN or infinite value(s); the DFT run or the file is "
              "broken: regenerate or drop it"),
@@ -860,6 +867,10 @@ def _density_files(d: Path) -> None:
     snap = load([AL4])[0]
     atoms, rho = snap.atoms(), snap.density.astype(np.float64)
     write_cube(d / "neg.cube", atoms, -rho)
+    write_cube(d / "twice.cube", atoms, 2 * rho)  # twice the valence electrons (e.g. semicore states, wrong units)
+    write_cube(d / "good.cube", atoms, rho)
+    good = (d / "good.cube").read_text().splitlines(True)  # line 7: the first atom (Z, charge, x, y, z)
+    (d / "z150.cube").write_text("".join(good[:6] + ["  150" + good[6][good[6].index(" ", 2):]] + good[7:]))
     write_cube(d / "diff.cube", atoms, rho - 1.01 * rho.mean())
     nan = rho.copy()
     nan[1, 2, 3] = np.nan

@@ -194,8 +194,11 @@ def test_cli_imports_qe_xsf_and_cube(tmp_path, capsys):
     assert sx.n_electrons_expected == N_ELECTRONS
     assert sc.electron_integral == pytest.approx(N_ELECTRONS, rel=1e-5)
     np.testing.assert_allclose(sx.density, sc.density, rtol=6e-5)
-    # --xsf-units e/A^3 takes the values as they are.
-    assert main(["data", "import", str(xsf), "-o", str(tmp_path / "a3"), "--xsf-units", "e/A^3"]) == 0
+    # --xsf-units e/A^3 takes the values as they are: 0.148 of the valence electrons, refused unless accepted.
+    assert main(["data", "import", str(xsf), "-o", str(tmp_path / "a3"), "--xsf-units", "e/A^3"]) == 2
+    assert "ratio 0.1482" in capsys.readouterr().err and not (tmp_path / "a3").exists()
+    assert main(["data", "import", str(xsf), "-o", str(tmp_path / "a3"), "--xsf-units", "e/A^3",
+                 "--allow-electron-mismatch"]) == 0
     (sa,) = load([tmp_path / "a3"])
     np.testing.assert_allclose(sa.density, sx.density * Bohr**3, rtol=1e-6)
     assert main(["data", "info", str(tmp_path / "xsf-ds")]) == 0

@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "singular cell (zero or degenerate voxel vectors), NaN/inf values, all values <= 0, or "
                           "an electron integral <= 0. PAW pseudo-densities (VASP CHGCAR) can dip below zero near "
                           "the cores: raise this, e.g. --allow-negative 0.02, to import them")
+    imp.add_argument("--allow-electron-mismatch", action="store_true",
+                     help="import a density whose electron integral is more than 5 %% off the valence count of its "
+                          "atoms in the HGH setups bigdens learns (refused by default: other pseudopotentials, "
+                          "units or structure)")
 
 
     rel = sub.add_parser("relabel", help="compute snapshots again under another DFT protocol (same structures, "
@@ -210,7 +214,8 @@ def _import(args: argparse.Namespace) -> int:
     import math
     from pathlib import Path
 
-    from ..data import MANIFEST, Snapshot, add_snapshot, check_physical, new_manifest, read_manifest
+    from ..data import (MANIFEST, VALENCE_TOLERANCE, Snapshot, add_snapshot, check_physical, check_valence,
+                        new_manifest, read_manifest)
     from ..errors import InputError
     from ..io import guess_format, read_density_file
 
@@ -248,6 +253,8 @@ def _import(args: argparse.Namespace) -> int:
         else:
             dens = read_density_file(f, format=fmt)
         check_physical(dens.cell, dens.density, where=f"density file {f!r}", allow_negative=neg)
+        check_valence(dens.numbers, dens.cell, dens.density, where=f"density file {f!r}",
+                      tolerance=None if args.allow_electron_mismatch else VALENCE_TOLERANCE)
         name = Path(f).name.replace(".", "_")
         if name in names:  # e.g. run1/CHGCAR and run2/CHGCAR
             name = f"{Path(f).parent.name}_{name}"
