@@ -180,6 +180,11 @@ GROUPS: dict[str, list[Case]] = {
              "(safetensors: Error while deserializing header: …)"),
         case("model-folder", "a folder as model", "predict al.xyz " + PREDICT.replace("al.safetensors", "al4"),
              "model 'al4' is a folder; give the model file (.safetensors) written by `bigdens train`"),
+        case("model-damaged", "a model file one bit off the sha256 its folder's SHA256SUMS records",
+             "predict al.xyz " + PREDICT.replace("al.safetensors", "damaged/al.safetensors"),
+             "model file 'damaged/al.safetensors' is damaged or was replaced: its sha256 is …, but "
+             "'…/damaged/SHA256SUMS' records … for it; reinstall bigdens (pip install "
+             "--force-reinstall bigdens) for a shipped model, or give another --model"),
         case("model-missing", "model file that does not exist", "predict al.xyz " + PREDICT.replace(
              "al.safetensors", "missing.safetensors"),
              "model file 'missing.safetensors' does not exist"),
@@ -973,6 +978,11 @@ def inputs(tmp_path_factory) -> Path:
 
     shutil.copytree(AL4, d / "al4")
     shutil.copy(ROOT / "bigdens" / "models" / "al.safetensors", d / "shipped-al.safetensors")
+    (d / "damaged").mkdir()  # the shipped Al model with one flipped bit, beside the shipped models' hash record
+    shutil.copy(ROOT / "bigdens" / "models" / "SHA256SUMS", d / "damaged" / "SHA256SUMS")
+    raw = bytearray((ROOT / "bigdens" / "models" / "al.safetensors").read_bytes())
+    raw[-5] ^= 0x01
+    (d / "damaged" / "al.safetensors").write_bytes(bytes(raw))
     from bigdens.active.candidates import save_pool
 
     save_pool(d / "empty-pool.json", [])

@@ -218,3 +218,26 @@ def test_shipped_models_conserve_electrons_on_a_test_cell(model, cell):
     row = evaluate(m, [snap], samples=20)["snapshots"][0]
     assert abs(row["electron_count_error_pct"]) <= 0.1
     assert row["nmae_pct"] < {"al.safetensors": 0.45, "sige.safetensors": 1.3}[model]
+
+
+def test_shipped_models_match_their_recorded_hashes_and_a_damaged_copy_is_refused(tmp_path):
+    """bigdens/models/SHA256SUMS names every shipped model with its file's sha256 (`sha256sum -c` reads it);
+    a file named there that differs by one bit is refused at load, naming both hashes; files not named load."""
+    import hashlib
+    import shutil
+
+    from bigdens.bnn.modelfile import RECORDED_HASHES, recorded_hashes
+    from bigdens.models import SHIPPED
+
+    record = recorded_hashes(MODELS)
+    assert set(record) == {f"{name}.safetensors" for name in SHIPPED}
+    for name, digest in record.items():
+        assert hashlib.sha256((MODELS / name).read_bytes()).hexdigest() == digest
+    shutil.copy(MODELS / RECORDED_HASHES, tmp_path / RECORDED_HASHES)
+    raw = bytearray((MODELS / "al.safetensors").read_bytes())
+    raw[-5] ^= 0x01  # one low bit of the last tensor's data
+    (tmp_path / "al.safetensors").write_bytes(bytes(raw))
+    (tmp_path / "mine.safetensors").write_bytes(bytes(raw))  # the same bytes under a name the record lacks
+    with pytest.raises(InputError, match=rf"is damaged or was replaced: its sha256 is .* records {record['al.safetensors'][:16]}"):
+        load(tmp_path / "al.safetensors")
+    assert load(tmp_path / "mine.safetensors").params.n_features == load(MODELS / "al.safetensors").params.n_features

@@ -83,7 +83,7 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
         names = set(z.namelist())
         for profile in PROFILES.glob("*.yaml"):  # copies of the top-level files, byte for byte
             assert z.read(f"bigdens/cluster_configs/{profile.name}") == profile.read_bytes()
-    assert {"bigdens/models/al.safetensors", "bigdens/models/sige.safetensors"} <= names
+    assert {"bigdens/models/al.safetensors", "bigdens/models/sige.safetensors", "bigdens/models/SHA256SUMS"} <= names
 
     # A fresh venv of the base interpreter; the dependencies come from this interpreter's site-packages.
     venv = tmp_path / "venv"

@@ -26,6 +26,40 @@ def epistemic_threshold(model: DensityModel) -> float | None:
     return float(ref["std"][ref["quantiles"].index(EPISTEMIC_QUANTILE)])
 
 
+#: A file of ``sha256sum`` lines beside model files (the shipped models' folder has one): a model named
+#: in it must have that hash, so a damaged or swapped file is refused instead of predicting wrong densities.
+RECORDED_HASHES = "SHA256SUMS"
+
+
+def recorded_hashes(folder: str | Path) -> dict[str, str]:
+    """File name -> sha256 hex of the :data:`RECORDED_HASHES` file in ``folder`` ({} if it has none)."""
+    record = Path(folder) / RECORDED_HASHES
+    if not record.is_file():
+        return {}
+    out = {}
+    for line in record.read_text().splitlines():
+        digest, _, name = line.strip().partition("  ")
+        if digest and name:
+            out[name.lstrip("*")] = digest.lower()
+    return out
+
+
+def _check_recorded_hash(path: Path) -> None:
+    """Refuse a model file whose folder records another sha256 for it (:data:`RECORDED_HASHES`)."""
+    from .._files import file_hash
+
+    want = recorded_hashes(path.resolve().parent).get(path.resolve().name)
+    if want is None:
+        return
+    got = file_hash(path)
+    if got != want:
+        raise InputError(
+            f"model file {str(path)!r} is damaged or was replaced: its sha256 is {got[:16]}…, but "
+            f"{str(path.resolve().parent / RECORDED_HASHES)!r} records {want[:16]}… for it; reinstall bigdens "
+            "(pip install --force-reinstall bigdens) for a shipped model, or give another --model"
+        )
+
+
 def load(path: str | Path) -> DensityModel:
     """Read a model file written by :meth:`DensityModel.save`.
 
@@ -45,6 +79,7 @@ def load(path: str | Path) -> DensityModel:
                          "`bigdens train`")
     if not path.is_file():
         raise InputError(f"model file {str(path)!r} does not exist")
+    _check_recorded_hash(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta_raw = (f.metadata() or {}).get(METADATA_KEY)
