@@ -342,10 +342,11 @@ def test_learn_holdout_is_never_the_models_own_training_data(al_model):
     named = [{"name": "al32-T0300-00"}]
     with pytest.raises(InputError, match="hold-out cell 'al32-T0300-00' is the model's own training data;"):
         check_data(model(named), Data(calibration=[val], holdout=[train]), pool)
-    # A renamed copy of a --train or --val cell.
+    # A renamed copy of a --train or --val cell (a model that records none of its training cells: the check
+    # of the data given, not of the model's own).
     with pytest.raises(InputError, match="hold-out cell 'fresh-cell' is also training or calibration data "
                                          "\\(the same structure as 'al32-T0300-00'\\)"):
-        check_data(al_model, Data(train=[train], calibration=[val], holdout=[hold, renamed]), pool)
+        check_data(model([]), Data(train=[train], calibration=[val], holdout=[hold, renamed]), pool)
 
 
 def test_learn_never_calibrates_on_the_models_training_cells_nor_picks_shipped_test_cells(al_model, caplog):
