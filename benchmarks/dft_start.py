@@ -143,10 +143,10 @@ def main(argv=None) -> int:
         grids.append(("0.2A-grid", ["--spacing", "0.2"]))
     if not args.no_prediction:
         with tempfile.TemporaryDirectory() as tmp:
-            write(Path(tmp) / "al4.xyz", atoms0)
+            write(Path(tmp) / "structure.xyz", atoms0)
             for label, grid in grids:
                 out = Path(tmp) / f"{label}.zarr"
-                cmd = [sys.executable, "-m", "bigdens", "predict", str(Path(tmp) / "al4.xyz"), "--model",
+                cmd = [sys.executable, "-m", "bigdens", "predict", str(Path(tmp) / "structure.xyz"), "--model",
                        str(ROOT / "bigdens/models/al.safetensors"), *grid, "-o", str(out), "--workers", "0"]
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode != 0:

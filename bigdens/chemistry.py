@@ -37,14 +37,16 @@ def hgh_valence(numbers: Iterable[int]) -> int:
     Raises
     ------
     InputError
-        If an element has no HGH setup, naming it.
+        If an element has no HGH setup, naming it, or an atomic number is no element.
     """
     from ase.data import chemical_symbols
 
     z, counts = np.unique(np.fromiter((int(n) for n in numbers), dtype=np.int64), return_counts=True)
     total = 0
     for zi, n in zip(z.tolist(), counts.tolist()):
-        symbol = chemical_symbols[zi] if 0 < zi < len(chemical_symbols) else f"Z={zi}"
+        if not 0 < zi < len(chemical_symbols):
+            raise InputError(f"atomic number {zi} is no element (1-{len(chemical_symbols) - 1}): the atom list is damaged")
+        symbol = chemical_symbols[zi]
         if symbol not in HGH_VALENCE:
             raise InputError(
                 f"element {symbol!r} has no HGH pseudopotential setup in GPAW; the bigdens DFT protocol "

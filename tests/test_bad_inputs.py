@@ -280,7 +280,7 @@ GROUPS: dict[str, list[Case]] = {
              "pseudopotentials (semicore or all-electron), other units (--cube-units, --xsf-units) or another "
              "structure, or a corrupt value; pass --allow-electron-mismatch to import it anyway"),
         case("density-no-element", "a cube whose first atom has atomic number 150", "data import z150.cube -o imported",
-             "density file 'z150.cube': atomic number(s) [150] are no element (1-118); the file's atom list is damaged"),
+             "density file 'z150.cube': atomic number 150 is no element (1-118): the atom list is damaged"),
         case("density-nan", "a NaN in a cube", "data import nan.cube -o imported",
              "density file 'nan.cube': the density holds 1 NaN or infinite value(s); the DFT run or the file is "
              "broken: regenerate or drop it"),

@@ -241,3 +241,7 @@ def test_shipped_models_match_their_recorded_hashes_and_a_damaged_copy_is_refuse
     with pytest.raises(InputError, match=rf"is damaged or was replaced: its sha256 is .* records {record['al.safetensors'][:16]}"):
         load(tmp_path / "al.safetensors")
     assert load(tmp_path / "mine.safetensors").params.n_features == load(MODELS / "al.safetensors").params.n_features
+    # sha256sum's binary-mode lines ("<hex> *name") read the same.
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / RECORDED_HASHES).write_text(f"{record['al.safetensors']} *al.safetensors\n")
+    assert recorded_hashes(tmp_path / "b") == {"al.safetensors": record["al.safetensors"]}

@@ -38,9 +38,9 @@ def recorded_hashes(folder: str | Path) -> dict[str, str]:
         return {}
     out = {}
     for line in record.read_text().splitlines():
-        digest, _, name = line.strip().partition("  ")
-        if digest and name:
-            out[name.lstrip("*")] = digest.lower()
+        parts = line.split(maxsplit=1)  # sha256sum: "<hex>  name", or "<hex> *name" in binary mode
+        if len(parts) == 2:
+            out[parts[1].strip().lstrip("*")] = parts[0].lower()
     return out
 
 
@@ -48,14 +48,15 @@ def _check_recorded_hash(path: Path) -> None:
     """Refuse a model file whose folder records another sha256 for it (:data:`RECORDED_HASHES`)."""
     from .._files import file_hash
 
-    want = recorded_hashes(path.resolve().parent).get(path.resolve().name)
+    real = path.resolve()
+    want = recorded_hashes(real.parent).get(real.name)
     if want is None:
         return
-    got = file_hash(path)
+    got = file_hash(real)
     if got != want:
         raise InputError(
             f"model file {str(path)!r} is damaged or was replaced: its sha256 is {got[:16]}…, but "
-            f"{str(path.resolve().parent / RECORDED_HASHES)!r} records {want[:16]}… for it; reinstall bigdens "
+            f"{str(real.parent / RECORDED_HASHES)!r} records {want[:16]}… for it; reinstall bigdens "
             "(pip install --force-reinstall bigdens) for a shipped model, or give another --model"
         )
 
