@@ -99,6 +99,25 @@ def gpaw():
     return gpaw
 
 
+@pytest.fixture(scope="session")
+def pwx():
+    """The path of Quantum ESPRESSO's ``pw.x`` (Debian's ``quantum-espresso``) and its pseudopotential folder.
+
+    Outside CI a test that needs it skips when it is missing; with CI=true it fails instead
+    (tests/run.sh installs the package there).
+    """
+    import shutil
+
+    exe = shutil.which("pw.x")
+    pseudo = os.environ.get("PSEUDO_DIR", "/usr/share/espresso/pseudo")
+    if exe is None or not os.path.isfile(os.path.join(pseudo, "Si.pz-vbc.UPF")):
+        why = "pw.x or its Si.pz-vbc.UPF is missing (apt-get install quantum-espresso)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(why + "; with CI=true the pw.x tests must run")
+        pytest.skip(why)
+    return exe, pseudo
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _stop_signals_as_a_terminal_sends_them():
     """The suite runs with SIGINT handled as in a terminal, also when started in the background.

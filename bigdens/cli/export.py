@@ -1,4 +1,8 @@
-"""``bigdens export``: a variable of a predicted store as a Gaussian cube, VASP CHGCAR or XSF file.
+"""``bigdens export``: a variable of a predicted store as a Gaussian cube, VASP CHGCAR, XSF or QE file.
+
+The QE form is ``pw.x``'s ``charge-density.dat``, the starting density of a run with
+``startingpot='file'`` (:mod:`bigdens.io.qe`); it needs the run's ``--ecutrho`` (and ``--alat`` where
+the run's lattice parameter is not the first lattice vector's length).
 
 The format comes from ``--format`` or else from the output's name, both
 through the registry :data:`bigdens.io.formats.FORMATS`; every writer streams
@@ -31,6 +35,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="variable: density (default), density_std, density_std_epistemic, "
                              "density_std_aleatoric")
     add_frame_argument(parser)
+    qe = parser.add_argument_group("for --format qe (pw.x's charge-density.dat)")
+    qe.add_argument("--ecutrho", type=float, metavar="RY",
+                    help="the pw.x run's ecutrho, Ry (its default is 4 x ecutwfc); required for qe")
+    qe.add_argument("--alat", type=float, metavar="A",
+                    help="the pw.x run's lattice parameter, Å (celldm(1) or A); default: the length of the first "
+                         "lattice vector, as with ibrav=0 and CELL_PARAMETERS angstrom (what ASE writes)")
+    qe.add_argument("--electrons", type=float, metavar="N",
+                    help="rescale the density to N electrons, the valence count of the run's pseudopotentials "
+                         "(default: as predicted)")
+
+
+def _writer_options(args, fmt) -> dict:
+    # --ecutrho/--alat/--electrons for the writers that take them; refused for the others.
+    from ..errors import SetupError
+
+    given = {"ecutrho": args.ecutrho, "alat": args.alat, "n_electrons": args.electrons}
+    flags = {"ecutrho": "--ecutrho", "alat": "--alat", "n_electrons": "--electrons"}
+    wrong = [flags[k] for k, v in given.items() if v is not None and k not in fmt.write_options]
+    if wrong:
+        raise SetupError(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for --format qe only; "
+                         f"the {fmt.label} writer takes no such option")
+    for key in fmt.write_options:
+        if given[key] is not None and not given[key] > 0:
+            raise SetupError(f"{flags[key]} must be positive, got {given[key]!r}")
+    if "ecutrho" in fmt.write_options and given["ecutrho"] is None:
+        raise SetupError(f"a {fmt.label} file lists the G-vectors of one pw.x run: give its cutoff, --ecutrho RY "
+                         "(4 x ecutwfc unless the run sets ecutrho)")
+    return {k: v for k, v in given.items() if k in fmt.write_options and v is not None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         example = (get_format(args.format, mode="w") if args.format else writable()[0]).example_name
         raise SetupError(f"cannot write {args.output!r}: it is a folder; give a file name, e.g. -o {example}")
     fmt = output_format(args.output, args.format, option="--format")
+    options = _writer_options(args, fmt)
     attrs = store.read_attrs(args.store)
     if attrs is None:
         raise SetupError(f"{args.store!r} is not a bigdens store")
@@ -67,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     label = store.VARIABLES[args.var]
     try:
         fmt.writer(args.output, atoms, store.CheckedSlabs(reader, args.var, axis=fmt.write_axis),
-                   comment=f"bigdens {args.var}: {label} ({fmt.units_ascii})")
+                   comment=f"bigdens {args.var}: {label} ({fmt.units_ascii})", **options)
     except OSError as exc:
         raise SetupError(f"cannot write {args.output!r} ({exc.strerror or exc}); choose a writable destination") \
             from None

@@ -66,6 +66,10 @@ class DensityFormat:
     write_note : str
         Of a writer: what a user should know about the file it writes (shown
         by ``bigdens export``), or "".
+    write_options : tuple of str
+        Of a writer: the keyword options it takes besides ``comment`` (``bigdens export`` passes its
+        ``--ecutrho``, ``--alat`` and ``--electrons`` as ``ecutrho``, ``alat``, ``n_electrons`` to the
+        writers that name them, and refuses them for the others).
     made_by : str
         Of a format bigdens reads but does not export: the command that makes
         one from a store instead (named in the refusal), or "".
@@ -83,6 +87,7 @@ class DensityFormat:
     write: bool = False
     write_axis: int | None = None
     write_note: str = ""
+    write_options: tuple[str, ...] = ()
     made_by: str = ""
     module: str = ""
 
@@ -141,6 +146,11 @@ FORMATS: tuple[DensityFormat, ...] = (
                   suffixes=(".gpw",), units="Å, e/Å³", made_by="bigdens dft STORE -o FILE.gpw"),
     DensityFormat("xsf", "XSF", "XCrySDen XSF 3-D data grid (Quantum ESPRESSO pp.x output_format=5, VESTA)",
                   suffixes=(".xsf", ".xsf.gz"), units="Å, e/Bohr³", write=True, write_axis=2),
+    DensityFormat("qe", "Quantum ESPRESSO charge density",
+                  "pw.x's OUTDIR/PREFIX.save/charge-density.dat (its starting density with startingpot='file')",
+                  suffixes=(), names=("charge-density.dat",), units="Bohr, rho(G) of e/Bohr³", read=False,
+                  write=True, write_axis=0, write_options=("ecutrho", "alat", "n_electrons"),
+                  write_note="the G-vectors of the pw.x run with this cell and --ecutrho, in its order"),
 )
 
 _BY_NAME = {f.name: f for f in FORMATS}
@@ -288,7 +298,7 @@ def read_density_file(path: str | Path, *, format: str | None = None, **kwargs: 
 
 
 def write_density_file(path, atoms: "Atoms", data_e_per_A3, *, format: str | None = None,
-                       comment: str | None = None) -> DensityFormat:
+                       comment: str | None = None, **options: Any) -> DensityFormat:
     """Write a periodic density in a registered format (format from the name unless given).
 
     Parameters
@@ -306,6 +316,8 @@ def write_density_file(path, atoms: "Atoms", data_e_per_A3, *, format: str | Non
         A name of :func:`writable` formats; default: from the file name.
     comment
         One line for the file's comment (every writer takes ``comment=``).
+    **options
+        The format's :attr:`DensityFormat.write_options` (e.g. ``ecutrho=`` for ``"qe"``).
 
     Returns
     -------
@@ -313,8 +325,11 @@ def write_density_file(path, atoms: "Atoms", data_e_per_A3, *, format: str | Non
         The format written (for its :attr:`~DensityFormat.units`).
     """
     fmt = output_format(path, format)
+    unknown = sorted(set(options) - set(fmt.write_options))
+    if unknown:
+        raise InputError(f"the {fmt.label} writer takes no {', '.join(unknown)}")
     kwargs = {} if comment is None else {"comment": comment}
-    fmt.writer(path, atoms, data_e_per_A3, **kwargs)
+    fmt.writer(path, atoms, data_e_per_A3, **kwargs, **options)
     return fmt
 
 
