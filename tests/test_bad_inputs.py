@@ -393,17 +393,33 @@ GROUPS: dict[str, list[Case]] = {
         case("export-unknown-format", "-o with a name that means no format bigdens writes",
              "export done.zarr -o d.dat",
              "cannot tell which format to write 'd.dat' in from its name; name it as Gaussian cube (*.cube, *.cub), "
-             "VASP CHGCAR (*CHGCAR*, *PARCHG*, *AECCAR*, CHG, *.vasp) or XSF (*.xsf), or choose one with --format "
-             "cube, chgcar or xsf"),
+             "VASP CHGCAR (*CHGCAR*, *PARCHG*, *AECCAR*, CHG, *.vasp), XSF (*.xsf) or Quantum ESPRESSO charge density "
+             "(charge-density.dat), or choose one with --format cube, chgcar, xsf or qe"),
         case("export-read-only-format", "-o with the name of a format bigdens reads but does not write",
              "export done.zarr -o d.gpw",
              "'d.gpw' names a GPAW restart file, which export does not write (`bigdens dft STORE -o FILE.gpw` starts "
              "a DFT run from the store and writes one); name it as Gaussian cube (*.cube, "
-             "*.cub), VASP CHGCAR (*CHGCAR*, *PARCHG*, *AECCAR*, CHG, *.vasp) or XSF (*.xsf), or choose one with "
-             "--format cube, chgcar or xsf"),
+             "*.cub), VASP CHGCAR (*CHGCAR*, *PARCHG*, *AECCAR*, CHG, *.vasp), XSF (*.xsf) or Quantum ESPRESSO charge "
+             "density (charge-density.dat), or choose one with --format cube, chgcar, xsf or qe"),
         case("dft-output-not-gpw", "bigdens dft -o with a name that is not a GPAW restart file",
              "dft done.zarr -o start.txt",
              "the output 'start.txt' must be a GPAW restart file named *.gpw, e.g. -o out.gpw"),
+        case("dft-harris-output-not-json", "bigdens dft --harris-foulkes -o with a name that is not JSON",
+             "dft done.zarr --harris-foulkes -o hf.gpw",
+             "the output 'hf.gpw' must be a JSON file of the energies, named *.json, e.g. -o hf.json"),
+        case("dft-one-sample", "bigdens dft --harris-foulkes --samples 1 (no spread from one sample)",
+             "dft done.zarr --harris-foulkes --samples 1 -o hf.json",
+             "--samples must be 0 (no σ) or at least 2, got 1"),
+        case("export-qe-no-ecutrho", "export to pw.x's charge-density.dat without the run's cutoff",
+             "export done.zarr -o charge-density.dat",
+             "a Quantum ESPRESSO charge density file lists the G-vectors of one pw.x run: give its cutoff, "
+             "--ecutrho RY (4 x ecutwfc unless the run sets ecutrho)"),
+        case("export-ecutrho-not-qe", "--ecutrho with a format that takes none", "export done.zarr -o d.cube --ecutrho 80",
+             "--ecutrho is for --format qe only; the Gaussian cube writer takes no such option"),
+        case("export-qe-grid-too-coarse", "export to charge-density.dat with an ecutrho the store's grid cannot hold",
+             "export done.zarr -o charge-density.dat --ecutrho 2000",
+             "the 4x4x4 grid holds only 0% of the run's G-vectors (ecutrho 2000 Ry); predict on a finer grid (pw.x's "
+             "FFT grid or finer)"),
         case("dft-partial-store", "bigdens dft of an unfinished store", "dft partial.zarr -o start.gpw",
              "'partial.zarr' is incomplete (unwritten points read NaN); finish it with `bigdens predict ... "
              "--resume` first"),

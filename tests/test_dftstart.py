@@ -250,3 +250,78 @@ def test_cli_runs_gpaw_from_a_store_and_writes_a_gpw(gpaw, al_store, tmp_path, c
     rho = back.get_pseudo_density()
     assert rho.shape == GPTS and abs(rho.sum() * atoms.get_volume() / rho.size - 12.0) < 1e-6
     assert (tmp_path / "al.txt").is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# Harris-Foulkes energies (bigdens.dft.harris) and the σ gate of `bigdens dft`
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.gpaw
+def test_harris_foulkes_is_the_scf_energy_at_the_ground_state_and_second_order_off_it(gpaw, al_default):
+    from bigdens.dft.harris import harris_foulkes
+
+    energy, rho, _ = al_default
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    make = lambda: al_calc(gpaw)  # noqa: E731
+    at_ground_state = harris_foulkes(make, atoms, rho)
+    assert abs(at_ground_state.energy - energy) < 1e-5  # eV per cell: the functional is the SCF energy there
+    noise = fourier_resample(np.random.default_rng(3).standard_normal((5, 5, 5)), rho.shape)
+    noise /= np.abs(noise).max()
+    errors = [harris_foulkes(make, atoms, rho * (1 + eps * noise)).energy - energy for eps in (0.01, 0.02)]
+    # Stationary: doubling the density error makes the energy error about four times larger (not two).
+    assert 3.0 < errors[1] / errors[0] < 5.0, errors
+    assert abs(errors[0]) / len(atoms) < 2e-3  # 1 % smooth noise: well inside 2 meV/atom
+
+
+@pytest.fixture(scope="module")
+def al_shipped_store(tmp_path_factory):
+    """A store of the 4-atom Al cell predicted by the shipped Al model on the test's DFT grid."""
+    from bigdens.models import shipped_model_for
+
+    d = tmp_path_factory.mktemp("dftstart-shipped")
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    out = d / "al.zarr"
+    engine.run(atoms, engine_config(out, shipped_model_for(atoms.numbers), spacing=None, grid=GPTS, block=16))
+    return atoms, out
+
+
+@pytest.mark.gpaw
+def test_cli_harris_foulkes_energy_and_sigma_of_a_prediction(gpaw, al_default, al_shipped_store, tmp_path, capsys):
+    import json
+
+    energy, _, _ = al_default
+    _, out = al_shipped_store
+    capsys.readouterr()
+    rc = main(["dft", str(out), "--harris-foulkes", "--samples", "2", "-o", str(tmp_path / "hf.json"), "--ecut",
+               str(ECUT), "--kpts", *map(str, KPTS), "--gpts", *map(str, GPTS)])
+    got = capsys.readouterr()
+    assert rc == 0, got.err
+    result = json.loads((tmp_path / "hf.json").read_text())
+    assert "Harris-Foulkes energy" in got.out and "meV/atom (σ, 2 sample densities)" in got.out
+    assert abs(result["energy_eV"] - energy) / 4 < 2e-3  # the issue's target, 2 meV/atom, on an in-domain cell
+    assert len(result["sample_energies_eV"]) == 2 and result["sigma_eV"] > 0
+    assert all(abs(e - energy) / 4 < 2e-3 for e in result["sample_energies_eV"])
+
+
+@pytest.mark.gpaw
+def test_the_sigma_gate_starts_a_flagged_structure_from_atomic_densities(gpaw, al_shipped_store, tmp_path, capsys):
+    import shutil
+
+    from bigdens.cli.dft import GATE_FLAGGED_SHARE
+
+    _, out = al_shipped_store
+    flagged = tmp_path / "flagged.zarr"
+    shutil.copytree(out, flagged)
+    group = zarr.open_group(str(flagged), mode="r+")
+    domain = dict(group.attrs["domain"])
+    assert domain["measured"]["flagged_share"] <= GATE_FLAGGED_SHARE  # the real prediction passes the gate
+    domain["measured"] = {**domain["measured"], "flagged_share": 2 * GATE_FLAGGED_SHARE}
+    group.attrs["domain"] = domain
+    settings = ["--ecut", str(ECUT), "--kpts", *map(str, KPTS), "--gpts", *map(str, GPTS)]
+    for store, start, says in ((out, "auto", "rescaled by"), (flagged, "auto", "Starting from GPAW's atomic"),
+                               (flagged, "predicted", "rescaled by")):
+        capsys.readouterr()
+        assert main(["dft", str(store), "-o", str(tmp_path / f"{start}.gpw"), "--start", start, *settings]) == 0
+        text = capsys.readouterr().out
+        assert says in text, text
+        assert ("from GPAW's atomic densities)" in text) == (says.startswith("Starting"))
