@@ -108,3 +108,27 @@ def strong_scaling(result: dict, path: Path) -> Path:
     path = _save(fig, result, path)
     plt.close(fig)
     return path
+
+
+def scf_residuals(result: dict, path: Path, *, structure: int = 0) -> Path:
+    """pw.x's estimated SCF accuracy (Ry) against iteration for each start of one structure (benchmarks.qe_start)."""
+    plt = _pyplot()
+    s = result["structures"][structure]
+    labels = {"pwx-atomic": "pw.x default (atomic densities)", "bigdens": "bigdens prediction (startingpot='file')",
+              "pwx-converged": "pw.x's own converged density (ceiling)"}
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for row in s["rows"]:
+        acc = row["scf_accuracy_Ry"]
+        ax.semilogy(np.arange(1, len(acc) + 1), acc, "o-", ms=3, label=f"{labels.get(row['start'], row['start'])}: "
+                                                                        f"{row['scf_iterations']} iterations")
+    ax.axhline(s["conv_thr_Ry"], color="grey", lw=0.8, ls="--", label="conv_thr")
+    ax.set_xlabel("SCF iteration")
+    ax.set_ylabel("estimated SCF accuracy (Ry)")
+    ax.set_title(f"{Path(s['structure']).stem}: {s['formula']}, {s['pseudopotential']}, pw.x", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"Quantum ESPRESSO {result['package_version']}, one process", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -123,9 +123,12 @@ class Holder:
 
 
 def lock_path(store: str | Path) -> Path:
-    """The lock file of ``store``: ``NAME.lock`` in the store's (resolved) folder."""
-    store = Path(store).absolute()
-    return Path(os.path.realpath(store.parent)) / (store.name + LOCK_SUFFIX)
+    """The lock file of ``store``: ``NAME.lock`` beside the store, every symbolic link resolved.
+
+    A link to a store and the store itself share one lock (two writers cannot get in by two names).
+    """
+    real = Path(os.path.realpath(Path(store).absolute()))
+    return real.parent / (real.name + LOCK_SUFFIX)
 
 
 def holder(store: str | Path) -> Holder | None:
@@ -167,17 +170,17 @@ def hold(store: str | Path, *, run_id: str | None, command: str = "bigdens predi
         If another live process holds the lock (the message names it), or the
         lock cannot be taken; nothing is written then.
     """
-    me = _take(store, run_id=run_id, command=command)
+    path = lock_path(store)  # once: --overwrite may replace a link to a store by the store itself meanwhile
+    me = _take(store, path, run_id=run_id, command=command)
     try:
         yield me
     finally:
-        _release(store, me)
+        _release(path, me)
 
 
 # -- taking and releasing ---------------------------------------------------------------
 
-def _take(store: str | Path, *, run_id: str | None, command: str) -> Holder:
-    path = lock_path(store)
+def _take(store: str | Path, path: Path, *, run_id: str | None, command: str) -> Holder:
     pid = os.getpid()
     state = _process_state(pid)
     me = Holder(command=command, host=socket.gethostname(), pid=pid,
@@ -260,8 +263,7 @@ def _remove_stale(path: Path, stale: Holder) -> bool:
         aside.unlink(missing_ok=True)
 
 
-def _release(store: str | Path, me: Holder) -> None:
-    path = lock_path(store)
+def _release(path: Path, me: Holder) -> None:
     current = _read(path)
     if isinstance(current, Holder) and current.token == me.token:
         path.unlink(missing_ok=True)

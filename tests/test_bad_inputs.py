@@ -483,6 +483,22 @@ GROUPS: dict[str, list[Case]] = {
         case("export-cube-is-folder", "--cube names a folder", "export done.zarr --cube notes",
              "cannot write 'notes': it is a folder; give a file name, e.g. -o density.cube"),
     ],
+    "Output paths (nothing written inside a store but by predict; no input overwritten)": [
+        case("export-into-store-metadata", "export -o onto a store's own zarr.json",
+             "export done.zarr -o done.zarr/zarr.json --format cube",
+             "'done.zarr/zarr.json' lies inside the bigdens store '…/done.zarr'; nothing is written inside a store "
+             "but by `bigdens predict`: choose a path outside it"),
+        case("predict-into-store-array", "predict -o an array inside an existing store, with --overwrite",
+             "predict al.xyz " + STORE + " --out done.zarr/density --overwrite",
+             "'done.zarr/density' lies inside the bigdens store '…/done.zarr'; nothing is written inside a store but "
+             "by `bigdens predict`: choose a path outside it"),
+        case("predict-output-is-input", "predict -o the structure file itself, with --overwrite",
+             "predict al.xyz " + STORE + " --out al.xyz --overwrite",
+             "the output 'al.xyz' is also an input of this command ('al.xyz'); writing it would destroy that input: "
+             "choose another -o/--output"),
+        case("charges-output-is-store", "charges -o a bigdens store", "charges done.zarr -o partial.zarr",
+             "'partial.zarr' is a bigdens store, which `bigdens charges` would overwrite; choose another -o/--output"),
+    ],
     "Stores in use (one writer per store)": [
         case("store-in-use-elsewhere", "--overwrite of a store a run on another host writes",
              "predict al.xyz " + STORE + " --out busy.zarr --overwrite",

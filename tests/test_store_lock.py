@@ -323,3 +323,18 @@ def test_replaced_store_is_not_renormalized_by_the_old_run(tmp_path, model, atom
         engine.run(atoms, config(out, model, renormalize=True))
     assert_identical(variables(out), variables(raw))  # no block scaled after the swap
     assert not any(e.scale != 1.0 for e in store.read_ledger(out).values())
+
+
+def test_a_link_to_a_store_shares_the_store_s_lock(tmp_path):
+    # Two writers must not get in by two names: the lock is keyed by the resolved path.
+    real = tmp_path / "real.zarr"
+    real.mkdir()
+    (tmp_path / "link.zarr").symlink_to(real)
+    (tmp_path / "dir-link").symlink_to(tmp_path)
+    assert storelock.lock_path(tmp_path / "link.zarr") == storelock.lock_path(real)
+    assert storelock.lock_path(tmp_path / "dir-link" / "link.zarr") == storelock.lock_path(real)
+    with storelock.hold(tmp_path / "link.zarr", run_id="a"):
+        with pytest.raises(SetupError, match="is in use by bigdens predict"):
+            with storelock.hold(real, run_id="b"):
+                pass
+    assert storelock.holder(real) is None  # released under the name it was taken by

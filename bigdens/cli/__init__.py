@@ -29,6 +29,7 @@ from typing import Iterator
 
 from .._version import __version__
 from ..errors import BigdensError, InputError, Interrupted
+from ._common import check_output
 
 #: Sub-command name -> module (relative to this package).
 COMMANDS: dict[str, str] = {
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with stop_signals_raise():
+            check_output(args)
             return int(args._run(args) or 0)
     except BigdensError as exc:
         if args.debug:

@@ -174,3 +174,66 @@ def cost_data_dirs(given: list[str] | None) -> list:
         raise InputError("no DFT timings to estimate costs from: give --cost-data DATA (data sets made by "
                          "`bigdens datagen`, which record their DFT core-seconds)")
     return found
+
+
+#: Commands whose -o/--output is a store they write (``predict`` resumes or overwrites one there).
+STORE_WRITERS = frozenset({"predict"})
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    # Every argument value (or list item) other than the output that names an existing file or folder.
+    import os
+
+    found = []
+    for key, value in vars(args).items():
+        if key in ("output", "_run", "command") or value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, str) and item and os.path.exists(item):
+                found.append(item)
+    return found
+
+
+def check_output(args: argparse.Namespace) -> None:
+    """Refuse an ``-o/--output`` that would destroy something: an input, or part of a bigdens store.
+
+    - No path inside an existing bigdens store (its ``zarr.json``, an array, the ledger): nothing is written
+      inside a store but by the engine.
+    - No existing bigdens store as the output of a command that does not write stores (``data import``,
+      ``export``, ...); ``predict`` writes, resumes or overwrites its own store there.
+    - No input file given to the same command, whatever the path's spelling (symbolic links, ``./``); an
+      existing folder as the output is left to the command (each says what it writes there).
+
+    Symbolic links are resolved first, so a link to a store counts as the store.
+
+    Raises
+    ------
+    SetupError
+        One line naming the path, what it would destroy and what to do.
+    """
+    import os
+    from pathlib import Path
+
+    from ..errors import SetupError
+    from ..store import read_attrs
+
+    output = getattr(args, "output", None)
+    if not isinstance(output, str) or not output:
+        return
+    real = Path(os.path.realpath(output))
+    for parent in real.parents:
+        if read_attrs(parent) is not None:
+            raise SetupError(f"{output!r} lies inside the bigdens store '{parent}'; nothing is written inside a store "
+                             "but by `bigdens predict`: choose a path outside it")
+    if args.command not in STORE_WRITERS and read_attrs(real) is not None:
+        raise SetupError(f"{output!r} is a bigdens store, which `bigdens {args.command}` would overwrite; choose "
+                         "another -o/--output")
+    if real.is_file():  # a folder given as an output: each command says what it writes there
+        for item in _inputs(args):
+            try:
+                same = os.path.samefile(item, real)
+            except OSError:
+                continue
+            if same:
+                raise SetupError(f"the output {output!r} is also an input of this command ({item!r}); writing it "
+                                 "would destroy that input: choose another -o/--output")
