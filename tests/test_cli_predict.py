@@ -150,3 +150,16 @@ def test_plot_of_an_unfinished_store_warns(files, tmp_path):
     engine.run(atoms, config(done, model))
     r = bigdens("plot", str(done), "--plane", "z=0.5", "-o", str(tmp_path / "q.png"))
     assert r.returncode == 0 and "incomplete" not in r.stderr
+
+
+def test_report_without_bokeh_is_refused_before_any_work(files, tmp_path, monkeypatch, capsys):
+    from bigdens.cli import main
+
+    monkeypatch.setitem(sys.modules, "bokeh", None)  # as if bokeh were not installed: its import fails
+    _, structure_file, model_file = files
+    out = tmp_path / "r.zarr"
+    rc = main(["predict", str(structure_file), "--model", str(model_file), "-o", str(out), "--report",
+               str(tmp_path / "r.html"), "--workers", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--report" in err[0] and "pip install bokeh" in err[0], err
+    assert not out.exists() and not (tmp_path / "r.html").exists()

@@ -24,7 +24,7 @@ from ._common import add_frame_argument, add_output_argument
 
 #: Largest share of flagged points (epistemic σ above the model's validation 99.9 % quantile) at which
 #: ``--start auto`` starts from the predicted density (README "Start DFT from a prediction": the measurement).
-GATE_FLAGGED_SHARE = 0.02
+GATE_FLAGGED_SHARE = 0.01
 
 HELP = ("run GPAW (plane waves, HGH setups) to self-consistency starting from a predicted store's density "
         "instead of atomic densities, and write the converged calculation as a .gpw file")
