@@ -41,7 +41,8 @@ PSEUDO = {13: ("Al", 26.98, "Al.pz-vbc.UPF", 20.0), 14: ("Si", 28.0855, "Si.pz-v
 RY_PER_EV = 1 / 13.605693122994
 
 
-def _input(atoms, kpts, *, ecutwfc: float, outdir: str, startingpot: str, pseudo_dir: str) -> str:
+def _input(atoms, kpts, *, ecutwfc: float, outdir: str, startingpot: str, pseudo_dir: str,
+           diago_thr_init: float | None = None) -> str:
     from ase.io.espresso import write_espresso_in
     import io
 
@@ -51,6 +52,8 @@ def _input(atoms, kpts, *, ecutwfc: float, outdir: str, startingpot: str, pseudo
             "system": {"ecutwfc": ecutwfc, "ecutrho": 4 * ecutwfc, "occupations": "smearing", "smearing": "fd",
                        "degauss": 0.1 * RY_PER_EV},
             "electrons": {"conv_thr": 1e-9 * len(atoms), "startingpot": startingpot}}
+    if diago_thr_init is not None and startingpot == "file":
+        data["electrons"]["diago_thr_init"] = diago_thr_init
     buf = io.StringIO()
     write_espresso_in(buf, atoms, input_data=data, pseudopotentials={sym: upf}, kpts=tuple(kpts))
     return buf.getvalue()
@@ -77,7 +80,7 @@ def _parse(out: str) -> dict:
                                      if "starting charge" in x), None)}
 
 
-def run_structure(path: str, *, pseudo_dir: str, model: str | None) -> dict:
+def run_structure(path: str, *, pseudo_dir: str, model: str | None, diago_thr_init: float | None = None) -> dict:
     from bigdens.datagen.settings import protocol_settings
     from bigdens.io.qe import read_charge_density
 
@@ -99,7 +102,7 @@ def run_structure(path: str, *, pseudo_dir: str, model: str | None) -> dict:
             if density_file is not None:
                 shutil.copy(density_file, folder / "out" / "x.save" / "charge-density.dat")
             out, wall = _pwx(folder, _input(atoms, kpts, ecutwfc=ecutwfc, outdir="./out", startingpot=startingpot,
-                                            pseudo_dir=pseudo_dir))
+                                            pseudo_dir=pseudo_dir, diago_thr_init=diago_thr_init))
             row = {"start": name, **_parse(out), "wall_seconds": round(wall, 2), **(extra or {})}
             final[name] = read_charge_density(folder / "out" / "x.save" / "charge-density.dat")["rho_g"][0]
             if name != "pwx-atomic":
@@ -129,7 +132,8 @@ def run_structure(path: str, *, pseudo_dir: str, model: str | None) -> dict:
         run("pwx-converged", "file", default / "out" / "x.save" / "charge-density.dat")
     return {"structure": path, "n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
             "kpts": list(kpts), "bigdens_grid": list(gpts), "ecutwfc_Ry": ecutwfc, "ecutrho_Ry": 4 * ecutwfc,
-            "pseudopotential": PSEUDO[int(atoms.numbers[0])][2], "conv_thr_Ry": 1e-9 * len(atoms), "rows": rows}
+            "pseudopotential": PSEUDO[int(atoms.numbers[0])][2], "conv_thr_Ry": 1e-9 * len(atoms),
+            "diago_thr_init_file_starts": diago_thr_init, "rows": rows}
 
 
 def main(argv=None) -> int:
@@ -138,12 +142,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results/qe_start.json")
     p.add_argument("--pseudo-dir", default=os.environ.get("PSEUDO_DIR", "/usr/share/espresso/pseudo"))
     p.add_argument("--model", help="model file (default: the shipped model for the structure's species)")
+    p.add_argument("--diago-thr-init", type=float, help="pw.x's diago_thr_init for the starts from a file (default: "
+                                                        "pw.x's own, 1e-2 for an SCF)")
     args = p.parse_args(argv)
     version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "quantum-espresso"], capture_output=True,
                              text=True).stdout or "unknown"
     result = {"code": "pw.x (Quantum ESPRESSO)", "package_version": version, "processes": 1, "structures": []}
     for path in args.structures:
-        result["structures"].append(run_structure(path, pseudo_dir=args.pseudo_dir, model=args.model))
+        result["structures"].append(run_structure(path, pseudo_dir=args.pseudo_dir, model=args.model,
+                                                          diago_thr_init=args.diago_thr_init))
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0

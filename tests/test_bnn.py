@@ -311,3 +311,25 @@ def test_outside_mask_kernel_is_the_any_of_the_range_comparisons(rng):
     got = outside_mask(x, lo, hi)
     assert got.dtype == np.bool_ and np.array_equal(got, want)
     assert not got[5] and got[6] and got[7] and got.any() and not got.all()
+
+
+def test_a_model_file_replaced_during_a_run_is_refused_where_it_is_loaded(tmp_path):
+    # Workers load the model by path with the run's model_hash (recorded by the driver at the start): a file
+    # replaced meanwhile must stop the run, not feed it under the original's name.
+    from bigdens._files import file_hash
+    from bigdens.engine.worker import load_model
+    from bigdens.errors import RunError
+
+    from helpers import make_model
+
+    path = tmp_path / "m.safetensors"
+    make_model(path)
+    recorded = file_hash(path)
+    assert load_model(path, recorded) is load_model(path, recorded)  # loaded once per process
+    make_model(path, seed=7)  # another model under the same name
+    assert file_hash(path) != recorded
+    with pytest.raises(RunError, match="changed since the run started"):
+        load_model(path, recorded + "x")  # a fresh cache key: the file is read and checked
+    with pytest.raises(RunError, match="changed since the run started"):
+        load(path, expected_hash=recorded)
+    assert load(path, expected_hash=file_hash(path)).params is not None

@@ -61,16 +61,27 @@ def _check_recorded_hash(path: Path) -> None:
         )
 
 
-def load(path: str | Path) -> DensityModel:
+def load(path: str | Path, *, expected_hash: str | None = None) -> DensityModel:
     """Read a model file written by :meth:`DensityModel.save`.
 
     Nothing is unpickled: the file is safetensors, whose header is JSON.
+
+    Parameters
+    ----------
+    path
+        The model file.
+    expected_hash
+        The sha256 (hex) the file must have: a run's ``model_hash``, recorded when the run started.
+        Workers and the commands that read a store's model pass it, so that a file replaced
+        meanwhile is refused rather than used under the original's name.
 
     Raises
     ------
     InputError
         If the file is missing, not a bigdens model, truncated or corrupt, or
         written by a newer incompatible bigdens.
+    RunError
+        If ``expected_hash`` is given and the file's hash differs.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -81,6 +92,13 @@ def load(path: str | Path) -> DensityModel:
     if not path.is_file():
         raise InputError(f"model file {str(path)!r} does not exist")
     _check_recorded_hash(path)
+    if expected_hash is not None:
+        from .._files import file_hash
+        from ..errors import RunError
+
+        if file_hash(path) != expected_hash:
+            raise RunError(f"the model file {str(path)!r} changed since the run started (its sha256 is not the "
+                           "run's model_hash): restore that file, or start again with the new one")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta_raw = (f.metadata() or {}).get(METADATA_KEY)

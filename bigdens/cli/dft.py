@@ -178,10 +178,12 @@ def _scf(args, atoms, density, make, log, predicted: bool) -> None:
 def _harris(args, attrs, atoms, density, make, gpts) -> None:
     import json
 
+    from pathlib import Path
+
     from .. import bnn
-    from .._files import file_hash, write_text
-    from ..dft.harris import density_samples, harris_foulkes
-    from ..errors import InputError, SetupError
+    from .._files import write_text
+    from ..dft.harris import density_samples, harris_foulkes, sample_sigma
+    from ..errors import SetupError
 
     centre = harris_foulkes(make, atoms, density)
     n = len(atoms)
@@ -191,23 +193,13 @@ def _harris(args, attrs, atoms, density, make, gpts) -> None:
               "sigma_eV": None, "sample_energies_eV": []}
     if args.samples:
         path = attrs.get("model_path")
-        if not path:
-            raise SetupError("the store names no model file; use --samples 0 for the energy without σ")
-        try:
-            digest = file_hash(path)
-        except OSError:
-            raise SetupError(f"the store's model {path!r} is not readable here; use --samples 0, or predict again") \
-                from None
-        if digest != attrs.get("model_hash"):
-            raise InputError(f"the model file {path!r} changed since the store was made (its hash differs); "
-                             "use --samples 0, or predict again")
-        _, fields = density_samples(bnn.load(path), atoms, tuple(gpts), samples=max(args.samples, 2),
-                                    seed=int(attrs.get("seed", 0)))
-        energies = [harris_foulkes(make, atoms, fields[s]).energy for s in range(args.samples)]
-        import numpy as np
-
-        result["sample_energies_eV"] = energies
-        result["sigma_eV"] = float(np.std(energies, ddof=1))
+        if not path or not Path(path).is_file():
+            raise SetupError(f"the store's model file {path!r} is not here; use --samples 0 for the energy without σ")
+        model = bnn.load(path, expected_hash=attrs.get("model_hash"))
+        _, fields = density_samples(model, atoms, tuple(gpts), samples=args.samples, seed=int(attrs.get("seed", 0)))
+        runs = [harris_foulkes(make, atoms, field) for field in fields]
+        result["sample_energies_eV"] = [r.energy for r in runs]
+        result["sigma_eV"] = sample_sigma(runs)
     write_text(args.output, json.dumps(result, indent=1) + "\n")
     sigma = "" if result["sigma_eV"] is None else f" ± {result['sigma_eV'] / n * 1000:.3f} meV/atom (σ, " \
                                                   f"{args.samples} sample densities)"

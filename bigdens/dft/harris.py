@@ -208,5 +208,9 @@ def harris_foulkes_with_sigma(make_calculator: Callable[[], Any], atoms: "Atoms"
         raise InputError(f"n_samples must lie in 2..{len(fields)} (the fields given), got {n_samples!r}")
     centre = harris_foulkes(make_calculator, atoms, mean, **kwargs)
     runs = tuple(harris_foulkes(make_calculator, atoms, fields[s], **kwargs) for s in range(int(n_samples)))
-    sigma = float(np.std([r.energy for r in runs], ddof=1))
-    return HarrisWithSigma(mean=centre, samples=runs, sigma=sigma)
+    return HarrisWithSigma(mean=centre, samples=runs, sigma=sample_sigma(runs))
+
+
+def sample_sigma(runs) -> float:
+    """σ of the Harris–Foulkes energy: the standard deviation (divisor n − 1) over sample densities' runs, eV."""
+    return float(np.std([r.energy for r in runs], ddof=1))

@@ -44,14 +44,18 @@ _MAX_CONTEXTS = 4
 
 
 def load_model(path: str | Path, model_hash: str) -> "DensityModel":
-    """The model at ``path``, loaded once per process (cached by path and file hash)."""
+    """The model at ``path``, loaded once per process (cached by path and file hash).
+
+    The file's sha256 must be ``model_hash``, the hash the driver recorded when the run started
+    (:func:`bigdens.bnn.load`): a file replaced during a run stops the run, never feeds it silently.
+    """
     from ..bnn import load
 
     key = (str(Path(path).resolve()), model_hash)
     with _LOCK:
         model = _MODELS.get(key)
         if model is None:
-            model = _MODELS[key] = load(path)
+            model = _MODELS[key] = load(path, expected_hash=model_hash)
             model.net.eval()
     return model
 
