@@ -155,6 +155,24 @@ def test_writer_round_trip_through_ase_and_bigdens(interleaved, rng):
     assert f.density.sum() * abs(np.linalg.det(f.cell)) / rho.size == pytest.approx(electrons, rel=1e-6)
 
 
+def test_writer_round_trip_through_pymatgen(interleaved, rng):
+    # pymatgen's Chgcar (what bader, pymatgen and atomate users read CHGCARs with): the same structure,
+    # species grouped, and ρ·V_cell on the same grid, x fastest; its own integral is the electron count.
+    from pymatgen.io.vasp.outputs import Chgcar
+
+    rho = (0.02 + rng.random((5, 6, 7))).astype(np.float32)
+    write_chgcar("CHGCAR", interleaved, rho)
+    chg = Chgcar.from_file("CHGCAR")
+    grouped = interleaved[[0, 2, 1, 3, 4]]
+    assert [str(s.specie) for s in chg.structure] == ["Si", "Si", "Ge", "Ge", "Ge"]
+    np.testing.assert_allclose(chg.structure.lattice.matrix, interleaved.cell[:], atol=1e-12)
+    np.testing.assert_allclose(chg.structure.cart_coords, grouped.positions, atol=1e-10)
+    volume = interleaved.get_volume()
+    np.testing.assert_allclose(chg.data["total"], rho.astype(np.float64) * volume, rtol=1e-10)
+    electrons = float(rho.astype(np.float64).sum()) * volume / rho.size
+    assert chg.data["total"].sum() / rho.size == pytest.approx(electrons, rel=1e-9)  # pymatgen's Σ ρV / N
+
+
 def test_writer_streams_planes_along_z_once_in_order(interleaved, rng):
     rho = rng.random((3, 4, 5))
 
