@@ -33,7 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from benchmarks.dft_start import _structure, nmae
 

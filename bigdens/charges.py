@@ -382,10 +382,7 @@ def read(path: str | Path, *, frame: int | None = None) -> StoreCharges:
     from . import store
     from .chemistry import HGH_VALENCE
 
-    attrs = store.read_attrs(path)
-    if attrs is None:
-        raise InputError(f"{str(path)!r} is not a bigdens store (no zarr.json with format "
-                         f"{store.STORE_FORMAT!r}); give a store written by `bigdens predict`")
+    attrs = store.require_attrs(path)
     frame = store.check_frame(path, attrs, frame)
     sel = () if frame is None else (frame,)
     if not attrs.get("complete"):

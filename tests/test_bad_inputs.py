@@ -379,14 +379,14 @@ GROUPS: dict[str, list[Case]] = {
         case("store-out-under-file", "--out under a file", "predict al.xyz " + STORE + " --out al.xyz/new.zarr",
              "the output folder '…/al.xyz' does not exist (or is not a folder); create it first"),
         case("verify-not-store", "verify a folder of other files", "verify notes",
-             "'notes' is not a bigdens store (no zarr.json with format 'bigdens-density')"),
+             "'notes' is not a bigdens store (no zarr.json in it); give a store written by `bigdens predict`"),
         case("verify-missing", "verify a path that does not exist", "verify missing.zarr",
-             "'missing.zarr' is not a bigdens store (no zarr.json with format 'bigdens-density')"),
+             "'missing.zarr' does not exist; give a store written by `bigdens predict`"),
         case("export-unknown-var", "--var rho", "export done.zarr --cube d.cube --var rho",
              "unknown variable 'rho'; choose one of density, density_std_epistemic, density_std_aleatoric, "
              "density_std"),
         case("export-not-store", "export a folder of other files", "export notes --cube d.cube",
-             "'notes' is not a bigdens store"),
+             "'notes' is not a bigdens store (no zarr.json in it); give a store written by `bigdens predict`"),
         case("export-incomplete", "export an unfinished store", "export partial.zarr --cube d.cube",
              "'partial.zarr' is incomplete (unwritten points read NaN); finish it with `bigdens predict ... "
              "--resume` first"),
@@ -427,8 +427,7 @@ GROUPS: dict[str, list[Case]] = {
              "export done.zarr --cube nodir/d.cube",
              "cannot write 'nodir/d.cube': its folder does not exist; create it first"),
         case("charges-not-store", "charges of a folder of other files", "charges notes",
-             "'notes' is not a bigdens store (no zarr.json with format 'bigdens-density'); give a store written by "
-             "`bigdens predict`"),
+             "'notes' is not a bigdens store (no zarr.json in it); give a store written by `bigdens predict`"),
         case("charges-old-store", "charges of a store made before bigdens computed them", "charges old.zarr",
              "'old.zarr' was made before bigdens computed per-atom charges; rerun `bigdens predict ... --overwrite` "
              "to get them"),
@@ -438,7 +437,7 @@ GROUPS: dict[str, list[Case]] = {
         case("charges-output-format", "-o with a suffix other than .csv or .extxyz", "charges done.zarr -o q.txt",
              "cannot tell the format of 'q.txt': name it FILE.csv or FILE.extxyz"),
         case("plot-not-store", "plot a folder of other files", "plot notes -o p.png",
-             "'notes' is not a bigdens store"),
+             "'notes' is not a bigdens store (no zarr.json in it); give a store written by `bigdens predict`"),
         case("plot-bad-plane", "--plane w=0.5", "plot done.zarr --plane w=0.5 -o p.png",
              "--plane must look like z=0.5 (axis x, y or z; a fraction in [0, 1]), got 'w=0.5'"),
         case("plot-unknown-format", "-o with a suffix matplotlib does not write", "plot done.zarr -o p.weird",
@@ -484,6 +483,9 @@ GROUPS: dict[str, list[Case]] = {
              "cannot write 'notes': it is a folder; give a file name, e.g. -o density.cube"),
     ],
     "Output paths (nothing written inside a store but by predict; no input overwritten)": [
+        case("export-damaged-root", "export of a store whose zarr.json was cut short", "export half-root.zarr -o d.cube",
+             "'half-root.zarr' is a damaged store: its zarr.json is not readable JSON (half-written or edited); "
+             "predict it again (--overwrite), or restore that file"),
         case("export-into-store-metadata", "export -o onto a store's own zarr.json",
              "export done.zarr -o done.zarr/zarr.json --format cube",
              "'done.zarr/zarr.json' lies inside the bigdens store '…/done.zarr'; nothing is written inside a store "
@@ -1150,6 +1152,8 @@ def _damaged_stores(d: Path) -> None:
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "fill_value": 0.0}))
     zarr.open_array(str(copy("atoms-moved.zarr") / "positions"), mode="r+")[1, 0] += 0.01
     (copy("ledger-deleted.zarr") / "ledger" / "block-0000000.json").unlink()
+    root = copy("half-root.zarr") / "zarr.json"
+    root.write_bytes(root.read_bytes()[:200])  # a root metadata write cut short
 
 
 def _locked_stores(d: Path) -> None:

@@ -79,9 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise SetupError(f"cannot write {args.output!r}: it is a folder; give a file name, e.g. -o {example}")
     fmt = output_format(args.output, args.format, option="--format")
     options = _writer_options(args, fmt)
-    attrs = store.read_attrs(args.store)
-    if attrs is None:
-        raise SetupError(f"{args.store!r} is not a bigdens store")
+    attrs = store.require_attrs(args.store)
     if args.var not in store.VARIABLES:
         raise SetupError(f"unknown variable {args.var!r}; choose one of {', '.join(store.VARIABLES)}")
     if not Path(args.output).absolute().parent.is_dir():

@@ -118,11 +118,8 @@ def _read_plane(path: str, axis: int, frac: float, frame: int | None) -> _Plane:
     import zarr
 
     from .. import store
-    from ..errors import SetupError
 
-    attrs = store.read_attrs(path)
-    if attrs is None:
-        raise SetupError(f"{path!r} is not a bigdens store")
+    attrs = store.require_attrs(path)
     # Metadata, coordinates and atoms first; then the checksum of every written block the plane cuts.
     reader = store.open_checked(path, attrs=attrs, blocks=False, frame=frame)
     if not attrs.get("complete"):

@@ -81,10 +81,6 @@ def _run(args: argparse.Namespace) -> int:
     from ..domain import OutOfDomainError
     from ..engine import out_of_domain_message, run as run_engine
 
-    if args.report is not None:  # before any work: a missing bokeh must not cost the run (or leave it half-written)
-        from .._imports import attempt_import
-
-        attempt_import("bokeh", purpose="--report (Dask's performance report is drawn with bokeh)")
     config = PredictConfig(
         out=args.output, model=args.model, spacing=args.spacing, grid=tuple(args.grid) if args.grid else None,
         mc_samples=args.mc_samples, block=args.block, chunk=args.chunk, cluster=args.cluster,
@@ -93,6 +89,10 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device, report=args.report, max_blocks=args.max_blocks, block_timeout=args.block_timeout,
         allow_out_of_domain=args.allow_out_of_domain, skip_size_check=args.skip_size_check,
     )
+    if args.report is not None:  # before any work: a missing bokeh must not cost the run (or leave it half-written)
+        from .._imports import attempt_import
+
+        attempt_import("bokeh", purpose="--report (Dask's performance report is drawn with bokeh)")
     if args.frames is not None:
         atoms = trajectory.read_trajectory(args.structure, frames=trajectory.parse_frames(args.frames),
                                            text=args.frames, format=args.format)

@@ -291,9 +291,7 @@ def read_store_density(path: str | Path, *, frame: int | None = None) -> tuple["
 
     from .. import store
 
-    attrs = store.read_attrs(path)
-    if attrs is None:
-        raise SetupError(f"{str(path)!r} is not a bigdens store (no zarr.json of a `bigdens predict` output)")
+    attrs = store.require_attrs(path)
     reader = store.open_checked(path, attrs=attrs, frame=frame)
     if not attrs.get("complete"):
         raise InputError(f"{str(path)!r} is incomplete (unwritten points read NaN); finish it with "

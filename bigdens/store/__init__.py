@@ -71,7 +71,7 @@ from .creation import (_create_axis, _create_frame_coords, _create_tiles, _creat
 from .damage import SHOWN, damage_error, problems_error, repair_hint, repairable
 from .layout import (CHARGE_UNITS, CHARGE_VARIABLES, DENSITY_UNITS, FRAME_COORDS, LEDGER, STORE_FORMAT, STORE_VERSION,
                      TILE_ROWS, TILES, VARIABLES, _Frame, _jsonable, _quiet, _tile_layout, _zarr, blocks_of, checksum,
-                     frame_coordinates, n_frames, read_attrs, structure_hash, structure_hash_chunks, trajectory_hash,
+                     frame_coordinates, n_frames, read_attrs, require_attrs, structure_hash, structure_hash_chunks, trajectory_hash,
                      WorkUnits, unit_index, variable_layout)
 from .ledger import (LedgerEntry, charges_file, ledger_file, read_block_charges, read_ledger, read_ledger_entry, write_block,
                      write_block_charges, write_charges, write_ledger)
@@ -84,6 +84,6 @@ from .verification import VerifyReport, _verify_unit, verify
 __all__ = ["BlockReader", "LedgerEntry", "WorkUnits", "CHARGE_UNITS", "CHARGE_VARIABLES", "CheckedSlabs", "DENSITY_UNITS", "STORE_FORMAT",
            "VARIABLES", "VerifyReport", "charges_file", "check_frame", "check_identity", "check_metadata",
            "check_target", "checksum", "create", "damage_error", "n_frames", "open_checked", "open_variables",
-           "problems_error", "read_attrs", "read_block_charges", "read_ledger", "repair_metadata", "structure_hash",
+           "problems_error", "read_attrs", "read_block_charges", "require_attrs", "read_ledger", "repair_metadata", "structure_hash",
            "structure_hash_chunks", "trajectory_hash", "unit_index", "update_attrs", "variable_layout", "verify",
            "write_block", "write_block_charges", "write_charges", "write_ledger"]

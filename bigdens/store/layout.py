@@ -166,6 +166,35 @@ def read_attrs(path: str | Path) -> dict | None:
     return attrs if isinstance(attrs, dict) and attrs.get("format") == STORE_FORMAT else None
 
 
+def require_attrs(path: str | Path) -> dict:
+    """:func:`read_attrs` of a store that must be one, or a :class:`SetupError` that says what ``path`` is instead.
+
+    Tells apart: nothing there, a file, a folder without ``zarr.json``, a ``zarr.json`` that is not
+    readable JSON (a half-written or damaged store: repair or predict again), and another Zarr group.
+    """
+    from ..errors import SetupError
+
+    attrs = read_attrs(path)
+    if attrs is not None:
+        return attrs
+    p = Path(path)
+    name = str(path)
+    if not p.exists():
+        raise SetupError(f"{name!r} does not exist; give a store written by `bigdens predict`")
+    if not p.is_dir():
+        raise SetupError(f"{name!r} is a file, not a bigdens store (a folder written by `bigdens predict`)")
+    meta = p / "zarr.json"
+    if not meta.is_file():
+        raise SetupError(f"{name!r} is not a bigdens store (no zarr.json in it); give a store written by "
+                         "`bigdens predict`")
+    try:
+        json.loads(meta.read_text())
+    except (OSError, ValueError):
+        raise SetupError(f"{name!r} is a damaged store: its zarr.json is not readable JSON (half-written or "
+                         "edited); predict it again (--overwrite), or restore that file") from None
+    raise SetupError(f"{name!r} is not a bigdens store (its zarr.json is not of format {STORE_FORMAT!r})")
+
+
 def variable_layout(shape, chunk, frames: int | None) -> tuple[tuple, tuple, tuple]:
     """(shape, chunks, dimension names) of a density variable; a leading ``frame`` axis for a trajectory."""
     if frames is None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import SetupError
 from .damage import damage_error, problems_error
-from .layout import STORE_FORMAT, WorkUnits, _quiet, _zarr, blocks_of, checksum, n_frames, read_attrs
+from .layout import WorkUnits, _quiet, _zarr, blocks_of, checksum, n_frames, require_attrs
 from .ledger import read_ledger
 from .metadata import check_metadata
 
@@ -40,9 +40,7 @@ class BlockReader:
     def __init__(self, path: str | Path, *, attrs: dict | None = None, frame: int | None = None,
                  ledger: dict | None = None):
         self.path = Path(path)
-        self.attrs = read_attrs(path) if attrs is None else attrs
-        if self.attrs is None:
-            raise SetupError(f"{str(path)!r} is not a bigdens store (no zarr.json with format {STORE_FORMAT!r})")
+        self.attrs = require_attrs(path) if attrs is None else attrs
         self.complete = bool(self.attrs.get("complete"))
         try:
             self.shape = tuple(int(n) for n in self.attrs["grid_shape"])

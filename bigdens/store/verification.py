@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import SetupError
-from .layout import STORE_FORMAT, VARIABLES, n_frames, read_attrs
+from .layout import VARIABLES, n_frames, require_attrs
 from .ledger import read_block_charges, read_ledger
 from .metadata import check_metadata
 from .reader import BlockReader
@@ -65,9 +65,7 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyReport:
         If ``path`` is not a bigdens store.
     """
     path = Path(path)
-    attrs = read_attrs(path)
-    if attrs is None:
-        raise SetupError(f"{str(path)!r} is not a bigdens store (no zarr.json with format {STORE_FORMAT!r})")
+    attrs = require_attrs(path)
     frames = n_frames(attrs)
     ledger = read_ledger(path)
     readers = [BlockReader(path, attrs=attrs, frame=k, ledger=ledger) for k in range(frames or 1)] \
