@@ -125,8 +125,14 @@ def harris_foulkes(make_calculator: Callable[[], Any], atoms: "Atoms", density: 
                         wall_seconds=time.perf_counter() - t0, rescale_factor=report.rescale_factor)
 
 
-def density_samples(model, atoms: "Atoms", shape: tuple[int, int, int], *, samples: int = 20, seed: int = 0
-                    ) -> tuple[np.ndarray, np.ndarray]:
+#: Spreads :func:`density_samples` can give its fields.
+SPREADS = ("epistemic", "total")
+#: Largest factor by which ``spread="total"`` widens a point's epistemic deviations.
+MAX_WIDENING = 30.0
+
+
+def density_samples(model, atoms: "Atoms", shape: tuple[int, int, int], *, samples: int = 20, seed: int = 0,
+                    spread: str = "epistemic") -> tuple[np.ndarray, np.ndarray]:
     """The model's mean density and its Monte Carlo sample fields on a grid over ``atoms.cell``.
 
     Parameters
@@ -142,6 +148,13 @@ def density_samples(model, atoms: "Atoms", shape: tuple[int, int, int], *, sampl
         Monte Carlo samples S.
     seed
         Seed of the weight samples.
+    spread
+        ``"epistemic"``: the samples as the model draws them (their per-point spread is the epistemic σ).
+        ``"total"``: each point's deviations widened by ``sqrt((σ_epi² + σ_ale²)/σ_epi²)`` (at most
+        :data:`MAX_WIDENING`), so that the per-point spread is the total σ while the spatial pattern
+        (the correlation between points) stays the epistemic samples'.  The aleatoric part is
+        otherwise point-to-point noise that an integral averages away, although the model's errors
+        in the bulk are spatially correlated: this is the assumption that they are.
 
     Returns
     -------
@@ -163,9 +176,14 @@ def density_samples(model, atoms: "Atoms", shape: tuple[int, int, int], *, sampl
     cell = np.asarray(atoms.cell[:], dtype=np.float64)
     features = compute(positions, numbers, cell, grid.points(), model.params)
     n = len(features)
-    mean, _, _, deviations = model.predict_grouped(features, np.arange(n), n, samples=int(samples), seed=seed,
-                                                   disorder=bond_spread(positions, numbers, cell))
+    if spread not in SPREADS:
+        raise InputError(f"spread must be one of {', '.join(SPREADS)}, got {spread!r}")
+    mean, epi, ale, deviations = model.predict_grouped(features, np.arange(n), n, samples=int(samples), seed=seed,
+                                                       disorder=bond_spread(positions, numbers, cell))
     mean = mean.astype(np.float64)
+    if spread == "total":
+        epi64 = np.maximum(epi.astype(np.float64), 1e-30)
+        deviations = deviations * np.minimum(np.sqrt((epi64 + ale) / epi64), MAX_WIDENING)[:, None]
     fields = mean[None, :] + deviations.T
     return mean.reshape(grid.shape), fields.reshape((int(samples), *grid.shape))
 
