@@ -325,3 +325,31 @@ def test_the_sigma_gate_starts_a_flagged_structure_from_atomic_densities(gpaw, a
         text = capsys.readouterr().out
         assert says in text, text
         assert ("from GPAW's atomic densities)" in text) == (says.startswith("Starting"))
+
+
+def test_density_samples_spread_as_the_model_s_sigma(tmp_path):
+    # The sample fields are the model's own Monte Carlo densities: their mean is the prediction and their
+    # per-point spread (divisor S) the epistemic σ that predict returns, on every grid point; widened, the total σ.
+    from bigdens import bnn
+    from bigdens.descriptors import compute
+    from bigdens.dft.harris import density_samples
+    from bigdens.grid import make_grid
+    from bigdens.thermal import bond_spread
+
+    make_model(tmp_path / "m.safetensors")
+    model = bnn.load(tmp_path / "m.safetensors")
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    atoms.rattle(0.08, seed=4)  # no equidistant neighbours: their order (and the angles) would be a tie
+    shape = (6, 7, 8)
+    mean, fields = density_samples(model, atoms, shape, samples=12, seed=5)
+    grid = make_grid(atoms.cell[:], shape=shape)
+    positions = atoms.get_positions(wrap=True)
+    x = compute(positions, atoms.numbers, atoms.cell[:], grid.points(), model.params)
+    ref, epi, ale = model.predict(x, samples=12, seed=5, disorder=bond_spread(positions, atoms.numbers, atoms.cell[:]))
+    np.testing.assert_allclose(mean.ravel(), ref, rtol=1e-6)
+    np.testing.assert_allclose(fields.mean(axis=0), mean, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(fields.std(axis=0).ravel(), np.sqrt(epi), rtol=1e-3)
+    _, wide = density_samples(model, atoms, shape, samples=12, seed=5, spread="total")
+    np.testing.assert_allclose(wide.std(axis=0).ravel(), np.sqrt(epi.astype(np.float64) + ale), rtol=1e-3)
+    with pytest.raises(InputError, match="spread must be"):
+        density_samples(model, atoms, shape, spread="aleatoric")
