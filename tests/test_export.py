@@ -25,7 +25,8 @@ GRID = (10, 9, 12)
 BLOCK = 4
 #: Float rounding of each writer's printed digits (relative): cube and XSF "%.7E", CHGCAR "%17.11E".
 DIGITS = {"cube": 1e-7, "xsf": 1e-7, "chgcar": 1e-10}
-WRITABLE = [f.name for f in writable()]
+#: The real-space grid writers, which bigdens reads back (pw.x's charge-density.dat: test_export_qe_for_pwx).
+WRITABLE = [f.name for f in writable() if f.read]
 
 
 def config(out, model, **kw):
@@ -93,6 +94,30 @@ def test_export_each_format_reads_back_as_the_store(built, tmp_path, capsys, nam
                                                                rel=1e-6)
 
 
+def test_export_qe_for_pwx(built, tmp_path, capsys):
+    # The store's density as pw.x's starting density: pw.x's G-vectors for this cell and cutoff, in its order,
+    # ρ(0)·Ω the store's electrons, --electrons rescaling; checked block by block like every export.
+    from ase.units import Bohr
+
+    from bigdens.io.qe import density_from_charge_density, qe_miller_indices, read_charge_density
+
+    out, _ = built
+    target = tmp_path / "charge-density.dat"
+    rc, text, err = run_cli(capsys, "export", out, "-o", target, "--ecutrho", "30")
+    assert rc == 0 and err == "" and text.startswith(f"wrote {target}: density, grid {GRID}"), err
+    cell = np.array(store.read_attrs(out)["cell"])
+    rec = read_charge_density(target)
+    assert np.array_equal(rec["miller"], qe_miller_indices(cell, 30.0))
+    volume = abs(np.linalg.det(cell))
+    predicted = store.read_attrs(out)["n_electrons_predicted"]
+    assert rec["rho_g"][0][0].real * volume / Bohr**3 == pytest.approx(predicted, rel=1e-6)
+    rho = zarr.open_group(str(out), mode="r")["density"][:]
+    back = density_from_charge_density(target, GRID)  # the sphere's part of the store's field
+    assert np.abs(back - rho).mean() < 0.05 * np.abs(rho).mean()
+    assert run_cli(capsys, "export", out, "-o", target, "--ecutrho", "30", "--electrons", "5")[0] == 0
+    assert read_charge_density(target)["rho_g"][0][0].real * volume / Bohr**3 == pytest.approx(5.0, rel=1e-9)
+
+
 def test_export_chgcar_is_what_ase_reads(built, tmp_path, capsys):
     from ase.calculators.vasp import VaspChargeDensity
 
@@ -118,10 +143,10 @@ def test_format_option_overrides_the_name(built, tmp_path, capsys):
 
 @pytest.mark.parametrize("name, parts", [
     ("d.dat", ["cannot tell which format to write", "'d.dat'", "*.cube", "*CHGCAR*", "*.vasp", "*.xsf",
-               "or choose one with --format cube, chgcar or xsf"]),
+               "or choose one with --format cube, chgcar, xsf or qe"]),
     ("d.gpw", ["'d.gpw' names a GPAW restart file, which export does not write",
                "(`bigdens dft STORE -o FILE.gpw` starts a DFT run from the store and writes one)",
-               "--format cube, chgcar or xsf"]),
+               "--format cube, chgcar, xsf or qe"]),
     ("d.cube.gz", ["cannot write the compressed file 'd.cube.gz'"]),
 ])
 def test_unwritable_names_are_one_line_exit_2(built, tmp_path, capsys, monkeypatch, name, parts):
@@ -136,7 +161,7 @@ def test_unwritable_names_are_one_line_exit_2(built, tmp_path, capsys, monkeypat
 def test_bad_format_choice_is_one_usage_line(built, tmp_path, capsys):
     rc, text, err = run_cli(capsys, "export", built[0], "-o", tmp_path / "d.cube", "--format", "gpw")
     assert rc == 2 and text == "" and err == ("bigdens export: error: argument --format: invalid choice: 'gpw' "
-                                              "(choose from 'cube', 'chgcar', 'xsf'); see `bigdens export --help`\n")
+                                              "(choose from 'cube', 'chgcar', 'xsf', 'qe'); see `bigdens export --help`\n")
 
 
 @pytest.mark.parametrize("name", WRITABLE)

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     start = parser.add_argument_group("start and energy")
     start.add_argument("--start", choices=("auto", "predicted", "atomic"), default="auto",
                        help="the SCF's initial density: auto (default) the store's, unless the model flags more than "
-                            f"{GATE_FLAGGED_SHARE:.0%} of its points, then GPAW's atomic densities; predicted: the "
+                            f"{GATE_FLAGGED_SHARE * 100:g} %% of its points, then GPAW's atomic densities; predicted: the "
                             "store's always; atomic: GPAW's own start (for comparison)")
     start.add_argument("--harris-foulkes", action="store_true",
                        help="no SCF: the Harris-Foulkes energy of the store's density (eigenstates in its fixed "

@@ -162,7 +162,8 @@ def density_samples(model, atoms: "Atoms", shape: tuple[int, int, int], *, sampl
         The predicted density, e/Å³ (as ``bigdens predict`` on this grid, one block).
     fields : ndarray, shape (S, n1, n2, n3), float64
         Sample s's calibrated density ``ρ̄ + w·(ρ_s − ρ̄)`` (:meth:`DensityModel.predict_grouped
-        <bigdens.bnn.model.DensityModel.predict_grouped>`), e/Å³.  Their spread is the epistemic σ.
+        <bigdens.bnn.model.DensityModel.predict_grouped>`), e/Å³, each point's deviations scaled so that
+        their spread (divisor S) is the epistemic σ ``predict`` returns (σ map included).
     """
     from ..descriptors import compute
     from ..grid import make_grid
@@ -181,6 +182,11 @@ def density_samples(model, atoms: "Atoms", shape: tuple[int, int, int], *, sampl
     mean, epi, ale, deviations = model.predict_grouped(features, np.arange(n), n, samples=int(samples), seed=seed,
                                                        disorder=bond_spread(positions, numbers, cell))
     mean = mean.astype(np.float64)
+    # The deviations carry the calibration's variance factors but not the σ map (format 3), which rescales
+    # the returned σ per point: bring each point's spread (divisor S) to the epistemic σ the store holds.
+    spread_now = deviations.std(axis=1)
+    deviations = deviations * np.where(spread_now > 0, np.sqrt(epi.astype(np.float64)) / np.maximum(spread_now, 1e-300),
+                                       0.0)[:, None]
     if spread == "total":
         epi64 = np.maximum(epi.astype(np.float64), 1e-30)
         deviations = deviations * np.minimum(np.sqrt((epi64 + ale) / epi64), MAX_WIDENING)[:, None]

@@ -55,7 +55,7 @@ def load_model(path: str | Path, model_hash: str) -> "DensityModel":
     with _LOCK:
         model = _MODELS.get(key)
         if model is None:
-            model = _MODELS[key] = load(path, expected_hash=model_hash)
+            model = _MODELS[key] = load(path, expected_hash=model_hash or None)  # "": a run without a file hash
             model.net.eval()
     return model
 
