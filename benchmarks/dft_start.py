@@ -82,9 +82,9 @@ def _predict(atoms, grid_args, tmp: Path, label: str, model: str | None):
     if r.returncode != 0:
         print(r.stdout + r.stderr)
         raise SystemExit(r.returncode)
-    import zarr
+    from bigdens.store import read_attrs
 
-    attrs = dict(zarr.open_group(str(out), mode="r").attrs)
+    attrs = read_attrs(out)
     _, rho = read_store_density(out)
     return rho, {"predict_wall_seconds": round(wall, 2),
                  "flagged_points_pct": 100 * attrs["domain"]["measured"]["flagged_share"]}

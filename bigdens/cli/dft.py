@@ -182,24 +182,27 @@ def _harris(args, attrs, atoms, density, make, gpts) -> None:
 
     from .. import bnn
     from .._files import write_text
-    from ..dft.harris import density_samples, harris_foulkes, sample_sigma
+    from ..dft.harris import density_samples, harris_foulkes, harris_foulkes_with_sigma
     from ..errors import SetupError
 
-    centre = harris_foulkes(make, atoms, density)
-    n = len(atoms)
-    result = {"energy_eV": centre.energy, "free_energy_eV": centre.free_energy,
-              "energy_eV_per_atom": centre.energy / n, "eigensolver_steps": centre.eigensolver_steps,
-              "wall_seconds": round(centre.wall_seconds, 2), "store": str(args.store), "n_atoms": n,
-              "sigma_eV": None, "sample_energies_eV": []}
+    fields = None
     if args.samples:
         path = attrs.get("model_path")
         if not path or not Path(path).is_file():
             raise SetupError(f"the store's model file {path!r} is not here; use --samples 0 for the energy without σ")
         model = bnn.load(path, expected_hash=attrs.get("model_hash"))
         _, fields = density_samples(model, atoms, tuple(gpts), samples=args.samples, seed=int(attrs.get("seed", 0)))
-        runs = [harris_foulkes(make, atoms, field) for field in fields]
-        result["sample_energies_eV"] = [r.energy for r in runs]
-        result["sigma_eV"] = sample_sigma(runs)
+    if fields is None:
+        centre = harris_foulkes(make, atoms, density)
+        runs, sigma = (), None
+    else:
+        hf = harris_foulkes_with_sigma(make, atoms, density, fields, n_samples=args.samples)
+        centre, runs, sigma = hf.mean, hf.samples, hf.sigma
+    n = len(atoms)
+    result = {"energy_eV": centre.energy, "free_energy_eV": centre.free_energy,
+              "energy_eV_per_atom": centre.energy / n, "eigensolver_steps": centre.eigensolver_steps,
+              "wall_seconds": round(centre.wall_seconds, 2), "store": str(args.store), "n_atoms": n,
+              "sigma_eV": sigma, "sample_energies_eV": [r.energy for r in runs]}
     write_text(args.output, json.dumps(result, indent=1) + "\n")
     sigma = "" if result["sigma_eV"] is None else f" ± {result['sigma_eV'] / n * 1000:.3f} meV/atom (σ, " \
                                                   f"{args.samples} sample densities)"
