@@ -57,6 +57,7 @@ Export: :func:`read` reads them back from a store, :func:`write_csv` and
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -319,6 +320,88 @@ def combine(parts, *, n_atoms: int, samples: int, dv: float, keep_samples: bool 
         rows = dev[s : s + STD_ROWS]
         std[s : s + STD_ROWS] = np.sqrt(np.mean((rows - rows.mean(axis=1, keepdims=True)) ** 2, axis=1))
     return Charges(charge=charge, charge_std=std, samples=charge[:, None] + dev if keep_samples else None)
+
+
+def from_ledger(path: str | Path, ledger: dict, blocks, *, n_atoms: int, samples: int, dv: float,
+                n_frames: int | None = None) -> list[Charges]:
+    """The charges of every frame (one for a single structure) summed from the store's per-block files.
+
+    Reads each block's charges file (checked against its ledger entry) in block order, so that a resumed
+    run, and :func:`check_store`, get bit for bit the charges of an uninterrupted one.  ``ledger`` is keyed by
+    work unit (``frame · len(blocks) + block`` in a trajectory store).
+
+    Raises
+    ------
+    InputError
+        If a charges file is missing or differs from its ledger entry.
+    """
+    from . import store
+
+    units = store.WorkUnits(len(blocks), n_frames)
+    return [combine(block_parts(path, ledger, blocks, offset=units.first(None if n_frames is None else k)),
+                    n_atoms=n_atoms, samples=samples, dv=dv) for k in range(n_frames or 1)]
+
+
+def store_attribute(results: list[Charges], *, trajectory: bool) -> dict:
+    """The store's ``charges`` attribute for ``results`` (:func:`from_ledger`): per frame in a trajectory."""
+    n_el = [float(r.charge.sum()) for r in results]
+    top = [float(r.charge_std.max()) if len(r.charge_std) else None for r in results]
+    return {"method": METHOD, "units": "electron", "n_electrons": n_el if trajectory else n_el[0],
+            "uncertainty": "epistemic: standard deviation over the Monte Carlo samples (aleatoric not included)",
+            "max_charge_std": top if trajectory else top[0]}
+
+
+def check_store(path: str | Path, *, repair: bool = False) -> list[tuple[str, str]]:
+    """Whether a complete store's ``charge``, ``charge_std`` and ``charges`` attribute are what its per-block
+    charges files sum to (:func:`from_ledger`); with ``repair``, write them again from the files.
+
+    A store without charges, an incomplete one and one whose blocks fail their ledger check
+    (:func:`bigdens.store.verify` reports those) give no problem here.
+
+    Returns
+    -------
+    list of (str, str)
+        (variable or attribute, reason) for each difference found (before any repair).
+    """
+    import zarr
+
+    from . import store
+
+    attrs = store.read_attrs(path)
+    if not attrs or not attrs.get("complete") or not isinstance(attrs.get("charges"), dict):
+        return []
+    ledger = store.read_ledger(path)
+    blocks = store.blocks_of(attrs)
+    frames = store.n_frames(attrs)
+    if len(ledger) != len(blocks) * (frames or 1) or any(e.charges is None for e in ledger.values()):
+        return []
+    try:
+        results = from_ledger(path, ledger, blocks, n_atoms=int(attrs["n_atoms"]), samples=int(attrs["mc_samples"]),
+                              dv=float(attrs["volume_element"]), n_frames=frames)
+    except InputError:
+        return []  # a charges file that fails its ledger entry: verify names the block
+    want = {"charge": np.stack([r.charge for r in results]), "charge_std": np.stack([r.charge_std for r in results])}
+    if frames is None:
+        want = {k: v[0] for k, v in want.items()}
+    problems = []
+    try:
+        with store._quiet():
+            root = zarr.open_group(str(path), mode="r", use_consolidated=False)
+            for name, values in want.items():
+                have = np.asarray(root[name][...], dtype=np.float64)
+                if have.shape != values.shape or not np.array_equal(have, values):
+                    problems.append((name, "differs from the sum of the blocks' charges files (edited)"))
+    except Exception as exc:  # noqa: BLE001  (zarr raises many types on damaged arrays)
+        problems.append(("charge", f"unreadable ({type(exc).__name__})"))
+    attribute = store_attribute(results, trajectory=frames is not None)
+    recorded = attrs.get("charges") or {}
+    for key in ("n_electrons", "max_charge_std"):
+        if json.dumps(recorded.get(key)) != json.dumps(attribute[key]):
+            problems.append((f"charges.{key}", f"is {recorded.get(key)!r}, the charges files give {attribute[key]!r}"))
+    if repair and problems:
+        store.write_charges(path, want["charge"], want["charge_std"])
+        store.update_attrs(path, charges=attribute)
+    return problems
 
 
 # -- reading and export ------------------------------------------------------------------------

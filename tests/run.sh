@@ -10,16 +10,37 @@ python3 -m venv .venv
 CC=g++ .venv/bin/pip install --quiet torch==2.13.0 -e '.[test,dft,mala]'
 # The SLURM tests need the single-node SLURM: install (root, apt) and start it where we can.
 # With CI=true they must run, so a failure to start it fails the run; elsewhere they skip.
-slurm=cluster_configs/local-slurm/slurm.sh
-started=0
-if ! bash "$slurm" status 2>/dev/null; then
-    if [[ $(id -u) == 0 ]] && { command -v apt-get >/dev/null || command -v slurmctld >/dev/null; }; then
-        bash "$slurm" start && started=1 || [[ ${CI:-} != true ]]
-    elif [[ ${CI:-} == true ]]; then
-        echo "tests/run.sh: CI needs the local SLURM but this is not root with apt-get" >&2
-        exit 1
+# Several runs on one machine share it: each holds a lease (a file named by its PID) while its tests
+# run, and the last run out stops SLURM only if one of the runs started it (flock serialises both).
+slurm=${BIGDENS_SLURM_SCRIPT:-cluster_configs/local-slurm/slurm.sh}
+leases=${BIGDENS_SLURM_LEASES:-/tmp/bigdens-slurm-leases}
+mkdir -p "$leases"
+prune() { for f in "$leases"/[0-9]*; do [[ -e $f ]] && ! kill -0 "${f##*/}" 2>/dev/null && rm -f "$f"; done; true; }
+release() {
+    (
+        flock 9
+        rm -f "$leases/$$"
+        prune
+        if ! compgen -G "$leases/[0-9]*" >/dev/null && [[ -e $leases/started ]]; then
+            bash "$slurm" stop || true
+            rm -f "$leases/started"
+        fi
+    ) 9>"$leases/lock"
+}
+(
+    flock 9
+    prune
+    touch "$leases/$$"
+    if ! bash "$slurm" status 2>/dev/null; then
+        if [[ $(id -u) == 0 ]] && { command -v apt-get >/dev/null || command -v slurmctld >/dev/null; }; then
+            if bash "$slurm" start; then touch "$leases/started"; elif [[ ${CI:-} == true ]]; then exit 1; fi
+        elif [[ ${CI:-} == true ]]; then
+            echo "tests/run.sh: CI needs the local SLURM but this is not root with apt-get" >&2
+            exit 1
+        fi
     fi
-fi
+) 9>"$leases/lock" || { release; exit 1; }
+trap release EXIT
 # The pw.x tests (QE starting densities) need Quantum ESPRESSO: Debian's package, where we can install it.
 if ! command -v pw.x >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     { apt-get install -y -q quantum-espresso >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 &&
@@ -27,6 +48,5 @@ if ! command -v pw.x >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/d
 fi
 status=0
 .venv/bin/python -m pytest "$@" || status=$?
-# Leave the machine as we found it.
-if [[ $started == 1 ]]; then bash "$slurm" stop || true; fi
+# Leave the machine as we found it (release, on exit: the last run out stops what a run started).
 exit $status

@@ -197,6 +197,19 @@ GROUPS: dict[str, list[Case]] = {
              "does not match the descriptor size)"),
         case("model-nan-weights", "a NaN weight", "finetune nanweights.safetensors al4 -o ft.safetensors",
              "'nanweights.safetensors' holds non-finite weights in …"),
+        case("model-flipped-bit", "one flipped exponent bit in a trunk weight (a model saved with its tensor digest)",
+             "predict al.xyz --model flipped.safetensors --grid 4 4 4 --block 4 --mc-samples 1 --workers 0 "
+             "--out new.zarr",
+             "'flipped.safetensors' is damaged: its weights do not match the digest written with them (a changed "
+             "bit); train or copy the model again"),
+        case("model-transposed-tensor", "a weight matrix stored transposed",
+             "finetune transposed.safetensors al4 -o ft.safetensors",
+             "'transposed.safetensors' does not hold the weights its metadata describes (misshapen …); train or "
+             "copy the model again"),
+        case("model-missing-tensor", "a tensor left out of the file",
+             "calibrate missing-tensor.safetensors al4 -o cal.safetensors",
+             "'missing-tensor.safetensors' does not hold the weights its metadata describes (missing …); train or "
+             "copy the model again"),
         case("model-newer-format", "model format from a newer bigdens", "predict al.xyz " + PREDICT.replace(
              "al.safetensors", "newer.safetensors"),
              "'newer.safetensors' was written by bigdens 99.0 in model format 99; this bigdens (…) reads "
@@ -479,6 +492,15 @@ GROUPS: dict[str, list[Case]] = {
              "'chunk-deleted.zarr' is damaged: 1 of 1 blocks fail their ledger check (block 0: density checksum "
              "differs (chunk missing, changed or swapped)); repair it with `bigdens verify --repair "
              "chunk-deleted.zarr`, then `bigdens predict ... --resume`"),
+        case("export-block-from-other-run", "export a store whose block was copied in, with its ledger entry and "
+             "charges file, from another run of the same shape", "export from-other-run.zarr --cube d.cube",
+             "'from-other-run.zarr' is damaged: 1 of 1 blocks fail their ledger check (block 0: its ledger entry was "
+             "recorded by another run (…; this store's is …): a block copied in from another store); repair it with "
+             "`bigdens verify --repair from-other-run.zarr`, then `bigdens predict ... --resume`"),
+        case("export-ledger-folder-deleted", "export a store whose ledger folder was deleted",
+             "export ledger-gone.zarr --cube d.cube",
+             "'ledger-gone.zarr' is damaged (ledger: folder missing (every block's record is lost)); repair it with "
+             "`bigdens verify --repair ledger-gone.zarr`, then `bigdens predict ... --resume`"),
         case("export-cube-is-folder", "--cube names a folder", "export done.zarr --cube notes",
              "cannot write 'notes': it is a folder; give a file name, e.g. -o density.cube"),
     ],
@@ -1010,6 +1032,27 @@ def inputs(tmp_path_factory) -> Path:
     _rewrite_model(model, d / "newer.safetensors", meta=newer)
     _rewrite_model(model, d / "nanweights.safetensors", tensors=nan_weight)
 
+    def flipped_bit(weights):  # the lowest exponent bit of one trunk weight: the file stays a valid safetensors
+        import torch
+
+        k = sorted(weights)[0]
+        weights[k] = weights[k].clone()
+        weights[k].view(-1).view(torch.int32)[3] ^= 1 << 23
+        return weights
+
+    def transposed(weights):
+        k = next(k for k in sorted(weights) if weights[k].ndim == 2 and weights[k].shape[0] != weights[k].shape[1])
+        weights[k] = weights[k].t().contiguous()
+        return weights
+
+    def missing(weights):
+        del weights[sorted(weights)[-1]]
+        return weights
+
+    _rewrite_model(model, d / "flipped.safetensors", tensors=flipped_bit)
+    _rewrite_model(model, d / "transposed.safetensors", tensors=transposed)
+    _rewrite_model(model, d / "missing-tensor.safetensors", tensors=missing)
+
     shutil.copytree(AL4, d / "al4")
     shutil.copy(ROOT / "bigdens" / "models" / "al.safetensors", d / "shipped-al.safetensors")
     (d / "damaged").mkdir()  # the shipped Al model with one flipped bit, beside the shipped models' hash record
@@ -1077,6 +1120,9 @@ def inputs(tmp_path_factory) -> Path:
                     allow_out_of_domain=True)
     engine.predict(atoms, out=d / "done.zarr", **settings)
     engine.predict(atoms, out=d / "partial.zarr", max_blocks=0, **settings)
+    moved = atoms.copy()
+    moved.positions[0] += 0.05
+    engine.predict(moved, out=d / "other-run.zarr", **settings)
     _damaged_stores(d)
     _locked_stores(d)
     _old_store(d)
@@ -1154,6 +1200,12 @@ def _damaged_stores(d: Path) -> None:
     (copy("ledger-deleted.zarr") / "ledger" / "block-0000000.json").unlink()
     root = copy("half-root.zarr") / "zarr.json"
     root.write_bytes(root.read_bytes()[:200])  # a root metadata write cut short
+    shutil.rmtree(copy("ledger-gone.zarr") / "ledger")
+    swapped = copy("from-other-run.zarr")  # its one block, with its ledger entry and charges file, from another run
+    for name in ("density", "density_std", "density_std_epistemic", "density_std_aleatoric"):
+        shutil.copyfile(d / "other-run.zarr" / name / "c" / "0" / "0" / "0", swapped / name / "c" / "0" / "0" / "0")
+    for name in ("block-0000000.json", "charges-0000000.npy"):
+        shutil.copyfile(d / "other-run.zarr" / "ledger" / name, swapped / "ledger" / name)
 
 
 def _locked_stores(d: Path) -> None:

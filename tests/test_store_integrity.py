@@ -14,6 +14,7 @@ from ase.io.cube import read_cube_data
 from ase.units import Bohr
 
 from bigdens import engine, store, structure
+from bigdens.errors import BigdensError
 from bigdens.cli import main
 from bigdens.io import cube
 
@@ -365,3 +366,119 @@ def test_read_only_destination_one_line(out, tmp_path, capsys, monkeypatch, comm
         folder.chmod(0o755)
     assert (folder / f"old{suffix}").read_text() == "old"
     assert sorted(p.name for p in folder.iterdir()) == [f"old{suffix}"]
+
+
+# -- provenance: the ledger's run, the numbers derived from the data, resume, the ledger folder ----------
+
+@pytest.fixture(scope="module")
+def other(built, tmp_path_factory):
+    """A store of the same shape from another run: other atoms, the same model, grid and blocks."""
+    _, model, atoms = built
+    d = tmp_path_factory.mktemp("other")
+    moved = structure.rattle(structure.fcc_al((2, 2, 2)), 0.05, seed=3)
+    engine.run(moved, config(d / "o.zarr", model))
+    return d / "o.zarr"
+
+
+def copy_unit(src, dst, start):
+    """Copy the block at ``start`` (one 8³ chunk) with its ledger entry and charges file from ``src`` to ``dst``."""
+    index = block_at(dst, start)
+    for name in store.VARIABLES:
+        shutil.copyfile(chunk(src, name, *(s // 8 for s in start)), chunk(dst, name, *(s // 8 for s in start)))
+    shutil.copyfile(store.ledger_file(src, index), store.ledger_file(dst, index))
+    shutil.copyfile(store.charges_file(src, index), store.charges_file(dst, index))
+    return index
+
+
+def test_block_copied_with_its_ledger_entry_from_another_run_fails_verify(out, other, capsys):
+    index = copy_unit(other, out, (8, 0, 8))
+    rc, text, _ = run_cli(capsys, "verify", out)
+    assert rc == 1 and f"corrupt block {index}: its ledger entry was recorded by another run" in text, text
+    # The run id is what tells it: the copy is consistent in itself (checksums, sums, charges file), so an
+    # entry edited to claim this store's run passes the block checks.
+    run_id = store.read_attrs(out)["run_id"]
+    edit_json(store.ledger_file(out, index), lambda e: e.update(run_id=run_id))
+    report = store.verify(out)
+    assert report.corrupt == [], report.corrupt
+
+
+@pytest.mark.parametrize("field, value", [("density_sum", 1.001), ("negative_sum", -1.0), ("max_std", 0.5),
+                                          ("max_std_index", [0, 0, 0])])
+def test_edited_ledger_numbers_fail_verify(out, capsys, field, value):
+    index = block_at(out, (8, 8, 0))
+    entry = json.loads(store.ledger_file(out, index).read_text())
+    if field == "density_sum":
+        value = entry["density_sum"] * value  # 0.1 % more electrons in one block
+    if field == "max_std_index" and entry["max_std_index"] == value:
+        value = [1, 1, 1]
+    edit_json(store.ledger_file(out, index), lambda e: e.update({field: value}))
+    rc, text, _ = run_cli(capsys, "verify", out)
+    assert rc == 1 and f"corrupt block {index}: its ledger's" in text and "(ledger entry edited)" in text, text
+
+
+@pytest.mark.parametrize("key, change", [
+    ("n_electrons_predicted", lambda v: v * 1.01),
+    ("in_domain", lambda v: not v),
+    ("max_std", lambda v: v * 0.5),
+])
+def test_edited_results_fail_verify_and_resume_writes_them_again(out, built, capsys, key, change):
+    _, model, atoms = built
+    before = store.read_attrs(out)
+    store.update_attrs(out, **{key: change(before[key])})
+    rc, text, _ = run_cli(capsys, "verify", out)
+    assert rc == 1 and "problem in attributes:" in text and "(edited" in text, text
+    assert "marked the store incomplete" in text and "--resume` writes the run's results again" in text
+    result = engine.run(atoms, config(out, model, resume=True))
+    assert result.complete and result.n_computed == 0
+    after = store.read_attrs(out)
+    assert after[key] == before[key] and after["in_domain"] == before["in_domain"]
+    assert run_cli(capsys, "verify", out)[0] == 0
+
+
+def test_edited_charges_fail_verify_and_repair_rewrites_them(out, capsys):
+    root = zarr.open_group(str(out), mode="r+")
+    charge = root["charge"][:]
+    edited = charge.copy()
+    edited[3] += 0.25
+    root["charge"][:] = edited
+    rc, text, _ = run_cli(capsys, "verify", out)
+    assert rc == 1 and "problem in charge: differs from the sum of the blocks' charges files" in text, text
+    rc, text, _ = run_cli(capsys, "verify", out, "--repair")
+    assert rc == 1 and "rewrote charge, charge_std" in text
+    assert np.array_equal(zarr.open_group(str(out), mode="r")["charge"][:], charge)  # bit for bit
+    assert store.read_attrs(out)["complete"] is True
+    assert run_cli(capsys, "verify", out)[0] == 0
+    attrs = store.read_attrs(out)
+    store.update_attrs(out, charges={**attrs["charges"], "n_electrons": 33.0})
+    rc, text, _ = run_cli(capsys, "verify", out)
+    assert rc == 1 and "problem in charges.n_electrons: is 33.0" in text, text
+
+
+def test_resume_recomputes_damaged_blocks_before_it_declares_the_store_complete(out, other, built, capsys):
+    _, model, atoms = built
+    before = {name: zarr.open_group(str(out), mode="r")[name][:] for name in store.VARIABLES}
+    damage(out, "flipped-bytes")
+    copied = copy_unit(other, out, (16, 16, 16))
+    result = engine.run(atoms, config(out, model, resume=True))  # no verify first
+    assert result.complete and result.n_computed == 2
+    assert copied in store.read_ledger(out)
+    assert run_cli(capsys, "verify", out)[0] == 0
+    root = zarr.open_group(str(out), mode="r")
+    for name in store.VARIABLES:
+        assert np.array_equal(root[name][:], before[name]), name
+
+
+def test_deleted_ledger_folder_is_named_rebuilt_and_resumed(out, built, capsys):
+    _, model, atoms = built
+    before = zarr.open_group(str(out), mode="r")["density"][:]
+    shutil.rmtree(out / "ledger")
+    rc, text, _ = run_cli(capsys, "verify", out)
+    assert rc == 1 and "problem in ledger: folder missing" in text, text
+    with pytest.raises(BigdensError) as refused:
+        engine.run(atoms, config(out, model, resume=True))
+    assert "ledger: folder missing" in str(refused.value) and "verify --repair" in str(refused.value)
+    rc, text, _ = run_cli(capsys, "verify", out, "--repair")
+    assert rc == 1 and "rebuilt ledger" in text, text
+    result = engine.run(atoms, config(out, model, resume=True))
+    assert result.complete and result.n_computed == 27
+    assert np.array_equal(zarr.open_group(str(out), mode="r")["density"][:], before)

@@ -357,3 +357,24 @@ def test_calibration_refuses_a_renamed_copy_of_a_trained_cell(snaps):
     # Models from before structure digests (name-and-structure digests only) cannot tell a renamed copy.
     older = [{k: v for k, v in d.items() if k != "structure_digest"} for d in records]
     _check_calibration_set(dataclasses.replace(model, info={"data": {"train": older}}), [copy])
+
+
+def test_an_interrupt_keeps_the_best_epoch_so_far(snaps):
+    # Ctrl-C (or SIGTERM, which the command line turns into the same exception) during epoch 3.
+    tr, va = snaps
+    import dataclasses
+
+    from bigdens.errors import Interrupted
+
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        if line.startswith("epoch    3"):
+            raise Interrupted("SIGTERM")
+
+    model = train(tr, va, PARAMS, arch=_mean_field(16, 16), config=dataclasses.replace(FAST, epochs=50), log=log)
+    t = model.info["training"]
+    assert t["interrupted"] is True and len(model.info["history"]) == 3 and 1 <= t["best_epoch"] <= 3
+    assert lines[-1] == f"interrupted after epoch 3: keeping the best epoch so far ({t['best_epoch']})"
+    assert t["best_val_nmae_pct"] == min(h["val_nmae_pct"] for h in model.info["history"])

@@ -288,7 +288,8 @@ class DensityModel:
 
     # -- files -----------------------------------------------------------------------
     def metadata(self) -> dict:
-        """The file's JSON metadata; a model without a σ map is written as format 2, field for field."""
+        """The file's JSON metadata (without ``tensor_digest``, which :meth:`save` adds); a model without a σ map
+        is written as format 2, field for field."""
         scaling = asdict(self.scaling)
         if not self.scaling.sigma_knots:
             del scaling["sigma_knots"], scaling["sigma_log_ratios"]
@@ -310,6 +311,22 @@ class DensityModel:
 
         path = Path(path)
         tensors = {k: v.detach().to("cpu", dtype=_torch().float32).contiguous() for k, v in self.net.state_dict().items()}
-        write_bytes(path, save(tensors, metadata={METADATA_KEY: json.dumps(self.metadata())}))
+        meta = {**self.metadata(), "tensor_digest": tensor_digest(tensors)}
+        write_bytes(path, save(tensors, metadata={METADATA_KEY: json.dumps(meta)}))
         return path
 
+
+def tensor_digest(tensors: dict) -> str:
+    """blake2b-128 (hex) of a model's weights: every tensor's name, dtype, shape and bytes, by name.
+
+    Written into a model file by :meth:`DensityModel.save` and checked by :func:`bigdens.bnn.load`, so that
+    a flipped bit in the weights (which a safetensors file does not notice) refuses the file.
+    """
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()

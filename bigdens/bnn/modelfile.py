@@ -9,7 +9,7 @@ from pathlib import Path
 from .._version import __version__
 from ..descriptors import DescriptorParams
 from ..errors import InputError
-from .model import DensityModel
+from .model import DensityModel, tensor_digest
 from .sampling import _make_net, _torch
 from .settings import FORMAT_VERSION, METADATA_KEY, Architecture, Scaling
 
@@ -144,7 +144,7 @@ def load(path: str | Path, *, expected_hash: str | None = None) -> DensityModel:
             raise ValueError("feature scaling does not match the descriptor size")
         model = DensityModel(params=params, arch=arch, scaling=scaling,
                              net=_make_net(params.n_features, arch), info=meta.get("info", {}))
-        model.net.load_state_dict(tensors, strict=True)
+        _load_weights(path, model, tensors)
     except InputError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -152,4 +152,22 @@ def load(path: str | Path, *, expected_hash: str | None = None) -> DensityModel:
     for k, v in tensors.items():
         if not _torch().isfinite(v).all():
             raise InputError(f"{str(path)!r} holds non-finite weights in {k!r}")
+    want = meta.get("tensor_digest")
+    if want is not None and tensor_digest(tensors) != want:
+        raise InputError(f"{str(path)!r} is damaged: its weights do not match the digest written with them "
+                         "(a changed bit); train or copy the model again")
     return model
+
+
+def _load_weights(path: Path, model: DensityModel, tensors: dict) -> None:
+    """Put ``tensors`` into ``model``'s network; a missing, extra or misshapen tensor is one line naming it."""
+    want = {k: tuple(v.shape) for k, v in model.net.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    shaped = [f"{k} {have[k]} (expected {want[k]})" for k in sorted(set(want) & set(have)) if have[k] != want[k]]
+    parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
+        ([f"unexpected {', '.join(extra)}"] if extra else []) + ([f"misshapen {', '.join(shaped)}"] if shaped else [])
+    if parts:
+        raise InputError(f"{str(path)!r} does not hold the weights its metadata describes ({'; '.join(parts)}); "
+                         "train or copy the model again")
+    model.net.load_state_dict(tensors, strict=True)

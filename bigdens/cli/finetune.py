@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bnn import load
     from ..errors import InputError
     from ..train import finetune
-    from .train import check_output, check_run_arguments, config_from_args, load_split, set_threads
+    from .train import check_output, check_run_arguments, config_from_args, load_split, set_threads, written
 
     check_run_arguments(args)
     check_output(args.output)
@@ -56,7 +56,5 @@ def run(args: argparse.Namespace) -> int:
                        config=config_from_args(args, train_layers=args.layers, frozen_lr_scale=args.frozen_lr_scale),
                        recalibrate=not args.keep_variance)
     new.save(args.output)
-    t = new.info["training"]
-    print(f"wrote {args.output}: best validation NMAE {t['best_val_nmae_pct']:.3f} % at epoch {t['best_epoch']}, "
-          f"training time {t['train_seconds']:.0f} s")
+    print(written(args.output, new.info["training"]))
     return 0

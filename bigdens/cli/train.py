@@ -204,7 +204,12 @@ def run(args: argparse.Namespace) -> int:
     with progress_lines("bigdens.train"):  # one line per epoch, as the command's own output
         model = train(train_s, val_s, params, arch=arch, config=config_from_args(args))
     model.save(args.output)
-    t = model.info["training"]
-    print(f"wrote {args.output}: best validation NMAE {t['best_val_nmae_pct']:.3f} % at epoch {t['best_epoch']}, "
-          f"training time {t['train_seconds']:.0f} s, variance scale {model.scaling.variance_scale:.3g}")
+    print(written(args.output, model.info["training"]) + f", variance scale {model.scaling.variance_scale:.3g}")
     return 0
+
+
+def written(path, t: dict) -> str:
+    """The line after a model is trained and saved (``t``: its ``info["training"]``)."""
+    stop = " (interrupted: the best epoch so far)" if t.get("interrupted") else ""
+    return (f"wrote {path}: best validation NMAE {t['best_val_nmae_pct']:.3f} % at epoch {t['best_epoch']}{stop}, "
+            f"training time {t['train_seconds']:.0f} s")

@@ -28,9 +28,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .. import store
+    from .. import charges, store
 
     report = store.verify(args.store, progress=True)
+    # The charges are summed from the blocks' files: only worth checking when everything else is intact.
+    charge_problems = charges.check_store(args.store, repair=args.repair) if report.ok else []
+    report.problems += charge_problems
     done = report.n_blocks - len(report.missing)
     kind = "blocks" if report.n_frames is None else f"(frame, block) units of {report.n_frames} frames"
     print(f"{args.store}: {done}/{report.n_blocks} {kind} recorded, {len(report.missing)} missing, "
@@ -43,10 +46,19 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"missing {kind}: {shown}")
     for index, why in report.corrupt[:20]:
         print(f"corrupt {report.label(index)}: {why}")
-    if report.ok:
-        print("ok: every block matches its checksum; metadata, coordinates and atoms as written")
-        return 0
     attrs = store.read_attrs(args.store) or {}
+    if report.ok and not attrs.get("complete"):
+        print("incomplete: every block is recorded but the run did not finish (electrons, domain checks, charges); "
+              "finish it with `bigdens predict ... --resume`")
+        return 1
+    if report.ok:
+        print("ok: every block matches its checksum; metadata, coordinates, atoms, charges and the run's results "
+              "as written")
+        return 0
+    if charge_problems and len(charge_problems) == len(report.problems):  # the density is intact: stays complete
+        print("rewrote charge, charge_std and the charges attribute from the blocks' charges files" if args.repair
+              else "rerun with --repair to write the charges again from the blocks' charges files")
+        return 1
     if attrs.get("complete"):
         store.update_attrs(args.store, complete=False)  # a damaged store must not look complete
         print("marked the store incomplete")
@@ -58,6 +70,8 @@ def _verify(args: argparse.Namespace) -> int:
         rebuilt = store.repair_metadata(args.store, report.problems)
         if rebuilt:
             print(f"rebuilt {', '.join(rebuilt)}")
+        if any(name == "attributes" for name, _ in report.problems):
+            print("`bigdens predict ... --resume` writes the run's results again from the ledger")
         if any(name in store.VARIABLES for name in rebuilt):
             print("dropped every ledger entry: `bigdens predict ... --resume` recomputes every block")
         elif report.corrupt:
@@ -65,6 +79,10 @@ def _verify(args: argparse.Namespace) -> int:
                 store.ledger_file(args.store, index).unlink(missing_ok=True)
             print(f"dropped {len(report.corrupt)} ledger entries: `bigdens predict ... --resume` recomputes those "
                   "blocks")
+    elif report.problems and all(name == "attributes" or name.startswith("charge") for name, _ in report.problems):
+        alone = any(name.startswith("charge") for name, _ in report.problems)
+        print("`bigdens predict ... --resume` writes the run's results again from the ledger"
+              + (" (`bigdens verify --repair` rewrites the charges alone)" if alone else ""))
     elif report.problems:
         print("rerun with --repair, then `bigdens predict ... --resume`, to rebuild the damaged arrays and "
               "recompute what they held")

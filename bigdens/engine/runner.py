@@ -11,6 +11,7 @@ the per-atom charges, and the result in the store's attributes
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from contextlib import ExitStack
@@ -31,6 +32,8 @@ from .messages import Job
 from .plan import RunPlan, plan_domain, plan_run
 from .summary import RunStats, RunSummary
 from .worker import _check_run, predict_block, scale_block
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -126,8 +129,22 @@ def _open_target(out: Path, identity: dict, config: PredictConfig, held: ExitSta
         ledger = zstore.read_ledger(out)
         if not config.renormalize and any(e.scale != 1.0 or e.pending is not None for e in ledger.values()):
             raise SetupError(f"{str(out)!r} was renormalized; resume it with --renormalize")
+        ledger = _drop_damaged(out, attrs, ledger)
         run_id = attrs["run_id"]
     return mode, run_id, ledger
+
+
+def _drop_damaged(out: Path, attrs: dict, ledger: dict) -> dict:
+    """The resumed store's ledger without the units that fail their check (:func:`bigdens.store.damaged_units`):
+    their entries are deleted, so that this run computes them again rather than counting them as done."""
+    damaged = zstore.damaged_units(out, attrs, ledger)
+    for unit, why in damaged:
+        log.warning("%s: unit %d is damaged (%s); computing it again", out, unit, why)
+        zstore.ledger_file(out, unit).unlink(missing_ok=True)
+        ledger.pop(unit, None)
+    if damaged and attrs.get("complete"):
+        zstore.update_attrs(out, complete=False)
+    return ledger
 
 
 def _run(atoms, config: PredictConfig, held: ExitStack) -> RunSummary:
@@ -343,38 +360,27 @@ def _summary(plan: RunPlan, outcome: _Outcome, config: PredictConfig, *, n_compu
 
 def _write_charges(out: Path, ledger: dict, blocks: list, grid, *, n_atoms: int, samples: int,
                    n_frames: int | None = None) -> dict | None:
-    """Sum the blocks' per-atom sums into ``charge`` and ``charge_std`` (:mod:`bigdens.charges`); their attribute.
+    """Sum the blocks' per-atom sums into ``charge`` and ``charge_std`` (:func:`bigdens.charges.from_ledger`,
+    bit for bit the same after a resume); their attribute.
 
-    Reads each block's charges file (checked against its ledger entry) in
-    block order, so a resumed run writes bit for bit the charges of an
-    uninterrupted one.  Returns the store's ``charges`` attribute, or None
-    when a block was recorded by a bigdens that did not compute charges.
-    For a trajectory (``n_frames``) each frame is summed on its own; the
-    attribute's ``n_electrons`` and ``max_charge_std`` are then lists per frame.
+    Returns the store's ``charges`` attribute, or None when a block was recorded by a bigdens that did not
+    compute charges.  For a trajectory (``n_frames``) each frame is summed on its own; the attribute's
+    ``n_electrons`` and ``max_charge_std`` are then lists per frame.
     """
-    from ..charges import METHOD, block_parts, combine
+    from ..charges import from_ledger, store_attribute
 
     if any(e.charges is None for e in ledger.values()):
         return None
-    units = zstore.WorkUnits(len(blocks), n_frames)
-    results = []
     try:
-        for k in range(n_frames or 1):
-            offset = units.first(None if n_frames is None else k)
-            results.append(combine(block_parts(out, ledger, blocks, offset=offset), n_atoms=n_atoms,
-                                   samples=samples, dv=grid.dv))
+        results = from_ledger(out, ledger, blocks, n_atoms=n_atoms, samples=samples, dv=grid.dv, n_frames=n_frames)
     except InputError as exc:
         raise RunError(f"{exc}") from None
     charge = np.stack([r.charge for r in results])
     std = np.stack([r.charge_std for r in results])
-    n_el = [float(r.charge.sum()) for r in results]
-    top = [float(r.charge_std.max()) if n_atoms else None for r in results]
     if n_frames is None:
-        charge, std, n_el, top = charge[0], std[0], n_el[0], top[0]
+        charge, std = charge[0], std[0]
     zstore.write_charges(out, charge, std)
-    return {"method": METHOD, "units": "electron", "n_electrons": n_el,
-            "uncertainty": "epistemic: standard deviation over the Monte Carlo samples (aleatoric not included)",
-            "max_charge_std": top}
+    return store_attribute(results, trajectory=n_frames is not None)
 
 
 def _stopped(exc: BaseException, stack: ExitStack, out: Path, n_blocks: int, *,

@@ -176,7 +176,7 @@ def _block_values(mean: np.ndarray, epi: np.ndarray, ale: np.ndarray, shape: tup
 
 
 def _ledger_entry(index: int, block, mean: np.ndarray, values: dict, sums: dict, charges: dict,
-                  model: "DensityModel", *, unit: int, frame: int | None) -> zstore.LedgerEntry:
+                  model: "DensityModel", *, unit: int, frame: int | None, run_id: str) -> zstore.LedgerEntry:
     """The ledger entry of block ``index``: checksums, electron sum, largest σ, flagged points, charges file."""
     std = values["density_std"]
     where = np.unravel_index(int(np.argmax(std)), block.shape)
@@ -203,6 +203,7 @@ def _ledger_entry(index: int, block, mean: np.ndarray, values: dict, sums: dict,
         charges=charges,
         unit=None if frame is None else unit,
         frame=frame,
+        run_id=run_id,
     )
 
 
@@ -255,7 +256,8 @@ def predict_block(index: int, *, job: Job) -> TaskReport:
     _check_run(job, f"writing {what}'s charges")
     charges = zstore.write_block_charges(job.store, unit, owners, block_sums(mean, labels, len(owners)),
                                          deviations)
-    entry = _ledger_entry(index, block, mean, values, sums, charges, ctx.model, unit=unit, frame=frame)
+    entry = _ledger_entry(index, block, mean, values, sums, charges, ctx.model, unit=unit, frame=frame,
+                          run_id=job.run_id)
     _check_run(job, f"recording {what} in the ledger")
     zstore.write_ledger(job.store, unit, entry)
     t3 = time.perf_counter()

@@ -82,7 +82,7 @@ def create(path: str | Path, *, atoms: "Atoms", grid: "Grid", chunk: tuple[int, 
         frame_positions = [atoms.positions] if trajectory is None else [a.positions for a in trajectory.frames]
         _create_tiles(root, grid=grid, block=tuple(attrs["run"]["block"]), positions=frame_positions,
                       numbers=np.asarray(atoms.numbers), trajectory=trajectory is not None)
-        root.create_group(LEDGER, attributes={"description": "one block-NNNNNNN.json per finished block"})
+        create_ledger(root)
         with _quiet():
             zarr.consolidate_metadata(str(path))
     except OSError as exc:
@@ -156,6 +156,11 @@ def new_attributes(atoms: "Atoms", grid: "Grid", model: "DensityModel", model_pa
               "structure_hash": [structure_hash(cell, a.positions, numbers) for a in trajectory.frames]}
     return {**attrs, "frames": frames, "bond_spread": disorders,
             "aleatoric_disorder_factor": [model.scaling.aleatoric_factor(d) for d in disorders]}
+
+
+def create_ledger(root) -> None:
+    """The ``ledger`` group of the open root group ``root`` (empty: no block recorded)."""
+    root.create_group(LEDGER, attributes={"description": "one block-NNNNNNN.json per finished block"})
 
 
 def _create_tiles(root, *, grid: "Grid", block: tuple, positions: list, numbers: np.ndarray,

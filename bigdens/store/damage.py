@@ -48,5 +48,10 @@ def problems_error(path: str | Path, problems: list[tuple[str, str]]) -> "InputE
 
 
 def repairable(name: str) -> bool:
-    """Whether :func:`repair_metadata` can rebuild the array (or file) ``name``."""
-    return name in VARIABLES or name in ("x", "y", "z", "zarr.json")
+    """Whether :func:`repair_metadata` can rebuild the array (or file) ``name``.
+
+    ``"ledger"`` (the folder) is made again empty; ``"attributes"`` (the run's results, recomputed from the
+    ledger by :func:`~bigdens.store.verify`) and ``"charge…"`` (the per-atom charges, recomputed by
+    :func:`bigdens.charges.check_store`) are written again by ``bigdens predict --resume``.
+    """
+    return name in VARIABLES or name in ("x", "y", "z", "zarr.json", "ledger", "attributes") or name.startswith("charge")

@@ -58,10 +58,13 @@ class LedgerEntry:
     frame: int | None = None
     #: An unfinished renormalization: ``{"scale", "checksum"}`` the block has once scaled (None: none).
     pending: dict | None = None
+    #: The store's ``run_id`` when the block was recorded (None: recorded before entries carried it), so that
+    #: a block copied in from another store, with its entry, is told apart.
+    run_id: str | None = None
 
     #: The fields older ledgers may lack, and what they read as.
     _LATER = ("max_std_epistemic", "max_std_epistemic_index", "negative_sum", "n_epistemic_high", "charges",
-              "unit", "frame", "pending")
+              "unit", "frame", "pending", "run_id")
 
     @property
     def key(self) -> int:
@@ -72,7 +75,7 @@ class LedgerEntry:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
-        """The entry as the ledger file holds it (``unit``/``frame`` and ``pending`` only when set)."""
+        """The entry as the ledger file holds it (``unit``/``frame``, ``pending`` and ``run_id`` only when set)."""
         out = {"block": self.block, "start": list(self.start), "stop": list(self.stop),
                "checksums": dict(self.checksums), "raw_checksum": self.raw_checksum,
                "density_sum": self.density_sum, "max_std": self.max_std, "max_std_index": list(self.max_std_index),
@@ -85,6 +88,8 @@ class LedgerEntry:
             out.update(unit=self.unit, frame=self.frame)
         if self.pending is not None:
             out["pending"] = self.pending
+        if self.run_id is not None:
+            out["run_id"] = self.run_id
         return _jsonable(out)
 
     @classmethod

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunError
-from .creation import _create_axis, _create_variable, update_attrs
+from .creation import _create_axis, _create_variable, create_ledger, update_attrs
 from .damage import repairable
 from .layout import (DENSITY_UNITS, LEDGER, TILES, VARIABLES, _Frame, _quiet, _tile_layout, _zarr, frame_coordinates,
                      n_frames, read_attrs, structure_hash_chunks, variable_layout)
@@ -61,6 +61,8 @@ def check_metadata(path: str | Path, attrs: dict, *, values: bool = True) -> lis
             else:
                 problems += [("zarr.json", f"consolidated metadata of {name!r}: {why}")
                              for why in _metadata_differences(inline[name], fields)]
+    if not (path / LEDGER).is_dir():
+        problems.append((LEDGER, "folder missing (every block's record is lost)"))
     if values:
         bad = {name for name, _ in problems}
         problems += _check_values(path, attrs, skip=bad)
@@ -209,8 +211,10 @@ def repair_metadata(path: str | Path, problems: list[tuple[str, str]]) -> list[s
 
     A density variable is made again empty (NaN) and every ledger entry is
     dropped, so ``bigdens predict --resume`` recomputes every block;
-    coordinates are written again from the cell; the consolidated metadata
-    is rewritten.  The store is marked incomplete.
+    coordinates are written again from the cell; a missing ledger folder is
+    made again (empty: every block is recomputed); the consolidated metadata
+    is rewritten.  The store is marked incomplete (which is all that edited
+    ``"attributes"`` need: ``--resume`` writes the run's results again).
 
     Returns
     -------
@@ -241,9 +245,11 @@ def repair_metadata(path: str | Path, problems: list[tuple[str, str]]) -> list[s
                 elif name in ("x", "y", "z"):
                     shutil.rmtree(path / name, ignore_errors=True)
                     _create_axis(root, "xyz".index(name), coords["xyz".index(name)], overwrite=True)
+                elif name == LEDGER:
+                    create_ledger(root)
             zarr.consolidate_metadata(str(path))
     except OSError as exc:
         raise RunError(f"cannot repair {str(path)!r} ({exc.strerror or exc}); check permissions and free "
                        "space") from None
     update_attrs(path, complete=False)
-    return [n for n in names if n != "zarr.json"]
+    return [n for n in names if n not in ("zarr.json", "attributes") and not n.startswith("charge")]

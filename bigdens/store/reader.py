@@ -74,6 +74,9 @@ class BlockReader:
             return "no ledger entry although the store says complete" if self.complete else None
         if entry.pending is not None and self.complete:
             return "renormalization interrupted (rerun predict with --resume)"
+        if entry.run_id is not None and entry.run_id != self.attrs.get("run_id"):
+            return (f"its ledger entry was recorded by another run ({entry.run_id}; this store's is "
+                    f"{self.attrs.get('run_id')}): a block copied in from another store")
         if name is not None and not isinstance((entry.checksums or {}).get(name), str):
             return f"its ledger entry has no checksum of {name!r}"
         return None

@@ -43,9 +43,11 @@ class TrainConfig:
         on a GPU that is not checked.  CPU and GPU differ by float32
         rounding, which training amplifies.
     time_limit
-        Wall-clock seconds after which no new epoch starts (None: no limit);
-        the best epoch so far is kept, as on early stopping.  For jobs with
-        a wall-time limit (SLURM).
+        Wall-clock seconds after which no new epoch starts (default
+        :data:`DEFAULT_TIME_LIMIT`, a day; None: no limit); the best epoch so
+        far is kept, as on early stopping.  For jobs with a wall-time limit
+        (SLURM).  An interrupt (Ctrl-C, SIGTERM) after the first epoch also
+        ends training with the best epoch so far.
     schedule
         How the learning rate moves, one of :data:`SCHEDULES`: ``"plateau"``
         halves it when the validation NMAE has not improved for
@@ -67,7 +69,7 @@ class TrainConfig:
     frozen_lr_scale: float = 0.0
     nll_beta: float = 0.0
     device: str = "cpu"
-    time_limit: float | None = None
+    time_limit: float | None = 86400.0
     schedule: str = "plateau"
     min_lr_factor: float = 0.01
 

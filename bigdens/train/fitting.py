@@ -85,44 +85,51 @@ def _fit(model: DensityModel, X, y, Xv, yv, config: TrainConfig, log: Callable[[
     kl_weight = 1.0 / n  # KL scaled per training point
     best = (math.inf, None, -1)
     history = []
+    interrupted = False
     t0 = time.perf_counter()
-    for epoch in range(config.epochs):
-        net.train()
-        idx = torch.from_numpy(rng.choice(n, size=min(n, config.points_per_epoch), replace=False)).to(dev)
-        total = torch.zeros((), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
-        for a in range(0, len(idx), config.batch_size):
-            b = idx[a : a + config.batch_size]
-            loss = _nll(net(Xt[b]), yt[b], config.nll_beta) + kl_weight * net.kl()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach() * len(b)
-        total = float(total)
-        lr = opt.param_groups[-1]["lr"]  # the rate of this epoch (the last trained layer's)
-        net.eval()
-        with torch.no_grad():
-            pv = net.forward_mean(Xvt)[:, 0].double().cpu().numpy() * model.scaling.target_std \
-                + model.scaling.target_mean
-        val = metrics.nmae(pv, yv)
-        sched.step(val) if config.schedule == "plateau" else sched.step()
-        history.append({"epoch": epoch + 1, "loss": total / len(idx), "val_nmae_pct": val, "lr": lr})
-        improved = val < best[0]
-        if improved:
-            best = (val, {k: v.detach().clone() for k, v in net.state_dict().items()}, epoch + 1)
-        log(f"epoch {epoch + 1:4d}  loss {total / len(idx):+.4f}  val NMAE {val:.3f} %"
-            f"{'  *' if improved else ''}  ({time.perf_counter() - t0:.0f} s)")
-        if epoch + 1 - best[2] >= config.patience:
-            log(f"early stop: no better validation NMAE for {config.patience} epochs")
-            break
-        if config.time_limit is not None and time.perf_counter() - t0 >= config.time_limit:
-            log(f"time limit ({config.time_limit:g} s) reached after epoch {epoch + 1}")
-            break
+    try:
+        for epoch in range(config.epochs):
+            net.train()
+            idx = torch.from_numpy(rng.choice(n, size=min(n, config.points_per_epoch), replace=False)).to(dev)
+            total = torch.zeros((), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
+            for a in range(0, len(idx), config.batch_size):
+                b = idx[a : a + config.batch_size]
+                loss = _nll(net(Xt[b]), yt[b], config.nll_beta) + kl_weight * net.kl()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.detach() * len(b)
+            total = float(total)
+            lr = opt.param_groups[-1]["lr"]  # the rate of this epoch (the last trained layer's)
+            net.eval()
+            with torch.no_grad():
+                pv = net.forward_mean(Xvt)[:, 0].double().cpu().numpy() * model.scaling.target_std \
+                    + model.scaling.target_mean
+            val = metrics.nmae(pv, yv)
+            sched.step(val) if config.schedule == "plateau" else sched.step()
+            history.append({"epoch": epoch + 1, "loss": total / len(idx), "val_nmae_pct": val, "lr": lr})
+            improved = val < best[0]
+            if improved:
+                best = (val, {k: v.detach().clone() for k, v in net.state_dict().items()}, epoch + 1)
+            log(f"epoch {epoch + 1:4d}  loss {total / len(idx):+.4f}  val NMAE {val:.3f} %"
+                f"{'  *' if improved else ''}  ({time.perf_counter() - t0:.0f} s)")
+            if epoch + 1 - best[2] >= config.patience:
+                log(f"early stop: no better validation NMAE for {config.patience} epochs")
+                break
+            if config.time_limit is not None and time.perf_counter() - t0 >= config.time_limit:
+                log(f"time limit ({config.time_limit:g} s) reached after epoch {epoch + 1}")
+                break
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the best epoch so far, as on early stopping
+        if best[1] is None:
+            raise
+        log(f"interrupted after epoch {len(history)}: keeping the best epoch so far ({best[2]})")
+        interrupted = True
     net.load_state_dict(best[1])
     for p in net.parameters():
         p.requires_grad_(True)
     model.net = net.cpu()
     return {"device": dev.type, "best_epoch": best[2], "best_val_nmae_pct": best[0], "epochs": history,
-            "train_seconds": time.perf_counter() - t0, "n_train_points": n}
+            "train_seconds": time.perf_counter() - t0, "n_train_points": n, "interrupted": interrupted}
 
 
 def _provenance(snapshots) -> list[dict]:
