@@ -58,6 +58,13 @@ MAX_BLOCKS = 2_000_000
 CORE_S_PER_POINT = 10e-6
 #: Share of that cost which scales with the number of samples S.
 SAMPLE_SHARE = 0.3
+#: Core-seconds each block costs beyond its points (a Dask task, its halo, a zarr write, a ledger entry and a
+#: charges file), a rough lower figure: ``--block 1`` on a 4-atom cell spent ~0.16 s of wall time per block on
+#: two workers.
+TASK_OVERHEAD_CORE_S = 0.05
+#: Estimated CPU time beyond which a run is long: its estimate is shown (a warning), and a run that would spend
+#: most of it on per-block overhead is refused.
+LONG_RUN_CORE_S = 600.0
 #: Share of the free memory and disk a run may plan to use.
 HEADROOM = 0.9
 #: The flag that skips these checks, named in every refusal.
@@ -77,13 +84,16 @@ class Estimate:
     n_tasks : int
         Blocks (one task each).
     core_seconds : float
-        CPU time summed over cores, s (rough: see :data:`CORE_S_PER_POINT`).
+        CPU time summed over cores, s (rough: see :data:`CORE_S_PER_POINT`), the per-block overhead included.
+    overhead_core_seconds : float
+        The part of ``core_seconds`` spent per block rather than per point (:data:`TASK_OVERHEAD_CORE_S`).
     """
 
     memory_per_worker: int
     disk: int
     n_tasks: int
     core_seconds: float
+    overhead_core_seconds: float = 0.0
 
     def describe(self) -> str:
         return (f"{self.n_tasks:,} blocks, {_size(self.memory_per_worker)} per worker, {_size(self.disk)} on disk, "
@@ -144,7 +154,9 @@ def estimate_predict(*, n_atoms: int, volume: float, grid_shape, block_shape, sa
     disk = (STORE_BYTES_PER_POINT * n_points + STORE_BYTES_PER_ATOM * n_atoms + LEDGER_BYTES_PER_BLOCK * 2 * n_blocks
             + charges)
     cost = CORE_S_PER_POINT * ((1 - SAMPLE_SHARE) + SAMPLE_SHARE * samples / 20)
-    return Estimate(memory_per_worker=int(memory), disk=int(disk), n_tasks=n_blocks, core_seconds=n_points * cost)
+    overhead = TASK_OVERHEAD_CORE_S * n_blocks
+    return Estimate(memory_per_worker=int(memory), disk=int(disk), n_tasks=n_blocks,
+                    core_seconds=n_points * cost + overhead, overhead_core_seconds=overhead)
 
 
 def estimate_describe(*, n_atoms: int, volume: float, grid_shape, block_shape, n_features: int,
@@ -152,8 +164,9 @@ def estimate_describe(*, n_atoms: int, volume: float, grid_shape, block_shape, n
     """The :class:`Estimate` of ``bigdens describe`` (one process; nothing written)."""
     e = estimate_predict(n_atoms=n_atoms, volume=volume, grid_shape=grid_shape, block_shape=block_shape,
                          samples=1, n_features=n_features, r_cut=r_cut, hidden=(1,), kind="last-layer", batch=1)
+    points = (e.core_seconds - e.overhead_core_seconds) * (1 - SAMPLE_SHARE)
     return Estimate(memory_per_worker=e.memory_per_worker, disk=0, n_tasks=e.n_tasks,
-                    core_seconds=e.core_seconds * (1 - SAMPLE_SHARE))
+                    core_seconds=points + e.overhead_core_seconds, overhead_core_seconds=e.overhead_core_seconds)
 
 
 def estimate_build(n_atoms: int) -> Estimate:
@@ -201,12 +214,19 @@ def check(estimate: Estimate, *, what: str, memory_per_worker: int | None, disk_
     SetupError
         With the estimate, the limit and the flag that forces the work.
     """
-    log.info("estimate for %s: %s", what, estimate.describe())
+    if estimate.core_seconds > LONG_RUN_CORE_S:
+        log.warning("estimate for %s: %s", what, estimate.describe())
+    else:
+        log.info("estimate for %s: %s", what, estimate.describe())
     if skip:
         return
     if estimate.n_tasks > MAX_BLOCKS:
         raise SetupError(f"{what} would need {estimate.n_tasks:,} blocks (at most {MAX_BLOCKS:,}): use a larger "
                          f"--block or a coarser grid; {FORCE_FLAG} forces it")
+    if estimate.core_seconds > LONG_RUN_CORE_S and estimate.overhead_core_seconds > 0.5 * estimate.core_seconds:
+        raise SetupError(f"{what} would spend most of its about {_duration(estimate.core_seconds)} of CPU time on "
+                         f"the overhead of {estimate.n_tasks:,} small blocks: use a larger --block; {FORCE_FLAG} "
+                         "forces it")
     if memory_per_worker is not None and estimate.memory_per_worker > HEADROOM * memory_per_worker:
         raise SetupError(f"{what} would need about {_size(estimate.memory_per_worker)} of memory per process, but "
                          f"{_size(memory_per_worker)} is available: {advice}, or {FORCE_FLAG} to try anyway")

@@ -56,7 +56,28 @@ def _checked_format(path: Path, format: str | None) -> str:
             f"cannot tell the format of {where} (ASE knows no format {fmt!r} for its name); name it with "
             "--format, e.g. --format lammps-data"
         )
+    _check_text_lines(path, fmt)
     return fmt
+
+
+#: Longest first line a text structure file may have, bytes: a header or one atom's line is far shorter,
+#: and ASE reads a line whole (a 2 GB file without a newline took 10 GB of memory before its error).
+MAX_LINE_BYTES = 1 << 20
+
+
+def _check_text_lines(path: Path, fmt: str) -> None:
+    """Refuse a text-format file whose first :data:`MAX_LINE_BYTES` bytes hold no line break, before ASE reads it."""
+    from ase.io.formats import ioformats
+
+    spec = ioformats.get(fmt)
+    if spec is None or spec.isbinary or path.stat().st_size <= MAX_LINE_BYTES:
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(MAX_LINE_BYTES)
+    if b"\n" not in head and b"\r" not in head:
+        raise InputError(f"structure file {str(path)!r} cannot be a {fmt!r} file: its first "
+                         f"{MAX_LINE_BYTES // 2**20} MiB holds no line break; give a structure file (or name its "
+                         "format with --format)")
 
 
 def read_frames(path: str | Path, *, format: str | None = None) -> list["Atoms"]:

@@ -86,6 +86,10 @@ GROUPS: dict[str, list[Case]] = {
     "Structures": [
         case("structure-empty-file", "empty structure file", "describe empty.xyz",
              "structure file 'empty.xyz' is empty (0 bytes)"),
+        case("structure-no-line-break", "a 1 MiB text file without a line break (ASE would read it whole)",
+             "predict oneline.xyz " + PREDICT,
+             "structure file 'oneline.xyz' cannot be a 'extxyz' file: its first 1 MiB holds no line break; give a "
+             "structure file (or name its format with --format)"),
         case("structure-unreadable", "text that is not XYZ", "describe garbage.xyz",
              "structure file 'garbage.xyz' is damaged: it does not parse as 'extxyz' (XYZError: …); check or "
              "rewrite the file"),
@@ -577,6 +581,10 @@ GROUPS: dict[str, list[Case]] = {
              "predict al.xyz --model al.safetensors --spacing 0.01 --block 2 --workers 0 --out new.zarr",
              "the prediction would need … blocks (at most 2,000,000): use a larger --block or a coarser "
              "grid; --skip-size-check forces it"),
+        case("predict-tiny-blocks", "--block 1: every grid point its own task",
+             "predict al.xyz --model al.safetensors --grid 40 40 40 --block 1 --workers 0 --out new.zarr",
+             "the prediction would spend most of its about … of CPU time on the overhead of 64,000 small blocks: "
+             "use a larger --block; --skip-size-check forces it"),
         case("predict-samples-too-many", "--mc-samples 100000000",
              "predict al.xyz --model al.safetensors --mc-samples 100000000 --workers 0 --out new.zarr",
              "the prediction would need about … of memory per process, but … is available: lower --mc-samples, "
@@ -979,6 +987,7 @@ def inputs(tmp_path_factory) -> Path:
     write(d / "al.xyz", al)
     (d / "al.weird").write_text("Al 0 0 0\n")
     (d / "empty.xyz").write_text("")
+    (d / "oneline.xyz").write_bytes(b"7" * ((1 << 20) + 10))  # no line break in its first MiB
     (d / "garbage.xyz").write_text("hello world\nthis is not an xyz file\n")
     write(d / "zero.xyz", Atoms(cell=al.cell, pbc=True))
     a = al.copy()

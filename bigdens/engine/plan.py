@@ -259,7 +259,8 @@ def _check_size(atoms: "Atoms", model: "DensityModel", grid, block: tuple[int, i
                                 batch=config.batch)
     if frames > 1:  # memory per worker is one frame's; disk, tasks and time scale with the frames
         estimate = replace(estimate, disk=estimate.disk * frames, n_tasks=estimate.n_tasks * frames,
-                           core_seconds=estimate.core_seconds * frames)
+                           core_seconds=estimate.core_seconds * frames,
+                           overhead_core_seconds=estimate.overhead_core_seconds * frames)
     if config.scheduler_file is not None:
         memory = None  # the workers of someone else's cluster: unknown
     elif config.profile is not None:
