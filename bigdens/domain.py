@@ -153,6 +153,10 @@ class DomainReport:
         return "; ".join(self.reasons)
 
 
+#: Trajectories of at least this many frames show a progress bar (on a terminal) while their frames are checked.
+PROGRESS_FRAMES = 50
+
+
 def limits() -> dict:
     """The documented thresholds (recorded in every store)."""
     return {"flagged_share": FLAGGED_MAX, "electron_error": ELECTRON_MAX, "negative_share": NEGATIVE_MAX,
@@ -294,7 +298,12 @@ def check_before_frames(frames: list, model: "DensityModel", grid: "Grid", *, la
     report = DomainReport()
     _check_spacing(report, model, grid)
     bad = []
-    for k, (atoms, label) in enumerate(zip(frames, labels)):
+    from tqdm import tqdm
+
+    # A bar on a terminal for long trajectories (each frame runs the network on its probe points).
+    shown = tqdm(list(zip(frames, labels)), unit="frame", desc="domain checks",
+                 disable=None if len(frames) >= PROGRESS_FRAMES else True)
+    for k, (atoms, label) in enumerate(shown):
         one = DomainReport()
         _check_neighbours(one, atoms, model)
         _probe(one, atoms, model, grid, n_expected=n_expected, seed=seed, device=device)

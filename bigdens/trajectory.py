@@ -111,8 +111,11 @@ def read_trajectory(path: str | Path, *, frames: slice, text: str = "", format: 
     n = 0
     want = None if frames.start is not None and frames.start < 0 or frames.stop is not None and frames.stop < 0 \
         else frames
-    try:
-        for atoms in iread(path, index=":", format=fmt):
+    from tqdm import tqdm
+
+    try:  # a bar on a terminal (a file of 10⁴ frames takes minutes to read)
+        for atoms in tqdm(iread(path, index=":", format=fmt), unit="frame", desc="reading frames", disable=None,
+                          delay=2.0):
             if want is None or _in_slice(n, want):
                 kept[n] = atoms
             n += 1

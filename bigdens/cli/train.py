@@ -38,7 +38,8 @@ def add_optimiser_arguments(parser: argparse.ArgumentParser, *, defaults) -> Non
                         help=f"learning rate: plateau (halved when validation stalls) or cosine (from --lr down to "
                              f"1 %% of it over --epochs); default {d.schedule}")
     parser.add_argument("--time-limit", type=float, default=d.time_limit, metavar="SECONDS",
-                        help="start no new epoch after this many seconds of training; keep the best so far")
+                        help=f"start no new epoch after this many seconds of training; keep the best so far "
+                             f"(default {d.time_limit:g}); Ctrl-C or SIGTERM also keeps the best epoch so far")
     parser.add_argument("--seed", type=int, default=d.seed,
                         help=f"seed of the weights, the points drawn and the training noise (default {d.seed})")
     add_threads_argument(parser)
