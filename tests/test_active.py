@@ -498,3 +498,25 @@ def test_picks_are_computed_in_the_protocol_the_model_trained_on(tmp_path, al_mo
     with pytest.raises(InputError, match="trained on data of protocol\\(s\\) bigdens-dft-v1, bigdens-dft-v2; say "
                                          "which protocol the picks are computed in with --protocol v1 or v2"):
         dft_settings(None, saved(["bigdens-dft-v1", "bigdens-dft-v2", "bigdens-dft-v2"]))
+
+
+def test_shipped_cost_records_are_the_data_sets_timings_and_work_from_any_folder(tmp_path, monkeypatch):
+    # Every shipped record is a timing one of the repository's data sets recorded (a real GPAW run), and the
+    # model fitted to them estimates each within a factor of 2; nothing is read from the current folder.
+    from bigdens.cli._common import cost_data_dirs
+
+    for protocol in ("bigdens-dft-v1", "bigdens-dft-v2"):
+        shipped = cost.shipped_records(protocol=protocol)
+        sources = sorted({DATASETS / r.source.split("/")[0] for r in shipped})
+        recorded = {r.source: r for r in cost.records_from_datasets(sources, protocol=protocol)}
+        assert shipped and all(recorded[r.source] == r for r in shipped)
+        monkeypatch.chdir(tmp_path)
+        assert cost_data_dirs(None) is None
+        model = cost.from_datasets(None, protocol=protocol)
+        assert model.n_records == len(shipped)
+        for r in shipped:
+            folder, name = r.source.split("/")
+            with np.load(DATASETS / folder / f"{name}.npz") as z:
+                est = model.core_seconds(z["numbers"], z["cell"])
+            assert 0.5 < est / r.core_seconds < 2.0, (r.source, est, r.core_seconds)
+        monkeypatch.chdir(ROOT)

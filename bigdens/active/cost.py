@@ -13,6 +13,7 @@ says what this machine and protocol did.  With one size only, b is fixed at 3 an
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,10 @@ from ..errors import InputError
 
 #: Exponents used when the records cannot determine them (one size, one k-mesh).
 DEFAULT_EXPONENTS = (3.0, 1.0)
+#: The DFT timings shipped with bigdens: every record of this project's data sets, per protocol (made by
+#: :func:`write_records`; ``python -m benchmarks.cost_records`` rewrites it).  The cost model's default, so that
+#: ``suggest`` and ``learn`` work from any folder; ``--cost-data`` fits your own machine's timings instead.
+SHIPPED_RECORDS = Path(__file__).with_name("cost_records.json")
 
 
 def chemistry(numbers) -> str:
@@ -72,14 +77,13 @@ class CostModel:
     def core_seconds(self, numbers, cell) -> float:
         """Estimated DFT core-seconds of the structure (atomic numbers, cell rows in Å)."""
         from ..chemistry import hgh_valence
-        from ..datagen import DFTSettings
 
         chem = chemistry(numbers)
         if chem not in self.constants:
             known = ", ".join(sorted(self.constants))
             raise InputError(f"no recorded DFT timings for {chem} structures (the data sets have {known}); "
                              "give a data set of that chemistry to --cost-data")
-        n_k = math.prod(DFTSettings().kpts_for(np.asarray(cell)))
+        n_k = math.prod(_settings(self.protocol).kpts_for(np.asarray(cell)))
         return float(math.exp(self.constants[chem] + self.electron_exponent * math.log(hgh_valence(numbers))
                               + self.kpoint_exponent * math.log(n_k)))
 
@@ -87,12 +91,19 @@ class CostModel:
         return asdict(self)
 
 
+def _settings(protocol: str):
+    """The DFT settings of ``protocol`` (its k-mesh rule); the library's defaults for a protocol not registered."""
+    from ..datagen.settings import PROTOCOLS, DFTSettings
+
+    return PROTOCOLS.get(protocol) or DFTSettings()
+
+
 def records_from_datasets(directories: Sequence[str | Path], *, protocol: str) -> list[CostRecord]:
     """The DFT timings recorded by the data sets in ``directories`` (snapshots of ``protocol`` only)."""
     from ..chemistry import hgh_valence
     from ..data import read_manifest
-    from ..datagen import DFTSettings
 
+    settings = _settings(protocol)
     out = []
     for d in directories:
         d = Path(d)
@@ -103,7 +114,7 @@ def records_from_datasets(directories: Sequence[str | Path], *, protocol: str) -
             with np.load(d / e["file"], allow_pickle=False) as z:
                 numbers, cell = z["numbers"], z["cell"]
             out.append(CostRecord(chemistry(numbers), float(hgh_valence(numbers)),
-                                  math.prod(DFTSettings().kpts_for(cell)), float(t), f"{d.name}/{e['name']}"))
+                                  math.prod(settings.kpts_for(cell)), float(t), f"{d.name}/{e['name']}"))
     return out
 
 
@@ -144,6 +155,28 @@ def fit(records: Sequence[CostRecord], *, protocol: str) -> CostModel:
                      n_records=len(records))
 
 
-def from_datasets(directories: Sequence[str | Path], *, protocol: str) -> CostModel:
-    """:func:`fit` on the timings recorded by the data sets in ``directories``."""
+def from_datasets(directories: Sequence[str | Path] | None, *, protocol: str) -> CostModel:
+    """:func:`fit` on the timings recorded by the data sets in ``directories`` (None: :data:`SHIPPED_RECORDS`)."""
+    if directories is None:
+        return fit(shipped_records(protocol=protocol), protocol=protocol)
     return fit(records_from_datasets(directories, protocol=protocol), protocol=protocol)
+
+
+def shipped_records(*, protocol: str, path: str | Path = SHIPPED_RECORDS) -> list[CostRecord]:
+    """The records of ``protocol`` in the shipped timings file (:data:`SHIPPED_RECORDS`)."""
+    data = json.loads(Path(path).read_text())
+    return [CostRecord(**r) for r in data["protocols"].get(protocol, [])]
+
+
+def write_records(directories: Sequence[str | Path], path: str | Path = SHIPPED_RECORDS) -> dict:
+    """Write every DFT timing the data sets in ``directories`` record, per protocol, to ``path`` (JSON); return it."""
+    from .._files import write_text
+    from ..data import read_manifest
+
+    protocols = sorted({str(e.get("protocol")) for d in directories for e in read_manifest(Path(d))["snapshots"]
+                        if e.get("protocol")})
+    data = {"description": "DFT core-seconds of single points, as bigdens datagen recorded them "
+                           "(bigdens.active.cost); source: data set/snapshot",
+            "protocols": {p: [asdict(r) for r in records_from_datasets(directories, protocol=p)] for p in protocols}}
+    write_text(Path(path), json.dumps(data, indent=1) + "\n")
+    return data

@@ -158,22 +158,19 @@ def cluster_config(args: argparse.Namespace, *, model):
                          device=getattr(args, "device", config_default(PredictConfig, "device")))
 
 
-def cost_data_dirs(given: list[str] | None) -> list:
-    """Data-set folders whose recorded DFT timings fit the cost model: ``--cost-data``, else ./datasets/*."""
+def cost_data_dirs(given: list[str] | None) -> list | None:
+    """Data-set folders whose recorded DFT timings fit the cost model: ``--cost-data``; None (the timings shipped
+    with bigdens, :data:`bigdens.active.cost.SHIPPED_RECORDS`) when it is not given."""
     from pathlib import Path
 
     from ..errors import InputError
 
-    if given:
-        for d in given:
-            if not (Path(d) / "dataset.json").is_file():
-                raise InputError(f"--cost-data {d!r} is not a bigdens data set (no dataset.json in it)")
-        return [Path(d) for d in given]
-    found = sorted(p.parent for p in Path("datasets").glob("*/dataset.json"))
-    if not found:
-        raise InputError("no DFT timings to estimate costs from: give --cost-data DATA (data sets made by "
-                         "`bigdens datagen`, which record their DFT core-seconds)")
-    return found
+    if not given:
+        return None
+    for d in given:
+        if not (Path(d) / "dataset.json").is_file():
+            raise InputError(f"--cost-data {d!r} is not a bigdens data set (no dataset.json in it)")
+    return [Path(d) for d in given]
 
 
 #: Commands whose -o/--output is a store they write (``predict`` resumes or overwrites one there).

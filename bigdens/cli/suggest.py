@@ -55,7 +55,8 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"Monte Carlo weight samples per candidate (default {SCORE_SAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples and of the random strategy")
     parser.add_argument("--cost-data", nargs="+", metavar="DATA",
-                        help="data sets whose recorded DFT core-seconds fit the cost model (default: datasets/*)")
+                        help="data sets whose recorded DFT core-seconds fit the cost model (default: the timings "
+                             "shipped with bigdens, this project's data sets on its 2-core machine)")
     parser.add_argument("--format", help="ASE format of candidate files when it cannot be guessed")
     add_device_argument(parser, default=config_default(PredictConfig, "device"), what="the scoring network")
     add_cluster_arguments(parser, what="scoring")
