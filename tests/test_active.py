@@ -481,7 +481,8 @@ def test_picks_are_computed_in_the_protocol_the_model_trained_on(tmp_path, al_mo
     from bigdens.cli.suggest import dft_settings
     from bigdens.datagen import protocol_settings
 
-    assert dft_settings(None, str(SHIPPED_AL)) == protocol_settings("v1")  # its training data are v1
+    # Its stage 1 trained on v2 labels, its stage 2 on v1 cells: the picks join the last stage's data.
+    assert dft_settings(None, str(SHIPPED_AL)) == protocol_settings("v1")
     assert dft_settings("v2", str(SHIPPED_AL)) == protocol_settings("v2")
 
     def saved(protocols):  # the shipped model, its stage-1 records saying these protocols
@@ -495,9 +496,11 @@ def test_picks_are_computed_in_the_protocol_the_model_trained_on(tmp_path, al_mo
 
     assert dft_settings(None, saved(["bigdens-dft-v2"])) == protocol_settings("v2")
     assert dft_settings(None, saved([])) == protocol_settings("v1")  # nothing recorded: the library default
-    with pytest.raises(InputError, match="trained on data of protocol\\(s\\) bigdens-dft-v1, bigdens-dft-v2; say "
+    # Mixed, and its own stage records none: the recommended protocol.
+    assert dft_settings(None, saved(["bigdens-dft-v1", "bigdens-dft-v2", "bigdens-dft-v2"])) == protocol_settings("v2")
+    with pytest.raises(InputError, match="trained on data of protocol\\(s\\) bigdens-dft-v1, bigdens-dft-v9; say "
                                          "which protocol the picks are computed in with --protocol v1 or v2"):
-        dft_settings(None, saved(["bigdens-dft-v1", "bigdens-dft-v2", "bigdens-dft-v2"]))
+        dft_settings(None, saved(["bigdens-dft-v1", "bigdens-dft-v9"]))
 
 
 def test_shipped_cost_records_are_the_data_sets_timings_and_work_from_any_folder(tmp_path, monkeypatch):

@@ -222,7 +222,8 @@ def test_shipped_models_conserve_electrons_on_a_test_cell(model, cell):
 
 def test_shipped_models_match_their_recorded_hashes_and_a_damaged_copy_is_refused(tmp_path):
     """bigdens/models/SHA256SUMS names every shipped model with its file's sha256 (`sha256sum -c` reads it);
-    a file named there that differs by one bit is refused at load, naming both hashes; files not named load."""
+    a file named there that differs by one bit is refused at load, naming both hashes; files not named load,
+    unless their weights fail the digest written with them."""
     import hashlib
     import shutil
 
@@ -240,7 +241,11 @@ def test_shipped_models_match_their_recorded_hashes_and_a_damaged_copy_is_refuse
     (tmp_path / "mine.safetensors").write_bytes(bytes(raw))  # the same bytes under a name the record lacks
     with pytest.raises(InputError, match=rf"is damaged or was replaced: its sha256 is .* records {record['al.safetensors'][:16]}"):
         load(tmp_path / "al.safetensors")
-    assert load(tmp_path / "mine.safetensors").params.n_features == load(MODELS / "al.safetensors").params.n_features
+    # Unnamed in the record, the damaged bytes are still refused: the weights' own digest (written since model v4).
+    with pytest.raises(InputError, match="is damaged: its weights do not match the digest written with them"):
+        load(tmp_path / "mine.safetensors")
+    shutil.copy(MODELS / "al.safetensors", tmp_path / "intact.safetensors")  # a name the record lacks: loads
+    assert load(tmp_path / "intact.safetensors").params.n_features == load(MODELS / "al.safetensors").params.n_features
     # sha256sum's binary-mode lines ("<hex> *name") read the same.
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / RECORDED_HASHES).write_text(f"{record['al.safetensors']} *al.safetensors\n")

@@ -12,27 +12,32 @@ HELP = "rank candidate structures by what their DFT would teach the model per co
 def dft_settings(protocol: str | None, model_path: str):
     """The DFT settings of the picks: those of ``--protocol``, else of the protocol the model at ``model_path``
     was trained on (:func:`bigdens.lineage.training_protocols`; v1 where the model records none), so that the
-    picks can join its training data.
+    picks can join its training data.  A model trained on several (stage 1 on one, stage 2 on another) gets the
+    protocol of its last stage's data, which the picks join; the recommended protocol (v2) if that mixes too.
 
     Raises
     ------
     InputError
-        When the model trained on data of several protocols, or of one this bigdens does not know, and no
-        ``--protocol`` says which.
+        When the model trained on data of a protocol this bigdens does not know, and no ``--protocol`` says
+        which.
     """
     from ..bnn import load
-    from ..datagen import DEFAULT_PROTOCOL, PROTOCOLS, protocol_settings
+    from ..datagen import DEFAULT_PROTOCOL, PROTOCOLS, RECOMMENDED_PROTOCOL, protocol_settings
     from ..errors import InputError
     from ..lineage import training_protocols
 
     if protocol is not None:
         return protocol_settings(protocol)
-    found = training_protocols(load(model_path).info)
+    info = load(model_path).info
+    found = training_protocols(info)
     if not found:
         return protocol_settings(DEFAULT_PROTOCOL)
-    if len(found) > 1 or not found <= PROTOCOLS.keys():
+    if not found <= PROTOCOLS.keys():
         raise InputError(f"model {model_path!r} was trained on data of protocol(s) {', '.join(sorted(found))}; say "
                          "which protocol the picks are computed in with --protocol v1 or v2")
+    if len(found) > 1:  # e.g. the shipped Al model: stage 1 on v2 labels, stage 2 on v1 cells
+        last = {e.get("protocol") for e in (info.get("data") or {}).get("train") or []}
+        return protocol_settings(last.pop() if len(last) == 1 and last <= PROTOCOLS.keys() else RECOMMENDED_PROTOCOL)
     return protocol_settings(found.pop())
 
 
@@ -44,7 +49,8 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--protocol", choices=sorted(PROTOCOL_ALIASES), metavar="PROTOCOL",
                         help="DFT protocol of the picks, whose recorded timings price them: "
-                             f"{', '.join(sorted(PROTOCOL_ALIASES))} (default: that of the model's training data)")
+                             f"{', '.join(sorted(PROTOCOL_ALIASES))} (default: that of the model's training data; of its last "
+                             "stage's when the stages differ)")
 
     parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty",
                         help="uncertainty (default): most excess flagged volume per core-second, diversified; "
