@@ -22,7 +22,7 @@ release() {
         rm -f "$leases/$$"
         prune
         if ! compgen -G "$leases/[0-9]*" >/dev/null && [[ -e $leases/started ]]; then
-            bash "$slurm" stop || true
+            bash "$slurm" stop 9>&- || true
             rm -f "$leases/started"
         fi
     ) 9>"$leases/lock"
@@ -33,7 +33,8 @@ release() {
     touch "$leases/$$"
     if ! bash "$slurm" status 2>/dev/null; then
         if [[ $(id -u) == 0 ]] && { command -v apt-get >/dev/null || command -v slurmctld >/dev/null; }; then
-            if bash "$slurm" start; then touch "$leases/started"; elif [[ ${CI:-} == true ]]; then exit 1; fi
+            # 9>&-: the daemons must not inherit the lock's descriptor (they would hold the lock for good).
+            if bash "$slurm" start 9>&-; then touch "$leases/started"; elif [[ ${CI:-} == true ]]; then exit 1; fi
         elif [[ ${CI:-} == true ]]; then
             echo "tests/run.sh: CI needs the local SLURM but this is not root with apt-get" >&2
             exit 1

@@ -481,7 +481,7 @@ def test_picks_are_computed_in_the_protocol_the_model_trained_on(tmp_path, al_mo
     from bigdens.cli.suggest import dft_settings
     from bigdens.datagen import protocol_settings
 
-    # Its stage 1 trained on v2 labels, its stage 2 on v1 cells: the picks join the last stage's data.
+    # Its stage 1 trained on v2 labels, its stage 2 on v1 and v2 cells: the library default.
     assert dft_settings(None, str(SHIPPED_AL)) == protocol_settings("v1")
     assert dft_settings("v2", str(SHIPPED_AL)) == protocol_settings("v2")
 
@@ -496,8 +496,14 @@ def test_picks_are_computed_in_the_protocol_the_model_trained_on(tmp_path, al_mo
 
     assert dft_settings(None, saved(["bigdens-dft-v2"])) == protocol_settings("v2")
     assert dft_settings(None, saved([])) == protocol_settings("v1")  # nothing recorded: the library default
-    # Mixed, and its own stage records none: the recommended protocol.
-    assert dft_settings(None, saved(["bigdens-dft-v1", "bigdens-dft-v2", "bigdens-dft-v2"])) == protocol_settings("v2")
+    # Mixed, and its own stage records none: the library default; a last stage of one protocol: that one.
+    assert dft_settings(None, saved(["bigdens-dft-v1", "bigdens-dft-v2", "bigdens-dft-v2"])) == protocol_settings("v1")
+    parent = {**al_model.info["parent"], "data": {"train": [{"name": "a", "protocol": "bigdens-dft-v1"}]}}
+    staged = DensityModel(params=al_model.params, arch=al_model.arch, scaling=al_model.scaling, net=al_model.net,
+                          info={**al_model.info, "data": {"train": [{"name": "b", "protocol": "bigdens-dft-v2"}]},
+                                "parent": parent})
+    staged.save(tmp_path / "staged.safetensors")
+    assert dft_settings(None, str(tmp_path / "staged.safetensors")) == protocol_settings("v2")
     with pytest.raises(InputError, match="trained on data of protocol\\(s\\) bigdens-dft-v1, bigdens-dft-v9; say "
                                          "which protocol the picks are computed in with --protocol v1 or v2"):
         dft_settings(None, saved(["bigdens-dft-v1", "bigdens-dft-v9"]))

@@ -13,7 +13,8 @@ def dft_settings(protocol: str | None, model_path: str):
     """The DFT settings of the picks: those of ``--protocol``, else of the protocol the model at ``model_path``
     was trained on (:func:`bigdens.lineage.training_protocols`; v1 where the model records none), so that the
     picks can join its training data.  A model trained on several (stage 1 on one, stage 2 on another) gets the
-    protocol of its last stage's data, which the picks join; the recommended protocol (v2) if that mixes too.
+    protocol of its last stage's data, which the picks join; the library default (v1) if that mixes too (the
+    shipped Al model: pass ``--protocol v2`` for picks computed with converged k-points).
 
     Raises
     ------
@@ -22,7 +23,7 @@ def dft_settings(protocol: str | None, model_path: str):
         which.
     """
     from ..bnn import load
-    from ..datagen import DEFAULT_PROTOCOL, PROTOCOLS, RECOMMENDED_PROTOCOL, protocol_settings
+    from ..datagen import DEFAULT_PROTOCOL, PROTOCOLS, protocol_settings
     from ..errors import InputError
     from ..lineage import training_protocols
 
@@ -37,7 +38,7 @@ def dft_settings(protocol: str | None, model_path: str):
                          "which protocol the picks are computed in with --protocol v1 or v2")
     if len(found) > 1:  # e.g. the shipped Al model: stage 1 on v2 labels, stage 2 on v1 cells
         last = {e.get("protocol") for e in (info.get("data") or {}).get("train") or []}
-        return protocol_settings(last.pop() if len(last) == 1 and last <= PROTOCOLS.keys() else RECOMMENDED_PROTOCOL)
+        return protocol_settings(last.pop() if len(last) == 1 and last <= PROTOCOLS.keys() else DEFAULT_PROTOCOL)
     return protocol_settings(found.pop())
 
 
@@ -50,7 +51,7 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=sorted(PROTOCOL_ALIASES), metavar="PROTOCOL",
                         help="DFT protocol of the picks, whose recorded timings price them: "
                              f"{', '.join(sorted(PROTOCOL_ALIASES))} (default: that of the model's training data; of its last "
-                             "stage's when the stages differ)")
+                             "stage's when the stages differ; v1 when that stage mixes them, as the shipped Al model's)")
 
     parser.add_argument("--strategy", choices=STRATEGIES, default="uncertainty",
                         help="uncertainty (default): most excess flagged volume per core-second, diversified; "
