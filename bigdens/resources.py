@@ -59,8 +59,8 @@ CORE_S_PER_POINT = 10e-6
 #: Share of that cost which scales with the number of samples S.
 SAMPLE_SHARE = 0.3
 #: Core-seconds each block costs beyond its points (a Dask task, its halo, a zarr write, a ledger entry and a
-#: charges file), a rough lower figure: ``--block 1`` on a 4-atom cell spent ~0.16 s of wall time per block on
-#: two workers.
+#: charges file).  Not measured here: a guess below the reliability probe's report (``--block 1`` on a 4-atom
+#: cell projected 2.8 h, about 0.16 s of wall time per block on two workers).
 TASK_OVERHEAD_CORE_S = 0.05
 #: Estimated CPU time beyond which a run is long: its estimate is shown (a warning), and a run that would spend
 #: most of it on per-block overhead is refused.

@@ -317,8 +317,7 @@ def _flagged_count(ledger: dict, model: "DensityModel") -> int | None:
 
 def _frame_electrons(plan: RunPlan, ledger: dict) -> list[float]:
     """Each frame's predicted electrons (raw density summed in block order × dV), e."""
-    return [sum(fl[b].density_sum for b in range(plan.n_blocks)) * plan.grid.dv
-            for fl in plan.frame_ledgers(ledger)]
+    return zstore.frame_electrons(plan.frame_ledgers(ledger), plan.grid.dv)
 
 
 def _summary(plan: RunPlan, outcome: _Outcome, config: PredictConfig, *, n_computed: int,

@@ -79,11 +79,11 @@ from .metadata import (_check_values, _expected_metadata, _metadata_differences,
                        repair_metadata)
 from .reader import BlockReader, CheckedSlabs, check_frame, open_checked
 from .target import check_folder, check_identity, check_target, remove
-from .verification import VerifyReport, damaged_units, verify
+from .verification import VerifyReport, damaged_units, frame_electrons, verify
 
 __all__ = ["BlockReader", "LedgerEntry", "WorkUnits", "CHARGE_UNITS", "CHARGE_VARIABLES", "CheckedSlabs", "DENSITY_UNITS", "STORE_FORMAT",
            "VARIABLES", "VerifyReport", "charges_file", "check_frame", "check_identity", "check_metadata",
-           "check_target", "checksum", "create", "damage_error", "damaged_units", "n_frames", "open_checked", "open_variables",
+           "check_target", "checksum", "create", "damage_error", "damaged_units", "frame_electrons", "n_frames", "open_checked", "open_variables",
            "problems_error", "read_attrs", "read_block_charges", "require_attrs", "read_ledger", "repair_metadata", "structure_hash",
            "structure_hash_chunks", "trajectory_hash", "unit_index", "update_attrs", "variable_layout", "verify",
            "write_block", "write_block_charges", "write_charges", "write_ledger"]

@@ -88,6 +88,12 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyReport:
     return report
 
 
+def frame_electrons(frame_ledgers: list[dict], dv: float) -> list[float]:
+    """Each frame's predicted electrons, e: its ledger's raw ``density_sum`` in block order times ``dv`` (Å³), as
+    the run records them in ``n_electrons_predicted`` (``frame_ledgers``: each frame's ledger keyed by block)."""
+    return [sum(fl[b].density_sum for b in range(len(fl))) * dv for fl in frame_ledgers]
+
+
 def attribute_problems(attrs: dict, frame_ledgers: list[dict]) -> list[tuple[str, str]]:
     """The run's results in a complete store's attributes, recomputed from its ledger: what differs.
 
@@ -101,7 +107,7 @@ def attribute_problems(attrs: dict, frame_ledgers: list[dict]) -> list[tuple[str
 
     problems = []
     dv = float(attrs.get("volume_element") or 0.0)
-    n_pred = [sum(fl[b].density_sum for b in range(len(fl))) * dv for fl in frame_ledgers]
+    n_pred = frame_electrons(frame_ledgers, dv)
     recorded = attrs.get("n_electrons_predicted")
     want = n_pred if isinstance(recorded, list) else n_pred[0]
     if recorded is not None and not np.allclose(np.asarray(recorded, dtype=np.float64), want, rtol=1e-12, atol=0):
